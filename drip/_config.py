@@ -1,0 +1,184 @@
+"""Settings: explicit argument, then ``DRIP_*`` environment, then default — resolved once.
+
+``resolve_settings`` is the only place that reads the environment. The result is frozen, so a
+client's behaviour cannot change under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import DripConfigurationError
+
+__all__ = ["DEFAULT_BASE_URL", "Settings", "normalize_base_url", "resolve_settings"]
+
+logger = logging.getLogger("drip")
+
+DEFAULT_BASE_URL = "https://api.drippay.dev/v1"
+LOCAL_PREFIX = "local"
+DEFAULT_LOCAL_DB = os.path.join(".drip", "local.db")
+
+_KEY_HELP = (
+    "Set it with `export DRIP_API_KEY=sk_...` (or pass Drip(api_key=...)). "
+    "To try drip without an account, run a local server: `drip serve` prints a key, or set "
+    "DRIP_BASE_URL=local to start one inside this process."
+)
+
+OnError = Callable[[BaseException], Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved client settings."""
+
+    api_key: str | None
+    base_url: str
+    #: set when DRIP_BASE_URL=local[:PATH]: the SQLite file of the embedded server
+    local_db: str | None
+    timeout: float
+    max_retries: int
+    max_retry_time: float
+    strict: bool
+    flush_interval: float
+    max_batch_items: int
+    max_batch_bytes: int
+    max_buffer: int
+    shutdown_timeout: float
+
+    @property
+    def key_kind(self) -> str:
+        return "public" if (self.api_key or "").startswith("pk_") else "secret"
+
+
+def normalize_base_url(url: str) -> str:
+    """Strip trailing ``/`` and append ``/v1`` unless the URL ends with it (contract §1.1)."""
+    url = url.strip().rstrip("/")
+    if not url.endswith("/v1"):
+        url += "/v1"
+    return url
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _number(name: str, arg: float | None, env: Mapping[str, str], default: float) -> float:
+    raw: Any = arg if arg is not None else _env(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise DripConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise DripConfigurationError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _flag(name: str, arg: bool | None, env: Mapping[str, str]) -> bool:
+    if arg is not None:
+        return arg
+    raw = (_env(env, name) or "").lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise DripConfigurationError(f"{name} must be 1/0 or true/false, got {raw!r}")
+
+
+def _is_placeholder(key: str) -> bool:
+    """A key copied from documentation, such as ``sk_test_...``."""
+    return "..." in key or "\u2026" in key
+
+
+def _check_key(key: str, source: str) -> None:
+    if not key.startswith(("sk_", "pk_")):
+        raise DripConfigurationError(
+            f"The API key from {source} must start with 'sk_' (secret) or 'pk_' (public). "
+            + _KEY_HELP
+        )
+    if len(key) < 10 or any(c.isspace() for c in key):
+        raise DripConfigurationError(
+            f"The API key from {source} is malformed (too short or contains spaces). " + _KEY_HELP
+        )
+
+
+def _resolve_key(arg: str | None, env: Mapping[str, str], local: bool) -> str | None:
+    env_key = _env(env, "DRIP_API_KEY")
+    if arg is not None and _is_placeholder(arg):
+        # A README snippet run as written: use the real key from the environment instead.
+        if env_key is not None and not _is_placeholder(env_key):
+            logger.warning(
+                "api_key=%r looks like a documentation placeholder; using DRIP_API_KEY instead",
+                arg[:8] + "...",
+            )
+            arg = None
+        elif local:
+            arg = None
+    key = arg if arg is not None else env_key
+    if key is None:
+        if local:
+            return None  # the embedded server hands out its own key
+        raise DripConfigurationError("No Drip API key was found. " + _KEY_HELP)
+    if _is_placeholder(key):
+        raise DripConfigurationError(
+            "The API key is a documentation placeholder (it contains '...'). " + _KEY_HELP
+        )
+    _check_key(key, "the api_key argument" if arg is not None else "DRIP_API_KEY")
+    return key
+
+
+def resolve_settings(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    max_retry_time: float | None = None,
+    strict: bool | None = None,
+    flush_interval: float | None = None,
+    max_batch_items: int | None = None,
+    max_batch_bytes: int | None = None,
+    max_buffer: int | None = None,
+    shutdown_timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting once: argument > ``DRIP_*`` environment > default."""
+    env = os.environ if env is None else env
+    raw_url = base_url or _env(env, "DRIP_API_URL") or _env(env, "DRIP_BASE_URL")
+    local_db: str | None = None
+    if raw_url is not None and (raw_url == LOCAL_PREFIX or raw_url.startswith("local:")):
+        local_db = raw_url[len("local:") :] if raw_url.startswith("local:") else ""
+        local_db = local_db or _env(env, "DRIP_LOCAL_DB") or DEFAULT_LOCAL_DB
+        url = "http://127.0.0.1:0/v1"  # replaced by the embedded server's address
+    else:
+        url = normalize_base_url(raw_url or DEFAULT_BASE_URL)
+        if not url.startswith(("http://", "https://")):
+            raise DripConfigurationError(
+                f"The base URL must start with http:// or https:// (or be 'local'), got {raw_url!r}"
+            )
+    timeout_s = _number("DRIP_TIMEOUT", timeout, env, 30.0)
+    if timeout_s == 0:
+        raise DripConfigurationError("DRIP_TIMEOUT must be greater than 0")
+    return Settings(
+        api_key=_resolve_key(api_key, env, local=local_db is not None),
+        base_url=url,
+        local_db=local_db,
+        timeout=timeout_s,
+        max_retries=int(_number("DRIP_MAX_RETRIES", max_retries, env, 4)),
+        max_retry_time=_number("DRIP_MAX_RETRY_TIME", max_retry_time, env, 60.0),
+        strict=_flag("DRIP_STRICT", strict, env),
+        flush_interval=_number("DRIP_FLUSH_INTERVAL", flush_interval, env, 0.5),
+        max_batch_items=max(1, int(_number("DRIP_MAX_BATCH_ITEMS", max_batch_items, env, 2000))),
+        max_batch_bytes=max(
+            1024, int(_number("DRIP_MAX_BATCH_BYTES", max_batch_bytes, env, 2 * 1024 * 1024))
+        ),
+        max_buffer=max(1, int(_number("DRIP_MAX_BUFFER", max_buffer, env, 100_000))),
+        shutdown_timeout=_number("DRIP_SHUTDOWN_TIMEOUT", shutdown_timeout, env, 5.0),
+    )
