@@ -427,6 +427,8 @@ class RecordRunRequest(DripModel):
     external_run_id: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
     correlation_id: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
     metadata: Metadata | None = None
+    #: extension: a client-generated run id; a repeat answers the first result (no new events)
+    id: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
 
 
 class RecordRunSummaryRun(DripModel):

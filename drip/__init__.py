@@ -1,0 +1,86 @@
+"""drip: usage attribution and execution traces for AI agents, APIs and batch jobs.
+
+::
+
+    from drip import drip
+
+    customer = drip.create_customer(external_customer_id="user_123")
+    drip.track_usage(customer_id=customer.id, meter="api_calls", quantity=1)
+"""
+
+from __future__ import annotations
+
+from ._default import LazyClient, configure
+from ._version import __version__
+from .client import AsyncDrip, Drip
+from .errors import (
+    DripAPIError,
+    DripAuthenticationError,
+    DripBadRequestError,
+    DripConfigurationError,
+    DripConflictError,
+    DripError,
+    DripNetworkError,
+    DripNotFoundError,
+    DripPermissionError,
+    DripRateLimitError,
+    DripServerError,
+    DripTimeoutError,
+    DripValidationError,
+)
+from .models import (
+    ChargeResult,
+    Customer,
+    CustomerList,
+    EmitEventsBatchResult,
+    EndRunResult,
+    EventResult,
+    PingResult,
+    RecordRunResult,
+    RunDetails,
+    RunResult,
+    RunStatus,
+    RunTimeline,
+    TrackUsageResult,
+    UsageSummary,
+    Workflow,
+)
+
+#: The lazy default client: reads DRIP_API_KEY / DRIP_BASE_URL on first use.
+drip = LazyClient()
+
+__all__ = [
+    "AsyncDrip",
+    "ChargeResult",
+    "Customer",
+    "CustomerList",
+    "Drip",
+    "DripAPIError",
+    "DripAuthenticationError",
+    "DripBadRequestError",
+    "DripConfigurationError",
+    "DripConflictError",
+    "DripError",
+    "DripNetworkError",
+    "DripNotFoundError",
+    "DripPermissionError",
+    "DripRateLimitError",
+    "DripServerError",
+    "DripTimeoutError",
+    "DripValidationError",
+    "EmitEventsBatchResult",
+    "EndRunResult",
+    "EventResult",
+    "PingResult",
+    "RecordRunResult",
+    "RunDetails",
+    "RunResult",
+    "RunStatus",
+    "RunTimeline",
+    "TrackUsageResult",
+    "UsageSummary",
+    "Workflow",
+    "__version__",
+    "configure",
+    "drip",
+]

@@ -1,0 +1,454 @@
+"""Each endpoint of the Drip API as a pure function: arguments -> ``RequestSpec``.
+
+A method's parameters, validation and body live here, once. ``Drip`` and ``AsyncDrip`` only
+differ in how they send a spec (``drip._transport``). Nothing here does I/O.
+
+Validation happens before anything is sent and raises ``DripValidationError`` naming the field.
+Idempotency keys are made here, once per call, so every retry of that call reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel, ValidationError
+
+from . import models as m
+from ._ids import idempotency_key, new_id
+from .errors import DripValidationError
+
+__all__ = ["RawResponse", "RequestSpec"]
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """What the transport hands to a spec's parser."""
+
+    status_code: int
+    body: Any
+    elapsed_ms: int
+
+
+@dataclass(frozen=True)
+class RequestSpec(Generic[T]):
+    """One request to make, and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[RawResponse], T]
+    body: dict[str, Any] | None = None
+    #: an already encoded JSON body (the delivery worker encodes its batch once)
+    content: bytes | None = None
+    params: dict[str, Any] | None = field(default=None)
+    #: safe to send again after an ambiguous failure (GET, or a write carrying a key or id)
+    retry_safe: bool = False
+    #: the path is relative to the server root, not to ``/v1`` (health)
+    outside_v1: bool = False
+    #: error statuses are answers, not exceptions (ping)
+    raise_for_status: bool = True
+    #: stop after this many attempts whatever the settings say (ping: 1)
+    max_attempts: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    from pydantic.alias_generators import to_snake
+
+    return ".".join(to_snake(p) if isinstance(p, str) else str(p) for p in loc) or "body"
+
+
+def build(model: type[M], **values: Any) -> M:
+    """Validate arguments into a request model; a bad one raises DripValidationError."""
+    try:
+        return model.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = _field_name(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        raise DripValidationError(f"{name}: {msg}", field=name) from None
+
+
+def check_metadata(metadata: Any, name: str = "metadata") -> dict[str, Any] | None:
+    """Metadata must be a JSON-serialisable dict no larger than MAX_METADATA_BYTES."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise DripValidationError(f"{name} must be a dict, got {type(metadata).__name__}", field=name)
+    try:
+        size = len(json.dumps(metadata, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError) as exc:
+        raise DripValidationError(f"{name} is not JSON-serialisable: {exc}", field=name) from None
+    if size > m.MAX_METADATA_BYTES:
+        raise DripValidationError(
+            f"{name} is {size} bytes as JSON; the limit is {m.MAX_METADATA_BYTES}", field=name
+        )
+    return dict(metadata)
+
+
+def check_quantity(value: Any, name: str = "quantity") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DripValidationError(
+            f"{name} must be a number, got {type(value).__name__}", field=name
+        )
+    if not math.isfinite(value):
+        raise DripValidationError(f"{name} must be finite, got {value!r}", field=name)
+    return float(value)
+
+
+def check_name(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DripValidationError(f"{name} must be a non-empty string", field=name)
+    return value
+
+
+def _segment(value: str, name: str) -> str:
+    """A path segment, escaped so an id cannot address another resource."""
+    return quote(check_name(value, name), safe="")
+
+
+def _model(model: type[M]) -> Callable[[RawResponse], M]:
+    def parse(raw: RawResponse) -> M:
+        return model.model_validate(raw.body)
+
+    return parse
+
+
+# --------------------------------------------------------------------------------------------
+# endpoints
+
+
+def ping() -> RequestSpec[m.PingResult]:
+    def parse(raw: RawResponse) -> m.PingResult:
+        body = raw.body if isinstance(raw.body, dict) else {}
+        status = body.get("status")
+        status = status if isinstance(status, str) else "unknown"
+        if not 200 <= raw.status_code < 300:
+            status = f"error:{raw.status_code}" if status == "unknown" else status
+        ts = body.get("timestamp")
+        return m.PingResult(
+            ok=200 <= raw.status_code < 300 and status == "healthy",
+            status=status,
+            latency_ms=raw.elapsed_ms,
+            timestamp=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
+        )
+
+    return RequestSpec(
+        "GET", "/health", parse, outside_v1=True, raise_for_status=False, retry_safe=True,
+        max_attempts=1,
+    )  # fmt: skip
+
+
+def create_customer(
+    external_customer_id: str | None = None,
+    onchain_address: str | None = None,
+    is_internal: bool | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.Customer]:
+    req = build(
+        m.CreateCustomerRequest,
+        external_customer_id=external_customer_id,
+        onchain_address=onchain_address,
+        is_internal=is_internal,
+        metadata=check_metadata(metadata),
+    )
+    return RequestSpec("POST", "/customers", _model(m.Customer), body=req.to_wire())
+
+
+def get_customer(customer_id: str) -> RequestSpec[m.Customer]:
+    path = f"/customers/{_segment(customer_id, 'customer_id')}"
+    return RequestSpec("GET", path, _model(m.Customer), retry_safe=True)
+
+
+def list_customers(
+    status: m.CustomerStatus | str | None = None, limit: int = 100, offset: int = 0
+) -> RequestSpec[m.CustomerList]:
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise DripValidationError("limit must be an int between 1 and 1000", field="limit")
+    if not isinstance(offset, int) or offset < 0:
+        raise DripValidationError("offset must be an int >= 0", field="offset")
+    params: dict[str, Any] = {"limit": limit}
+    if offset:
+        params["offset"] = offset
+    if status is not None:
+        params["status"] = m.CustomerStatus(status).value
+    return RequestSpec("GET", "/customers", _model(m.CustomerList), params=params, retry_safe=True)
+
+
+def track_usage(
+    customer_id: str,
+    meter: str,
+    quantity: float,
+    idempotency_key: str | None = None,
+    units: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.TrackUsageResult]:
+    req = build(
+        m.TrackUsageRequest,
+        customer_id=check_name(customer_id, "customer_id"),
+        usage_type=check_name(meter, "meter"),
+        quantity=check_quantity(quantity),
+        idempotency_key=idempotency_key or _key("track"),
+        units=units,
+        description=description,
+        metadata=check_metadata(metadata),
+    )
+    return RequestSpec(
+        "POST", "/usage/internal", _model(m.TrackUsageResult), body=req.to_wire(), retry_safe=True
+    )
+
+
+def charge(
+    customer_id: str,
+    meter: str,
+    quantity: float,
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.ChargeResult]:
+    req = build(
+        m.ChargeRequest,
+        customer_id=check_name(customer_id, "customer_id"),
+        usage_type=check_name(meter, "meter"),
+        quantity=check_quantity(quantity),
+        idempotency_key=idempotency_key or _key("chg"),
+        metadata=check_metadata(metadata),
+    )
+    return RequestSpec("POST", "/usage", _model(m.ChargeResult), body=req.to_wire(), retry_safe=True)
+
+
+def get_usage_summary(
+    customer_id: str | None = None, meter: str | None = None
+) -> RequestSpec[m.UsageSummary]:
+    params = {k: v for k, v in {"customerId": customer_id, "meter": meter}.items() if v}
+    return RequestSpec(
+        "GET", "/usage/summary", _model(m.UsageSummary), params=params, retry_safe=True
+    )
+
+
+def list_workflows() -> RequestSpec[m.WorkflowList]:
+    return RequestSpec("GET", "/workflows", _model(m.WorkflowList), retry_safe=True)
+
+
+def create_workflow(
+    name: str,
+    slug: str,
+    product_surface: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.Workflow]:
+    req = build(
+        m.CreateWorkflowRequest,
+        name=name,
+        slug=slug,
+        product_surface=product_surface or "CUSTOM",
+        description=description,
+        metadata=check_metadata(metadata),
+    )
+    # creation is idempotent on slug, so a retry cannot make a second workflow
+    return RequestSpec("POST", "/workflows", _model(m.Workflow), body=req.to_wire(), retry_safe=True)
+
+
+def start_run(
+    customer_id: str,
+    workflow_id: str,
+    external_run_id: str | None = None,
+    correlation_id: str | None = None,
+    parent_run_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    run_id: str | None = None,
+) -> RequestSpec[m.RunResult]:
+    req = build(
+        m.StartRunRequest,
+        customer_id=check_name(customer_id, "customer_id"),
+        workflow_id=check_name(workflow_id, "workflow_id"),
+        external_run_id=external_run_id,
+        correlation_id=correlation_id,
+        parent_run_id=parent_run_id,
+        metadata=check_metadata(metadata),
+        id=run_id or new_id("run"),
+    )
+    return RequestSpec("POST", "/runs", _model(m.RunResult), body=req.to_wire(), retry_safe=True)
+
+
+def end_run(
+    run_id: str,
+    status: m.RunStatus | str,
+    error_message: str | None = None,
+    error_code: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.EndRunResult]:
+    req = build(
+        m.EndRunRequest,
+        status=status,
+        error_message=error_message,
+        error_code=error_code,
+        metadata=check_metadata(metadata),
+    )
+    path = f"/runs/{_segment(run_id, 'run_id')}"
+    # ending a run twice with the same status is harmless, so retries are safe
+    return RequestSpec("PATCH", path, _model(m.EndRunResult), body=req.to_wire(), retry_safe=True)
+
+
+def _event(values: Mapping[str, Any], where: str) -> m.EmitEventRequest:
+    values = {k: v for k, v in values.items() if v is not None}
+    if "quantity" in values:
+        values["quantity"] = check_quantity(values["quantity"], f"{where}quantity")
+    if "metadata" in values:
+        values["metadata"] = check_metadata(values["metadata"], f"{where}metadata")
+    try:
+        return m.EmitEventRequest.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = where + _field_name(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        raise DripValidationError(f"{name}: {msg}", field=name) from None
+
+
+def emit_event(
+    run_id: str,
+    event_type: str,
+    quantity: float | None = None,
+    units: str | None = None,
+    description: str | None = None,
+    cost_units: float | None = None,
+    cost_currency: str | None = None,
+    correlation_id: str | None = None,
+    parent_event_id: str | None = None,
+    span_id: str | None = None,
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.EventResult]:
+    check_name(run_id, "run_id")
+    check_name(event_type, "event_type")
+    req = _event(
+        {
+            "run_id": run_id,
+            "event_type": event_type,
+            "quantity": quantity,
+            "units": units,
+            "description": description,
+            "cost_units": cost_units,
+            "cost_currency": cost_currency,
+            "correlation_id": correlation_id,
+            "parent_event_id": parent_event_id,
+            "span_id": span_id,
+            "idempotency_key": idempotency_key or _key("evt"),
+            "metadata": metadata,
+        },
+        "",
+    )
+    return RequestSpec(
+        "POST", "/run-events", _model(m.EventResult), body=req.to_wire(), retry_safe=True
+    )
+
+
+def emit_events_batch(events: Sequence[Mapping[str, Any]]) -> RequestSpec[m.EmitEventsBatchResult]:
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise DripValidationError("events must be a list of dicts", field="events")
+    items = []
+    for i, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            raise DripValidationError(f"events[{i}] must be a dict", field=f"events.{i}")
+        req = _event(event, f"events.{i}.")
+        if not req.idempotency_key:
+            req.idempotency_key = _key("evt")
+        items.append(req.to_wire())
+    return RequestSpec(
+        "POST",
+        "/run-events/batch",
+        _model(m.EmitEventsBatchResult),
+        body={"events": items},
+        retry_safe=True,
+    )
+
+
+def record_run(
+    customer_id: str,
+    workflow: str,
+    events: Sequence[Mapping[str, Any] | Any] | None = None,
+    status: m.RunStatus | str = m.RunStatus.COMPLETED,
+    error_message: str | None = None,
+    error_code: str | None = None,
+    external_run_id: str | None = None,
+    correlation_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RequestSpec[m.RecordRunResult]:
+    items: list[Any] = []
+    for i, event in enumerate(events or ()):
+        if event is Ellipsis:
+            continue  # a `[...]` placeholder, as in documentation snippets
+        if isinstance(event, BaseModel):
+            event = event.model_dump(exclude_none=True)
+        if not isinstance(event, Mapping):
+            raise DripValidationError(f"events[{i}] must be a dict", field=f"events.{i}")
+        if "quantity" in event and event["quantity"] is not None:
+            check_quantity(event["quantity"], f"events.{i}.quantity")
+        items.append(dict(event))
+    req = build(
+        m.RecordRunRequest,
+        customer_id=check_name(customer_id, "customer_id"),
+        workflow=check_name(workflow, "workflow"),
+        events=items,
+        status=status,
+        error_message=error_message,
+        error_code=error_code,
+        external_run_id=external_run_id,
+        correlation_id=correlation_id,
+        metadata=check_metadata(metadata),
+        id=new_id("run"),
+    )
+    body = req.to_wire()
+    # an event without a quantity means 1 on the server; keep "absent" rather than null
+    return RequestSpec(
+        "POST", "/runs/record", _model(m.RecordRunResult), body=body, retry_safe=True
+    )
+
+
+def get_run(run_id: str) -> RequestSpec[m.RunDetails]:
+    path = f"/runs/{_segment(run_id, 'run_id')}"
+    return RequestSpec("GET", path, _model(m.RunDetails), retry_safe=True)
+
+
+def get_run_timeline(
+    run_id: str,
+    limit: int | None = None,
+    cursor: str | None = None,
+    include_anomalies: bool | None = None,
+    collapse_retries: bool | None = None,
+) -> RequestSpec[m.RunTimeline]:
+    params: dict[str, Any] = {}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if cursor is not None:
+        params["cursor"] = cursor
+    if include_anomalies is not None:
+        params["includeAnomalies"] = "true" if include_anomalies else "false"
+    if collapse_retries is not None:
+        params["collapseRetries"] = "true" if collapse_retries else "false"
+    path = f"/runs/{_segment(run_id, 'run_id')}/timeline"
+    return RequestSpec(
+        "GET", path, _model(m.RunTimeline), params=params or None, retry_safe=True
+    )
+
+
+def ingest(body: bytes) -> RequestSpec[m.IngestResult]:
+    """The delivery worker's batch; ``body`` is JSON already encoded on the worker thread."""
+    return RequestSpec(
+        "POST", "/ingest", _model(m.IngestResult), content=body, retry_safe=True,
+        max_attempts=1,
+    )  # fmt: skip
+
+
+def _key(prefix: str) -> str:
+    return idempotency_key(prefix)

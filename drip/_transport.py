@@ -1,0 +1,288 @@
+"""Sending a ``RequestSpec`` with httpx: retries, backoff, error mapping.
+
+The decisions (building the request, reading the answer, mapping an error, whether and how long
+to wait before another attempt) are plain methods of ``_TransportBase``; ``SyncTransport`` and
+``AsyncTransport`` only differ in how they send and sleep.
+
+Retry rules: network errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and
+jitter, honouring ``Retry-After``, within ``max_retries`` extra attempts and ``max_retry_time``
+seconds — but only for requests that are safe to repeat (``RequestSpec.retry_safe``: GETs and
+writes carrying an idempotency key or a client-generated id). A connection that was never
+established is retried for every request, since nothing reached the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from . import models as m
+from ._api import RawResponse, RequestSpec, ingest
+from ._config import Settings
+from ._version import __version__
+from .errors import (
+    DripAPIError,
+    DripError,
+    DripNetworkError,
+    DripRateLimitError,
+    DripTimeoutError,
+    api_error_class,
+)
+
+__all__ = ["AsyncTransport", "IngestSender", "SyncTransport", "backoff_delay"]
+
+T = TypeVar("T")
+
+USER_AGENT = f"drip-sdk-python/{__version__}"
+_RETRY_STATUSES = frozenset({408, 429})
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def backoff_delay(
+    attempt: int, retry_after: float | None = None, *, base: float = 0.25, cap: float = 8.0
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based).
+
+    The server's ``Retry-After`` wins when given; otherwise exponential with "equal jitter"
+    (half fixed, half random), so concurrent clients spread out but never retry at once.
+    """
+    if retry_after is not None and retry_after >= 0:
+        return float(retry_after)
+    ceiling = min(cap, base * float(2 ** min(attempt, 30)))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Attempt(Exception):
+    """Internal: one failed attempt, with whether it may be repeated."""
+
+    def __init__(self, error: DripError, *, not_sent: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.not_sent = not_sent
+
+
+class _TransportBase:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._headers = {
+            "Authorization": f"Bearer {settings.api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        root = settings.base_url
+        self._root = root[: -len("/v1")] if root.endswith("/v1") else root
+
+    def _timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.settings.timeout)
+
+    def _build(self, spec: RequestSpec[Any]) -> dict[str, Any]:
+        url = (self._root if spec.outside_v1 else self.settings.base_url) + spec.path
+        kwargs: dict[str, Any] = {"method": spec.method, "url": url, "headers": self._headers}
+        if spec.content is not None:
+            kwargs["content"] = spec.content
+        elif spec.body is not None:
+            kwargs["content"] = json.dumps(spec.body, separators=(",", ":")).encode()
+        if spec.params:
+            kwargs["params"] = spec.params
+        return kwargs
+
+    @staticmethod
+    def _network_error(exc: httpx.HTTPError, spec: RequestSpec[Any]) -> _Attempt:
+        where = f"{spec.method} {spec.path}"
+        if isinstance(exc, httpx.TimeoutException):
+            err: DripError = DripTimeoutError(f"Request timed out: {where} ({exc!r})")
+        else:
+            err = DripNetworkError(f"Network error on {where}: {exc!r}")
+        err.__cause__ = exc
+        return _Attempt(err, not_sent=isinstance(exc, _NOT_SENT))
+
+    @staticmethod
+    def _read(spec: RequestSpec[T], response: httpx.Response, elapsed_ms: int) -> T:
+        try:
+            body: Any = response.json() if response.content else None
+            parsed = True
+        except ValueError:
+            body, parsed = response.text, False
+        status = response.status_code
+        if status >= 400 and spec.raise_for_status:
+            raise _Attempt(_api_error(response, body if parsed else {"error": body}))
+        if spec.raise_for_status and not parsed:
+            raise _Attempt(
+                DripAPIError(
+                    f"The server answered {status} with a body that is not JSON",
+                    status_code=status,
+                    code="INVALID_RESPONSE",
+                    body=body,
+                )
+            )
+        try:
+            return spec.parse(RawResponse(status, body, elapsed_ms))
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise _Attempt(
+                DripAPIError(
+                    f"The server's answer to {spec.method} {spec.path} has an unexpected "
+                    f"shape: {exc}",
+                    status_code=status,
+                    code="INVALID_RESPONSE",
+                    body=body,
+                )
+            ) from None
+
+    def _next_delay(
+        self, spec: RequestSpec[T], failure: _Attempt, attempt: int, started: float
+    ) -> float | None:
+        """How long to wait before another attempt, or None to give up."""
+        limit = spec.max_attempts or self.settings.max_retries + 1
+        if attempt + 1 >= limit:
+            return None
+        err = failure.error
+        retry_after: float | None = None
+        if isinstance(err, DripAPIError):
+            if not (err.status_code in _RETRY_STATUSES or err.status_code >= 500):
+                return None
+            if isinstance(err, DripRateLimitError):
+                retry_after = err.retry_after
+        elif not isinstance(err, DripNetworkError):
+            return None
+        if not (spec.retry_safe or failure.not_sent):
+            return None
+        delay = backoff_delay(attempt, retry_after)
+        if time.monotonic() - started + delay > self.settings.max_retry_time:
+            return None
+        return delay
+
+
+def _api_error(response: httpx.Response, body: Any) -> DripAPIError:
+    status = response.status_code
+    data = body if isinstance(body, dict) else {}
+    message = data.get("message") or data.get("error") or response.reason_phrase or "error"
+    if not isinstance(message, str):
+        message = json.dumps(message)
+    code = data.get("code")
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "code": code if isinstance(code, str) else None,
+        "request_id": response.headers.get("x-request-id"),
+        "body": body,
+    }
+    cls = api_error_class(status)
+    if cls is DripRateLimitError:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is None and isinstance(data.get("retryAfter"), (int, float)):
+            retry_after = float(data["retryAfter"])
+        return DripRateLimitError(message, retry_after=retry_after, **kwargs)
+    return cls(message, **kwargs)
+
+
+class SyncTransport(_TransportBase):
+    """Sends specs with an ``httpx.Client`` (given, or owned and closed by ``close``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self._owned = http_client is None
+        self.client = http_client or httpx.Client(timeout=self._timeout(), transport=transport)
+
+    def send(self, spec: RequestSpec[T]) -> T:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            t0 = time.monotonic()
+            try:
+                try:
+                    response = self.client.request(**self._build(spec))
+                except httpx.HTTPError as exc:
+                    raise self._network_error(exc, spec) from exc
+                return self._read(spec, response, int((time.monotonic() - t0) * 1000))
+            except _Attempt as failure:
+                delay = self._next_delay(spec, failure, attempt, started)
+                if delay is None:
+                    raise failure.error from failure.error.__cause__
+            time.sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()
+
+
+class AsyncTransport(_TransportBase):
+    """Sends specs with an ``httpx.AsyncClient`` (given, or owned and closed by ``aclose``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self._owned = http_client is None
+        self.client = http_client or httpx.AsyncClient(
+            timeout=self._timeout(), transport=transport
+        )
+
+    async def send(self, spec: RequestSpec[T]) -> T:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            t0 = time.monotonic()
+            try:
+                try:
+                    response = await self.client.request(**self._build(spec))
+                except httpx.HTTPError as exc:
+                    raise self._network_error(exc, spec) from exc
+                return self._read(spec, response, int((time.monotonic() - t0) * 1000))
+            except _Attempt as failure:
+                delay = self._next_delay(spec, failure, attempt, started)
+                if delay is None:
+                    raise failure.error from failure.error.__cause__
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self.client.aclose()
+
+
+class IngestSender:
+    """One attempt at ``POST /v1/ingest`` for the delivery worker, which owns the retry loop."""
+
+    def __init__(
+        self, settings: Settings, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._transport = SyncTransport(settings, transport=transport)
+
+    def __call__(self, body: bytes) -> m.IngestResult:
+        return self._transport.send(ingest(body))
+
+    def close(self) -> None:
+        self._transport.close()

@@ -1,0 +1,258 @@
+"""``Drip`` and ``AsyncDrip``: the typed client of the Drip API.
+
+Both are thin. Each method's parameters, validation and request body are written once, in
+``drip._api``; the classes below only bind those functions to a way of sending
+(``SyncTransport.send`` or ``await AsyncTransport.send``). Same names on both, awaited on
+``AsyncDrip``.
+
+Both also carry the instrumentation (``client.metered``, ``client.run``, ``client.customer``,
+``client.flush``, ``client.shutdown``, ``client.stats``), created on first use; its background
+delivery is the same thread-based worker for both.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import typing
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+import httpx
+
+from . import _api
+from ._config import OnError, Settings, resolve_settings
+from ._transport import AsyncTransport, SyncTransport
+
+if TYPE_CHECKING:
+    from ._instrumentation import Instrumentation
+
+__all__ = ["AsyncDrip", "Drip"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Self = TypeVar("Self", bound="_ClientBase")
+
+
+class _ClientBase:
+    """Settings, the embedded local server, and the instrumentation; no sending."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_retry_time: float | None = None,
+        strict: bool | None = None,
+        on_error: OnError | None = None,
+        flush_interval: float | None = None,
+        max_batch_items: int | None = None,
+        max_buffer: int | None = None,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        settings = resolve_settings(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_time=max_retry_time,
+            strict=strict,
+            flush_interval=flush_interval,
+            max_batch_items=max_batch_items,
+            max_buffer=max_buffer,
+            shutdown_timeout=shutdown_timeout,
+        )
+        if settings.local_db is not None:
+            from ._local import attach_local_server
+
+            settings = attach_local_server(settings)
+        self.settings: Settings = settings
+        self._on_error = on_error
+        self._instrumentation_obj: Instrumentation | None = None
+        self._instrumentation_lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def _instrumentation(self) -> Instrumentation:
+        inst = self._instrumentation_obj
+        if inst is None:
+            with self._instrumentation_lock:
+                if self._instrumentation_obj is None:
+                    from ._instrumentation import Instrumentation
+
+                    self._instrumentation_obj = Instrumentation(
+                        self.settings, on_error=self._on_error, sender=None
+                    )
+                inst = self._instrumentation_obj
+        return inst
+
+    # -- instrumentation (documented in drip.instrument) ------------------------------------
+
+    def metered(self, meter: str, **kwargs: Any) -> Any:
+        """``@client.metered(meter=...)``: see ``drip.metered``; records go to this client."""
+        return self._instrumentation.metered(meter, **kwargs)
+
+    def run(self, workflow: str, **kwargs: Any) -> Any:
+        """``with client.run(workflow=...)``: see ``drip.run``; records go to this client."""
+        return self._instrumentation.run(workflow, **kwargs)
+
+    def customer(self, customer_id: str) -> Any:
+        """``with client.customer(id):`` sets the customer for everything inside."""
+        return self._instrumentation.customer(customer_id)
+
+    def flush(self, timeout: float | None = None) -> Any:
+        """Wait until every buffered record is delivered (or ``timeout``); returns a report."""
+        if self._instrumentation_obj is None:
+            return self._instrumentation.flush(timeout)
+        return self._instrumentation_obj.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> Any:
+        """Flush, then stop the background worker; returns a report."""
+        return self._instrumentation.shutdown(timeout)
+
+    def stats(self) -> Any:
+        """Counters of the instrumentation: recorded, sent, duplicates, rejected, dropped..."""
+        return self._instrumentation.stats()
+
+
+def _signature(method: Any, fn: Callable[..., Any], awaitable: bool) -> None:
+    """Show the method as ``(self, <the endpoint's parameters>) -> <its result model>``."""
+    sig = inspect.signature(fn)
+    result = typing.get_type_hints(fn, vars(_api))["return"].__args__[0]
+    me = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = sig.replace(
+        parameters=[me, *sig.parameters.values()],
+        return_annotation=Awaitable[result] if awaitable else result,  # type: ignore[valid-type]
+    )
+
+
+def _sync(fn: Callable[P, _api.RequestSpec[T]]) -> Callable[Concatenate[Drip, P], T]:
+    @functools.wraps(fn)
+    def method(self: Drip, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._transport.send(fn(*args, **kwargs))
+
+    _signature(method, fn, awaitable=False)
+    return method
+
+
+def _async(
+    fn: Callable[P, _api.RequestSpec[T]],
+) -> Callable[Concatenate[AsyncDrip, P], Awaitable[T]]:
+    @functools.wraps(fn)
+    async def method(self: AsyncDrip, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._transport.send(fn(*args, **kwargs))
+
+    _signature(method, fn, awaitable=True)
+    return method
+
+
+class Drip(_ClientBase):
+    """The synchronous client. ``Drip()`` reads ``DRIP_API_KEY`` (and ``DRIP_BASE_URL``).
+
+    Pass ``http_client=`` or ``transport=`` (e.g. ``httpx.MockTransport``) to control HTTP.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(api_key, base_url, **options)
+        self._transport = SyncTransport(self.settings, http_client=http_client, transport=transport)
+
+    ping = _sync(_api.ping)
+    create_customer = _sync(_api.create_customer)
+    get_customer = _sync(_api.get_customer)
+    list_customers = _sync(_api.list_customers)
+    track_usage = _sync(_api.track_usage)
+    charge = _sync(_api.charge)
+    get_usage_summary = _sync(_api.get_usage_summary)
+    list_workflows = _sync(_api.list_workflows)
+    create_workflow = _sync(_api.create_workflow)
+    start_run = _sync(_api.start_run)
+    end_run = _sync(_api.end_run)
+    emit_event = _sync(_api.emit_event)
+    emit_events_batch = _sync(_api.emit_events_batch)
+    record_run = _sync(_api.record_run)
+    get_run = _sync(_api.get_run)
+    get_run_timeline = _sync(_api.get_run_timeline)
+
+    def close(self) -> None:
+        """Flush the instrumentation (bounded) and close the HTTP connections."""
+        if self._instrumentation_obj is not None:
+            self._instrumentation_obj.shutdown(None)
+        self._transport.close()
+
+    def __enter__(self) -> Drip:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncDrip(_ClientBase):
+    """The asyncio client: the same methods as ``Drip``, awaited; use ``async with``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(api_key, base_url, **options)
+        self._transport = AsyncTransport(
+            self.settings, http_client=http_client, transport=transport
+        )
+
+    ping = _async(_api.ping)
+    create_customer = _async(_api.create_customer)
+    get_customer = _async(_api.get_customer)
+    list_customers = _async(_api.list_customers)
+    track_usage = _async(_api.track_usage)
+    charge = _async(_api.charge)
+    get_usage_summary = _async(_api.get_usage_summary)
+    list_workflows = _async(_api.list_workflows)
+    create_workflow = _async(_api.create_workflow)
+    start_run = _async(_api.start_run)
+    end_run = _async(_api.end_run)
+    emit_event = _async(_api.emit_event)
+    emit_events_batch = _async(_api.emit_events_batch)
+    record_run = _async(_api.record_run)
+    get_run = _async(_api.get_run)
+    get_run_timeline = _async(_api.get_run_timeline)
+
+    async def aclose(self) -> None:
+        """Flush the instrumentation (bounded) and close the HTTP connections."""
+        if self._instrumentation_obj is not None:
+            self._instrumentation_obj.shutdown(None)
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncDrip:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
