@@ -1,0 +1,108 @@
+"""Settings: argument > environment > default, the /v1 rule, and key checks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from drip import Drip, DripConfigurationError
+from drip._config import DEFAULT_BASE_URL, normalize_base_url, resolve_settings
+
+KEY = "sk_test_config_0001"
+
+
+@pytest.mark.parametrize(
+    ("given", "effective"),
+    [
+        ("http://127.0.0.1:8787", "http://127.0.0.1:8787/v1"),
+        ("http://127.0.0.1:8787/", "http://127.0.0.1:8787/v1"),
+        ("http://127.0.0.1:8787/v1/", "http://127.0.0.1:8787/v1"),
+        ("http://127.0.0.1:8787/api", "http://127.0.0.1:8787/api/v1"),
+        ("http://127.0.0.1:8787/V1", "http://127.0.0.1:8787/V1/v1"),
+    ],
+)
+def test_base_url_follows_the_published_v1_rule(given: str, effective: str) -> None:
+    assert normalize_base_url(given) == effective
+
+
+def test_argument_beats_env_beats_default() -> None:
+    env = {"DRIP_API_KEY": "sk_test_from_env_01", "DRIP_BASE_URL": "http://env.test"}
+    assert resolve_settings(env={"DRIP_API_KEY": KEY}).base_url == DEFAULT_BASE_URL
+    s = resolve_settings(env=env)
+    assert (s.api_key, s.base_url) == ("sk_test_from_env_01", "http://env.test/v1")
+    s = resolve_settings(api_key=KEY, base_url="http://arg.test", env=env)
+    assert (s.api_key, s.base_url) == (KEY, "http://arg.test/v1")
+
+
+def test_drip_api_url_is_read_before_drip_base_url() -> None:
+    env = {"DRIP_API_KEY": KEY, "DRIP_API_URL": "http://a.test", "DRIP_BASE_URL": "http://b.test"}
+    assert resolve_settings(env=env).base_url == "http://a.test/v1"
+
+
+def test_empty_env_counts_as_unset() -> None:
+    env = {"DRIP_API_KEY": KEY, "DRIP_API_URL": "", "DRIP_BASE_URL": "http://b.test"}
+    assert resolve_settings(env=env).base_url == "http://b.test/v1"
+
+
+def test_missing_key_says_how_to_fix_it() -> None:
+    with pytest.raises(DripConfigurationError) as info:
+        resolve_settings(env={})
+    text = str(info.value)
+    assert "DRIP_API_KEY" in text and "drip serve" in text and "DRIP_BASE_URL=local" in text
+
+
+def test_missing_key_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRIP_API_KEY", raising=False)
+    with pytest.raises(DripConfigurationError):
+        Drip()
+
+
+@pytest.mark.parametrize("bad", ["xk_test_123456789", "sk_1", "sk_test with space"])
+def test_malformed_key_is_refused_without_echoing_it(bad: str) -> None:
+    with pytest.raises(DripConfigurationError) as info:
+        resolve_settings(api_key=bad, env={})
+    assert bad not in str(info.value)
+
+
+def test_placeholder_key_falls_back_to_env(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="drip"):
+        s = resolve_settings(api_key="sk_test_...", env={"DRIP_API_KEY": KEY})
+    assert s.api_key == KEY
+    assert "placeholder" in caplog.text
+
+
+def test_placeholder_key_without_env_is_an_error() -> None:
+    with pytest.raises(DripConfigurationError, match="placeholder"):
+        resolve_settings(api_key="sk_test_...", env={})
+
+
+def test_key_kind() -> None:
+    assert resolve_settings(api_key="pk_test_abcdefgh", env={}).key_kind == "public"
+    assert resolve_settings(api_key=KEY, env={}).key_kind == "secret"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DRIP_TIMEOUT", "abc"), ("DRIP_TIMEOUT", "0"), ("DRIP_MAX_RETRIES", "-1"), ("DRIP_STRICT", "maybe")],
+)
+def test_bad_numbers_and_flags_name_the_setting(name: str, value: str) -> None:
+    with pytest.raises(DripConfigurationError, match=name):
+        resolve_settings(env={"DRIP_API_KEY": KEY, name: value})
+
+
+def test_strict_from_env() -> None:
+    assert resolve_settings(env={"DRIP_API_KEY": KEY, "DRIP_STRICT": "1"}).strict is True
+    assert resolve_settings(env={"DRIP_API_KEY": KEY}).strict is False
+
+
+def test_local_mode_needs_no_key() -> None:
+    s = resolve_settings(env={"DRIP_BASE_URL": "local"})
+    assert s.local_db is not None and s.local_db.endswith("local.db") and s.api_key is None
+    s = resolve_settings(env={"DRIP_BASE_URL": "local:/tmp/x/y.db"})
+    assert s.local_db == "/tmp/x/y.db"
+
+
+def test_non_http_url_is_refused() -> None:
+    with pytest.raises(DripConfigurationError, match="http"):
+        resolve_settings(api_key=KEY, base_url="ftp://x", env={})
