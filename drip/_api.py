@@ -84,7 +84,9 @@ def check_metadata(metadata: Any, name: str = "metadata") -> dict[str, Any] | No
     if metadata is None:
         return None
     if not isinstance(metadata, Mapping):
-        raise DripValidationError(f"{name} must be a dict, got {type(metadata).__name__}", field=name)
+        raise DripValidationError(
+            f"{name} must be a dict, got {type(metadata).__name__}", field=name
+        )
     try:
         size = len(json.dumps(metadata, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:
@@ -129,6 +131,8 @@ def _model(model: type[M]) -> Callable[[RawResponse], M]:
 
 
 def ping() -> RequestSpec[m.PingResult]:
+    """Check the server: ``ok`` is true when it answers healthy. HTTP errors are reported, not raised."""
+
     def parse(raw: RawResponse) -> m.PingResult:
         body = raw.body if isinstance(raw.body, dict) else {}
         status = body.get("status")
@@ -155,6 +159,7 @@ def create_customer(
     is_internal: bool | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.Customer]:
+    """Create a customer; at least one of ``external_customer_id`` or ``onchain_address``."""
     req = build(
         m.CreateCustomerRequest,
         external_customer_id=external_customer_id,
@@ -166,6 +171,7 @@ def create_customer(
 
 
 def get_customer(customer_id: str) -> RequestSpec[m.Customer]:
+    """One customer by its Drip id."""
     path = f"/customers/{_segment(customer_id, 'customer_id')}"
     return RequestSpec("GET", path, _model(m.Customer), retry_safe=True)
 
@@ -173,6 +179,7 @@ def get_customer(customer_id: str) -> RequestSpec[m.Customer]:
 def list_customers(
     status: m.CustomerStatus | str | None = None, limit: int = 100, offset: int = 0
 ) -> RequestSpec[m.CustomerList]:
+    """Customers of this account, newest first (``limit`` 1-1000, ``offset``)."""
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise DripValidationError("limit must be an int between 1 and 1000", field="limit")
     if not isinstance(offset, int) or offset < 0:
@@ -194,6 +201,7 @@ def track_usage(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.TrackUsageResult]:
+    """Record metered usage (no billing). A key is made when you pass none."""
     req = build(
         m.TrackUsageRequest,
         customer_id=check_name(customer_id, "customer_id"),
@@ -216,6 +224,7 @@ def charge(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.ChargeResult]:
+    """Record billable usage and charge it. A key is made when you pass none."""
     req = build(
         m.ChargeRequest,
         customer_id=check_name(customer_id, "customer_id"),
@@ -224,12 +233,15 @@ def charge(
         idempotency_key=idempotency_key or _key("chg"),
         metadata=check_metadata(metadata),
     )
-    return RequestSpec("POST", "/usage", _model(m.ChargeResult), body=req.to_wire(), retry_safe=True)
+    return RequestSpec(
+        "POST", "/usage", _model(m.ChargeResult), body=req.to_wire(), retry_safe=True
+    )
 
 
 def get_usage_summary(
     customer_id: str | None = None, meter: str | None = None
 ) -> RequestSpec[m.UsageSummary]:
+    """Per-meter totals over usage records, charges and run events."""
     params = {k: v for k, v in {"customerId": customer_id, "meter": meter}.items() if v}
     return RequestSpec(
         "GET", "/usage/summary", _model(m.UsageSummary), params=params, retry_safe=True
@@ -237,6 +249,7 @@ def get_usage_summary(
 
 
 def list_workflows() -> RequestSpec[m.WorkflowList]:
+    """Every workflow of this account."""
     return RequestSpec("GET", "/workflows", _model(m.WorkflowList), retry_safe=True)
 
 
@@ -247,6 +260,7 @@ def create_workflow(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.Workflow]:
+    """Create a workflow; an existing ``slug`` answers the existing workflow."""
     req = build(
         m.CreateWorkflowRequest,
         name=name,
@@ -256,7 +270,9 @@ def create_workflow(
         metadata=check_metadata(metadata),
     )
     # creation is idempotent on slug, so a retry cannot make a second workflow
-    return RequestSpec("POST", "/workflows", _model(m.Workflow), body=req.to_wire(), retry_safe=True)
+    return RequestSpec(
+        "POST", "/workflows", _model(m.Workflow), body=req.to_wire(), retry_safe=True
+    )
 
 
 def start_run(
@@ -268,6 +284,7 @@ def start_run(
     metadata: dict[str, Any] | None = None,
     run_id: str | None = None,
 ) -> RequestSpec[m.RunResult]:
+    """Start a run of a workflow (id or slug) for a customer. The run id is made here."""
     req = build(
         m.StartRunRequest,
         customer_id=check_name(customer_id, "customer_id"),
@@ -288,6 +305,7 @@ def end_run(
     error_code: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.EndRunResult]:
+    """End a run: ``COMPLETED``, ``FAILED``, ``CANCELLED`` or ``TIMEOUT``."""
     req = build(
         m.EndRunRequest,
         status=status,
@@ -329,6 +347,7 @@ def emit_event(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.EventResult]:
+    """Record one event in a run. A key is made when you pass none."""
     check_name(run_id, "run_id")
     check_name(event_type, "event_type")
     req = _event(
@@ -354,6 +373,7 @@ def emit_event(
 
 
 def emit_events_batch(events: Sequence[Mapping[str, Any]]) -> RequestSpec[m.EmitEventsBatchResult]:
+    """Record many events (dicts with ``runId``, ``eventType``, ...) in one request."""
     if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
         raise DripValidationError("events must be a list of dicts", field="events")
     items = []
@@ -384,6 +404,7 @@ def record_run(
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.RecordRunResult]:
+    """Record a whole run (start, events, end) in one request."""
     items: list[Any] = []
     for i, event in enumerate(events or ()):
         if event is Ellipsis:
@@ -416,6 +437,7 @@ def record_run(
 
 
 def get_run(run_id: str) -> RequestSpec[m.RunDetails]:
+    """A run with its totals."""
     path = f"/runs/{_segment(run_id, 'run_id')}"
     return RequestSpec("GET", path, _model(m.RunDetails), retry_safe=True)
 
@@ -427,6 +449,7 @@ def get_run_timeline(
     include_anomalies: bool | None = None,
     collapse_retries: bool | None = None,
 ) -> RequestSpec[m.RunTimeline]:
+    """A run and its events in order."""
     params: dict[str, Any] = {}
     if limit is not None:
         params["limit"] = str(limit)
@@ -437,9 +460,7 @@ def get_run_timeline(
     if collapse_retries is not None:
         params["collapseRetries"] = "true" if collapse_retries else "false"
     path = f"/runs/{_segment(run_id, 'run_id')}/timeline"
-    return RequestSpec(
-        "GET", path, _model(m.RunTimeline), params=params or None, retry_safe=True
-    )
+    return RequestSpec("GET", path, _model(m.RunTimeline), params=params or None, retry_safe=True)
 
 
 def ingest(body: bytes) -> RequestSpec[m.IngestResult]:

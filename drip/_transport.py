@@ -246,9 +246,7 @@ class AsyncTransport(_TransportBase):
     ) -> None:
         super().__init__(settings)
         self._owned = http_client is None
-        self.client = http_client or httpx.AsyncClient(
-            timeout=self._timeout(), transport=transport
-        )
+        self.client = http_client or httpx.AsyncClient(timeout=self._timeout(), transport=transport)
 
     async def send(self, spec: RequestSpec[T]) -> T:
         started = time.monotonic()
@@ -276,9 +274,7 @@ class AsyncTransport(_TransportBase):
 class IngestSender:
     """One attempt at ``POST /v1/ingest`` for the delivery worker, which owns the retry loop."""
 
-    def __init__(
-        self, settings: Settings, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         self._transport = SyncTransport(settings, transport=transport)
 
     def __call__(self, body: bytes) -> m.IngestResult:

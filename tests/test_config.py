@@ -84,7 +84,12 @@ def test_key_kind() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("DRIP_TIMEOUT", "abc"), ("DRIP_TIMEOUT", "0"), ("DRIP_MAX_RETRIES", "-1"), ("DRIP_STRICT", "maybe")],
+    [
+        ("DRIP_TIMEOUT", "abc"),
+        ("DRIP_TIMEOUT", "0"),
+        ("DRIP_MAX_RETRIES", "-1"),
+        ("DRIP_STRICT", "maybe"),
+    ],
 )
 def test_bad_numbers_and_flags_name_the_setting(name: str, value: str) -> None:
     with pytest.raises(DripConfigurationError, match=name):

@@ -27,7 +27,10 @@ def test_ids_are_time_ordered_and_unique() -> None:
 
 def test_separate_processes_and_restarts_never_share_keys() -> None:
     """Two runs of the same program (a restart) and a concurrent one: no key in common."""
-    runs = [subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True) for _ in range(3)]
+    runs = [
+        subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True)
+        for _ in range(3)
+    ]
     sets = [set(r.stdout.split()) for r in runs]
     assert all(len(s) == 50 for s in sets)
     assert not (sets[0] & sets[1]) and not (sets[1] & sets[2]) and not (sets[0] & sets[2])
@@ -40,7 +43,9 @@ def test_fork_child_draws_new_keys_and_ids() -> None:
     pid = os.fork()
     if pid == 0:  # child
         os.close(read)
-        out = " ".join([idempotency_key("chg") for _ in range(20)] + [new_id("evt") for _ in range(20)])
+        out = " ".join(
+            [idempotency_key("chg") for _ in range(20)] + [new_id("evt") for _ in range(20)]
+        )
         os.write(write, out.encode())
         os._exit(0)
     os.close(write)

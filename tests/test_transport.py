@@ -183,14 +183,18 @@ async def test_unsafe_write_is_not_retried_after_reset(make: Any, sleeps: list[f
     assert len(script.requests) == 1
 
 
-async def test_unsafe_write_is_retried_when_nothing_was_sent(make: Any, sleeps: list[float]) -> None:
+async def test_unsafe_write_is_retried_when_nothing_was_sent(
+    make: Any, sleeps: list[float]
+) -> None:
     script = Script(httpx.ConnectError("refused"), httpx.Response(201, json=CUSTOMER))
     customer = await call(make(script), "create_customer", external_customer_id="u1")
     assert customer.id == "cus_1" and len(script.requests) == 2
 
 
 async def test_get_is_retried_on_500(make: Any, sleeps: list[float]) -> None:
-    script = Script(httpx.Response(500, json={"message": "oops"}), httpx.Response(200, json=CUSTOMER))
+    script = Script(
+        httpx.Response(500, json={"message": "oops"}), httpx.Response(200, json=CUSTOMER)
+    )
     assert (await call(make(script), "get_customer", customer_id="cus_1")).id == "cus_1"
 
 
