@@ -1,0 +1,66 @@
+"""Timestamps on the wire and in the database: ISO-8601 UTC with milliseconds and a ``Z``.
+
+One fixed format means stored strings sort in time order and the published client (which never
+parses them) sees the same shape everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+__all__ = ["duration_ms", "normalize", "now_iso", "to_iso"]
+
+
+def to_iso(moment: datetime) -> str:
+    """``2025-01-01T00:00:00.000Z`` for an aware datetime (naive ones are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def now_iso() -> str:
+    """The current time in the wire format."""
+    return to_iso(datetime.now(timezone.utc))
+
+
+def _parse(value: str) -> datetime:
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"  # fromisoformat accepts "Z" only from Python 3.11
+    return datetime.fromisoformat(text)
+
+
+def _canonical(value: str) -> bool:
+    # "2025-01-01T00:00:00.000Z": the SDK's own format, accepted without parsing (hot path)
+    return (
+        len(value) == 24
+        and value[23] == "Z"
+        and value[10] == "T"
+        and value[19] == "."
+        and value[:4].isdigit()
+        and value[20:23].isdigit()
+    )
+
+
+def normalize(value: str | None, default: str) -> str:
+    """A client timestamp in the wire format; ``default`` when it is None.
+
+    Raises ValueError when the text is not an ISO-8601 date-time.
+    """
+    if value is None:
+        return default
+    if _canonical(value):
+        return value
+    try:
+        return to_iso(_parse(value))
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 timestamp: {value[:64]!r}") from None
+
+
+def duration_ms(start: str | None, end: str | None) -> int | None:
+    """Whole milliseconds between two stored timestamps (None when either is missing)."""
+    if not start or not end:
+        return None
+    delta = _parse(end) - _parse(start)
+    return max(0, round(delta.total_seconds() * 1000))

@@ -1,0 +1,94 @@
+"""HTTP errors of the local server: always one JSON object, never a stack trace.
+
+Body: ``{"error": <short string>, "message": <human string>, "code": <UPPER_SNAKE>}`` plus
+``existingCustomerId`` on a customer conflict and ``retryAfter`` on 429 (contract §3.1).
+Rules: an unknown id in the *path* is 404; an unknown id inside a request *body* is 422 with a
+``…_NOT_FOUND`` code (the published client reads any 404 from ``/runs/record`` as "endpoint
+missing", contract §2.1.8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+__all__ = ["ApiError", "describe_validation_error", "error_body"]
+
+_SHORT = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON error object for a status."""
+    short = _SHORT.get(status, "internal_error" if status >= 500 else "error")
+    return {"error": short, "message": message, "code": code, **extra}
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request; the app turns it into the JSON error response."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.code, self.message, **self.extra)
+
+    @classmethod
+    def not_found(cls, kind: str, ident: str) -> ApiError:
+        """404 for a resource named in the path."""
+        return cls(404, f"{kind.upper()}_NOT_FOUND", f"No {kind} with id {ident!r}")
+
+    @classmethod
+    def missing_reference(cls, kind: str, ident: str, field: str) -> ApiError:
+        """422 for an id in the request body that names nothing in this account."""
+        return cls(
+            422, f"{kind.upper()}_NOT_FOUND", f"{field}: no {kind} with id {ident!r} in this account"
+        )
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def describe_validation_error(exc: ValidationError, *, prefix: str = "", limit: int = 3) -> str:
+    """``customerId: Field required; quantity: …`` — names the field of each problem."""
+    parts = []
+    for err in exc.errors(include_url=False)[:limit]:
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        where = _where(tuple(err.get("loc", ())))
+        where = f"{prefix}.{where}" if prefix and where else (prefix or where)
+        parts.append(f"{where}: {msg}" if where else msg)
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
