@@ -159,13 +159,18 @@ def create_customer(
     is_internal: bool | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.Customer]:
-    """Create a customer; at least one of ``external_customer_id`` or ``onchain_address``."""
+    """Create a customer; at least one of ``external_customer_id`` or ``onchain_address``.
+
+    Creating the same identity again answers the existing customer (``is_duplicate=True``);
+    a different customer with that ``external_customer_id`` is a ``DripConflictError``.
+    """
     req = build(
         m.CreateCustomerRequest,
         external_customer_id=external_customer_id,
         onchain_address=onchain_address,
         is_internal=is_internal,
         metadata=check_metadata(metadata),
+        return_existing=True,
     )
     return RequestSpec("POST", "/customers", _model(m.Customer), body=req.to_wire())
 

@@ -170,6 +170,9 @@ class CreateCustomerRequest(DripModel):
     onchain_address: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
     is_internal: bool | None = None
     metadata: Metadata | None = None
+    #: extension: answer an existing customer with the same identity (200, ``isDuplicate``)
+    #: instead of 409, so creating "user_123" twice is safe. The published client never sends it.
+    return_existing: bool | None = None
 
     @model_validator(mode="after")
     def _one_identity(self) -> CreateCustomerRequest:
@@ -188,6 +191,8 @@ class Customer(DripModel):
     is_internal: bool = False
     status: CustomerStatus | None = CustomerStatus.ACTIVE
     metadata: Metadata | None = None
+    #: true when ``create_customer`` answered an existing customer (see ``return_existing``)
+    is_duplicate: bool = False
 
 
 class CustomerList(DripModel):
