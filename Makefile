@@ -13,7 +13,7 @@ $(BIN)/.installed-%: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$*]"
 	touch $@
 
-demo: $(BIN)/.installed-server
+demo: $(BIN)/.installed-demo
 	DRIP_BASE_URL=local:.drip/demo.db $(BIN)/drip demo
 
 test: $(BIN)/.installed-dev
