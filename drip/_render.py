@@ -74,7 +74,7 @@ def usage_table(summary: UsageSummary) -> str:
     return "\n".join(
         "  ".join(
             cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
         for row in rows
     )
