@@ -1,0 +1,597 @@
+"""Queries for runs and run events: start, end, record, emit, details and timeline.
+
+A run event belongs to its run's customer (copied onto the event row, so per-customer totals
+need no join). An event without a quantity counts 1 — the published client's ``record_run``
+fallback does the same, so both of its paths agree. Events may be added to a terminal run and a
+terminal run may be ended again (the published ``run()`` and LangChain paths do both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, Row, func, select, update
+
+from drip._ids import new_id
+from drip.models import (
+    TERMINAL_RUN_STATUSES,
+    BatchEventResult,
+    EmitEventRequest,
+    EmitEventsBatchResult,
+    EndRunRequest,
+    EndRunResult,
+    EventResult,
+    RecordRunEventCounts,
+    RecordRunRequest,
+    RecordRunResult,
+    RecordRunSummaryRun,
+    RunDetails,
+    RunLinks,
+    RunResult,
+    RunStatus,
+    RunTimeline,
+    RunTotals,
+    StartRunRequest,
+    TimelineEvent,
+    TimelineSummary,
+)
+
+from . import clock
+from .db import Database, bulk_insert_ignore, chunked, insert_ignore
+from .errors import ApiError, describe_validation_error
+from .pricing import Pricing, format_usdc
+from .schema import customers, events, runs, workflows
+from .storage import require_customer, resolve_workflow, timestamp
+
+__all__ = [
+    "emit_event",
+    "emit_events_batch",
+    "end_run",
+    "event_row",
+    "get_run",
+    "get_timeline",
+    "known_runs",
+    "record_run",
+    "start_run",
+]
+
+#: events rendered inside ``GET /runs/{id}`` (for the 0.1.2 core async client); the timeline
+#: endpoint has its own ``limit``
+DETAILS_TIMELINE_LIMIT = 1000
+TIMELINE_MAX = 10_000
+
+
+def number_text(value: float | None) -> str:
+    """A total as the wire's string: ``"1700"``, ``"0.25"``."""
+    value = float(value or 0)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def event_row(
+    account_id: int,
+    customer_id: str,
+    run_id: str,
+    event_type: str,
+    *,
+    id: str | None,
+    meter: str | None,
+    quantity: float | None,
+    timestamp: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One ``events`` row (missing quantity = 1; meter defaults to the event type)."""
+    return {
+        "account_id": account_id,
+        "id": id or new_id("evt"),
+        "run_id": run_id,
+        "customer_id": customer_id,
+        "event_type": event_type,
+        "meter": meter or event_type,
+        "quantity": 1.0 if quantity is None else quantity,
+        "timestamp": timestamp,
+        **fields,
+    }
+
+
+def _request_event_row(
+    account_id: int, customer_id: str, req: EmitEventRequest, now: str
+) -> dict[str, Any]:
+    return event_row(
+        account_id,
+        customer_id,
+        req.run_id,
+        req.event_type,
+        id=req.id,
+        meter=req.meter,
+        quantity=req.quantity,
+        timestamp=timestamp(req.timestamp, "timestamp", now),
+        units=req.units,
+        description=req.description,
+        cost_units=req.cost_units,
+        cost_currency=req.cost_currency,
+        correlation_id=req.correlation_id,
+        parent_event_id=req.parent_event_id,
+        span_id=req.span_id,
+        idempotency_key=req.idempotency_key,
+        meta=req.metadata,
+        duration_ms=req.duration_ms,
+        outcome=req.outcome,
+        error_type=req.error_type,
+    )
+
+
+def known_runs(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, list[str]]:
+    """run id -> [customer id, status] for the ids that exist (one query per 500 ids)."""
+    found: dict[str, list[str]] = {}
+    for part in chunked(sorted(set(ids))):
+        for rid, customer_id, status in conn.execute(
+            select(runs.c.id, runs.c.customer_id, runs.c.status).where(
+                runs.c.account_id == account_id, runs.c.id.in_(part)
+            )
+        ):
+            found[rid] = [customer_id, status]
+    return found
+
+
+def _run_row(conn: Connection, account_id: int, run_id: str) -> Row[Any] | None:
+    return conn.execute(
+        select(runs, workflows.c.name.label("workflow_name"))
+        .join(
+            workflows,
+            (workflows.c.account_id == runs.c.account_id) & (workflows.c.id == runs.c.workflow_id),
+            isouter=True,
+        )
+        .where(runs.c.account_id == account_id, runs.c.id == run_id)
+    ).first()
+
+
+def _require_run(conn: Connection, account_id: int, run_id: str) -> Row[Any]:
+    row = _run_row(conn, account_id, run_id)
+    if row is None:
+        raise ApiError.not_found("run", run_id)
+    return row
+
+
+def _run_result(row: Row[Any], duplicate: bool) -> RunResult:
+    return RunResult(
+        id=row.id,
+        customer_id=row.customer_id,
+        workflow_id=row.workflow_id,
+        workflow_name=row.workflow_name or "",
+        status=RunStatus(row.status),
+        correlation_id=row.correlation_id,
+        created_at=row.created_at,
+        parent_run_id=row.parent_run_id,
+        external_run_id=row.external_run_id,
+        is_duplicate=duplicate,
+    )
+
+
+def _by_external_id(
+    conn: Connection, account_id: int, customer_id: str, external_run_id: str | None
+) -> Row[Any] | None:
+    if not external_run_id:
+        return None
+    rid = conn.execute(
+        select(runs.c.id)
+        .where(
+            runs.c.account_id == account_id,
+            runs.c.customer_id == customer_id,
+            runs.c.external_run_id == external_run_id,
+        )
+        .order_by(runs.c.seq)
+        .limit(1)
+    ).scalar()
+    return None if rid is None else _run_row(conn, account_id, rid)
+
+
+def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
+    """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run."""
+    now = clock.now_iso()
+    started = timestamp(req.started_at, "startedAt", now)
+    with db.write() as conn:
+        existing = _run_row(conn, account_id, req.id) if req.id else None
+        if existing is None:
+            require_customer(conn, account_id, req.customer_id, "customerId")
+            existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+        if existing is not None:
+            return _run_result(existing, duplicate=True)
+        workflow = resolve_workflow(conn, account_id, req.workflow_id, "workflowId")
+        run_id = req.id or new_id("run")
+        conn.execute(
+            insert_ignore(db.dialect, runs).values(
+                account_id=account_id,
+                id=run_id,
+                customer_id=req.customer_id,
+                workflow_id=workflow.id,
+                status=RunStatus.RUNNING.value,
+                external_run_id=req.external_run_id,
+                correlation_id=req.correlation_id,
+                parent_run_id=req.parent_run_id,
+                meta=req.metadata,
+                started_at=started,
+                created_at=now,
+            )
+        )
+        row = _require_run(conn, account_id, run_id)
+    return _run_result(row, duplicate=False)
+
+
+def _totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, float, float | None]:
+    count, quantity, cost = conn.execute(
+        select(func.count(), func.sum(events.c.quantity), func.sum(events.c.cost_units)).where(
+            events.c.account_id == account_id, events.c.run_id == run_id
+        )
+    ).one()
+    return int(count), float(quantity or 0), cost
+
+
+def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> EndRunResult:
+    """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing."""
+    if req.status not in TERMINAL_RUN_STATUSES:
+        raise ApiError(
+            422, "INVALID_STATUS", f"status: a run ends COMPLETED, FAILED, CANCELLED or TIMEOUT, not {req.status.value}"
+        )
+    ended = timestamp(req.ended_at, "endedAt", clock.now_iso())
+    with db.write() as conn:
+        row = _require_run(conn, account_id, run_id)
+        if row.status != req.status.value:
+            meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
+            conn.execute(
+                update(runs)
+                .where(runs.c.account_id == account_id, runs.c.id == run_id)
+                .values(
+                    status=req.status.value,
+                    ended_at=ended,
+                    error_message=req.error_message,
+                    error_code=req.error_code,
+                    meta=meta,
+                )
+            )
+            row = _require_run(conn, account_id, run_id)
+        count, _, cost = _totals(conn, account_id, run_id)
+    return EndRunResult(
+        id=row.id,
+        status=RunStatus(row.status),
+        ended_at=row.ended_at,
+        duration_ms=clock.duration_ms(row.started_at, row.ended_at),
+        event_count=count,
+        total_cost_units=None if cost is None else number_text(cost),
+    )
+
+
+def _event_result(row: Row[Any], duplicate: bool) -> EventResult:
+    return EventResult(
+        id=row.id,
+        run_id=row.run_id,
+        event_type=row.event_type,
+        quantity=row.quantity,
+        cost_units=row.cost_units,
+        is_duplicate=duplicate,
+        timestamp=row.timestamp,
+    )
+
+
+def _find_event(conn: Connection, account_id: int, id: str | None, key: str | None) -> Row[Any] | None:
+    for column, value in ((events.c.id, id), (events.c.idempotency_key, key)):
+        if value:
+            row = conn.execute(
+                select(events).where(events.c.account_id == account_id, column == value)
+            ).first()
+            if row is not None:
+                return row
+    return None
+
+
+def emit_event(db: Database, account_id: int, req: EmitEventRequest) -> EventResult:
+    """``POST /run-events``; a repeated id or idempotency key returns the stored event."""
+    now = clock.now_iso()
+    with db.write() as conn:
+        found = known_runs(conn, account_id, [req.run_id]).get(req.run_id)
+        if found is None:
+            raise ApiError.missing_reference("run", req.run_id, "runId")
+        existing = _find_event(conn, account_id, req.id, req.idempotency_key)
+        if existing is None:
+            row = _request_event_row(account_id, found[0], req, now)
+            conn.execute(insert_ignore(db.dialect, events).values(row))
+            existing = _find_event(conn, account_id, row["id"], None)
+            assert existing is not None
+            return _event_result(existing, duplicate=False)
+    return _event_result(existing, duplicate=True)
+
+
+def _validate_items(items: Sequence[Any]) -> list[EmitEventRequest | str]:
+    out: list[EmitEventRequest | str] = []
+    for i, item in enumerate(items):
+        try:
+            out.append(EmitEventRequest.model_validate(item))
+        except ValidationError as exc:
+            out.append("VALIDATION_ERROR: " + describe_validation_error(exc, prefix=f"events[{i}]"))
+    return out
+
+
+def _existing_events(
+    conn: Connection, account_id: int, ids: list[str], keys: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(id -> id, key -> id) of the events that already exist."""
+    by_id: dict[str, str] = {}
+    by_key: dict[str, str] = {}
+    for column, values, out in ((events.c.id, ids, by_id), (events.c.idempotency_key, keys, by_key)):
+        for part in chunked(sorted(set(values))):
+            for eid, value in conn.execute(
+                select(events.c.id, column).where(events.c.account_id == account_id, column.in_(part))
+            ):
+                out[value] = eid
+    return by_id, by_key
+
+
+def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> EmitEventsBatchResult:
+    """``POST /run-events/batch``: per-item results; a bad item is skipped, not fatal."""
+    parsed = _validate_items(items)
+    now = clock.now_iso()
+    results: list[BatchEventResult] = []
+    rows: list[dict[str, Any]] = []
+    with db.write() as conn:
+        valid = [p for p in parsed if isinstance(p, EmitEventRequest)]
+        run_of = known_runs(conn, account_id, [p.run_id for p in valid])
+        by_id, by_key = _existing_events(
+            conn,
+            account_id,
+            [p.id for p in valid if p.id],
+            [p.idempotency_key for p in valid if p.idempotency_key],
+        )
+        for item, raw in zip(parsed, items, strict=True):
+            if isinstance(item, str):
+                ident = raw.get("id") if isinstance(raw, dict) else None
+                etype = raw.get("eventType", raw.get("event_type")) if isinstance(raw, dict) else None
+                results.append(
+                    BatchEventResult(
+                        id=ident if isinstance(ident, str) else "",
+                        event_type=etype if isinstance(etype, str) else "",
+                        skipped=True,
+                        reason=item,
+                    )
+                )
+                continue
+            stored = by_id.get(item.id or "") or by_key.get(item.idempotency_key or "")
+            if stored is not None:
+                results.append(BatchEventResult(id=stored, event_type=item.event_type, is_duplicate=True))
+                continue
+            run = run_of.get(item.run_id)
+            if run is None:
+                results.append(
+                    BatchEventResult(
+                        id=item.id or "",
+                        event_type=item.event_type,
+                        skipped=True,
+                        reason=f"RUN_NOT_FOUND: no run with id {item.run_id!r} in this account",
+                    )
+                )
+                continue
+            try:
+                row = _request_event_row(account_id, run[0], item, now)
+            except ApiError as exc:
+                results.append(
+                    BatchEventResult(
+                        id=item.id or "", event_type=item.event_type, skipped=True, reason=exc.message
+                    )
+                )
+                continue
+            by_id[row["id"]] = row["id"]
+            if item.idempotency_key:
+                by_key[item.idempotency_key] = row["id"]
+            rows.append(row)
+            results.append(BatchEventResult(id=row["id"], event_type=item.event_type))
+        bulk_insert_ignore(conn, events, rows)
+    created = len(rows)
+    duplicates = sum(r.is_duplicate for r in results)
+    skipped = sum(r.skipped for r in results)
+    return EmitEventsBatchResult(
+        success=skipped == 0, created=created, duplicates=duplicates, skipped=skipped, events=results
+    )
+
+
+def _status_mark(status: str) -> str:
+    return {"COMPLETED": "\u2713", "FAILED": "\u2717"}.get(status, "\u25cb")
+
+
+def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRunResult:
+    """``POST /runs/record``: a whole run in one transaction.
+
+    A repeated (customer, externalRunId) returns the stored run and reports its events as
+    duplicates: the published client retries this POST without an idempotency key.
+    """
+    now = clock.now_iso()
+    with db.write() as conn:
+        require_customer(conn, account_id, req.customer_id, "customerId")
+        existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+        if existing is not None:
+            run_id, created, duplicates = existing.id, 0, len(req.events)
+        else:
+            workflow = resolve_workflow(conn, account_id, req.workflow, "workflow")
+            run_id = new_id("run")
+            terminal = req.status in TERMINAL_RUN_STATUSES
+            conn.execute(
+                runs.insert().values(
+                    account_id=account_id,
+                    id=run_id,
+                    customer_id=req.customer_id,
+                    workflow_id=workflow.id,
+                    status=req.status.value,
+                    external_run_id=req.external_run_id,
+                    correlation_id=req.correlation_id,
+                    meta=req.metadata,
+                    error_message=req.error_message,
+                    error_code=req.error_code,
+                    started_at=now,
+                    ended_at=now if terminal else None,
+                    created_at=now,
+                )
+            )
+            rows = [
+                event_row(
+                    account_id,
+                    req.customer_id,
+                    run_id,
+                    e.event_type,
+                    id=None,
+                    meter=None,
+                    quantity=e.quantity,
+                    timestamp=now,
+                    units=e.units,
+                    description=e.description,
+                    cost_units=e.cost_units,
+                    correlation_id=req.correlation_id,
+                    meta=e.metadata,
+                )
+                for e in req.events
+            ]
+            created, duplicates = bulk_insert_ignore(conn, events, rows), 0
+        row = _require_run(conn, account_id, run_id)
+        _, _, cost = _totals(conn, account_id, run_id)
+    duration = clock.duration_ms(row.started_at, row.ended_at)
+    count = created + duplicates
+    return RecordRunResult(
+        run=RecordRunSummaryRun(
+            id=row.id,
+            workflow_id=row.workflow_id,
+            workflow_name=row.workflow_name or "",
+            status=RunStatus(row.status),
+            duration_ms=duration,
+        ),
+        events=RecordRunEventCounts(created=created, duplicates=duplicates),
+        total_cost_units=None if cost is None else number_text(cost),
+        summary=f"{_status_mark(row.status)} {row.workflow_name}: {count} events recorded ({duration or 0}ms)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reading a run
+
+
+def _timeline_event(row: Row[Any], pricing: Pricing) -> TimelineEvent:
+    return TimelineEvent(
+        id=row.id,
+        event_type=row.event_type,
+        timestamp=row.timestamp,
+        quantity=row.quantity,
+        units=row.units,
+        description=row.description,
+        cost_units=row.cost_units,
+        cost_usdc=format_usdc(pricing.micros(row.meter, row.quantity)),
+        correlation_id=row.correlation_id,
+        parent_event_id=row.parent_event_id,
+        span_id=row.span_id,
+        duration_ms=row.duration_ms,
+        outcome=row.outcome,
+        error_type=row.error_type,
+        meter=row.meter,
+        metadata={**(row.meta or {}), "quantity": row.quantity, "units": row.units},
+    )
+
+
+def _read_run(
+    db: Database, account_id: int, run_id: str, limit: int
+) -> tuple[Row[Any], str | None, list[Row[Any]], tuple[int, float, float | None], int]:
+    e = events
+    with db.read() as conn:
+        row = _require_run(conn, account_id, run_id)
+        customer_name = conn.execute(
+            select(customers.c.external_customer_id).where(
+                customers.c.account_id == account_id, customers.c.id == row.customer_id
+            )
+        ).scalar()
+        rows = conn.execute(
+            select(e)
+            .where(e.c.account_id == account_id, e.c.run_id == run_id)
+            .order_by(e.c.timestamp, e.c.seq)
+            .limit(limit)
+        ).all()
+        totals = _totals(conn, account_id, run_id)
+        micros = 0
+        # priced per meter: one grouped query, not one price per event row
+        for meter, quantity in conn.execute(
+            select(e.c.meter, func.sum(e.c.quantity))
+            .where(e.c.account_id == account_id, e.c.run_id == run_id)
+            .group_by(e.c.meter)
+        ):
+            micros += db_pricing(db).micros(meter, quantity or 0)
+    return row, customer_name, rows, totals, micros
+
+
+def db_pricing(db: Database) -> Pricing:
+    """The pricing attached to a database by the app (flat, per meter)."""
+    pricing = getattr(db, "pricing", None)
+    return pricing if isinstance(pricing, Pricing) else Pricing()
+
+
+def get_timeline(db: Database, account_id: int, run_id: str, limit: int | None) -> RunTimeline:
+    """``GET /runs/{id}/timeline``: the run flat at the top, then its events in time order."""
+    pricing = db_pricing(db)
+    row, customer_name, rows, (count, quantity, cost), micros = _read_run(
+        db, account_id, run_id, min(limit or TIMELINE_MAX, TIMELINE_MAX)
+    )
+    return RunTimeline(
+        run_id=row.id,
+        customer_id=row.customer_id,
+        workflow_id=row.workflow_id,
+        workflow_name=row.workflow_name or "",
+        status=RunStatus(row.status),
+        events=[_timeline_event(r, pricing) for r in rows],
+        summary=TimelineSummary(
+            total_events=count,
+            total_quantity=number_text(quantity),
+            total_cost_units=number_text(cost),
+            total_charged_usdc=format_usdc(micros),
+        ),
+        customer_name=customer_name,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        duration_ms=clock.duration_ms(row.started_at, row.ended_at),
+        error_message=row.error_message,
+        error_code=row.error_code,
+        correlation_id=row.correlation_id,
+        parent_run_id=row.parent_run_id,
+        metadata=row.meta,
+    )
+
+
+def get_run(db: Database, account_id: int, run_id: str) -> dict[str, Any]:
+    """``GET /runs/{id}``: RunDetails, plus ``timeline`` and ``summary`` keys that the
+    published core async client reads from this endpoint (contract §2.1.11)."""
+    pricing = db_pricing(db)
+    row, customer_name, rows, (count, quantity, cost), micros = _read_run(
+        db, account_id, run_id, DETAILS_TIMELINE_LIMIT
+    )
+    details = RunDetails(
+        id=row.id,
+        customer_id=row.customer_id,
+        workflow_id=row.workflow_id,
+        workflow_name=row.workflow_name or "",
+        status=RunStatus(row.status),
+        totals=RunTotals(
+            event_count=count,
+            total_quantity=number_text(quantity),
+            total_cost_units=number_text(cost),
+        ),
+        links=RunLinks(timeline=f"/v1/runs/{row.id}/timeline"),
+        customer_name=customer_name,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        duration_ms=clock.duration_ms(row.started_at, row.ended_at),
+        error_message=row.error_message,
+        error_code=row.error_code,
+        correlation_id=row.correlation_id,
+        metadata=row.meta,
+        parent_run_id=row.parent_run_id,
+        external_run_id=row.external_run_id,
+    )
+    body = details.model_dump(mode="json", by_alias=True)
+    body["totals"]["totalChargedUsdc"] = format_usdc(micros)
+    body["timeline"] = [
+        _timeline_event(r, pricing).model_dump(mode="json", by_alias=True) for r in rows
+    ]
+    body["summary"] = f"{count} events"
+    return body
