@@ -28,6 +28,7 @@ from .errors import (
     DripTimeoutError,
     DripValidationError,
 )
+from .instrument import current_event, customer, flush, metered, run, shutdown, stats
 from .models import (
     ChargeResult,
     Customer,
@@ -82,5 +83,12 @@ __all__ = [
     "Workflow",
     "__version__",
     "configure",
+    "current_event",
+    "customer",
     "drip",
+    "flush",
+    "metered",
+    "run",
+    "shutdown",
+    "stats",
 ]

@@ -58,6 +58,11 @@ def reset_default_client() -> None:
         old.close()
 
 
+_LAZY_ENTRY_POINTS = frozenset(
+    {"metered", "run", "customer", "flush", "shutdown", "stats", "current_event"}
+)
+
+
 class LazyClient:
     """The ``drip`` object: every attribute is the default client's, resolved on use.
 
@@ -66,6 +71,10 @@ class LazyClient:
     """
 
     def __getattr__(self, name: str) -> Any:
+        if name in _LAZY_ENTRY_POINTS:
+            from . import instrument
+
+            return getattr(instrument, name)
         return getattr(default_client(), name)
 
     def __repr__(self) -> str:

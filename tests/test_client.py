@@ -193,15 +193,17 @@ async def test_emit_event_duplicate_key(client: Client) -> None:
 
 
 async def test_bad_key_is_401(account: Any) -> None:
-    client = Drip(api_key="sk_test_not_a_real_key", base_url=account.base_url)
-    with pytest.raises(DripAuthenticationError) as info:
+    with (
+        Drip(api_key="sk_test_not_a_real_key", base_url=account.base_url) as client,
+        pytest.raises(DripAuthenticationError) as info,
+    ):
         client.list_customers()
     assert info.value.status_code == 401
 
 
 async def test_public_key_scope(account: Any) -> None:
-    public = Drip(api_key=account.public_key, base_url=account.base_url)
-    customer = public.create_customer(external_customer_id="pub-1")
-    assert public.track_usage(customer_id=customer.id, meter="m", quantity=1).success
-    with pytest.raises(DripPermissionError):
-        public.get_usage_summary()
+    with Drip(api_key=account.public_key, base_url=account.base_url) as public:
+        customer = public.create_customer(external_customer_id="pub-1")
+        assert public.track_usage(customer_id=customer.id, meter="m", quantity=1).success
+        with pytest.raises(DripPermissionError):
+            public.get_usage_summary()

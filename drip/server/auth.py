@@ -54,9 +54,11 @@ class KeyStore:
                 select(schema.accounts.c.seq).where(schema.accounts.c.name == account)
             ).scalar()
             if account_id is None:
-                account_id = conn.execute(
+                inserted = conn.execute(
                     schema.accounts.insert().values(name=account, created_at=now_iso())
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                assert inserted is not None
+                account_id = inserted[0]
             conn.execute(
                 schema.api_keys.insert().values(
                     account_id=account_id,

@@ -1,4 +1,5 @@
-"""Timestamps on the wire and in the database: ISO-8601 UTC with milliseconds and a ``Z``.
+"""Timestamps on the wire and in the database: ISO-8601 UTC with microseconds and a ``Z``
+(``2025-01-01T00:00:00.123456Z``, the SDK's own format).
 
 One fixed format means stored strings sort in time order and the published client (which never
 parses them) sees the same shape everywhere.
@@ -12,11 +13,10 @@ __all__ = ["duration_ms", "normalize", "now_iso", "to_iso"]
 
 
 def to_iso(moment: datetime) -> str:
-    """``2025-01-01T00:00:00.000Z`` for an aware datetime (naive ones are taken as UTC)."""
+    """``2025-01-01T00:00:00.000000Z`` for an aware datetime (naive ones are taken as UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def now_iso() -> str:
@@ -32,14 +32,14 @@ def _parse(value: str) -> datetime:
 
 
 def _canonical(value: str) -> bool:
-    # "2025-01-01T00:00:00.000Z": the SDK's own format, accepted without parsing (hot path)
+    # "2025-01-01T00:00:00.000000Z": the SDK's own format, taken without parsing (hot path)
     return (
-        len(value) == 24
-        and value[23] == "Z"
+        len(value) == 27
+        and value[26] == "Z"
         and value[10] == "T"
         and value[19] == "."
         and value[:4].isdigit()
-        and value[20:23].isdigit()
+        and value[20:26].isdigit()
     )
 
 

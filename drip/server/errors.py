@@ -66,7 +66,9 @@ class ApiError(Exception):
     def missing_reference(cls, kind: str, ident: str, field: str) -> ApiError:
         """422 for an id in the request body that names nothing in this account."""
         return cls(
-            422, f"{kind.upper()}_NOT_FOUND", f"{field}: no {kind} with id {ident!r} in this account"
+            422,
+            f"{kind.upper()}_NOT_FOUND",
+            f"{field}: no {kind} with id {ident!r} in this account",
         )
 
 

@@ -47,7 +47,9 @@ class Pricing:
 
     @classmethod
     def build(
-        cls, prices: Mapping[str, float | str | Decimal] | Iterable[str] | None, default: float | str | Decimal = 0
+        cls,
+        prices: Mapping[str, float | str | Decimal] | Iterable[str] | None,
+        default: float | str | Decimal = 0,
     ) -> Pricing:
         """From a mapping or ``METER=PRICE`` strings (as the CLI takes them)."""
         table: dict[str, Decimal] = {}

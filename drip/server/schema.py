@@ -90,6 +90,7 @@ customers = Table(
     Column("updated_at", _TIME, nullable=False),
     Index("uq_customers_id", "account_id", "id", unique=True),
     Index("uq_customers_external", "account_id", "external_customer_id", unique=True),
+    Index("uq_customers_onchain", "account_id", "onchain_address", unique=True),
 )
 
 workflows = Table(

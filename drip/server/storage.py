@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row, func, or_, select
 
 from drip._ids import new_id
 from drip.models import (
@@ -65,7 +65,7 @@ def timestamp(value: str | None, field: str, default: str) -> str:
 # customers
 
 
-def _customer(row: Row[Any]) -> Customer:
+def _customer(row: Row[Any], duplicate: bool = False) -> Customer:
     return Customer(
         id=row.id,
         created_at=row.created_at,
@@ -75,6 +75,7 @@ def _customer(row: Row[Any]) -> Customer:
         is_internal=bool(row.is_internal),
         status=CustomerStatus(row.status),
         metadata=row.meta,
+        is_duplicate=duplicate,
     )
 
 
@@ -106,12 +107,36 @@ def existing_customers(conn: Connection, account_id: int, ids: Iterable[str]) ->
     return found
 
 
-def create_customer(db: Database, account_id: int, req: CreateCustomerRequest) -> Customer:
-    """A new customer; 409 with ``existingCustomerId`` when the external id is taken."""
+def _same_identity(row: Row[Any], req: CreateCustomerRequest) -> bool:
+    return (
+        not req.external_customer_id or row.external_customer_id == req.external_customer_id
+    ) and (not req.onchain_address or row.onchain_address == req.onchain_address)
+
+
+def _conflict(conn: Connection, account_id: int, req: CreateCustomerRequest) -> Row[Any] | None:
+    """The customer that already holds the request's external id or on-chain address."""
+    c = customers
+    holds = []
+    if req.external_customer_id:
+        holds.append(c.c.external_customer_id == req.external_customer_id)
+    if req.onchain_address:
+        holds.append(c.c.onchain_address == req.onchain_address)
+    return conn.execute(
+        select(c).where(c.c.account_id == account_id, or_(*holds)).order_by(c.c.seq).limit(1)
+    ).first()
+
+
+def create_customer(
+    db: Database, account_id: int, req: CreateCustomerRequest
+) -> tuple[Customer, bool]:
+    """(customer, created). An external id or on-chain address already taken is a 409 with
+    ``existingCustomerId`` — unless ``returnExisting`` is set and the request names the same
+    identity as the stored customer, which then answers as a duplicate."""
     now = clock.now_iso()
+    customer_id = new_id("cus")
     values = {
         "account_id": account_id,
-        "id": new_id("cus"),
+        "id": customer_id,
         "external_customer_id": req.external_customer_id,
         "onchain_address": req.onchain_address,
         "is_internal": bool(req.is_internal),
@@ -121,21 +146,22 @@ def create_customer(db: Database, account_id: int, req: CreateCustomerRequest) -
         "updated_at": now,
     }
     with db.write() as conn:
-        if conn.execute(insert_ignore(db.dialect, customers).values(values)).rowcount == 1:
-            row = _customer_row(conn, account_id, values["id"])
-            assert row is not None
-            return _customer(row)
-        existing = conn.execute(
-            select(customers.c.id).where(
-                customers.c.account_id == account_id,
-                customers.c.external_customer_id == req.external_customer_id,
-            )
-        ).scalar()
+        existing = _conflict(conn, account_id, req)
+        if existing is None:
+            conn.execute(insert_ignore(db.dialect, customers).values(values))
+            row = _customer_row(conn, account_id, customer_id)
+            if row is not None:
+                return _customer(row), True
+            existing = _conflict(conn, account_id, req)  # lost a race with another process
+    if existing is not None and req.return_existing and _same_identity(existing, req):
+        return _customer(existing, duplicate=True), False
+    which = "externalCustomerId" if req.external_customer_id else "onchainAddress"
     raise ApiError(
         409,
         "CUSTOMER_ALREADY_EXISTS",
-        f"A customer with externalCustomerId {req.external_customer_id!r} already exists",
-        existingCustomerId=existing,
+        f"A customer with this {which} already exists"
+        + (" (with a different identity)" if existing is not None and req.return_existing else ""),
+        existingCustomerId=None if existing is None else existing.id,
     )
 
 
@@ -263,9 +289,7 @@ def list_workflows(db: Database, account_id: int) -> WorkflowList:
 # usage records and charges
 
 
-def _store_usage(
-    db: Database, account_id: int, values: dict[str, Any]
-) -> tuple[Row[Any], bool]:
+def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple[Row[Any], bool]:
     """Insert a usage record or charge; (stored row, duplicate) — a repeated key gives the first."""
     u = usage_records
     with db.write() as conn:
@@ -274,7 +298,8 @@ def _store_usage(
         where = (
             u.c.id == values["id"]
             if inserted
-            else (u.c.family == values["family"]) & (u.c.idempotency_key == values["idempotency_key"])
+            else (u.c.family == values["family"])
+            & (u.c.idempotency_key == values["idempotency_key"])
         )
         row = conn.execute(select(u).where(u.c.account_id == account_id, where)).first()
     if row is None:  # the id itself collided: only possible with a forged client id
@@ -386,16 +411,23 @@ def usage_summary(
             raise ApiError.not_found("customer", customer_id)
         for name, family, count, quantity, micros in conn.execute(
             select(
-                u.c.usage_type, u.c.family, func.count(), func.sum(u.c.quantity),
+                u.c.usage_type,
+                u.c.family,
+                func.count(),
+                func.sum(u.c.quantity),
                 func.sum(u.c.amount_micros),
-            ).where(*u_where).group_by(u.c.usage_type, u.c.family)
+            )
+            .where(*u_where)
+            .group_by(u.c.usage_type, u.c.family)
         ):
             t = slot(name)
             t["quantity"] += quantity or 0
             t["charges" if family == "charge" else "usage_records"] += count
             t["micros"] += micros or 0
         for name, count, quantity in conn.execute(
-            select(e.c.meter, func.count(), func.sum(e.c.quantity)).where(*e_where).group_by(e.c.meter)
+            select(e.c.meter, func.count(), func.sum(e.c.quantity))
+            .where(*e_where)
+            .group_by(e.c.meter)
         ):
             t = slot(name)
             t["quantity"] += quantity or 0

@@ -53,6 +53,7 @@ __all__ = [
     "get_run",
     "get_timeline",
     "known_runs",
+    "list_runs",
     "record_run",
     "start_run",
 ]
@@ -232,7 +233,9 @@ def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> E
     """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing."""
     if req.status not in TERMINAL_RUN_STATUSES:
         raise ApiError(
-            422, "INVALID_STATUS", f"status: a run ends COMPLETED, FAILED, CANCELLED or TIMEOUT, not {req.status.value}"
+            422,
+            "INVALID_STATUS",
+            f"status: a run ends COMPLETED, FAILED, CANCELLED or TIMEOUT, not {req.status.value}",
         )
     ended = timestamp(req.ended_at, "endedAt", clock.now_iso())
     with db.write() as conn:
@@ -274,7 +277,9 @@ def _event_result(row: Row[Any], duplicate: bool) -> EventResult:
     )
 
 
-def _find_event(conn: Connection, account_id: int, id: str | None, key: str | None) -> Row[Any] | None:
+def _find_event(
+    conn: Connection, account_id: int, id: str | None, key: str | None
+) -> Row[Any] | None:
     for column, value in ((events.c.id, id), (events.c.idempotency_key, key)):
         if value:
             row = conn.execute(
@@ -318,10 +323,15 @@ def _existing_events(
     """(id -> id, key -> id) of the events that already exist."""
     by_id: dict[str, str] = {}
     by_key: dict[str, str] = {}
-    for column, values, out in ((events.c.id, ids, by_id), (events.c.idempotency_key, keys, by_key)):
+    for column, values, out in (
+        (events.c.id, ids, by_id),
+        (events.c.idempotency_key, keys, by_key),
+    ):
         for part in chunked(sorted(set(values))):
             for eid, value in conn.execute(
-                select(events.c.id, column).where(events.c.account_id == account_id, column.in_(part))
+                select(events.c.id, column).where(
+                    events.c.account_id == account_id, column.in_(part)
+                )
             ):
                 out[value] = eid
     return by_id, by_key
@@ -345,7 +355,9 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
         for item, raw in zip(parsed, items, strict=True):
             if isinstance(item, str):
                 ident = raw.get("id") if isinstance(raw, dict) else None
-                etype = raw.get("eventType", raw.get("event_type")) if isinstance(raw, dict) else None
+                etype = (
+                    raw.get("eventType", raw.get("event_type")) if isinstance(raw, dict) else None
+                )
                 results.append(
                     BatchEventResult(
                         id=ident if isinstance(ident, str) else "",
@@ -357,7 +369,9 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
                 continue
             stored = by_id.get(item.id or "") or by_key.get(item.idempotency_key or "")
             if stored is not None:
-                results.append(BatchEventResult(id=stored, event_type=item.event_type, is_duplicate=True))
+                results.append(
+                    BatchEventResult(id=stored, event_type=item.event_type, is_duplicate=True)
+                )
                 continue
             run = run_of.get(item.run_id)
             if run is None:
@@ -375,7 +389,10 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
             except ApiError as exc:
                 results.append(
                     BatchEventResult(
-                        id=item.id or "", event_type=item.event_type, skipped=True, reason=exc.message
+                        id=item.id or "",
+                        event_type=item.event_type,
+                        skipped=True,
+                        reason=exc.message,
                     )
                 )
                 continue
@@ -389,7 +406,11 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
     duplicates = sum(r.is_duplicate for r in results)
     skipped = sum(r.skipped for r in results)
     return EmitEventsBatchResult(
-        success=skipped == 0, created=created, duplicates=duplicates, skipped=skipped, events=results
+        success=skipped == 0,
+        created=created,
+        duplicates=duplicates,
+        skipped=skipped,
+        events=results,
     )
 
 
@@ -400,18 +421,20 @@ def _status_mark(status: str) -> str:
 def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRunResult:
     """``POST /runs/record``: a whole run in one transaction.
 
-    A repeated (customer, externalRunId) returns the stored run and reports its events as
-    duplicates: the published client retries this POST without an idempotency key.
+    A repeated client ``id`` or (customer, externalRunId) returns the stored run and reports
+    its events as duplicates: the published client retries this POST without an idempotency key.
     """
     now = clock.now_iso()
     with db.write() as conn:
-        require_customer(conn, account_id, req.customer_id, "customerId")
-        existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+        existing = _run_row(conn, account_id, req.id) if req.id else None
+        if existing is None:
+            require_customer(conn, account_id, req.customer_id, "customerId")
+            existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
         if existing is not None:
             run_id, created, duplicates = existing.id, 0, len(req.events)
         else:
             workflow = resolve_workflow(conn, account_id, req.workflow, "workflow")
-            run_id = new_id("run")
+            run_id = req.id or new_id("run")
             terminal = req.status in TERMINAL_RUN_STATUSES
             conn.execute(
                 runs.insert().values(
@@ -493,7 +516,7 @@ def _timeline_event(row: Row[Any], pricing: Pricing) -> TimelineEvent:
 
 
 def _read_run(
-    db: Database, account_id: int, run_id: str, limit: int
+    db: Database, pricing: Pricing, account_id: int, run_id: str, limit: int
 ) -> tuple[Row[Any], str | None, list[Row[Any]], tuple[int, float, float | None], int]:
     e = events
     with db.read() as conn:
@@ -517,21 +540,16 @@ def _read_run(
             .where(e.c.account_id == account_id, e.c.run_id == run_id)
             .group_by(e.c.meter)
         ):
-            micros += db_pricing(db).micros(meter, quantity or 0)
-    return row, customer_name, rows, totals, micros
+            micros += pricing.micros(meter, quantity or 0)
+    return row, customer_name, list(rows), totals, micros
 
 
-def db_pricing(db: Database) -> Pricing:
-    """The pricing attached to a database by the app (flat, per meter)."""
-    pricing = getattr(db, "pricing", None)
-    return pricing if isinstance(pricing, Pricing) else Pricing()
-
-
-def get_timeline(db: Database, account_id: int, run_id: str, limit: int | None) -> RunTimeline:
+def get_timeline(
+    db: Database, pricing: Pricing, account_id: int, run_id: str, limit: int | None
+) -> RunTimeline:
     """``GET /runs/{id}/timeline``: the run flat at the top, then its events in time order."""
-    pricing = db_pricing(db)
     row, customer_name, rows, (count, quantity, cost), micros = _read_run(
-        db, account_id, run_id, min(limit or TIMELINE_MAX, TIMELINE_MAX)
+        db, pricing, account_id, run_id, min(limit or TIMELINE_MAX, TIMELINE_MAX)
     )
     return RunTimeline(
         run_id=row.id,
@@ -558,12 +576,11 @@ def get_timeline(db: Database, account_id: int, run_id: str, limit: int | None) 
     )
 
 
-def get_run(db: Database, account_id: int, run_id: str) -> dict[str, Any]:
+def get_run(db: Database, pricing: Pricing, account_id: int, run_id: str) -> dict[str, Any]:
     """``GET /runs/{id}``: RunDetails, plus ``timeline`` and ``summary`` keys that the
     published core async client reads from this endpoint (contract §2.1.11)."""
-    pricing = db_pricing(db)
     row, customer_name, rows, (count, quantity, cost), micros = _read_run(
-        db, account_id, run_id, DETAILS_TIMELINE_LIMIT
+        db, pricing, account_id, run_id, DETAILS_TIMELINE_LIMIT
     )
     details = RunDetails(
         id=row.id,
@@ -595,3 +612,25 @@ def get_run(db: Database, account_id: int, run_id: str) -> dict[str, Any]:
     ]
     body["summary"] = f"{count} events"
     return body
+
+
+def list_runs(db: Database, account_id: int, limit: int, customer_id: str | None) -> dict[str, Any]:
+    """Newest runs first: ``{"data": [RunResult…], "count": n}``."""
+    where = [runs.c.account_id == account_id]
+    if customer_id is not None:
+        where.append(runs.c.customer_id == customer_id)
+    with db.read() as conn:
+        rows = conn.execute(
+            select(runs, workflows.c.name.label("workflow_name"))
+            .join(
+                workflows,
+                (workflows.c.account_id == runs.c.account_id)
+                & (workflows.c.id == runs.c.workflow_id),
+                isouter=True,
+            )
+            .where(*where)
+            .order_by(runs.c.seq.desc())
+            .limit(limit)
+        ).all()
+    data = [_run_result(r, duplicate=False).model_dump(mode="json", by_alias=True) for r in rows]
+    return {"data": data, "count": len(data)}

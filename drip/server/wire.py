@@ -31,7 +31,9 @@ async def read_body(request: Request) -> bytes:
         try:
             size = int(declared)
         except ValueError:
-            raise ApiError(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number") from None
+            raise ApiError(
+                400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number"
+            ) from None
         if size > MAX_BODY_BYTES:
             raise _too_large()
     chunks: list[bytes] = []

@@ -1,0 +1,231 @@
+"""The compact records the instrumentation buffers, and their encoding into ingest items.
+
+A record is a plain tuple whose first element is its encoder; the delivery worker calls
+``record[0](record, clock)`` to get the wire item as JSON text (the ``POST /v1/ingest`` shape,
+see ``drip.models.IngestEvent`` & co.). Strings fixed by a decorator or a run are encoded once;
+per record only numbers, ids and the timestamp are formatted. Tuples are the cheapest object to build on the caller's
+thread and the smallest to keep (about 220 bytes for an event, ints included); all formatting
+(ids, timestamps, hex) happens on the worker.
+
+Layouts::
+
+    event   (encode_event,  meter, run,         parent_seq, seq, t0, t1, quantity, error, span, metadata)
+    usage   (encode_usage,  meter, customer_id, parent_seq, seq, t0, t1, quantity, error, span, metadata)
+    manual  (encode_manual, run, parent_seq, seq, t, event_type, quantity, units, description, metadata, span)
+    start   (encode_run_start, run)
+    end     (encode_run_end, run, status, error_code, error_message, t)
+
+``t0``/``t1``/``t`` are ``time.perf_counter_ns()`` values; the worker turns them into wall-clock
+time with one offset per batch. ``span`` is an OpenTelemetry ``SpanContext`` or None.
+
+Event and usage ids are derived from a per-process sequence number: ``evt_`` + 12 hex digits of
+the process start time (ms) + 10 random hex digits drawn per process (again in a ``fork()``
+child) + 10 hex digits of the sequence. A nested call names its parent by sequence number, so an
+id is only formatted when it is needed (by the worker, or by ``EventHandle.id``) and is the same
+every time it is formatted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import otel
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+__all__ = ["Clock", "MeterSpec", "event_id", "next_seq"]
+
+Record = tuple[Any, ...]
+
+
+def _new_prefix() -> str:
+    return f"{time.time_ns() // 1_000_000:012x}{random.SystemRandom().getrandbits(40):010x}"
+
+
+_prefix = _new_prefix()
+#: the next sequence number (thread-safe: ``itertools.count`` is atomic in CPython)
+next_seq = itertools.count(1).__next__
+
+
+def _after_fork_in_child() -> None:
+    global _prefix
+    _prefix = _new_prefix()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_SEQ_MASK = (1 << 40) - 1
+
+
+def event_id(seq: int, usage: bool = False) -> str:
+    """The id of the event (or usage record) with this sequence number, in this process."""
+    return f"{'use' if usage else 'evt'}_{_prefix}{seq & _SEQ_MASK:010x}"
+
+
+#: JSON for user-given values: ASCII only (so a part's length is its size in bytes), NaN and
+#: infinity refused (an ``Exception`` for that one record, not a poisoned batch)
+dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
+
+
+def _number(value: float) -> str:
+    return int.__repr__(value) if isinstance(value, int) else float.__repr__(value)
+
+
+class MeterSpec:
+    """What a ``@metered`` decorator fixes once: meter, event type, units, static metadata.
+
+    The JSON of these never changes, so it is encoded here, once.
+    """
+
+    __slots__ = ("event_head", "event_type", "metadata", "metadata_json", "meter", "units",
+                 "usage_head")  # fmt: skip
+
+    def __init__(
+        self, meter: str, event_type: str, units: str | None, metadata: dict[str, Any] | None
+    ) -> None:
+        self.meter = meter
+        self.event_type = event_type
+        self.units = units
+        self.metadata = metadata
+        units_json = "" if units is None else f',"units":{dumps(units)}'
+        self.event_head = f',"eventType":{dumps(event_type)},"meter":{dumps(meter)}{units_json}'
+        self.usage_head = f',"usageType":{dumps(meter)}{units_json}'
+        self.metadata_json = dumps(metadata) if metadata else None
+
+
+class Clock:
+    """perf_counter_ns -> ISO-8601 UTC text, with the second's prefix cached."""
+
+    __slots__ = ("_offset", "_sec", "_text")
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._text = ""
+        self._offset = 0
+        self.sync()
+
+    def sync(self) -> None:
+        """Re-read the wall clock (the worker does it once per batch)."""
+        self._offset = time.time_ns() - time.perf_counter_ns()
+
+    def iso(self, t: int) -> str:
+        sec, ns = divmod(t + self._offset, 1_000_000_000)
+        if sec != self._sec:
+            self._sec = sec
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._text}.{ns // 1000:06d}Z"
+
+
+def _run_head(run: Run) -> str:
+    """``"runId":...`` plus the run's correlation id, as JSON; computed once per run."""
+    head = run._json
+    if head is None:
+        head = f'"runId":{dumps(run.id)}'
+        if run.correlation_id is not None:
+            head += f',"correlationId":{dumps(run.correlation_id)}'
+        run._json = head
+    return head
+
+
+def _optional(pairs: tuple[tuple[str, Any], ...]) -> str:
+    return "".join(f',"{key}":{dumps(value)}' for key, value in pairs if value is not None)
+
+
+def encode_event(rec: Record, clock: Clock) -> str:
+    _, m, run, parent, seq, t0, t1, quantity, error, span, metadata = rec
+    text: str = f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}",{_run_head(run)}'
+    text += m.event_head
+    if quantity is not None:
+        text += f',"quantity":{_number(quantity)}'
+    if parent is not None:
+        text += f',"parentEventId":"evt_{_prefix}{parent & _SEQ_MASK:010x}"'
+    if span is not None and span.is_valid:
+        text += f',"spanId":"{span.span_id:016x}"'
+    text += f',"timestamp":"{clock.iso(t0)}","durationMs":{(t1 - t0) / 1e6:.3f}'
+    text += ',"outcome":"ok"' if error is None else f',"outcome":"error","errorType":{dumps(error)}'
+    if metadata:
+        meta = m.metadata_json if metadata is m.metadata else dumps(metadata)
+        text += f',"metadata":{meta}'
+    return text + "}"
+
+
+def encode_usage(rec: Record, clock: Clock) -> str:
+    """A metered call outside any run: a usage record; call details go in ``metadata.drip``."""
+    _, m, customer_id, parent, seq, t0, t1, quantity, error, span, metadata = rec
+    details: dict[str, Any] = {"durationMs": round((t1 - t0) / 1e6, 3)}
+    details["outcome"] = "ok" if error is None else "error"
+    if error is not None:
+        details["errorType"] = error
+    if m.event_type != m.meter:
+        details["eventType"] = m.event_type
+    if parent is not None:
+        details["parentId"] = event_id(parent, usage=True)
+    valid = span is not None and span.is_valid
+    if valid:
+        details["spanId"] = f"{span.span_id:016x}"
+    text = f'{{"type":"usage","id":"{event_id(seq, usage=True)}"'
+    text += f',"customerId":{dumps(customer_id)}{m.usage_head}'
+    text += f',"quantity":{0 if quantity is None else _number(quantity)}'
+    if valid:
+        text += f',"correlationId":"{span.trace_id:032x}"'
+    meta = {**metadata, "drip": details} if metadata else {"drip": details}
+    return text + f',"timestamp":"{clock.iso(t0)}","metadata":{dumps(meta)}}}'
+
+
+def encode_manual(rec: Record, clock: Clock) -> str:
+    """An event recorded with ``run.event(...)``."""
+    _, run, parent, seq, t, event_type, quantity, units, description, metadata, span = rec
+    text = f'{{"type":"event","id":"{event_id(seq)}",{_run_head(run)}'
+    text += f',"eventType":{dumps(event_type)}'
+    if quantity is not None:
+        text += f',"quantity":{_number(quantity)}'
+    text += _optional(
+        (
+            ("units", units),
+            ("description", description),
+            ("parentEventId", None if parent is None else event_id(parent)),
+            ("spanId", otel.span_id_hex(span)),
+            ("metadata", metadata or None),
+        )
+    )
+    return text + f',"timestamp":"{clock.iso(t)}"}}'
+
+
+def encode_run_start(rec: Record, clock: Clock) -> str:
+    run: Run = rec[1]
+    text = f'{{"type":"run.start","id":{dumps(run.id)},"customerId":{dumps(run.customer_id)}'
+    text += f',"workflow":{dumps(run.workflow)}'
+    text += _optional(
+        (
+            ("parentRunId", run.parent_run_id),
+            ("externalRunId", run.external_run_id),
+            ("correlationId", run.correlation_id),
+            ("metadata", run.metadata or None),
+        )
+    )
+    return text + f',"startedAt":"{clock.iso(run._t0)}"}}'
+
+
+def encode_run_end(rec: Record, clock: Clock) -> str:
+    _, run, status, code, message, t = rec
+    text = f'{{"type":"run.end","runId":{dumps(run.id)},"status":"{status}"'
+    text += _optional((("errorCode", code), ("errorMessage", message)))
+    return text + f',"endedAt":"{clock.iso(t)}"}}'
+
+
+#: what each kind of record is, for messages about it
+KINDS = {
+    encode_event: "event",
+    encode_usage: "usage",
+    encode_manual: "event",
+    encode_run_start: "run.start",
+    encode_run_end: "run.end",
+}

@@ -1,0 +1,56 @@
+"""What delivery reports: ``FlushReport``, ``DeliveryStats`` and ``DripDeliveryError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import DripError
+
+__all__ = ["DeliveryStats", "DripDeliveryError", "FlushReport"]
+
+
+class DripDeliveryError(DripError):
+    """Records that will not be delivered; ``code`` says why, ``count`` how many."""
+
+    def __init__(
+        self, message: str, *, code: str, count: int = 1, item_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.count = count
+        self.item_id = item_id
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """What a ``flush()`` or ``shutdown()`` did while it waited (counts of records)."""
+
+    #: delivered (created, updated, or already there: ``duplicate``)
+    sent: int
+    #: will never be delivered: rejected, refused, dropped (buffer full or after shutdown)
+    failed: int
+    #: still buffered or in flight when the call returned (the timeout expired)
+    pending: int
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.pending == 0
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """Counters since the client (or, after ``fork()``, this process) started."""
+
+    recorded: int
+    sent: int
+    duplicates: int
+    rejected: int
+    refused: int
+    dropped: int
+    undelivered: int
+    pending: int
+    batches: int
+    retries: int
+    #: call-time problems of the instrumentation (no customer, bad quantity, ...)
+    errors: int = 0
+    last_error: str | None = None

@@ -1,0 +1,326 @@
+"""``drip.run(...)`` and ``drip.customer(...)``: the scopes that metered calls record into.
+
+A run is made on the client: its id (``run_…``) exists the moment it is entered, its start and
+end are two records in the delivery buffer, and nothing waits for the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import otel
+from ._ids import new_id
+from ._records import encode_manual, encode_run_end, encode_run_start, event_id, next_seq
+from .context import SCOPE, Scope
+from .errors import DripValidationError
+from .models import MAX_NAME_LENGTH
+
+if TYPE_CHECKING:
+    from ._instrumentation import Instrumentation
+
+__all__ = ["CustomerScope", "Run", "RunContext"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: an exception like these ends a run CANCELLED rather than FAILED
+CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+MAX_ERROR_MESSAGE = 2000
+_perf = time.perf_counter_ns
+
+
+def check_name(value: Any, field: str, *, optional: bool = False) -> str | None:
+    """A meter, workflow, event type or id: a non-empty string of at most 256 characters."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string, got {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_NAME_LENGTH:
+        raise DripValidationError(
+            f"{field} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
+            f"got {value!r}",
+            field=field,
+        )
+    return value
+
+
+def bad_quantity(value: Any) -> str | None:
+    """Why ``value`` is not a quantity (a finite int or float, not a bool), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, got {type(value).__name__}"
+    if not math.isfinite(value):
+        return f"must be finite, got {value!r}"
+    return None
+
+
+def _discard(record: Any) -> None:
+    """The sink of a run that could not be recorded (the problem was reported once)."""
+
+
+class Run:
+    """An open run: ``with drip.run("workflow") as run`` gives one; ``run.id`` is ready."""
+
+    __slots__ = (
+        "_append",
+        "_context",
+        "_instr",
+        "_json",
+        "_t0",
+        "_token",
+        "correlation_id",
+        "customer_id",
+        "external_run_id",
+        "id",
+        "metadata",
+        "parent_run_id",
+        "workflow",
+    )
+
+    def __init__(
+        self,
+        context: RunContext,
+        instr: Instrumentation | None,
+        customer_id: str | None,
+        parent_run_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self.id = new_id("run")
+        self.workflow = context.workflow
+        self.customer_id = customer_id
+        self.parent_run_id = parent_run_id
+        self.external_run_id = context.external_run_id
+        self.correlation_id = correlation_id
+        self.metadata = context.metadata
+        self._context = context
+        self._instr = instr
+        self._append: Callable[[Any], None] = _discard if instr is None else instr.append
+        self._t0 = _perf()
+        self._token: Any = None
+        self._json: str | None = None  # set by the delivery worker
+
+    def event(
+        self,
+        event_type: str,
+        quantity: float | None = None,
+        *,
+        units: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Record an event in this run now; returns its id (None if it could not be recorded).
+
+        Inside a metered call of this run, the call is the event's parent.
+        """
+        try:
+            check_name(event_type, "event_type")
+            problem = None if quantity is None else bad_quantity(quantity)
+            if problem:
+                raise DripValidationError(f"quantity {problem}", field="quantity")
+            if metadata is not None and not isinstance(metadata, dict):
+                raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        except (DripValidationError, TypeError) as exc:
+            if self._instr is not None:
+                self._instr.report(exc)
+            return None
+        _, run, parent = SCOPE.get()
+        seq = next_seq()
+        span = None if otel.CV is None else otel.span_context()
+        self._append(
+            (
+                encode_manual,
+                self,
+                parent if run is self else None,
+                seq,
+                _perf(),
+                event_type,
+                quantity,
+                units,
+                description,
+                metadata,
+                span,
+            )
+        )
+        return event_id(seq)
+
+    def __repr__(self) -> str:
+        return f"<drip.Run {self.id} workflow={self.workflow!r} customer={self.customer_id!r}>"
+
+
+class RunContext:
+    """What ``drip.run(...)`` returns: a context manager (sync and async) and a decorator.
+
+    Each ``with`` (or decorated call) opens a new run; a run inside a run is its child.
+    """
+
+    def __init__(
+        self,
+        instr: Instrumentation | None,
+        workflow: str,
+        *,
+        customer_id: str | None = None,
+        external_run_id: str | None = None,
+        correlation_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.workflow: str = check_name(workflow, "workflow")  # type: ignore[assignment]
+        self.customer_id = check_name(customer_id, "customer_id", optional=True)
+        self.external_run_id = check_name(external_run_id, "external_run_id", optional=True)
+        self.correlation_id = check_name(correlation_id, "correlation_id", optional=True)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        self.metadata = metadata
+        self._instr = instr
+        self._open: list[Run] = []
+
+    def start(self) -> Run:
+        """Open a run in the current context (what ``__enter__`` does)."""
+        from ._instrumentation import resolve
+
+        customer, parent, _ = SCOPE.get()
+        instr = resolve(self._instr or (parent._instr if parent is not None else None))
+        customer = self.customer_id or customer
+        correlation = self.correlation_id or (parent.correlation_id if parent else None)
+        if correlation is None:
+            otel.refresh()
+            if otel.CV is not None:
+                correlation = otel.trace_id_hex(otel.span_context())
+        if customer is None and instr is not None:
+            try:
+                instr.report(
+                    DripValidationError(
+                        f"drip.run({self.workflow!r}) has no customer: pass customer_id= or "
+                        "open it inside drip.customer(...); this run is not recorded",
+                        field="customer_id",
+                    )
+                )
+            finally:
+                instr = None
+        run = Run(
+            self,
+            instr,
+            customer,
+            None if parent is None else parent.id,
+            correlation,
+        )
+        run._append((encode_run_start, run))
+        run._token = SCOPE.set((customer, run, None))
+        self._open.append(run)
+        return run
+
+    def end(self, exc: BaseException | None) -> None:
+        """Close the innermost run this context opened here (what ``__exit__`` does)."""
+        run = SCOPE.get()[1]
+        if run is None or run._context is not self:
+            if not self._open:
+                return
+            run = self._open[-1]
+        self._open.remove(run)
+        if exc is None:
+            status, code, message = "COMPLETED", None, None
+        elif isinstance(exc, CANCELLATIONS):
+            status, code, message = "CANCELLED", type(exc).__name__, str(exc) or None
+        else:
+            status, code = "FAILED", type(exc).__name__
+            message = (str(exc) or repr(exc))[:MAX_ERROR_MESSAGE]
+        run._append((encode_run_end, run, status, code, message, _perf()))
+        _restore(run._token)
+
+    def __enter__(self) -> Run:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(exc)
+
+    async def __aenter__(self) -> Run:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(exc)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate a function (sync or async): every call runs in a new run."""
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"drip.run cannot decorate the generator {fn.__qualname__}: open the run with "
+                "`with drip.run(...)` inside it"
+            )
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with self:
+                    return await fn(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def run_sync(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return run_sync  # type: ignore[return-value]
+
+
+def _restore(token: Any) -> None:
+    try:
+        SCOPE.reset(token)
+    except ValueError:  # exited in another context than it was entered (e.g. another task)
+        SCOPE.set(token.old_value if token.old_value is not token.MISSING else SCOPE_EMPTY)
+
+
+SCOPE_EMPTY: Scope = (None, None, None)
+
+
+class CustomerScope:
+    """What ``drip.customer(id)`` returns: everything inside records for this customer."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id: str = check_name(customer_id, "customer_id")  # type: ignore[assignment]
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> str:
+        _, run, seq = SCOPE.get()
+        self._tokens.append(SCOPE.set((self.customer_id, run, seq)))
+        return self.customer_id
+
+    def __exit__(self, *exc: object) -> None:
+        _restore(self._tokens.pop())
+
+    async def __aenter__(self) -> str:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+    def __call__(self, fn: F) -> F:
+        """Decorate a function (sync or async): its calls run for this customer."""
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def with_customer_async(*args: Any, **kwargs: Any) -> Any:
+                async with CustomerScope(self.customer_id):
+                    return await fn(*args, **kwargs)
+
+            return with_customer_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def with_customer(*args: Any, **kwargs: Any) -> Any:
+            with CustomerScope(self.customer_id):
+                return fn(*args, **kwargs)
+
+        return with_customer  # type: ignore[return-value]

@@ -1,0 +1,216 @@
+"""The four wrappers ``@metered`` chooses from: function, coroutine, generator, async generator.
+
+The function and coroutine wrappers inline the common case (a call inside a run with a fixed
+quantity) and hand everything else to ``drip._calls``. Generators run each step in their own
+copy of the context (``Context.run``; for async generators each synchronous slice of each step),
+so what the body sets never leaks into the consumer and the consumer's later changes never
+reach the body.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+from . import otel as _otel
+from ._calls import (
+    _begin_in,
+    _Call,
+    _general_async,
+    _general_sync,
+    _get,
+    _handles,
+    _perf,
+    _reset,
+    _set,
+    _span,
+    _Spec,
+)
+from ._records import encode_event, next_seq
+
+__all__ = ["wrap_async_generator", "wrap_coroutine", "wrap_function", "wrap_generator"]
+
+
+def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
+    simple = spec.qfn is None
+
+    @functools.wraps(fn)
+    def metered_call(*args: Any, **kwargs: Any) -> Any:
+        customer, run, parent = _get()
+        if run is None or not simple or _handles:
+            return _general_sync(spec, fn, args, kwargs)
+        seq = next_seq()
+        token = _set((customer, run, seq))
+        span = None if _otel.CV is None else _span()
+        t0 = _perf()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            t1 = _perf()
+            _reset(token)
+            _Call(
+                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
+                seq, span, t0,
+            ).finish(t1, None, exc)  # fmt: skip
+            raise
+        t1 = _perf()
+        _reset(token)
+        if _handles:  # current_event() was used inside
+            _Call(
+                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
+                seq, span, t0,
+            ).finish(t1, result)  # fmt: skip
+        else:
+            run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
+        return result
+
+    return metered_call
+
+
+def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[..., Any]:
+    m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
+    simple = spec.qfn is None
+
+    @functools.wraps(fn)
+    async def metered_call(*args: Any, **kwargs: Any) -> Any:
+        customer, run, parent = _get()
+        if run is None or not simple or _handles:
+            return await _general_async(spec, fn, args, kwargs)
+        seq = next_seq()
+        token = _set((customer, run, seq))
+        span = None if _otel.CV is None else _span()
+        t0 = _perf()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            t1 = _perf()
+            _reset(token)
+            _Call(
+                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
+                seq, span, t0,
+            ).finish(t1, None, exc)  # fmt: skip
+            raise
+        t1 = _perf()
+        _reset(token)
+        if _handles:
+            _Call(
+                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
+                seq, span, t0,
+            ).finish(t1, result)  # fmt: skip
+        else:
+            run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
+        return result
+
+    return metered_call
+
+
+def wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec) -> Any:
+    @functools.wraps(fn)
+    def metered_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        ctx = contextvars.copy_context()
+        call = _begin_in(ctx, spec, args, kwargs)
+        gen = fn(*args, **kwargs)
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                try:
+                    if thrown is None:
+                        value = ctx.run(gen.send, sent)
+                    else:
+                        value, thrown = ctx.run(gen.throw, thrown), None
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    ctx.run(gen.close)
+                    raise
+                except BaseException as exc:
+                    sent, thrown = None, exc
+        except GeneratorExit:  # closed early (break, or garbage-collected): not an error
+            if call is not None:
+                call.finish(_perf(), evaluate=False)
+            raise
+        except BaseException as exc:
+            if call is not None:
+                call.finish(_perf(), None, exc)
+            raise
+        if call is not None:
+            call.finish(_perf(), result)
+        return result
+
+    return metered_generator
+
+
+class _Step:
+    """Yield one object to the event loop (or trio) and hand back what it sends."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self.value)
+
+
+async def _in_context(ctx: contextvars.Context, step: Any) -> Any:
+    """Await ``step`` (an ``asend``/``athrow``/``aclose`` awaitable) with each of its
+    synchronous slices run inside ``ctx``, forwarding what it yields to the event loop."""
+    value: Any = None
+    thrown: BaseException | None = None
+    while True:
+        try:
+            if thrown is None:
+                suspended = ctx.run(step.send, value)
+            else:
+                suspended, thrown = ctx.run(step.throw, thrown), None
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value = await _Step(suspended)
+        except BaseException as exc:
+            value, thrown = None, exc
+
+
+def wrap_async_generator(fn: Callable[..., Any], spec: _Spec) -> Any:
+    @functools.wraps(fn)
+    async def metered_async_generator(*args: Any, **kwargs: Any) -> Any:
+        ctx = contextvars.copy_context()
+        call = _begin_in(ctx, spec, args, kwargs)
+        agen = fn(*args, **kwargs)
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                try:
+                    if thrown is None:
+                        value = await _in_context(ctx, agen.asend(sent))
+                    else:
+                        value, thrown = await _in_context(ctx, agen.athrow(thrown)), None
+                except StopAsyncIteration:
+                    break
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await _in_context(ctx, agen.aclose())
+                    raise
+                except BaseException as exc:
+                    sent, thrown = None, exc
+        except GeneratorExit:
+            if call is not None:
+                call.finish(_perf(), evaluate=False)
+            raise
+        except BaseException as exc:
+            if call is not None:
+                call.finish(_perf(), None, exc)
+            raise
+        if call is not None:
+            call.finish(_perf(), None)
+
+    return metered_async_generator

@@ -1,0 +1,154 @@
+"""The ``drip`` command: ``drip serve``, ``drip keys create``, ``drip demo``.
+
+Imports are lazy so that ``drip --help`` stays fast: the server (FastAPI, SQLAlchemy, uvicorn)
+is imported only by the commands that run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+DEFAULT_DB = os.path.join(".drip", "drip.db")
+DEFAULT_PORT = 8787
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    path = os.path.abspath(args.db or DEFAULT_DB)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _add_db_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", metavar="PATH", help=f"SQLite file (default: {DEFAULT_DB})")
+    where.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/drip",
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server import Pricing, create_app
+    from .server.auth import KeyStore
+
+    try:
+        pricing = Pricing.build(args.price or [], args.default_price)
+    except ValueError as exc:
+        print(f"drip serve: {exc}", file=sys.stderr)
+        return 2
+    url = _database_url(args)
+    app = create_app(url, pricing=pricing)
+    keys: KeyStore = app.state.drip.keys
+    created = keys.bootstrap()
+    base = f"http://{args.host}:{args.port}"
+    print(f"Drip local server on {base} (API at {base}/v1, dashboard at {base}/)")
+    print(f"database: {url}")
+    if created is not None:
+        secret, public = created
+        print("A new database: created the 'default' account with these keys (shown once):")
+        print(f"  secret key: {secret}")
+        print(f"  public key: {public}")
+        print(f"  export DRIP_API_KEY={secret} DRIP_BASE_URL={base}")
+    else:
+        print("Need a key? drip keys create --db ... (keys are stored hashed, never shown again)")
+    sys.stdout.flush()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from .server.auth import KeyStore
+    from .server.db import Database
+
+    db = Database(_database_url(args))
+    try:
+        db.create_tables()
+        print(KeyStore(db).create_key(args.account, public=args.public))
+    finally:
+        db.dispose()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        demo = importlib.import_module("drip._demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "drip._demo":
+            raise
+        return _not_implemented(args)
+    return int(demo.main(args) or 0)
+
+
+def _not_implemented(args: argparse.Namespace) -> int:
+    print(f"drip {args.command}: not implemented yet", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="drip", description="Drip: usage attribution and execution traces."
+    )
+    parser.add_argument("--version", action="version", version=f"drip-sdk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the local Drip server")
+    _add_db_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 8787)")
+    serve.add_argument(
+        "--price",
+        action="append",
+        metavar="METER=PRICE",
+        help="flat price of a meter in USDC per unit, for charges (repeatable)",
+    )
+    serve.add_argument(
+        "--default-price", default="0", metavar="PRICE", help="price of meters not listed"
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it")
+    _add_db_options(create)
+    create.add_argument("--public", action="store_true", help="a public (pk_) key")
+    create.add_argument("--account", default="default", help="account name (created if new)")
+    create.set_defaults(handler=_cmd_keys_create)
+
+    demo = commands.add_parser("demo", help="run an instrumented sample agent")
+    demo.set_defaults(handler=_cmd_demo)
+    for name, text in (
+        ("runs", "list recent runs"),
+        ("timeline", "show a run's timeline"),
+        ("usage", "show usage per meter"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(handler=_not_implemented)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``drip`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""``/v1/runs`` and ``/v1/run-events``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from drip.models import EmitEventRequest, EndRunRequest, RecordRunRequest, StartRunRequest
+
+from . import storage_runs
+from .app import state
+from .auth import Principal, authenticate
+from .errors import ApiError
+from .wire import json_response, parse, read_object
+
+router = APIRouter()
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+@router.post("/runs")
+async def start_run(request: Request, who: Caller) -> Response:
+    req = parse(StartRunRequest, await read_object(request))
+    run = await run_in_threadpool(storage_runs.start_run, state(request).db, who.account_id, req)
+    return json_response(run, 200 if run.is_duplicate else 201)
+
+
+@router.get("/runs")
+async def list_runs(
+    request: Request,
+    who: Caller,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+) -> Response:
+    """Newest first (extension, for the dashboard and the CLI)."""
+    body = await run_in_threadpool(
+        storage_runs.list_runs, state(request).db, who.account_id, limit, customer_id
+    )
+    return json_response(body)
+
+
+@router.post("/runs/record")
+async def record_run(request: Request, who: Caller) -> Response:
+    req = parse(RecordRunRequest, await read_object(request))
+    result = await run_in_threadpool(
+        storage_runs.record_run, state(request).db, who.account_id, req
+    )
+    return json_response(result, 201)
+
+
+@router.patch("/runs/{run_id}")
+async def end_run(request: Request, who: Caller, run_id: str) -> Response:
+    req = parse(EndRunRequest, await read_object(request))
+    result = await run_in_threadpool(
+        storage_runs.end_run, state(request).db, who.account_id, run_id, req
+    )
+    return json_response(result)
+
+
+@router.get("/runs/{run_id}")
+async def get_run(request: Request, who: Caller, run_id: str) -> Response:
+    srv = state(request)
+    body = await run_in_threadpool(
+        storage_runs.get_run, srv.db, srv.pricing, who.account_id, run_id
+    )
+    return json_response(body)
+
+
+@router.get("/runs/{run_id}/timeline")
+async def get_timeline(
+    request: Request,
+    who: Caller,
+    run_id: str,
+    limit: Annotated[int | None, Query(ge=1, le=storage_runs.TIMELINE_MAX)] = None,
+) -> Response:
+    """Events in time order; ``limit`` caps them (summary totals always cover the whole run).
+    ``cursor``, ``includeAnomalies`` and ``collapseRetries`` are accepted and ignored."""
+    srv = state(request)
+    timeline = await run_in_threadpool(
+        storage_runs.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit
+    )
+    return json_response(timeline)
+
+
+@router.post("/run-events")
+async def emit_event(request: Request, who: Caller) -> Response:
+    req = parse(EmitEventRequest, await read_object(request))
+    event = await run_in_threadpool(storage_runs.emit_event, state(request).db, who.account_id, req)
+    return json_response(event, 200 if event.is_duplicate else 201)
+
+
+@router.post("/run-events/batch")
+async def emit_events_batch(request: Request, who: Caller) -> Response:
+    """Items are validated one by one (snake_case accepted); a bad item is skipped."""
+    items = (await read_object(request)).get("events")
+    if not isinstance(items, list):
+        raise ApiError(422, "VALIDATION_ERROR", "events: must be a list of events")
+    result = await run_in_threadpool(
+        storage_runs.emit_events_batch, state(request).db, who.account_id, items
+    )
+    return json_response(result, 201)
