@@ -12,7 +12,9 @@ __all__ = ["timeline_tree", "usage_table"]
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.1f} ms" if value >= 1 else f"{value * 1000:.0f} µs"
 
 
 def _quantity(value: float) -> str:

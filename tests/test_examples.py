@@ -1,0 +1,42 @@
+"""Every script in examples/ runs against the real local server and says what it should."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+EXPECT = {
+    "decorator.py": ["llm_tokens: ", "tool_calls: 1"],
+    "run_block.py": ["COMPLETED", "FAILED  ", "ValueError", "tool.fetch", "report.sent"],
+    "async_agent.py": ["5 requests, 15 tokens streamed", "'llm_tokens': 15.0"],
+    "threads.py": ["loaded 900 rows in 9 metered calls", "total quantity on the server: 900"],
+    "otel_correlation.py": ["correlation id"],
+}
+
+
+def test_every_example_is_tested() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_example(name: str, account: Any, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    env.update(DRIP_API_KEY=account.secret_key, DRIP_BASE_URL=account.base_url, DRIP_STRICT="1")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for expected in EXPECT[name]:
+        assert expected in proc.stdout, f"{expected!r} not in:\n{proc.stdout}"
