@@ -143,14 +143,14 @@ def test_without_opentelemetry_imported_nothing_imports_it() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import drip.testing
         from drip import instrument as drip
+        from drip.testing import capture
 
         @drip.metered("m")
         def f():
             return 1
 
-        with drip.testing.capture() as cap, drip.run("wf", customer_id="c") as run:
+        with capture() as cap, drip.run("wf", customer_id="c") as run:
             f()
         event = cap.events[0]
         assert event.span_id is None and run.correlation_id is None, event
