@@ -22,6 +22,7 @@ from .errors import DripValidationError
 
 if TYPE_CHECKING:
     from ._instrumentation import Instrumentation
+    from ._run import Run
 
 __all__ = ["EventHandle", "current_event"]
 
@@ -215,17 +216,23 @@ class _Call:
                     raise  # strict mode, and no exception of the caller's to hide
 
 
+def _in_run(
+    spec: _Spec, customer: str | None, run: Run, parent: int | None, seq: int, span: Any, t0: int
+) -> _Call:
+    """The general path for a call of a run that the fast path began."""
+    return _Call(
+        spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent, seq,
+        span, t0,
+    )  # fmt: skip
+
+
 def _begin(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
     """Start a metered call in the current context (None: it cannot be recorded)."""
     scope = _get()
     customer, run, parent = scope
     if run is not None:
         seq = next_seq()
-        span = None if _otel.CV is None else _span()
-        return _Call(
-            spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
-            seq, span, _perf(),
-        )  # fmt: skip
+        return _in_run(spec, customer, run, parent, seq, _otel.span_context(), _perf())
     instr = resolve(spec.instr)
     if instr is None:
         return None

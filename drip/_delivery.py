@@ -22,8 +22,9 @@ passed to ``on_error`` as a ``DripDeliveryError`` with a ``code``):
 
 ``flush(timeout)`` and ``shutdown(timeout)`` are bounded (default ``shutdown_timeout``) and
 return a ``FlushReport``. An ``atexit`` hook shuts every live delivery down with its
-``shutdown_timeout``. After ``fork()`` the child drops the inherited buffer (the parent sends
-it), and starts its own worker and HTTP client on its first record.
+``shutdown_timeout`` (in ``multiprocessing`` children too, which skip atexit). After ``fork()``
+the child drops the inherited buffer (the parent sends it), and starts its own worker and HTTP
+client on its first record.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -158,6 +160,7 @@ class Delivery:
             self._worker = threading.Thread(target=self._work, name="drip-delivery", daemon=True)
             self._worker.start()
             self._soft = min(self.settings.max_batch_items, self.settings.max_buffer)
+            _hook_multiprocessing_exit()
 
     # -- flush / shutdown ---------------------------------------------------------------------
 
@@ -341,7 +344,8 @@ class Delivery:
                 break
             if rec.__class__ is _Marker:
                 marker = rec
-                self._markers -= 1
+                with self._lock:
+                    self._markers -= 1
                 break
             try:
                 text = rec[0](rec, clock)
@@ -484,8 +488,21 @@ def _after_fork_in_child() -> None:
 
 def _shutdown_all_at_exit() -> None:
     for delivery in list(_live):
-        if delivery._worker is not None and delivery._pid == os.getpid():
+        if delivery._worker is not None and delivery._pid == os.getpid() and not delivery._closed:
             delivery.shutdown()
+
+
+_hooked_pid = 0
+
+
+def _hook_multiprocessing_exit() -> None:
+    """A multiprocessing child ends with ``os._exit`` (no atexit) after running its finalizers:
+    register the same shutdown there, once per process, if multiprocessing is in use."""
+    global _hooked_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _hooked_pid != os.getpid():
+        _hooked_pid = os.getpid()
+        util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
 
 
 if hasattr(os, "register_at_fork"):

@@ -7,6 +7,7 @@ end are two records in the delivery buffer, and nothing waits for the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import math
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import otel
 from ._ids import new_id
+from ._instrumentation import resolve
 from ._records import encode_manual, encode_run_end, encode_run_start, event_id, next_seq
-from .context import SCOPE, Scope
+from .context import SCOPE
 from .errors import DripValidationError
 from .models import MAX_NAME_LENGTH
 
@@ -179,8 +181,6 @@ class RunContext:
 
     def start(self) -> Run:
         """Open a run in the current context (what ``__enter__`` does)."""
-        from ._instrumentation import resolve
-
         customer, parent, _ = SCOPE.get()
         instr = resolve(self._instr or (parent._instr if parent is not None else None))
         customer = self.customer_id or customer
@@ -277,13 +277,11 @@ class RunContext:
 
 
 def _restore(token: Any) -> None:
-    try:
+    # A ValueError means the scope is left in another context than it was entered in (a
+    # generator closed by the garbage collector, another task): the context it changed is not
+    # this one, so this one is left alone.
+    with contextlib.suppress(ValueError):
         SCOPE.reset(token)
-    except ValueError:  # exited in another context than it was entered (e.g. another task)
-        SCOPE.set(token.old_value if token.old_value is not token.MISSING else SCOPE_EMPTY)
-
-
-SCOPE_EMPTY: Scope = (None, None, None)
 
 
 class CustomerScope:

@@ -17,11 +17,11 @@ from typing import Any
 from . import otel as _otel
 from ._calls import (
     _begin_in,
-    _Call,
     _general_async,
     _general_sync,
     _get,
     _handles,
+    _in_run,
     _perf,
     _reset,
     _set,
@@ -34,13 +34,19 @@ __all__ = ["wrap_async_generator", "wrap_coroutine", "wrap_function", "wrap_gene
 
 
 def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    if spec.qfn is not None:  # the quantity comes from the result: always the general path
+
+        @functools.wraps(fn)
+        def metered_by_result(*args: Any, **kwargs: Any) -> Any:
+            return _general_sync(spec, fn, args, kwargs)
+
+        return metered_by_result
     m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
-    simple = spec.qfn is None
 
     @functools.wraps(fn)
     def metered_call(*args: Any, **kwargs: Any) -> Any:
         customer, run, parent = _get()
-        if run is None or not simple or _handles:
+        if run is None:
             return _general_sync(spec, fn, args, kwargs)
         seq = next_seq()
         token = _set((customer, run, seq))
@@ -51,18 +57,12 @@ def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            _Call(
-                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
-                seq, span, t0,
-            ).finish(t1, None, exc)  # fmt: skip
+            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
             raise
         t1 = _perf()
         _reset(token)
-        if _handles:  # current_event() was used inside
-            _Call(
-                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
-                seq, span, t0,
-            ).finish(t1, result)  # fmt: skip
+        if _handles:  # current_event() may have been used inside
+            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
             run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
         return result
@@ -71,13 +71,19 @@ def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
 
 
 def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[..., Any]:
+    if spec.qfn is not None:
+
+        @functools.wraps(fn)
+        async def metered_by_result(*args: Any, **kwargs: Any) -> Any:
+            return await _general_async(spec, fn, args, kwargs)
+
+        return metered_by_result
     m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
-    simple = spec.qfn is None
 
     @functools.wraps(fn)
     async def metered_call(*args: Any, **kwargs: Any) -> Any:
         customer, run, parent = _get()
-        if run is None or not simple or _handles:
+        if run is None:
             return await _general_async(spec, fn, args, kwargs)
         seq = next_seq()
         token = _set((customer, run, seq))
@@ -88,18 +94,12 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[.
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            _Call(
-                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
-                seq, span, t0,
-            ).finish(t1, None, exc)  # fmt: skip
+            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
             raise
         t1 = _perf()
         _reset(token)
         if _handles:
-            _Call(
-                spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent,
-                seq, span, t0,
-            ).finish(t1, result)  # fmt: skip
+            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
             run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
         return result

@@ -121,3 +121,22 @@ def test_scope_tuples_are_immutable_snapshots() -> None:
         with drip.customer("b"):
             assert SCOPE.get()[0] == "b"
         assert SCOPE.get() is scope and scope[0] == "a"
+
+
+def test_a_run_left_in_another_context_does_not_touch_this_one(cap: Capture) -> None:
+    import contextvars
+
+    def plain_generator() -> Iterator[int]:
+        with drip.run("wf", customer_id="c"):
+            yield 1
+            yield 2
+
+    gen = plain_generator()
+    other = contextvars.copy_context()
+    assert other.run(next, gen) == 1  # the run is entered in the other context
+    assert other.run(current_run) is not None and current_run() is None
+    with drip.customer("mine"):
+        gen.close()  # the run ends here, in this context: its token does not belong here
+        assert current_customer_id() == "mine" and current_run() is None
+    [end] = cap.run_ends
+    assert end.status.value == "CANCELLED" and end.error_code == "GeneratorExit"

@@ -153,10 +153,6 @@ def test_worker_ships_by_itself_every_flush_interval(make: Any, fake: FakeIngest
 
 def test_retries_resend_the_same_bytes(make: Any, fake: FakeIngest) -> None:
     attempts: list[bytes] = []
-
-    def fail(items: list[dict[str, Any]]) -> Any:
-        raise AssertionError("unreachable")
-
     instr = make()
     fake.plan = [DripServerError("down", status_code=503), DripNetworkError("reset")]
     original = fake.__call__
@@ -432,6 +428,31 @@ def test_fork_child_sends_only_its_own_records(tmp_path: Path) -> None:
     child_ids = {i.get("id") for i in child} - {None}
     parent_ids = {i.get("id") for i in parent} - {None}
     assert not child_ids & parent_ids  # nothing re-sent, and fresh ids in the child
+
+
+def test_multiprocessing_child_flushes_before_its_os_exit(tmp_path: Path) -> None:
+    done = _script(
+        tmp_path,
+        """
+        import multiprocessing
+
+        def child():
+            with instr.run("mp-child", customer_id="c"):
+                for i in range(5):
+                    work(i)
+            # no flush: the child ends with os._exit, which skips atexit
+
+        if __name__ == "__main__":
+            p = multiprocessing.get_context("fork").Process(target=child)
+            p.start()
+            p.join()
+            print(p.exitcode)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+    [items] = _written(tmp_path).values()
+    assert [i["type"] for i in items] == ["run.start"] + ["event"] * 5 + ["run.end"]
 
 
 def test_worker_is_one_daemon_thread_per_client(make: Any, fake: FakeIngest) -> None:

@@ -62,7 +62,12 @@ def test_sync_function_records_one_event(cap: Capture) -> None:
         assert add(2, 3) == 5
     [event] = cap.events
     assert (event.run_id, event.meter, event.event_type) == (run.id, "sync.calls", "sync.calls")
-    assert (event.quantity, event.units, event.outcome, event.error_type) == (1, "calls", "ok", None)
+    assert (event.quantity, event.units, event.outcome, event.error_type) == (
+        1,
+        "calls",
+        "ok",
+        None,
+    )
     assert event.id.startswith("evt_") and len(event.id) == 36
     assert event.parent_event_id is None and event.duration_ms is not None
     assert event.timestamp is not None and event.timestamp.endswith("Z")
@@ -613,9 +618,12 @@ def test_bad_quantity_at_call_time(quantity: Any, message: str) -> None:
     with capture(strict=False) as lenient, drip.run("wf", customer_id="c"):
         assert f() == 1  # the host application goes on
     assert [e.quantity for e in lenient.events] == [0] and message in str(lenient.errors[0])
-    with capture() as strict, drip.run("wf", customer_id="c"):
-        with pytest.raises(DripValidationError, match=message):
-            f()
+    with (
+        capture() as strict,
+        drip.run("wf", customer_id="c"),
+        pytest.raises(DripValidationError, match=message),
+    ):
+        f()
     assert len(strict.events) == 1  # recorded first, then raised
 
 
@@ -624,9 +632,12 @@ def test_bad_handle_quantity_is_reported_when_the_call_ends() -> None:
     def f() -> None:
         drip.current_event().add("3")  # type: ignore[arg-type]
 
-    with capture() as cap, drip.run("wf", customer_id="c"):
-        with pytest.raises(DripValidationError, match="bad quantity '3'"):
-            f()
+    with (
+        capture() as cap,
+        drip.run("wf", customer_id="c"),
+        pytest.raises(DripValidationError, match="bad quantity '3'"),
+    ):
+        f()
     assert len(cap.events) == 1
 
 

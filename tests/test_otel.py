@@ -55,12 +55,11 @@ def _hex(exporter: InMemorySpanExporter) -> dict[str, tuple[str, str]]:
 def test_run_correlation_is_the_trace_id_and_events_carry_span_ids(
     tracer: trace.Tracer, exporter: InMemorySpanExporter, cap: Capture
 ) -> None:
-    with tracer.start_as_current_span("request"):
-        with drip.run("wf", customer_id="c") as run:
+    with tracer.start_as_current_span("request"), drip.run("wf", customer_id="c") as run:
+        llm()
+        with tracer.start_as_current_span("tool"):
             llm()
-            with tracer.start_as_current_span("tool"):
-                llm()
-            run.event("note")
+        run.event("note")
     spans = _hex(exporter)
     trace_id, request_span = spans["request"]
     assert run.correlation_id == trace_id and len(trace_id) == 32
@@ -74,10 +73,12 @@ def test_run_correlation_is_the_trace_id_and_events_carry_span_ids(
 def test_explicit_correlation_id_wins_and_is_inherited(
     tracer: trace.Tracer, exporter: InMemorySpanExporter, cap: Capture
 ) -> None:
-    with tracer.start_as_current_span("request"):
-        with drip.run("wf", customer_id="c", correlation_id="req-42") as run:
-            with drip.run("child") as child:
-                llm()
+    with (
+        tracer.start_as_current_span("request"),
+        drip.run("wf", customer_id="c", correlation_id="req-42") as run,
+        drip.run("child") as child,
+    ):
+        llm()
     assert run.correlation_id == "req-42" and child.correlation_id == "req-42"
     [event] = cap.events
     assert event.correlation_id == "req-42" and event.span_id == _hex(exporter)["request"][1]

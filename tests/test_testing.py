@@ -65,7 +65,7 @@ def test_nested_captures_use_the_innermost() -> None:
     assert len(outer.usage) == 2 and len(inner.usage) == 1
 
 
-def test_the_fixture_imported_into_a_test_module(drip_capture: Capture) -> None:
+def test_the_fixture_imported_into_a_test_module(drip_capture: Capture) -> None:  # noqa: F811
     with drip.run("wf", customer_id="c"):
         tokenize("one two")
     assert drip_capture.quantity("tokens") == 2

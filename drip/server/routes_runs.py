@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from drip.models import EmitEventRequest, EndRunRequest, RecordRunRequest, StartRunRequest
 
-from . import storage_runs
+from . import storage_reads, storage_runs
 from .app import state
 from .auth import Principal, authenticate
 from .errors import ApiError
@@ -36,7 +36,7 @@ async def list_runs(
 ) -> Response:
     """Newest first (extension, for the dashboard and the CLI)."""
     body = await run_in_threadpool(
-        storage_runs.list_runs, state(request).db, who.account_id, limit, customer_id
+        storage_reads.list_runs, state(request).db, who.account_id, limit, customer_id
     )
     return json_response(body)
 
@@ -63,7 +63,7 @@ async def end_run(request: Request, who: Caller, run_id: str) -> Response:
 async def get_run(request: Request, who: Caller, run_id: str) -> Response:
     srv = state(request)
     body = await run_in_threadpool(
-        storage_runs.get_run, srv.db, srv.pricing, who.account_id, run_id
+        storage_reads.get_run, srv.db, srv.pricing, who.account_id, run_id
     )
     return json_response(body)
 
@@ -79,7 +79,7 @@ async def get_timeline(
     ``cursor``, ``includeAnomalies`` and ``collapseRetries`` are accepted and ignored."""
     srv = state(request)
     timeline = await run_in_threadpool(
-        storage_runs.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit
+        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit
     )
     return json_response(timeline)
 

@@ -1,8 +1,8 @@
 """Queries for customers, workflows, usage records, charges and the usage summary.
 
 Every function takes the account's internal id and scopes every statement by it: an id of
-another account is simply not found. Runs and events live in ``storage_runs``; the batch
-ingestion endpoint in ``storage_ingest``.
+another account is simply not found. Runs and events live in ``storage_runs`` (writes) and
+``storage_reads``; the batch ingestion endpoint in ``storage_ingest``.
 """
 
 from __future__ import annotations

@@ -7,13 +7,12 @@ or ``rejected`` with a code — a bad item never fails the others.
 Built for throughput (tens of thousands of items per second): the whole body is validated with
 one ``model_validate_json`` call when it is clean (per-item validation only when it is not); the
 runs, customers and workflows a batch refers to are read with one query each; rows go in with
-one multi-row ``INSERT … ON CONFLICT DO NOTHING`` per table; duplicates against the database
+one ``executemany`` of ``INSERT … ON CONFLICT DO NOTHING`` per table; duplicates against the database
 are found after the fact, only when the insert count falls short.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,8 +111,6 @@ def _workflow_ids(conn: Connection, account_id: int, refs: set[str]) -> dict[str
     return found
 
 
-_FAST_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").fullmatch
-
 EVENT_COLUMNS = (
     "account_id", "id", "run_id", "customer_id", "event_type", "meter", "quantity", "units",
     "description", "correlation_id", "parent_event_id", "span_id", "meta", "timestamp",
@@ -200,7 +197,7 @@ class _Apply:
         self.result(ident, "rejected", f"{kind.upper()}_NOT_FOUND", message)
 
     def time(self, value: str | None, ident: str | None) -> str | None:
-        if value is not None and _FAST_TIME(value):
+        if value is not None and clock.is_canonical(value):
             return value
         try:
             return clock.normalize(value, self.now)
@@ -249,7 +246,7 @@ class _Apply:
         if eid in self.seen_events:
             return self.result(eid, "duplicate")
         ts = it.timestamp
-        if ts is None or not _FAST_TIME(ts):
+        if ts is None or not clock.is_canonical(ts):
             ts = self.time(ts, eid)
             if ts is None:
                 return None

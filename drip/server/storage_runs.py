@@ -1,4 +1,4 @@
-"""Queries for runs and run events: start, end, record, emit, details and timeline.
+"""Queries that write runs and run events: start, end, record, emit (reads: ``storage_reads``).
 
 A run event belongs to its run's customer (copied onto the event row, so per-customer totals
 need no join). An event without a quantity counts 1 — the published client's ``record_run``
@@ -27,40 +27,33 @@ from drip.models import (
     RecordRunRequest,
     RecordRunResult,
     RecordRunSummaryRun,
-    RunDetails,
-    RunLinks,
     RunResult,
     RunStatus,
-    RunTimeline,
-    RunTotals,
     StartRunRequest,
-    TimelineEvent,
-    TimelineSummary,
 )
 
 from . import clock
 from .db import Database, bulk_insert_ignore, chunked, insert_ignore
 from .errors import ApiError, describe_validation_error
-from .pricing import Pricing, format_usdc
-from .schema import customers, events, runs, workflows
+from .schema import events, runs, workflows
 from .storage import require_customer, resolve_workflow, timestamp
 
 __all__ = [
+    "TIMELINE_MAX",
     "emit_event",
     "emit_events_batch",
     "end_run",
     "event_row",
-    "get_run",
-    "get_timeline",
     "known_runs",
-    "list_runs",
+    "number_text",
     "record_run",
+    "require_run",
+    "run_result",
+    "run_totals",
     "start_run",
 ]
 
-#: events rendered inside ``GET /runs/{id}`` (for the 0.1.2 core async client); the timeline
-#: endpoint has its own ``limit``
-DETAILS_TIMELINE_LIMIT = 1000
+#: most events one timeline request returns
 TIMELINE_MAX = 10_000
 
 
@@ -148,14 +141,14 @@ def _run_row(conn: Connection, account_id: int, run_id: str) -> Row[Any] | None:
     ).first()
 
 
-def _require_run(conn: Connection, account_id: int, run_id: str) -> Row[Any]:
+def require_run(conn: Connection, account_id: int, run_id: str) -> Row[Any]:
     row = _run_row(conn, account_id, run_id)
     if row is None:
         raise ApiError.not_found("run", run_id)
     return row
 
 
-def _run_result(row: Row[Any], duplicate: bool) -> RunResult:
+def run_result(row: Row[Any], duplicate: bool) -> RunResult:
     return RunResult(
         id=row.id,
         customer_id=row.customer_id,
@@ -198,7 +191,7 @@ def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
             require_customer(conn, account_id, req.customer_id, "customerId")
             existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
         if existing is not None:
-            return _run_result(existing, duplicate=True)
+            return run_result(existing, duplicate=True)
         workflow = resolve_workflow(conn, account_id, req.workflow_id, "workflowId")
         run_id = req.id or new_id("run")
         conn.execute(
@@ -216,11 +209,11 @@ def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
                 created_at=now,
             )
         )
-        row = _require_run(conn, account_id, run_id)
-    return _run_result(row, duplicate=False)
+        row = require_run(conn, account_id, run_id)
+    return run_result(row, duplicate=False)
 
 
-def _totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, float, float | None]:
+def run_totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, float, float | None]:
     count, quantity, cost = conn.execute(
         select(func.count(), func.sum(events.c.quantity), func.sum(events.c.cost_units)).where(
             events.c.account_id == account_id, events.c.run_id == run_id
@@ -239,7 +232,7 @@ def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> E
         )
     ended = timestamp(req.ended_at, "endedAt", clock.now_iso())
     with db.write() as conn:
-        row = _require_run(conn, account_id, run_id)
+        row = require_run(conn, account_id, run_id)
         if row.status != req.status.value:
             meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
             conn.execute(
@@ -253,8 +246,8 @@ def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> E
                     meta=meta,
                 )
             )
-            row = _require_run(conn, account_id, run_id)
-        count, _, cost = _totals(conn, account_id, run_id)
+            row = require_run(conn, account_id, run_id)
+        count, _, cost = run_totals(conn, account_id, run_id)
     return EndRunResult(
         id=row.id,
         status=RunStatus(row.status),
@@ -472,8 +465,8 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
                 for e in req.events
             ]
             created, duplicates = bulk_insert_ignore(conn, events, rows), 0
-        row = _require_run(conn, account_id, run_id)
-        _, _, cost = _totals(conn, account_id, run_id)
+        row = require_run(conn, account_id, run_id)
+        _, _, cost = run_totals(conn, account_id, run_id)
     duration = clock.duration_ms(row.started_at, row.ended_at)
     count = created + duplicates
     return RecordRunResult(
@@ -488,149 +481,3 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
         total_cost_units=None if cost is None else number_text(cost),
         summary=f"{_status_mark(row.status)} {row.workflow_name}: {count} events recorded ({duration or 0}ms)",
     )
-
-
-# --------------------------------------------------------------------------------------------
-# reading a run
-
-
-def _timeline_event(row: Row[Any], pricing: Pricing) -> TimelineEvent:
-    return TimelineEvent(
-        id=row.id,
-        event_type=row.event_type,
-        timestamp=row.timestamp,
-        quantity=row.quantity,
-        units=row.units,
-        description=row.description,
-        cost_units=row.cost_units,
-        cost_usdc=format_usdc(pricing.micros(row.meter, row.quantity)),
-        correlation_id=row.correlation_id,
-        parent_event_id=row.parent_event_id,
-        span_id=row.span_id,
-        duration_ms=row.duration_ms,
-        outcome=row.outcome,
-        error_type=row.error_type,
-        meter=row.meter,
-        metadata={**(row.meta or {}), "quantity": row.quantity, "units": row.units},
-    )
-
-
-def _read_run(
-    db: Database, pricing: Pricing, account_id: int, run_id: str, limit: int
-) -> tuple[Row[Any], str | None, list[Row[Any]], tuple[int, float, float | None], int]:
-    e = events
-    with db.read() as conn:
-        row = _require_run(conn, account_id, run_id)
-        customer_name = conn.execute(
-            select(customers.c.external_customer_id).where(
-                customers.c.account_id == account_id, customers.c.id == row.customer_id
-            )
-        ).scalar()
-        rows = conn.execute(
-            select(e)
-            .where(e.c.account_id == account_id, e.c.run_id == run_id)
-            .order_by(e.c.timestamp, e.c.seq)
-            .limit(limit)
-        ).all()
-        totals = _totals(conn, account_id, run_id)
-        micros = 0
-        # priced per meter: one grouped query, not one price per event row
-        for meter, quantity in conn.execute(
-            select(e.c.meter, func.sum(e.c.quantity))
-            .where(e.c.account_id == account_id, e.c.run_id == run_id)
-            .group_by(e.c.meter)
-        ):
-            micros += pricing.micros(meter, quantity or 0)
-    return row, customer_name, list(rows), totals, micros
-
-
-def get_timeline(
-    db: Database, pricing: Pricing, account_id: int, run_id: str, limit: int | None
-) -> RunTimeline:
-    """``GET /runs/{id}/timeline``: the run flat at the top, then its events in time order."""
-    row, customer_name, rows, (count, quantity, cost), micros = _read_run(
-        db, pricing, account_id, run_id, min(limit or TIMELINE_MAX, TIMELINE_MAX)
-    )
-    return RunTimeline(
-        run_id=row.id,
-        customer_id=row.customer_id,
-        workflow_id=row.workflow_id,
-        workflow_name=row.workflow_name or "",
-        status=RunStatus(row.status),
-        events=[_timeline_event(r, pricing) for r in rows],
-        summary=TimelineSummary(
-            total_events=count,
-            total_quantity=number_text(quantity),
-            total_cost_units=number_text(cost),
-            total_charged_usdc=format_usdc(micros),
-        ),
-        customer_name=customer_name,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        duration_ms=clock.duration_ms(row.started_at, row.ended_at),
-        error_message=row.error_message,
-        error_code=row.error_code,
-        correlation_id=row.correlation_id,
-        parent_run_id=row.parent_run_id,
-        metadata=row.meta,
-    )
-
-
-def get_run(db: Database, pricing: Pricing, account_id: int, run_id: str) -> dict[str, Any]:
-    """``GET /runs/{id}``: RunDetails, plus ``timeline`` and ``summary`` keys that the
-    published core async client reads from this endpoint (contract §2.1.11)."""
-    row, customer_name, rows, (count, quantity, cost), micros = _read_run(
-        db, pricing, account_id, run_id, DETAILS_TIMELINE_LIMIT
-    )
-    details = RunDetails(
-        id=row.id,
-        customer_id=row.customer_id,
-        workflow_id=row.workflow_id,
-        workflow_name=row.workflow_name or "",
-        status=RunStatus(row.status),
-        totals=RunTotals(
-            event_count=count,
-            total_quantity=number_text(quantity),
-            total_cost_units=number_text(cost),
-        ),
-        links=RunLinks(timeline=f"/v1/runs/{row.id}/timeline"),
-        customer_name=customer_name,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        duration_ms=clock.duration_ms(row.started_at, row.ended_at),
-        error_message=row.error_message,
-        error_code=row.error_code,
-        correlation_id=row.correlation_id,
-        metadata=row.meta,
-        parent_run_id=row.parent_run_id,
-        external_run_id=row.external_run_id,
-    )
-    body = details.model_dump(mode="json", by_alias=True)
-    body["totals"]["totalChargedUsdc"] = format_usdc(micros)
-    body["timeline"] = [
-        _timeline_event(r, pricing).model_dump(mode="json", by_alias=True) for r in rows
-    ]
-    body["summary"] = f"{count} events"
-    return body
-
-
-def list_runs(db: Database, account_id: int, limit: int, customer_id: str | None) -> dict[str, Any]:
-    """Newest runs first: ``{"data": [RunResult…], "count": n}``."""
-    where = [runs.c.account_id == account_id]
-    if customer_id is not None:
-        where.append(runs.c.customer_id == customer_id)
-    with db.read() as conn:
-        rows = conn.execute(
-            select(runs, workflows.c.name.label("workflow_name"))
-            .join(
-                workflows,
-                (workflows.c.account_id == runs.c.account_id)
-                & (workflows.c.id == runs.c.workflow_id),
-                isouter=True,
-            )
-            .where(*where)
-            .order_by(runs.c.seq.desc())
-            .limit(limit)
-        ).all()
-    data = [_run_result(r, duplicate=False).model_dump(mode="json", by_alias=True) for r in rows]
-    return {"data": data, "count": len(data)}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ApiError, describe_validation_error
 
-__all__ = ["MAX_BODY_BYTES", "json_response", "parse", "read_body", "read_object"]
+__all__ = ["MAX_BODY_BYTES", "decode", "json_response", "parse", "read_body", "read_object"]
 
 #: largest request body accepted (bytes); an ingest batch of 2,000 items is ~0.7 MiB
 MAX_BODY_BYTES = 8 * 1024 * 1024
