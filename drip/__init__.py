@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+from ._calls import EventHandle
 from ._default import LazyClient, configure
+from ._reports import DeliveryStats, FlushReport
+from ._run import Run
 from ._version import __version__
 from .client import AsyncDrip, Drip
 from .errors import (
@@ -19,6 +22,7 @@ from .errors import (
     DripBadRequestError,
     DripConfigurationError,
     DripConflictError,
+    DripDeliveryError,
     DripError,
     DripNetworkError,
     DripNotFoundError,
@@ -55,12 +59,14 @@ __all__ = [
     "ChargeResult",
     "Customer",
     "CustomerList",
+    "DeliveryStats",
     "Drip",
     "DripAPIError",
     "DripAuthenticationError",
     "DripBadRequestError",
     "DripConfigurationError",
     "DripConflictError",
+    "DripDeliveryError",
     "DripError",
     "DripNetworkError",
     "DripNotFoundError",
@@ -71,9 +77,12 @@ __all__ = [
     "DripValidationError",
     "EmitEventsBatchResult",
     "EndRunResult",
+    "EventHandle",
     "EventResult",
+    "FlushReport",
     "PingResult",
     "RecordRunResult",
+    "Run",
     "RunDetails",
     "RunResult",
     "RunStatus",

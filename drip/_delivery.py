@@ -44,11 +44,11 @@ from typing import Any
 
 from ._config import Settings
 from ._records import KINDS, Clock, Record
-from ._reports import DeliveryStats, DripDeliveryError, FlushReport
-from .errors import DripAPIError, DripError, DripNetworkError, DripRateLimitError
+from ._reports import DeliveryStats, FlushReport
+from .errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError, DripRateLimitError
 from .models import IngestResult
 
-__all__ = ["Delivery", "DeliveryStats", "DripDeliveryError", "FlushReport"]
+__all__ = ["Delivery", "DeliveryStats", "FlushReport"]
 
 logger = logging.getLogger("drip")
 

@@ -1,24 +1,10 @@
-"""What delivery reports: ``FlushReport``, ``DeliveryStats`` and ``DripDeliveryError``."""
+"""What delivery reports: ``FlushReport`` and ``DeliveryStats`` (errors: ``DripDeliveryError``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import DripError
-
-__all__ = ["DeliveryStats", "DripDeliveryError", "FlushReport"]
-
-
-class DripDeliveryError(DripError):
-    """Records that will not be delivered; ``code`` says why, ``count`` how many."""
-
-    def __init__(
-        self, message: str, *, code: str, count: int = 1, item_id: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.count = count
-        self.item_id = item_id
+__all__ = ["DeliveryStats", "FlushReport"]
 
 
 @dataclass(frozen=True)

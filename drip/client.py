@@ -28,11 +28,14 @@ from ._transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
     from ._instrumentation import Instrumentation
+    from ._reports import DeliveryStats, FlushReport
+    from ._run import CustomerScope, RunContext
 
 __all__ = ["AsyncDrip", "Drip"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 Self = TypeVar("Self", bound="_ClientBase")
 
 
@@ -51,6 +54,7 @@ class _ClientBase:
         on_error: OnError | None = None,
         flush_interval: float | None = None,
         max_batch_items: int | None = None,
+        max_batch_bytes: int | None = None,
         max_buffer: int | None = None,
         shutdown_timeout: float | None = None,
     ) -> None:
@@ -63,6 +67,7 @@ class _ClientBase:
             strict=strict,
             flush_interval=flush_interval,
             max_batch_items=max_batch_items,
+            max_batch_bytes=max_batch_bytes,
             max_buffer=max_buffer,
             shutdown_timeout=shutdown_timeout,
         )
@@ -95,29 +100,29 @@ class _ClientBase:
 
     # -- instrumentation (documented in drip.instrument) ------------------------------------
 
-    def metered(self, meter: str, **kwargs: Any) -> Any:
+    def metered(self, meter: str, **kwargs: Any) -> Callable[[F], F]:
         """``@client.metered(meter=...)``: see ``drip.metered``; records go to this client."""
         return self._instrumentation.metered(meter, **kwargs)
 
-    def run(self, workflow: str, **kwargs: Any) -> Any:
+    def run(self, workflow: str, **kwargs: Any) -> RunContext:
         """``with client.run(workflow=...)``: see ``drip.run``; records go to this client."""
         return self._instrumentation.run(workflow, **kwargs)
 
-    def customer(self, customer_id: str) -> Any:
+    def customer(self, customer_id: str) -> CustomerScope:
         """``with client.customer(id):`` sets the customer for everything inside."""
         return self._instrumentation.customer(customer_id)
 
-    def flush(self, timeout: float | None = None) -> Any:
+    def flush(self, timeout: float | None = None) -> FlushReport:
         """Wait until every buffered record is delivered (or ``timeout``); returns a report."""
         if self._instrumentation_obj is None:
             return self._instrumentation.flush(timeout)
         return self._instrumentation_obj.flush(timeout)
 
-    def shutdown(self, timeout: float | None = None) -> Any:
+    def shutdown(self, timeout: float | None = None) -> FlushReport:
         """Flush, then stop the background worker; returns a report."""
         return self._instrumentation.shutdown(timeout)
 
-    def stats(self) -> Any:
+    def stats(self) -> DeliveryStats:
         """Counters of the instrumentation: recorded, sent, duplicates, rejected, dropped..."""
         return self._instrumentation.stats()
 
@@ -243,7 +248,9 @@ class AsyncDrip(_ClientBase):
     async def aclose(self) -> None:
         """Flush the instrumentation (bounded) and close the HTTP connections."""
         if self._instrumentation_obj is not None:
-            self._instrumentation_obj.shutdown(None)
+            # wait for the worker without blocking the event loop, then stop it
+            await self._instrumentation_obj.aflush(self.settings.shutdown_timeout)
+            self._instrumentation_obj.shutdown(0)
         await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncDrip:

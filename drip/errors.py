@@ -7,6 +7,8 @@
     ├── DripValidationError            bad input, found before anything is sent (``field``)
     ├── DripNetworkError               connect / read / write failure or timeout
     │   └── DripTimeoutError
+    ├── DripDeliveryError              instrumentation records that will not be delivered
+    │                                  (passed to ``on_error``; ``code``, ``count``, ``item_id``)
     └── DripAPIError                   the server answered with an error status
         ├── DripBadRequestError        400, 413, 422
         ├── DripAuthenticationError    401
@@ -54,6 +56,25 @@ class DripNetworkError(DripError):
 
 class DripTimeoutError(DripNetworkError):
     """The request timed out."""
+
+
+class DripDeliveryError(DripError):
+    """Records of the instrumentation that will not be delivered; ``code`` says why.
+
+    Never raised into your code by delivery: it is logged and passed to ``on_error``. ``code``
+    is ``BUFFER_FULL`` or ``CLOSED`` (dropped on the caller's side), the server's reason for a
+    rejected item (e.g. ``RUN_NOT_FOUND``; ``item_id`` names the item), ``REFUSED`` (the
+    server refused a whole batch, e.g. 401), ``UNDELIVERED`` (still pending when a shutdown
+    timed out), ``ENCODE`` or ``WORKER``.
+    """
+
+    def __init__(
+        self, message: str, *, code: str, count: int = 1, item_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.count = count
+        self.item_id = item_id
 
 
 class DripAPIError(DripError):
@@ -144,6 +165,7 @@ __all__ = [
     "DripBadRequestError",
     "DripConfigurationError",
     "DripConflictError",
+    "DripDeliveryError",
     "DripError",
     "DripNetworkError",
     "DripNotFoundError",

@@ -24,10 +24,10 @@ import pytest
 
 from drip import instrument as drip
 from drip._config import resolve_settings
-from drip._delivery import DripDeliveryError
 from drip._instrumentation import Instrumentation
 from drip.errors import (
     DripAuthenticationError,
+    DripDeliveryError,
     DripNetworkError,
     DripRateLimitError,
     DripServerError,
@@ -94,7 +94,7 @@ def make(fake: FakeIngest) -> Iterator[Callable[..., Instrumentation]]:
             api_key="sk_test_0000000", base_url="http://127.0.0.1:9", env={}, **options
         )
         instr = Instrumentation(settings, on_error=errors.append, sender=fake)
-        instr.errors = errors  # type: ignore[attr-defined]
+        instr.errors = errors
         made.append(instr)
         return instr
 
@@ -167,7 +167,7 @@ def test_retries_resend_the_same_bytes(make: Any, fake: FakeIngest) -> None:
     assert report.sent == 7 and report.failed == 0
     assert len(attempts) == 3 and attempts[0] == attempts[1] == attempts[2]
     assert instr.stats().retries == 2
-    assert [type(e) for e in instr.errors] == [DripServerError, DripNetworkError]  # type: ignore[attr-defined]
+    assert [type(e) for e in instr.errors] == [DripServerError, DripNetworkError]
 
 
 def test_retry_after_is_honoured(make: Any, fake: FakeIngest) -> None:
@@ -204,7 +204,7 @@ def test_rejected_items_are_reported_once_never_retried(
         report = instr.flush(10)
     assert (report.sent, report.failed, report.pending) == (2, 3, 0)
     assert len(fake.bodies) == 1 and instr.stats().rejected == 3
-    rejected = [e for e in instr.errors if isinstance(e, DripDeliveryError)]  # type: ignore[attr-defined]
+    rejected = [e for e in instr.errors if isinstance(e, DripDeliveryError)]
     assert len(rejected) == 3 and {e.code for e in rejected} == {"RUN_NOT_FOUND"}
     assert all(e.item_id and e.item_id.startswith("evt_") for e in rejected)
     assert "rejected 3 of 5 records" in caplog.text
@@ -223,7 +223,7 @@ def test_a_refused_batch_is_reported_not_retried(
     report = instr.flush(10)
     assert (report.sent, report.failed, report.pending) == (0, 4, 0)
     assert instr.stats().refused == 4 and len(fake.times) == 1
-    [error] = [e for e in instr.errors if isinstance(e, DripDeliveryError)]  # type: ignore[attr-defined]
+    [error] = [e for e in instr.errors if isinstance(e, DripDeliveryError)]
     assert error.code == "REFUSED" and error.count == 4
     record(instr, 1)  # later batches still go
     assert instr.flush(10).sent == 3
@@ -244,7 +244,7 @@ def test_buffer_full_drops_newest_counts_logs_and_reports(
     stats = instr.stats()
     assert stats.dropped + stats.sent == 42 and report.sent == stats.sent
     assert report.failed == 0  # the drops happened before this flush, not during it
-    drops = [e for e in instr.errors if isinstance(e, DripDeliveryError)]  # type: ignore[attr-defined]
+    drops = [e for e in instr.errors if isinstance(e, DripDeliveryError)]
     assert {e.code for e in drops} == {"BUFFER_FULL"}
     assert sum(e.count for e in drops) == stats.dropped
     assert f"{drops[0].count} drip records were dropped" in caplog.text
@@ -263,7 +263,7 @@ def test_flush_and_shutdown_are_bounded_and_report_pending(make: Any, fake: Fake
     report = instr.shutdown(0.5)
     assert time.monotonic() - started < 2.5
     assert report.pending == 5 and report.sent == 0
-    undelivered = [e for e in instr.errors if getattr(e, "code", "") == "UNDELIVERED"]  # type: ignore[attr-defined]
+    undelivered = [e for e in instr.errors if getattr(e, "code", "") == "UNDELIVERED"]
     assert len(undelivered) == 1 and undelivered[0].count == 5
 
 
@@ -274,7 +274,7 @@ def test_records_after_shutdown_are_dropped_and_reported(make: Any, fake: FakeIn
     assert instr.shutdown(5) == instr.shutdown(5)  # idempotent
     record(instr, 1)
     assert instr.stats().dropped == 3
-    closed = [e for e in instr.errors if getattr(e, "code", "") == "CLOSED"]  # type: ignore[attr-defined]
+    closed = [e for e in instr.errors if getattr(e, "code", "") == "CLOSED"]
     assert closed and sum(e.count for e in closed) >= 1
 
 
@@ -310,7 +310,7 @@ def test_a_record_that_cannot_be_encoded_fails_alone(make: Any, fake: FakeIngest
     report = instr.flush(5)
     assert (report.sent, report.failed) == (3, 1)
     assert [i.get("meter") for i in fake.items] == [None, "m", None]
-    [error] = [e for e in instr.errors if getattr(e, "code", "") == "ENCODE"]  # type: ignore[attr-defined]
+    [error] = [e for e in instr.errors if getattr(e, "code", "") == "ENCODE"]
     assert "event" in str(error)
 
 

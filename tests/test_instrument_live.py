@@ -27,10 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from drip import Drip, RunStatus
 from drip import instrument as drip
 from drip._default import configure, reset_default_client
-from drip._delivery import DripDeliveryError
 from drip._instrumentation import Instrumentation
 from drip._transport import IngestSender
-from drip.errors import DripNetworkError, DripRateLimitError, DripServerError
+from drip.errors import DripDeliveryError, DripNetworkError, DripRateLimitError, DripServerError
 
 pytestmark = pytest.mark.slow
 

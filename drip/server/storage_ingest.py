@@ -7,8 +7,8 @@ or ``rejected`` with a code — a bad item never fails the others.
 Built for throughput (tens of thousands of items per second): the whole body is validated with
 one ``model_validate_json`` call when it is clean (per-item validation only when it is not); the
 runs, customers and workflows a batch refers to are read with one query each; rows go in with
-one ``executemany`` of ``INSERT … ON CONFLICT DO NOTHING`` per table; duplicates against the database
-are found after the fact, only when the insert count falls short.
+one ``executemany`` of ``INSERT … ON CONFLICT DO NOTHING`` per table; duplicates against the
+database are found after the fact, only when the insert count falls short.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import drip
 from drip.cli import main
 from drip.server import start_server
 
@@ -45,7 +46,10 @@ def test_bad_price_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 def test_help_does_not_import_the_server() -> None:
     code = "import sys; from drip.cli import _parser; _parser(); print('fastapi' in sys.modules or 'sqlalchemy' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(drip.__file__).resolve().parents[1]  # works for a source tree and an install
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
     assert out.stdout.strip() == "False"
 
 
