@@ -121,33 +121,23 @@ class _TransportBase:
 
     @staticmethod
     def _read(spec: RequestSpec[T], response: httpx.Response, elapsed_ms: int) -> T:
-        try:
-            body: Any = response.json() if response.content else None
-            parsed = True
-        except ValueError:
-            body, parsed = response.text, False
         status = response.status_code
+        raw = RawResponse(status, response.content, elapsed_ms)
         if status >= 400 and spec.raise_for_status:
-            raise _Attempt(_api_error(response, body if parsed else {"error": body}))
-        if spec.raise_for_status and not parsed:
-            raise _Attempt(
-                DripAPIError(
-                    f"The server answered {status} with a body that is not JSON",
-                    status_code=status,
-                    code="INVALID_RESPONSE",
-                    body=body,
-                )
-            )
+            body = raw.body
+            if body is None and response.content:
+                body = {"error": response.text}
+            raise _Attempt(_api_error(response, body))
         try:
-            return spec.parse(RawResponse(status, body, elapsed_ms))
+            return spec.parse(raw)
         except (ValidationError, TypeError, ValueError) as exc:
+            what = "is not JSON" if raw.body is None else "has an unexpected shape"
             raise _Attempt(
                 DripAPIError(
-                    f"The server's answer to {spec.method} {spec.path} has an unexpected "
-                    f"shape: {exc}",
+                    f"The server's answer ({status}) to {spec.method} {spec.path} {what}: {exc}",
                     status_code=status,
                     code="INVALID_RESPONSE",
-                    body=body,
+                    body=raw.body if raw.body is not None else response.text,
                 )
             ) from None
 
