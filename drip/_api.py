@@ -458,6 +458,16 @@ def record_run(
     )
 
 
+def list_runs(customer_id: str | None = None, limit: int = 50) -> RequestSpec[m.RunList]:
+    """The newest runs, optionally of one customer (``limit`` 1-1000)."""
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise DripValidationError("limit must be an int between 1 and 1000", field="limit")
+    params: dict[str, Any] = {"limit": limit}
+    if customer_id:
+        params["customerId"] = customer_id
+    return RequestSpec("GET", "/runs", _model(m.RunList), params=params, retry_safe=True)
+
+
 def get_run(run_id: str) -> RequestSpec[m.RunDetails]:
     """A run with its totals."""
     path = f"/runs/{_segment(run_id, 'run_id')}"

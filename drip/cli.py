@@ -1,4 +1,4 @@
-"""The ``drip`` command: ``drip serve``, ``drip keys create``, ``drip demo``.
+"""The ``drip`` command: ``serve``, ``keys create``, ``demo``, ``runs``, ``timeline``, ``usage``.
 
 Imports are lazy so that ``drip --help`` stays fast: the server (FastAPI, SQLAlchemy, uvicorn)
 is imported only by the commands that run it.
@@ -7,10 +7,12 @@ is imported only by the commands that run it.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from .errors import DripError
 
 __all__ = ["main"]
 
@@ -81,18 +83,40 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        demo = importlib.import_module("drip._demo")
-    except ModuleNotFoundError as exc:
-        if exc.name != "drip._demo":
-            raise
-        return _not_implemented(args)
-    return int(demo.main(args) or 0)
+    from . import _demo
+
+    return _demo.main(args)
 
 
-def _not_implemented(args: argparse.Namespace) -> int:
-    print(f"drip {args.command}: not implemented yet", file=sys.stderr)
-    return 2
+def _client() -> Any:
+    from .client import Drip
+
+    return Drip()
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    with _client() as client:
+        runs = client.list_runs(customer_id=args.customer, limit=args.limit)
+    for run in runs.data:
+        parent = f"  parent={run.parent_run_id}" if run.parent_run_id else ""
+        print(f"{run.id}  {run.status.value:<9}  {run.workflow_name}  {run.customer_id}{parent}")
+    return 0
+
+
+def _cmd_timeline(args: argparse.Namespace) -> int:
+    from ._render import timeline_tree
+
+    with _client() as client:
+        print(timeline_tree(client.get_run_timeline(args.run_id)))
+    return 0
+
+
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from ._render import usage_table
+
+    with _client() as client:
+        print(usage_table(client.get_usage_summary(customer_id=args.customer, meter=args.meter)))
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,12 +156,18 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run an instrumented sample agent")
     demo.set_defaults(handler=_cmd_demo)
-    for name, text in (
-        ("runs", "list recent runs"),
-        ("timeline", "show a run's timeline"),
-        ("usage", "show usage per meter"),
-    ):
-        commands.add_parser(name, help=text).set_defaults(handler=_not_implemented)
+    # the read commands talk to the server of DRIP_BASE_URL with DRIP_API_KEY, like the SDK
+    runs = commands.add_parser("runs", help="list recent runs (newest first)")
+    runs.add_argument("--customer", help="only this customer's runs")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(handler=_cmd_runs)
+    timeline = commands.add_parser("timeline", help="show a run's events as a tree")
+    timeline.add_argument("run_id")
+    timeline.set_defaults(handler=_cmd_timeline)
+    usage = commands.add_parser("usage", help="show usage per meter")
+    usage.add_argument("--customer", help="one customer's usage")
+    usage.add_argument("--meter", help="one meter")
+    usage.set_defaults(handler=_cmd_usage)
     return parser
 
 
@@ -148,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         return 130
+    except DripError as exc:
+        print(f"drip {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

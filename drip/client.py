@@ -190,6 +190,7 @@ class Drip(_ClientBase):
     emit_event = _sync(_api.emit_event)
     emit_events_batch = _sync(_api.emit_events_batch)
     record_run = _sync(_api.record_run)
+    list_runs = _sync(_api.list_runs)
     get_run = _sync(_api.get_run)
     get_run_timeline = _sync(_api.get_run_timeline)
 
@@ -242,6 +243,7 @@ class AsyncDrip(_ClientBase):
     emit_event = _async(_api.emit_event)
     emit_events_batch = _async(_api.emit_events_batch)
     record_run = _async(_api.record_run)
+    list_runs = _async(_api.list_runs)
     get_run = _async(_api.get_run)
     get_run_timeline = _async(_api.get_run_timeline)
 

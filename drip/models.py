@@ -51,6 +51,7 @@ __all__ = [
     "RecordRunResult",
     "RunDetails",
     "RunLinks",
+    "RunList",
     "RunResult",
     "RunStatus",
     "RunTimeline",
@@ -340,6 +341,13 @@ class RunResult(DripModel):
     parent_run_id: str | None = None
     external_run_id: str | None = None
     is_duplicate: bool = False
+
+
+class RunList(DripModel):
+    """``GET /v1/runs`` (extension): newest first."""
+
+    data: list[RunResult]
+    count: int
 
 
 class EndRunRequest(DripModel):

@@ -1,10 +1,11 @@
-"""``drip`` command line (keys, stubs) and the embedded server."""
+"""``drip`` command line (keys, read commands) and the embedded server."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,10 +34,32 @@ def test_keys_create_prints_only_the_key(
     assert secret.strip().encode() not in db.read_bytes()
 
 
-@pytest.mark.parametrize("command", ["runs", "timeline", "usage"])
-def test_stubs_exit_2(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([command]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_read_commands(
+    account: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DRIP_API_KEY", account.secret_key)
+    monkeypatch.setenv("DRIP_BASE_URL", account.base_url)
+    with drip.Drip() as client:
+        customer = client.create_customer(external_customer_id="cli-user")
+        run = client.start_run(customer_id=customer.id, workflow_id="cli-flow")
+        first = client.emit_event(run_id=run.id, event_type="llm.call", quantity=42)
+        client.emit_events_batch(
+            [{"runId": run.id, "eventType": "tool.call", "parentEventId": first.id}]
+        )
+        client.end_run(run.id, "FAILED", error_code="ValueError", error_message="boom")
+    capsys.readouterr()
+    assert main(["runs", "--customer", customer.id]) == 0
+    out = capsys.readouterr().out
+    assert run.id in out and "FAILED" in out and "Cli Flow" in out
+    assert main(["timeline", run.id]) == 0
+    out = capsys.readouterr().out
+    assert "ValueError: boom" in out and "└─ llm.call  x42" in out
+    assert "   └─ tool.call  x1" in out  # the child event, indented under its parent
+    assert main(["usage", "--customer", customer.id]) == 0
+    out = capsys.readouterr().out
+    assert "llm.call" in out and "42" in out
+    assert main(["timeline", "run_missing"]) == 1
+    assert "404" in capsys.readouterr().err
 
 
 def test_bad_price_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
