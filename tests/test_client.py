@@ -207,3 +207,12 @@ async def test_public_key_scope(account: Any) -> None:
         assert public.track_usage(customer_id=customer.id, meter="m", quantity=1).success
         with pytest.raises(DripPermissionError):
             public.get_usage_summary()
+
+
+async def test_repeating_a_customer_with_a_new_address_completes_it(client: Client) -> None:
+    first = await client.create_customer(external_customer_id="u-9")
+    again = await client.create_customer(external_customer_id="u-9", onchain_address="0x1234...")
+    assert again.id == first.id and again.is_duplicate and again.onchain_address == "0x1234..."
+    assert (await client.get_customer(first.id)).onchain_address == "0x1234..."
+    with pytest.raises(DripConflictError):
+        await client.create_customer(external_customer_id="u-10", onchain_address="0x1234...")

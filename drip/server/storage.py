@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, or_, select
+from sqlalchemy import Connection, Row, func, or_, select, update
 
 from drip._ids import new_id
 from drip.models import (
@@ -113,6 +113,23 @@ def _same_identity(row: Row[Any], req: CreateCustomerRequest) -> bool:
     ) and (not req.onchain_address or row.onchain_address == req.onchain_address)
 
 
+def _fills_address(
+    conn: Connection, account_id: int, row: Row[Any], req: CreateCustomerRequest
+) -> bool:
+    """The request names ``row`` by external id and adds an address no customer holds yet."""
+    if not (req.external_customer_id and req.onchain_address and row.onchain_address is None):
+        return False
+    if row.external_customer_id != req.external_customer_id:
+        return False
+    taken = conn.execute(
+        select(customers.c.id).where(
+            customers.c.account_id == account_id,
+            customers.c.onchain_address == req.onchain_address,
+        )
+    ).first()
+    return taken is None
+
+
 def _conflict(conn: Connection, account_id: int, req: CreateCustomerRequest) -> Row[Any] | None:
     """The customer that already holds the request's external id or on-chain address."""
     c = customers
@@ -153,6 +170,14 @@ def create_customer(
             if row is not None:
                 return _customer(row), True
             existing = _conflict(conn, account_id, req)  # lost a race with another process
+        elif req.return_existing and _fills_address(conn, account_id, existing, req):
+            # the same external id, now with an address it did not have: complete the customer
+            conn.execute(
+                update(customers)
+                .where(customers.c.account_id == account_id, customers.c.id == existing.id)
+                .values(onchain_address=req.onchain_address, updated_at=now)
+            )
+            existing = _customer_row(conn, account_id, existing.id)
     if existing is not None and req.return_existing and _same_identity(existing, req):
         return _customer(existing, duplicate=True), False
     which = "externalCustomerId" if req.external_customer_id else "onchainAddress"
