@@ -62,6 +62,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"  secret key: {secret}")
         print(f"  public key: {public}")
         print(f"  export DRIP_API_KEY={secret} DRIP_BASE_URL={base}")
+        print(f"  dashboard: {base}/#key={secret}")
     else:
         print("Need a key? drip keys create --db ... (keys are stored hashed, never shown again)")
     sys.stdout.flush()
