@@ -74,15 +74,11 @@ class Instrumentation:
 
     def run(self, workflow: str, **options: Any) -> RunContext:
         """``with client.run(workflow)``: like ``drip.run``, recording into this client."""
-        from ._run import RunContext
-
-        return RunContext(self, workflow, **options)
+        return _run.RunContext(self, workflow, **options)
 
     def customer(self, customer_id: str) -> CustomerScope:
         """``with client.customer(id)``: the customer for everything inside."""
-        from ._run import CustomerScope
-
-        return CustomerScope(customer_id)
+        return _run.CustomerScope(customer_id)
 
     def flush(self, timeout: float | None = None) -> FlushReport:
         """Wait (at most ``timeout``, default ``shutdown_timeout``) until all is sent."""
@@ -140,3 +136,7 @@ def resolve(bound: Instrumentation | None) -> Instrumentation | None:
         if os.environ.get("DRIP_STRICT", "").strip().lower() in ("1", "true", "yes", "on"):
             raise problem from exc
         return None
+
+
+# at the bottom: ``_run`` imports ``resolve`` from here (attributes are read at call time)
+from . import _run  # noqa: E402
