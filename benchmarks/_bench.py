@@ -35,6 +35,37 @@ def machine() -> str:
     )
 
 
+#: the peers' notes (shared/reference/peers-instrumentation.md, A.1): ``f(1)`` in a for loop,
+#: loop included, on this machine type the day they measured
+REFERENCE_CALL_NS = 25.5
+
+
+def _bare(x: int) -> int:
+    return x + 1
+
+
+def speed() -> str:
+    """How fast this machine is right now: a bare call in a loop, against the peers' day."""
+    times = []
+    for _ in range(5):
+        calls = range(200_000)
+        t0 = time.perf_counter_ns()
+        for i in calls:
+            _bare(i)
+        times.append((time.perf_counter_ns() - t0) / 200_000)
+    ns = median(times)
+    return (
+        f"machine speed now: a bare call in a loop takes {ns:.1f} ns (the peers' reference: "
+        f"{REFERENCE_CALL_NS} ns, so this run is {ns / REFERENCE_CALL_NS:.1f}x slower)"
+    )
+
+
+def header(script: str, detail: str = "") -> None:
+    """The first lines every script prints."""
+    print(f"{script}: {machine()}" + (f"; {detail}" if detail else ""))
+    print(speed(), flush=True)
+
+
 def fmt(value: float, digits: int = 0) -> str:
     """A number with thousands separators."""
     return f"{value:,.{digits}f}"
@@ -188,6 +219,11 @@ class DripServer:
                 self.stop()
                 raise RuntimeError(f"drip serve did not start:\n{Path(self._log).read_text()}")
             time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the server is not running"
+        return self._proc.pid
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
