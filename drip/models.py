@@ -105,6 +105,8 @@ class DripModel(BaseModel):
         populate_by_name=True,
         extra="ignore",
         use_enum_values=False,
+        # schemas are built on first use, not at import: `import drip` stays cheap
+        defer_build=True,
     )
 
     def to_wire(self, *, drop_none: bool = True) -> dict[str, Any]:
@@ -625,7 +627,17 @@ class IngestItemResult(DripModel):
 
 
 class IngestResult(DripModel):
+    """Every item's outcome, in request order.
+
+    In full (the default) ``results`` has one entry per item. A request with
+    ``?results=compact`` (what the SDK sends) gets ``statuses`` instead, one letter per item
+    (``c`` created, ``d`` duplicate, ``u`` updated, ``r`` rejected), and ``results`` lists only
+    the rejected items, each with its code and message.
+    """
+
     results: list[IngestItemResult]
+    #: compact answers: one status letter per item
+    statuses: str | None = None
     created: int
     duplicates: int
     updated: int
