@@ -496,11 +496,15 @@ def get_run_timeline(
 
 
 def ingest(body: bytes) -> RequestSpec[m.IngestResult]:
-    """The delivery worker's batch; ``body`` is JSON already encoded on the worker thread."""
+    """The delivery worker's batch; ``body`` is JSON already encoded on the worker thread.
+    The answer is the compact one (a status letter per item, details for rejected items)."""
     return RequestSpec(
         "POST", "/ingest", _model(m.IngestResult), content=body, retry_safe=True,
-        max_attempts=1,
+        max_attempts=1, params=_COMPACT,
     )  # fmt: skip
+
+
+_COMPACT = {"results": "compact"}
 
 
 def _key(prefix: str) -> str:

@@ -175,7 +175,7 @@ def resolve_settings(
         max_retry_time=_number("DRIP_MAX_RETRY_TIME", max_retry_time, env, 60.0),
         strict=_flag("DRIP_STRICT", strict, env),
         flush_interval=_number("DRIP_FLUSH_INTERVAL", flush_interval, env, 0.5),
-        max_batch_items=max(1, int(_number("DRIP_MAX_BATCH_ITEMS", max_batch_items, env, 2000))),
+        max_batch_items=max(1, int(_number("DRIP_MAX_BATCH_ITEMS", max_batch_items, env, 5000))),
         max_batch_bytes=max(
             1024, int(_number("DRIP_MAX_BATCH_BYTES", max_batch_bytes, env, 2 * 1024 * 1024))
         ),

@@ -5,6 +5,10 @@ The caller's thread only ever does ``Delivery.append(record)``: a length check a
 record, wakes when ``max_batch_items`` records are waiting or every ``flush_interval`` seconds,
 encodes records to JSON (only here) and sends them in ONE ``POST /v1/ingest`` per batch: run
 starts, events, usage records and run ends of many runs, in the order they were recorded.
+When more than a batch is waiting, a second daemon thread (``drip-delivery-sender``, see
+``drip._pipeline``) sends each batch while the worker encodes the next one; still one request
+at a time, so batches reach the server in recording order. The server answers in compact form
+(a status letter per item; details only for rejected items).
 
 Guarantees and policies (each one is counted in ``stats()``, logged on the ``drip`` logger and
 passed to ``on_error`` as a ``DripDeliveryError`` with a ``code``):
@@ -43,16 +47,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ._config import Settings
+from ._pipeline import Call, Sender, SenderThread
 from ._records import KINDS, Clock, Record
 from ._reports import DeliveryStats, FlushReport
 from .errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError, DripRateLimitError
 from .models import IngestResult
 
-__all__ = ["Delivery", "DeliveryStats", "FlushReport"]
+__all__ = ["Delivery", "DeliveryStats", "FlushReport", "Sender"]
 
 logger = logging.getLogger("drip")
 
-Sender = Callable[[bytes], IngestResult]
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
@@ -75,6 +79,25 @@ class _Marker:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class _Job:
+    """An encoded batch: its body (None when every record failed to encode), its records, the
+    flush marker that ended it, and its attempt on the sender thread (None: the worker sends
+    it when it settles the batch)."""
+
+    __slots__ = ("batch", "body", "call", "marker")
+
+    def __init__(self, body: bytes | None, batch: list[Record], marker: _Marker | None) -> None:
+        self.body = body
+        self.batch = batch
+        self.marker = marker
+        self.call: Call | None = None
+
+    def flowing(self) -> bool:
+        """A batch after this one may go to the sender thread: this one is there, and has not
+        failed."""
+        return self.call is not None and not self.call.failed()
 
 
 _live: weakref.WeakSet[Delivery] = weakref.WeakSet()
@@ -108,9 +131,12 @@ class Delivery:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._sender: Sender | None = self._given_sender
+        #: the sender thread, once a batch was sent while the next one was encoded
+        self._jobs: SenderThread | None = None
         self._closed = False
         self._deadline = float("inf")
-        #: the batch being sent, and the encoded item that did not fit into the last one
+        #: records of the batches encoded and not yet answered, and the encoded item that did not
+        #: fit into the last batch
         self._inflight = 0
         self._markers = 0
         self._carry: tuple[str, Record] | None = None
@@ -301,8 +327,7 @@ class Delivery:
             self._wake.clear()
             try:
                 self._report_drops()
-                while (self._buf or self._carry) and not self._gave_up():
-                    self._send_batch(clock)
+                self._pump(clock)
             except Exception as exc:  # a bug must not end delivery
                 logger.exception("drip: delivery worker error")
                 self._problem(DripDeliveryError(f"delivery worker error: {exc!r}", code="WORKER"))
@@ -315,6 +340,9 @@ class Delivery:
                 rec.set()  # nobody should wait for what will not come
         self._markers = 0
         self._carry = None
+        if self._jobs is not None:
+            self._jobs.stop()
+            self._jobs = None
         if self._given_sender is None and self._sender is not None:
             with contextlib.suppress(Exception):
                 self._sender.close()  # type: ignore[attr-defined]
@@ -322,8 +350,37 @@ class Delivery:
     def _gave_up(self) -> bool:
         return self._stop.is_set() and time.monotonic() >= self._deadline
 
-    def _send_batch(self, clock: Clock) -> None:
-        """Encode and send one batch (by count and bytes), then release a flush marker."""
+    def _pump(self, clock: Clock) -> None:
+        """Send everything buffered, in order, one request in flight at a time.
+
+        When there is more to send than one batch, batches go through the sender thread: the
+        worker encodes and hands over the next batch while the one before it is in flight, and
+        the sender thread sends it the moment that one is answered. After a failed attempt the
+        worker takes over again and settles every batch handed over, in order (``_pipeline``).
+        """
+        pending: deque[_Job] = deque()
+        try:
+            while (self._buf or self._carry) and not self._gave_up():
+                job = self._encode(clock)
+                if pending and not pending[-1].flowing():
+                    while pending:  # a failure (or a batch kept back): settle in order first
+                        self._finish(pending.popleft())
+                if job.body is not None and (pending or self._buf or self._carry):
+                    after = pending[-1].call if pending else None
+                    job.call = self._sending().submit(self._get_sender(), job.body, after)
+                if pending or job.call is not None:
+                    pending.append(job)
+                    while len(pending) > 1:
+                        self._finish(pending.popleft())
+                else:
+                    self._finish(job)
+        finally:
+            while pending:
+                self._finish(pending.popleft())
+            self._inflight = 0
+
+    def _encode(self, clock: Clock) -> _Job:
+        """Encode one batch (by count and bytes), up to a flush marker."""
         limit_items, limit_bytes = self.settings.max_batch_items, self.settings.max_batch_bytes
         parts: list[str] = []
         batch: list[Record] = []
@@ -336,10 +393,11 @@ class Delivery:
             batch.append(rec)
             size += len(text) + 1
             self._carry = None
-        buf = self._buf
-        while len(parts) < limit_items:
+        pop, add_part, add_rec = self._buf.popleft, parts.append, batch.append
+        room = limit_items - len(parts)
+        while room > 0:  # per record: this loop runs for every event, locals only
             try:
-                rec = buf.popleft()
+                rec = pop()
             except IndexError:
                 break
             if rec.__class__ is _Marker:
@@ -358,31 +416,51 @@ class Delivery:
                     )
                 )
                 continue
-            if parts and size + len(text) + 1 > limit_bytes:
+            size += len(text) + 1
+            if size > limit_bytes and parts:
                 self._carry = (text, rec)
                 break
-            parts.append(text)
-            batch.append(rec)
-            size += len(text) + 1
-        if parts:
-            self._inflight = len(parts)
-            try:
-                self._deliver(f'{{"items":[{",".join(parts)}]}}'.encode(), batch)
-            finally:
-                self._inflight = 0
-        if marker is not None:
-            marker.set()
+            add_part(text)
+            add_rec(rec)
+            room -= 1
+        self._inflight += len(batch)
+        body = f'{{"items":[{",".join(parts)}]}}'.encode() if parts else None
+        return _Job(body, batch, marker)
 
-    def _deliver(self, body: bytes, batch: list[Record]) -> None:
-        """POST one batch until it is answered, refused, or a shutdown deadline passes."""
+    def _sending(self) -> SenderThread:
+        if self._jobs is None:
+            self._jobs = SenderThread()
+        return self._jobs
+
+    def _finish(self, job: _Job) -> None:
+        """Deliver ``job`` (or wait for the attempt in flight), then release its marker."""
+        try:
+            if job.body is not None:
+                self._deliver(job.body, job.batch, job.call)
+        finally:
+            self._inflight = max(0, self._inflight - len(job.batch))
+        if job.marker is not None:
+            job.marker.set()
+
+    def _get_sender(self) -> Sender:
+        if self._sender is None:
+            from ._transport import IngestSender
+
+            self._sender = IngestSender(self.settings)
+        return self._sender
+
+    def _deliver(self, body: bytes, batch: list[Record], first: Call | None = None) -> None:
+        """POST one batch until it is answered, refused, or a shutdown deadline passes;
+        ``first`` is an attempt already in flight on the sender thread."""
         attempt = 0
         while True:
             try:
-                if self._sender is None:
-                    from ._transport import IngestSender
-
-                    self._sender = IngestSender(self.settings)
-                result = self._sender(body)
+                if first is not None and first.wait():
+                    call, first = first, None
+                    result = call.result()
+                else:
+                    first = None
+                    result = self._get_sender()(body)
             except DripError as exc:
                 delay = _retry_delay(exc, attempt)
                 if delay is None:
@@ -433,11 +511,10 @@ class Delivery:
             self._stop.wait(end - now)
 
     def _account(self, result: IngestResult, batch: list[Record]) -> None:
+        """Count a batch's answer: full (an entry per item) or compact (a letter per item)."""
         rejected: list[DripDeliveryError] = []
         for r in result.results:
-            if r.status == "duplicate":
-                self._duplicates += 1
-            elif r.status == "rejected":
+            if r.status == "rejected":
                 kind = KINDS.get(batch[r.index][0]) if 0 <= r.index < len(batch) else None
                 code = r.code or "REJECTED"
                 rejected.append(
@@ -447,9 +524,18 @@ class Delivery:
                         item_id=r.id,
                     )
                 )
-            else:
-                self._sent += 1
-        self._rejected += len(rejected)
+        letters = result.statuses
+        if letters is None:
+            answered = len(result.results)
+            duplicates = sum(r.status == "duplicate" for r in result.results)
+            failed = len(rejected)
+        else:
+            answered = len(letters)
+            duplicates = letters.count("d")
+            failed = letters.count("r")
+        self._duplicates += duplicates
+        self._rejected += failed
+        self._sent += answered - duplicates - failed
         if rejected:
             logger.error(
                 "drip: the server rejected %d of %d records (first: %s)",
@@ -459,7 +545,7 @@ class Delivery:
             )
             for exc in rejected:
                 self._problem(exc, logging.DEBUG)
-        missing = len(batch) - len(result.results)
+        missing = len(batch) - answered
         if missing > 0:  # should not happen; never count silently as sent
             self._refuse(batch[-missing:], "the server's answer lacks their results")
 

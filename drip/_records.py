@@ -141,15 +141,32 @@ def _optional(pairs: tuple[tuple[str, Any], ...]) -> str:
 
 def encode_event(rec: Record, clock: Clock) -> str:
     _, m, run, parent, seq, t0, t1, quantity, error, span, metadata = rec
-    text: str = f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}",{_run_head(run)}'
-    text += m.event_head
-    if quantity is not None:
-        text += f',"quantity":{_number(quantity)}'
+    head = run._json or _run_head(run)
+    if quantity is None:
+        q = ""
+    elif quantity.__class__ is int:
+        q = f',"quantity":{quantity}'
+    else:
+        q = f',"quantity":{_number(quantity)}'
+    if parent is None and span is None and error is None and not metadata:
+        # the common case in one f-string, the clock inlined: this runs for every event
+        sec, ns = divmod(t0 + clock._offset, 1_000_000_000)
+        if sec != clock._sec:
+            clock.iso(t0)
+        us = (t1 - t0 + 500) // 1000
+        return (
+            f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}",{head}{m.event_head}{q}'
+            f',"timestamp":"{clock._text}.{ns // 1000:06d}Z"'
+            f',"durationMs":{us // 1000}.{us % 1000:03d},"outcome":"ok"}}'
+        )
+    text: str = f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}",{head}'
+    text += m.event_head + q
     if parent is not None:
         text += f',"parentEventId":"evt_{_prefix}{parent & _SEQ_MASK:010x}"'
     if span is not None and span.is_valid:
         text += f',"spanId":"{span.span_id:016x}"'
-    text += f',"timestamp":"{clock.iso(t0)}","durationMs":{(t1 - t0) / 1e6:.3f}'
+    us = (t1 - t0 + 500) // 1000
+    text += f',"timestamp":"{clock.iso(t0)}","durationMs":{us // 1000}.{us % 1000:03d}'
     text += ',"outcome":"ok"' if error is None else f',"outcome":"error","errorType":{dumps(error)}'
     if metadata:
         meta = m.metadata_json if metadata is m.metadata else dumps(metadata)

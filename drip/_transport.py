@@ -17,6 +17,8 @@ import asyncio
 import email.utils
 import json
 import random
+import ssl
+import threading
 import time
 from typing import Any, TypeVar
 
@@ -72,6 +74,21 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+_ssl_lock = threading.Lock()
+_ssl_context: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS settings, built once per process and shared by the SDK's HTTP
+    clients: building them (loading the CA bundle) takes ~0.1 s, which the delivery worker's
+    client would otherwise pay again on its first batch."""
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
 
 
 class _Attempt(Exception):
@@ -199,7 +216,11 @@ class SyncTransport(_TransportBase):
     ) -> None:
         super().__init__(settings)
         self._owned = http_client is None
-        self.client = http_client or httpx.Client(timeout=self._timeout(), transport=transport)
+        self.client = http_client or httpx.Client(
+            timeout=self._timeout(),
+            transport=transport,
+            verify=True if transport is not None else shared_ssl_context(),
+        )
 
     def send(self, spec: RequestSpec[T]) -> T:
         started = time.monotonic()
@@ -236,7 +257,11 @@ class AsyncTransport(_TransportBase):
     ) -> None:
         super().__init__(settings)
         self._owned = http_client is None
-        self.client = http_client or httpx.AsyncClient(timeout=self._timeout(), transport=transport)
+        self.client = http_client or httpx.AsyncClient(
+            timeout=self._timeout(),
+            transport=transport,
+            verify=True if transport is not None else shared_ssl_context(),
+        )
 
     async def send(self, spec: RequestSpec[T]) -> T:
         started = time.monotonic()

@@ -627,16 +627,9 @@ class IngestItemResult(DripModel):
 
 
 class IngestResult(DripModel):
-    """Every item's outcome, in request order.
-
-    In full (the default) ``results`` has one entry per item. A request with
-    ``?results=compact`` (what the SDK sends) gets ``statuses`` instead, one letter per item
-    (``c`` created, ``d`` duplicate, ``u`` updated, ``r`` rejected), and ``results`` lists only
-    the rejected items, each with its code and message.
-    """
-
     results: list[IngestItemResult]
-    #: compact answers: one status letter per item
+    #: ``?results=compact``: a letter per item (created, duplicate, updated, rejected: c/d/u/r)
+    #: and ``results`` holds only the rejected items
     statuses: str | None = None
     created: int
     duplicates: int

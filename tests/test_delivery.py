@@ -469,3 +469,72 @@ def test_worker_is_one_daemon_thread_per_client(make: Any, fake: FakeIngest) -> 
 def test_main_thread_pid_is_recorded(make: Any) -> None:
     instr = make()
     assert instr.delivery._pid == os.getpid()
+
+
+def test_batches_overlap_but_go_out_one_at_a_time_in_order(make: Any, fake: FakeIngest) -> None:
+    threads: list[str] = []
+    in_flight: list[int] = [0]
+    most: list[int] = [0]
+    original = fake.__call__
+
+    def spy(body: bytes) -> IngestResult:
+        threads.append(threading.current_thread().name)
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            time.sleep(0.002)
+            return original(body)
+        finally:
+            in_flight[0] -= 1
+
+    instr = make(max_batch_items=10, flush_interval=10)
+    instr.delivery._sender = spy  # type: ignore[assignment]
+    fake.plan = [lambda items: ["created"] * len(items)] * 3 + [DripNetworkError("reset")]
+    run_id = record(instr, 200)
+    report = instr.flush(20)
+    assert (report.sent, report.failed, report.pending) == (202, 0, 0)
+    assert most[0] == 1  # never two requests at once
+    assert "drip-delivery-sender" in threads  # the next batch went out from the sender thread
+    items = fake.items
+    assert [i["type"] for i in (items[0], items[-1])] == ["run.start", "run.end"]
+    assert items[0]["id"] == run_id
+    ids = [i["id"] for i in items[1:-1]]
+    assert ids == sorted(ids) and len(set(ids)) == 200  # in order, once each, despite the retry
+    assert instr.stats().retries == 1 and instr.stats().batches == len(fake.bodies) == 21
+
+
+def test_a_refused_batch_in_the_pipeline_does_not_stop_the_ones_after_it(
+    make: Any, fake: FakeIngest
+) -> None:
+    instr = make(max_batch_items=10, flush_interval=10)
+    fake.plan = [lambda items: ["created"] * len(items)] * 2
+    fake.plan += [DripAuthenticationError("bad key", status_code=401)]
+    record(instr, 100)
+    report = instr.flush(20)
+    assert (report.sent, report.failed, report.pending) == (92, 10, 0)
+    assert len(fake.bodies) == 10 and instr.stats().refused == 10
+
+
+def test_compact_answers_are_counted(make: Any) -> None:
+    def compact(body: bytes) -> IngestResult:
+        items = json.loads(body)["items"]
+        letters = "".join("r" if n == 1 else "d" if n == 2 else "c" for n in range(len(items)))
+        return IngestResult.model_validate(
+            {
+                "results": [
+                    {"index": 1, "id": items[1].get("id"), "status": "rejected",
+                     "code": "RUN_NOT_FOUND", "message": "no run"},
+                ],
+                "statuses": letters,
+                "created": 0, "duplicates": 0, "updated": 0, "rejected": 0,
+            }
+        )  # fmt: skip
+
+    instr = make()
+    instr.delivery._sender = compact  # type: ignore[assignment]
+    record(instr, 3)
+    report = instr.flush(10)
+    assert (report.sent, report.failed, report.pending) == (4, 1, 0)
+    stats = instr.stats()
+    assert (stats.sent, stats.duplicates, stats.rejected) == (3, 1, 1)
+    assert [e.code for e in instr.errors if isinstance(e, DripDeliveryError)] == ["RUN_NOT_FOUND"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,9 +80,22 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_async_sleep(delay: float) -> None:
         waits.append(delay)
 
-    monkeypatch.setattr(transport_mod.time, "sleep", waits.append)
-    monkeypatch.setattr(transport_mod.asyncio, "sleep", fake_async_sleep)
+    # only the transport's view of the modules: patching time.sleep / asyncio.sleep themselves
+    # would also catch other threads' sleeps (the session's server ticks every 0.1 s)
+    monkeypatch.setattr(transport_mod, "time", _Patched(time, sleep=waits.append))
+    monkeypatch.setattr(transport_mod, "asyncio", _Patched(asyncio, sleep=fake_async_sleep))
     return waits
+
+
+class _Patched:
+    """A module with some attributes replaced."""
+
+    def __init__(self, module: Any, **replaced: Any) -> None:
+        self._module = module
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
 
 
 async def call(client: Drip | AsyncDrip, name: str, **kwargs: Any) -> Any:

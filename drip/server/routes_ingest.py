@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from . import storage_ingest
 from .app import state
 from .auth import Principal, authenticate
-from .wire import json_response, read_body
+from .wire import read_body
 
 router = APIRouter()
 
@@ -18,6 +18,9 @@ router = APIRouter()
 @router.post("/ingest")
 async def ingest(request: Request, who: Annotated[Principal, Depends(authenticate)]) -> Response:
     raw = await read_body(request)
+    compact = request.query_params.get("results") == "compact"
     # validation runs in the worker thread too, so a big batch never stalls the event loop
-    result = await run_in_threadpool(storage_ingest.ingest, state(request).db, who.account_id, raw)
-    return json_response(result)
+    answer = await run_in_threadpool(
+        storage_ingest.ingest, state(request).db, who.account_id, raw, compact
+    )
+    return Response(content=answer, media_type="application/json")

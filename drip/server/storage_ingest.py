@@ -2,99 +2,58 @@
 
 Items are applied in order in one transaction, each judged on its own: ``created``,
 ``duplicate`` (its id is already stored, or came earlier in the batch), ``updated`` (a run end)
-or ``rejected`` with a code — a bad item never fails the others.
+or ``rejected`` with a code — a bad item never fails the others. The answer is sent only after
+the transaction commits.
 
-Built for throughput (tens of thousands of items per second): the whole body is validated with
-one ``model_validate_json`` call when it is clean (per-item validation only when it is not); the
-runs, customers and workflows a batch refers to are read with one query each; rows go in with
-one ``executemany`` of ``INSERT … ON CONFLICT DO NOTHING`` per table; duplicates against the
-database are found after the fact, only when the insert count falls short.
+Built for throughput (tens of thousands of items per second): the body is validated in one pass
+into plain dicts (``ingest_parse``); the runs, customers and workflows a batch refers to are read
+with one query; an event of the SDK's usual shape becomes a short row (no NULL columns); rows go
+in with multi-row ``INSERT … ON CONFLICT DO NOTHING`` statements (``db.insert_many``);
+duplicates against the database are found after the fact, only when the insert count falls
+short; the answer's JSON is written directly, in full (an entry per item) or, with
+``?results=compact`` (what the SDK asks for), as a status letter per item plus the rejected
+items' details.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Connection, Table, bindparam, func, select, update
-
-from drip.models import (
-    TERMINAL_RUN_STATUSES,
-    DripModel,
-    IngestEvent,
-    IngestItem,
-    IngestResult,
-    IngestRunEnd,
-    IngestRunStart,
-    IngestUsage,
-    RunStatus,
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
 )
 
+from drip.models import TERMINAL_RUN_STATUSES, RunStatus
+
 from . import clock
-from .db import Database, bulk_insert_ignore, chunked, insert_many, json_text
-from .errors import ApiError, describe_validation_error
-from .schema import events, runs, usage_records, workflows
+from .db import (
+    IN_CHUNK,
+    Database,
+    bulk_insert_ignore,
+    chunked,
+    insert_many,
+    json_text,
+    max_seq,
+)
+from .errors import ApiError
+from .ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
+from .schema import customers, events, runs, usage_records, workflows
 from .storage import existing_customers, resolve_workflow
 from .storage_runs import known_runs
-from .wire import decode
 
 __all__ = ["MAX_ITEMS", "ingest", "parse_batch"]
 
-#: most items in one request (413 beyond); the SDK sends 2,000
-MAX_ITEMS = 20_000
-
-Item = IngestRunStart | IngestEvent | IngestUsage | IngestRunEnd
-
-
-class _Batch(DripModel):
-    """The request validated in one pass (the fast path; see IngestRequest for the shape)."""
-
-    items: list[IngestItem]
-
-
-_ITEM: TypeAdapter[Item] = TypeAdapter(IngestItem)
-
-
-@dataclass
-class _Rejected:
-    id: str | None
-    code: str
-    message: str
-
-
-def _ident(item: Any) -> str | None:
-    if isinstance(item, dict):
-        for key in ("id", "runId", "run_id"):
-            if isinstance(item.get(key), str):
-                return str(item[key])
-    return None
-
-
-def parse_batch(raw: bytes) -> list[Item | _Rejected]:
-    """Validate a request body: the items, or a rejection for each item that does not fit."""
-    try:
-        parsed: list[Item | _Rejected] = list(_Batch.model_validate_json(raw).items)
-    except ValidationError:
-        parsed = _parse_each(decode(raw))
-    if len(parsed) > MAX_ITEMS:
-        raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} items per request")
-    return parsed
-
-
-def _parse_each(data: Any) -> list[Item | _Rejected]:
-    items = data.get("items") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise ApiError(422, "VALIDATION_ERROR", "items: must be a list of ingest items")
-    out: list[Item | _Rejected] = []
-    for i, item in enumerate(items):
-        try:
-            out.append(_ITEM.validate_python(item))
-        except ValidationError as exc:
-            message = describe_validation_error(exc, prefix=f"items[{i}]")
-            out.append(_Rejected(_ident(item), "VALIDATION_ERROR", message))
-    return out
+_RUNNING = RunStatus.RUNNING.value
+_is_canonical = clock.is_canonical
 
 
 def _workflow_ids(conn: Connection, account_id: int, refs: set[str]) -> dict[str, str]:
@@ -109,6 +68,74 @@ def _workflow_ids(conn: Connection, account_id: int, refs: set[str]) -> dict[str
         ):
             found[wid] = found[slug] = wid
     return found
+
+
+#: the SDK's usual event (a metered call that went well), as the fast schema gives it
+_COMMON = (
+    "type", "id", "run_id", "event_type", "meter", "quantity", "timestamp", "duration_ms",
+    "outcome",
+)  # fmt: skip
+#: the row of such an event: never a NULL to leave out, except an explicit null
+COMMON_COLUMNS = (
+    "account_id", "id", "run_id", "customer_id", "event_type", "meter", "quantity",
+    "timestamp", "duration_ms", "outcome",
+)  # fmt: skip
+_NO_DETAILS = (None,) * 6
+
+
+def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A ``COMMON_COLUMNS`` row as an ``EVENT_COLUMNS`` one."""
+    return row if len(row) == len(EVENT_COLUMNS) else (*row[:7], *_NO_DETAILS, *row[7:], None)
+
+
+def _references(
+    conn: Connection,
+    account_id: int,
+    run_refs: set[str],
+    customer_refs: set[str],
+    workflow_refs: set[str],
+) -> tuple[dict[str, list[str]], set[str], dict[str, str]]:
+    """The runs (id -> [customer, status]), customers and workflows (ref -> id) a batch refers
+    to that exist: one ``UNION ALL`` query for a usual batch, one query each for a huge one."""
+    if max(len(run_refs), len(customer_refs), len(workflow_refs)) > IN_CHUNK:
+        return (
+            known_runs(conn, account_id, run_refs),
+            existing_customers(conn, account_id, customer_refs),
+            _workflow_ids(conn, account_id, workflow_refs),
+        )
+    parts = []
+    if run_refs:
+        parts.append(
+            select(literal_column("'r'"), runs.c.id, runs.c.customer_id, runs.c.status).where(
+                runs.c.account_id == account_id, runs.c.id.in_(sorted(run_refs))
+            )
+        )
+    if customer_refs:
+        parts.append(
+            select(literal_column("'c'"), customers.c.id, null(), null()).where(
+                customers.c.account_id == account_id, customers.c.id.in_(sorted(customer_refs))
+            )
+        )
+    if workflow_refs:
+        refs = sorted(workflow_refs)
+        parts.append(
+            select(literal_column("'w'"), workflows.c.id, workflows.c.slug, null()).where(
+                workflows.c.account_id == account_id,
+                workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
+            )
+        )
+    found_runs: dict[str, list[str]] = {}
+    found_customers: set[str] = set()
+    found_workflows: dict[str, str] = {}
+    if parts:
+        for kind, ident, other, status in conn.execute(union_all(*parts)):
+            if kind == "r":
+                found_runs[ident] = [other, status]
+            elif kind == "c":
+                found_customers.add(ident)
+            else:
+                found_workflows[ident] = found_workflows[other] = ident
+    return found_runs, found_customers, found_workflows
 
 
 EVENT_COLUMNS = (
@@ -132,8 +159,9 @@ def _insert(
     """Insert rows; None when all went in, else the ids that did (the rest were duplicates)."""
     if not rows:
         return None
-    before = conn.execute(select(func.max(table.c.seq))).scalar() or 0
-    if insert_many(conn, table, columns, rows) == len(rows):
+    before = max_seq(conn, table)
+    short = columns is COMMON_COLUMNS  # short rows have no all-NULL column worth leaving out
+    if insert_many(conn, table, columns, rows, drop_nulls=not short) == len(rows):
         return None
     return set(
         conn.execute(
@@ -145,59 +173,58 @@ def _insert(
 class _Apply:
     """The in-order pass over one batch: decides each item, collects the rows to write.
 
-    Results are plain dicts (validated into IngestResult once at the end); rows are tuples in
-    the column order of the bulk insert. Both keep the per-item work small: this loop runs
-    for every event the SDK sends.
+    Each item's answer is an id and a status in two parallel lists (plus a code and message for
+    the few that have one); rows are tuples in the column order of the bulk insert. Both keep
+    the per-item work small: this loop runs for every event the SDK sends.
     """
 
-    def __init__(self, conn: Connection, account_id: int, items: Sequence[Item | _Rejected]):
+    def __init__(self, conn: Connection, account_id: int, items: Sequence[Item | Rejected]):
         self.conn = conn
         self.account_id = account_id
         self.now = clock.now_iso()
-        self.results: list[dict[str, Any]] = []
+        self.ids: list[str | None] = []
+        self.statuses: list[str] = []
+        self.problems: dict[int, tuple[str, str]] = {}
         self.run_rows: list[dict[str, Any]] = []
         self.event_rows: list[tuple[Any, ...]] = []
-        self.event_at: list[int] = []  # result index of each event row
+        self.full_rows = False  # some event rows are full ones (the rest are made full too)
+        self.event_at: list[int] = []  # answer index of each event row
         self.usage_rows: list[tuple[Any, ...]] = []
         self.usage_at: list[int] = []
         self.ends: dict[str, dict[str, Any]] = {}
-        run_refs: set[str] = set()
+        valid = [item for item in items if not isinstance(item, Rejected)]
+        run_refs: set[str] = {item.get("run_id") for item in valid}  # type: ignore[misc]
+        run_refs.discard(None)
         customer_refs: set[str] = set()
         workflow_refs: set[str] = set()
-        for item in items:
-            if isinstance(item, IngestEvent | IngestRunEnd):
-                run_refs.add(item.run_id)
-            elif isinstance(item, IngestRunStart):
-                run_refs.add(item.id)
-                customer_refs.add(item.customer_id)
-                workflow_refs.add(item.workflow)
-            elif isinstance(item, IngestUsage):
-                customer_refs.add(item.customer_id)
-        self.runs = known_runs(conn, account_id, run_refs)
-        self.customers = existing_customers(conn, account_id, customer_refs)
-        self.workflows = _workflow_ids(conn, account_id, workflow_refs)
+        for item in valid:
+            kind = item["type"]
+            if kind == "run.start":
+                run_refs.add(item["id"])
+                customer_refs.add(item["customer_id"])
+                workflow_refs.add(item["workflow"])
+            elif kind == "usage":
+                customer_refs.add(item["customer_id"])
+        self.runs, self.customers, self.workflows = _references(
+            conn, account_id, run_refs, customer_refs, workflow_refs
+        )
         self.seen_events: set[str] = set()
         self.seen_usage: set[str] = set()
 
     def result(
         self, ident: str | None, status: str, code: str | None = None, msg: str | None = None
     ) -> None:
-        self.results.append(
-            {
-                "index": len(self.results),
-                "id": ident,
-                "status": status,
-                "code": code,
-                "message": msg,
-            }
-        )
+        if code is not None:
+            self.problems[len(self.ids)] = (code, msg or "")
+        self.ids.append(ident)
+        self.statuses.append(status)
 
     def reject_missing(self, ident: str | None, kind: str, ref: str) -> None:
         message = f"no {kind} with id {ref!r} in this account"
         self.result(ident, "rejected", f"{kind.upper()}_NOT_FOUND", message)
 
     def time(self, value: str | None, ident: str | None) -> str | None:
-        if value is not None and clock.is_canonical(value):
+        if value is not None and _is_canonical(value):
             return value
         try:
             return clock.normalize(value, self.now)
@@ -205,120 +232,168 @@ class _Apply:
             self.result(ident, "rejected", "INVALID_TIMESTAMP", str(exc))
             return None
 
-    def run_start(self, it: IngestRunStart) -> None:
-        if it.id in self.runs:
-            return self.result(it.id, "duplicate")
-        if it.customer_id not in self.customers:
-            return self.reject_missing(it.id, "customer", it.customer_id)
-        started = self.time(it.started_at, it.id)
+    def run_start(self, it: Item) -> None:
+        rid: str = it["id"]
+        customer_id: str = it["customer_id"]
+        if rid in self.runs:
+            return self.result(rid, "duplicate")
+        if customer_id not in self.customers:
+            return self.reject_missing(rid, "customer", customer_id)
+        started = self.time(it.get("started_at"), rid)
         if started is None:
             return None
-        workflow_id = self.workflows.get(it.workflow)
+        ref: str = it["workflow"]
+        workflow_id = self.workflows.get(ref)
         if workflow_id is None:
             try:
-                row = resolve_workflow(self.conn, self.account_id, it.workflow, "workflow")
+                row = resolve_workflow(self.conn, self.account_id, ref, "workflow")
             except ApiError as exc:
-                return self.result(it.id, "rejected", exc.code, exc.message)
-            workflow_id = self.workflows[it.workflow] = row.id
-        self.runs[it.id] = [it.customer_id, RunStatus.RUNNING.value]
+                return self.result(rid, "rejected", exc.code, exc.message)
+            workflow_id = self.workflows[ref] = row.id
+        self.runs[rid] = [customer_id, _RUNNING]
         self.run_rows.append(
             {
                 "account_id": self.account_id,
-                "id": it.id,
-                "customer_id": it.customer_id,
+                "id": rid,
+                "customer_id": customer_id,
                 "workflow_id": workflow_id,
-                "status": RunStatus.RUNNING.value,
-                "external_run_id": it.external_run_id,
-                "correlation_id": it.correlation_id,
-                "parent_run_id": it.parent_run_id,
-                "meta": it.metadata,
+                "status": _RUNNING,
+                "external_run_id": it.get("external_run_id"),
+                "correlation_id": it.get("correlation_id"),
+                "parent_run_id": it.get("parent_run_id"),
+                "meta": it.get("metadata"),
                 "started_at": started,
                 "created_at": self.now,
             }
         )
-        return self.result(it.id, "created")
+        return self.result(rid, "created")
 
-    def event(self, it: IngestEvent) -> None:
-        run = self.runs.get(it.run_id)
-        eid = it.id
-        if run is None:
-            return self.reject_missing(eid, "run", it.run_id)
-        if eid in self.seen_events:
-            return self.result(eid, "duplicate")
-        ts = it.timestamp
-        if ts is None or not clock.is_canonical(ts):
-            ts = self.time(ts, eid)
-            if ts is None:
-                return None
-        self.seen_events.add(eid)
-        index = len(self.results)
-        self.event_at.append(index)
-        meta = it.metadata
-        self.event_rows.append(
-            (
-                self.account_id, eid, it.run_id, run[0], it.event_type,
-                it.meter or it.event_type, 1.0 if it.quantity is None else it.quantity,
-                it.units, it.description, it.correlation_id, it.parent_event_id, it.span_id,
-                None if meta is None else json_text(meta), ts, it.duration_ms, it.outcome,
-                it.error_type,
-            )
+    def apply(self, items: Sequence[Item | Rejected], canonical: bool) -> None:
+        """Decide every item in order. Events, nearly all of the traffic, are handled inline
+        with everything they touch bound to locals; the other kinds go to their methods.
+        ``canonical``: every timestamp given is known to be in the wire format already.
+
+        An event of the SDK's usual shape (``_COMMON``) becomes a short row (the
+        ``COMMON_COLUMNS``); any other event, a full one (``EVENT_COLUMNS``)."""
+        other = {"run.start": self.run_start, "usage": self.usage, "run.end": self.run_end}
+        account_id, runs_get, seen, ids = self.account_id, self.runs.get, self.seen_events, self.ids
+        add_id, add_status, add_row = ids.append, self.statuses.append, self.event_rows.append
+        add_at, check = self.event_at.append, None if canonical else _is_canonical
+        for it in items:
+            if isinstance(it, Rejected):
+                self.result(it.id, "rejected", it.code, it.message)
+                continue
+            if it["type"] != "event":
+                other[it["type"]](it)
+                continue
+            common = tuple(it) == _COMMON
+            if common:
+                _, eid, run_id, event_type, meter, quantity, ts, duration, outcome = it.values()
+            else:
+                eid, run_id, ts = it["id"], it["run_id"], it.get("timestamp")
+            run = runs_get(run_id)
+            if run is None:
+                self.reject_missing(eid, "run", run_id)
+                continue
+            if eid in seen:
+                self.result(eid, "duplicate")
+                continue
+            if ts is None or (check is not None and not check(ts)):
+                ts = self.time(ts, eid)
+                if ts is None:
+                    continue
+            seen.add(eid)
+            add_at(len(ids))
+            add_id(eid)
+            add_status("created")
+            if common:
+                add_row(
+                    (
+                        account_id, eid, run_id, run[0], event_type, meter or event_type,
+                        1.0 if quantity is None else quantity, ts, duration, outcome,
+                    )
+                )  # fmt: skip
+            else:
+                self.full_rows = True
+                add_row(self.event_row(it, run[0], ts))
+
+    def event_row(self, it: Item, customer_id: str, ts: str) -> tuple[Any, ...]:
+        """A full ``events`` row (``EVENT_COLUMNS``)."""
+        get = it.get
+        event_type = it["event_type"]
+        quantity = get("quantity")
+        meta = get("metadata")
+        return (
+            self.account_id, it["id"], it["run_id"], customer_id, event_type,
+            get("meter") or event_type, 1.0 if quantity is None else quantity, get("units"),
+            get("description"), get("correlation_id"), get("parent_event_id"), get("span_id"),
+            None if meta is None else json_text(meta), ts, get("duration_ms"), get("outcome"),
+            get("error_type"),
         )  # fmt: skip
-        self.results.append({"index": index, "id": eid, "status": "created"})
-        return None
 
-    def usage(self, it: IngestUsage) -> None:
-        if it.customer_id not in self.customers:
-            return self.reject_missing(it.id, "customer", it.customer_id)
-        if it.id in self.seen_usage:
-            return self.result(it.id, "duplicate")
-        ts = self.time(it.timestamp, it.id)
+    def usage(self, it: Item) -> None:
+        uid: str = it["id"]
+        customer_id: str = it["customer_id"]
+        if customer_id not in self.customers:
+            return self.reject_missing(uid, "customer", customer_id)
+        if uid in self.seen_usage:
+            return self.result(uid, "duplicate")
+        ts = self.time(it.get("timestamp"), uid)
         if ts is None:
             return None
-        self.seen_usage.add(it.id)
-        self.usage_at.append(len(self.results))
+        self.seen_usage.add(uid)
+        self.usage_at.append(len(self.ids))
+        get = it.get
         self.usage_rows.append(
             (
-                self.account_id, it.id, "usage", it.customer_id, it.usage_type, it.quantity,
-                it.units, it.description, it.correlation_id, json_text(it.metadata), ts,
+                self.account_id, uid, "usage", customer_id, it["usage_type"], it["quantity"],
+                get("units"), get("description"), get("correlation_id"),
+                json_text(get("metadata")), ts,
             )
         )  # fmt: skip
-        return self.result(it.id, "created")
+        return self.result(uid, "created")
 
-    def run_end(self, it: IngestRunEnd) -> None:
-        run = self.runs.get(it.run_id)
+    def run_end(self, it: Item) -> None:
+        run_id: str = it["run_id"]
+        given = RunStatus(it["status"])
+        status = given.value
+        run = self.runs.get(run_id)
         if run is None:
-            return self.reject_missing(it.run_id, "run", it.run_id)
-        if it.status not in TERMINAL_RUN_STATUSES:
-            message = f"a run cannot end {it.status.value}"
-            return self.result(it.run_id, "rejected", "INVALID_STATUS", message)
-        if run[1] == it.status.value:
-            return self.result(it.run_id, "duplicate")
-        ended = self.time(it.ended_at, it.run_id)
+            return self.reject_missing(run_id, "run", run_id)
+        if given not in TERMINAL_RUN_STATUSES:
+            message = f"a run cannot end {status}"
+            return self.result(run_id, "rejected", "INVALID_STATUS", message)
+        if run[1] == status:
+            return self.result(run_id, "duplicate")
+        ended = self.time(it.get("ended_at"), run_id)
         if ended is None:
             return None
-        run[1] = it.status.value
-        self.ends[it.run_id] = {
-            "b_id": it.run_id,
-            "b_status": it.status.value,
+        run[1] = status
+        self.ends[run_id] = {
+            "b_id": run_id,
+            "b_status": status,
             "b_ended": ended,
-            "b_message": it.error_message,
-            "b_code": it.error_code,
-            "b_meta": it.metadata,
+            "b_message": it.get("error_message"),
+            "b_code": it.get("error_code"),
+            "b_meta": it.get("metadata"),
         }
-        return self.result(it.run_id, "updated")
+        return self.result(run_id, "updated")
 
     def write(self) -> None:
         """Write what the pass decided: runs, then events and usage, then run ends."""
         bulk_insert_ignore(self.conn, runs, self.run_rows)
+        if self.full_rows:
+            self.event_rows = [_full_row(row) for row in self.event_rows]
+        event_columns = EVENT_COLUMNS if self.full_rows else COMMON_COLUMNS
         for table, columns, rows, at in (
-            (events, EVENT_COLUMNS, self.event_rows, self.event_at),
+            (events, event_columns, self.event_rows, self.event_at),
             (usage_records, USAGE_COLUMNS, self.usage_rows, self.usage_at),
         ):
             went_in = _insert(self.conn, table, columns, self.account_id, rows)
             if went_in is not None:
                 for row, index in zip(rows, at, strict=True):
                     if row[1] not in went_in:
-                        self.results[index]["status"] = "duplicate"
+                        self.statuses[index] = "duplicate"
         if self.ends:
             self._end_runs()
 
@@ -350,32 +425,48 @@ class _Apply:
             self.conn.execute(update(runs).where(*where).values(values), with_meta)
 
 
-def ingest(db: Database, account_id: int, raw: bytes) -> IngestResult:
-    """Validate and apply one ingest request body."""
-    items = parse_batch(raw)
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+_LETTERS = {"created": "c", "duplicate": "d", "updated": "u", "rejected": "r"}
+
+
+def _entry(index: int, ident: str | None, status: str, problem: tuple[str, str] | None) -> str:
+    if problem is None:
+        tail = '"code":null,"message":null}'
+    else:
+        tail = f'"code":{_text(problem[0])},"message":{_text(problem[1])}}}'
+    return f'{{"index":{index},"id":{_text(ident)},"status":"{status}",{tail}'
+
+
+def _answer(batch: _Apply, compact: bool) -> bytes:
+    """The ``IngestResult`` JSON (camelCase), written directly: an entry per item (as it always
+    was: no ``statuses`` key), or when ``compact`` a status letter per item and entries for the
+    rejected items."""
+    ids, statuses, problems = batch.ids, batch.statuses, batch.problems
+    if compact:
+        letters = "".join(map(_LETTERS.__getitem__, statuses))
+        entries = [_entry(i, ids[i], statuses[i], problems[i]) for i in sorted(problems)]
+        head = f'{{"results":[{",".join(entries)}],"statuses":"{letters}"'
+    else:
+        get = problems.get
+        entries = [_entry(i, ident, statuses[i], get(i)) for i, ident in enumerate(ids)]
+        head = f'{{"results":[{",".join(entries)}]'
+    created, duplicates, updated, rejected = (
+        statuses.count(status) for status in ("created", "duplicate", "updated", "rejected")
+    )
+    return (
+        f'{head},"created":{created},"duplicates":{duplicates},"updated":{updated},'
+        f'"rejected":{rejected}}}'
+    ).encode()
+
+
+def ingest(db: Database, account_id: int, raw: bytes, compact: bool = False) -> bytes:
+    """Validate and apply one ingest request body; the answer (``IngestResult``) as JSON."""
+    items, canonical = parse_batch(raw)
     with db.write() as conn:
         batch = _Apply(conn, account_id, items)
-        for item in items:
-            if isinstance(item, IngestEvent):
-                batch.event(item)
-            elif isinstance(item, IngestRunStart):
-                batch.run_start(item)
-            elif isinstance(item, IngestUsage):
-                batch.usage(item)
-            elif isinstance(item, IngestRunEnd):
-                batch.run_end(item)
-            else:
-                batch.result(item.id, "rejected", item.code, item.message)
+        batch.apply(items, canonical)
         batch.write()
-    counts = {"created": 0, "duplicate": 0, "updated": 0, "rejected": 0}
-    for r in batch.results:
-        counts[r["status"]] += 1
-    return IngestResult.model_validate(
-        {
-            "results": batch.results,
-            "created": counts["created"],
-            "duplicates": counts["duplicate"],
-            "updated": counts["updated"],
-            "rejected": counts["rejected"],
-        }
-    )
+    return _answer(batch, compact)

@@ -18,7 +18,7 @@ from .errors import ApiError, describe_validation_error
 
 __all__ = ["MAX_BODY_BYTES", "decode", "json_response", "parse", "read_body", "read_object"]
 
-#: largest request body accepted (bytes); an ingest batch of 2,000 items is ~0.7 MiB
+#: largest request body accepted (bytes); an SDK ingest batch (5,000 events) is ~1.2 MiB
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 M = TypeVar("M", bound=BaseModel)

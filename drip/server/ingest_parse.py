@@ -1,0 +1,178 @@
+"""Validating a ``POST /v1/ingest`` body into plain dicts, one per item.
+
+The wire models (``drip.models.IngestRunStart`` & co.) are the rule. Validating 2,000 items
+into model instances costs more than storing them, so a clean body goes through a faster twin
+first: ``TypedDict`` schemas with the same fields, aliases and config, that produce dicts
+(snake_case keys, like a model's ``__dict__``) and run no Python validator. The twin is
+*stricter*, never looser, so whatever it accepts the models accept with the same values:
+
+* names (ids, event types, ...) must also start with a printable ASCII character that is not a
+  space, which makes the models' "not blank" check (a Python function) unnecessary;
+* quantities must be JSON numbers (strict: no numeric strings, no booleans) and finite, the
+  models' two Python checks done in the core;
+* timestamps must already be in the wire format (``2025-01-01T00:00:00.000000Z``, what the SDK
+  sends), so the apply loop need not check or convert them.
+
+A body the twin refuses is parsed again item by item with the models, whose errors are the ones
+reported (anything the models accept that the twin does not, such as a name starting with a
+space, is still accepted this way, only slower). ``tests/server/test_ingest_parse.py`` holds the
+twin to the models' field lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+from typing_extensions import NotRequired, TypedDict
+
+from drip.models import MAX_NAME_LENGTH, IngestItem, RunStatus
+
+from .errors import ApiError, describe_validation_error
+from .wire import decode
+
+__all__ = ["FAST_ITEMS", "MAX_ITEMS", "Item", "Rejected", "parse_batch"]
+
+#: most items in one request (413 beyond); the SDK sends up to 5,000 (``max_batch_items``)
+MAX_ITEMS = 20_000
+
+#: one item as a dict: ``type`` plus the model's fields that were given (snake_case)
+Item = dict[str, Any]
+
+_CONFIG = ConfigDict(
+    alias_generator=to_camel, populate_by_name=True, extra="ignore", cache_strings="keys"
+)
+_Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH, pattern=r"^[!-~]")]
+_Quantity = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: the wire's own timestamp format (what ``clock.is_canonical`` takes as is), ASCII digits
+_Time = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"
+    ),
+]
+_Meta = dict[str, Any]
+
+
+class _RunStart(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    type: Literal["run.start"]
+    id: _Name
+    customer_id: _Name
+    workflow: _Name
+    parent_run_id: NotRequired[str | None]
+    external_run_id: NotRequired[str | None]
+    correlation_id: NotRequired[str | None]
+    metadata: NotRequired[_Meta | None]
+    started_at: NotRequired[_Time | None]
+
+
+class _Event(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    type: Literal["event"]
+    id: _Name
+    run_id: _Name
+    event_type: _Name
+    meter: NotRequired[str | None]
+    quantity: NotRequired[_Quantity | None]
+    units: NotRequired[str | None]
+    description: NotRequired[str | None]
+    parent_event_id: NotRequired[str | None]
+    correlation_id: NotRequired[str | None]
+    span_id: NotRequired[str | None]
+    timestamp: NotRequired[_Time | None]
+    duration_ms: NotRequired[float | None]
+    outcome: NotRequired[str | None]
+    error_type: NotRequired[str | None]
+    metadata: NotRequired[_Meta | None]
+
+
+class _Usage(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    type: Literal["usage"]
+    id: _Name
+    customer_id: _Name
+    usage_type: _Name
+    quantity: _Quantity
+    units: NotRequired[str | None]
+    description: NotRequired[str | None]
+    correlation_id: NotRequired[str | None]
+    timestamp: NotRequired[_Time | None]
+    metadata: NotRequired[_Meta | None]
+
+
+class _RunEnd(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    type: Literal["run.end"]
+    run_id: _Name
+    status: RunStatus
+    error_message: NotRequired[str | None]
+    error_code: NotRequired[str | None]
+    ended_at: NotRequired[_Time | None]
+    metadata: NotRequired[_Meta | None]
+
+
+class _Body(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    items: list[Annotated[_RunStart | _Event | _Usage | _RunEnd, Field(discriminator="type")]]
+
+
+#: the fast schemas, by item type (for the test that holds them to the models)
+FAST_ITEMS: dict[str, type[Any]] = {
+    "run.start": _RunStart,
+    "event": _Event,
+    "usage": _Usage,
+    "run.end": _RunEnd,
+}
+
+_FAST: TypeAdapter[_Body] = TypeAdapter(_Body)
+_ITEM: TypeAdapter[Any] = TypeAdapter(IngestItem)
+
+
+@dataclass
+class Rejected:
+    """An item that does not fit its model."""
+
+    id: str | None
+    code: str
+    message: str
+
+
+def _ident(item: Any) -> str | None:
+    if isinstance(item, dict):
+        for key in ("id", "runId", "run_id"):
+            if isinstance(item.get(key), str):
+                return str(item[key])
+    return None
+
+
+def parse_batch(raw: bytes) -> tuple[list[Item | Rejected], bool]:
+    """Validate a request body: each item as a dict, or a rejection for an item that does not
+    fit its model; and whether the fast schema took the whole body (then every item is valid
+    and every timestamp given is in the wire format)."""
+    fast = True
+    try:
+        parsed: list[Item | Rejected] = _FAST.validate_json(raw)["items"]  # type: ignore[assignment]
+    except ValidationError:
+        parsed, fast = _parse_each(decode(raw)), False
+    if len(parsed) > MAX_ITEMS:
+        raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} items per request")
+    return parsed, fast
+
+
+def _parse_each(data: Any) -> list[Item | Rejected]:
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ApiError(422, "VALIDATION_ERROR", "items: must be a list of ingest items")
+    out: list[Item | Rejected] = []
+    for i, item in enumerate(items):
+        try:
+            model = _ITEM.validate_python(item)
+        except ValidationError as exc:
+            message = describe_validation_error(exc, prefix=f"items[{i}]")
+            out.append(Rejected(_ident(item), "VALIDATION_ERROR", message))
+            continue
+        out.append(dict(model.__dict__))
+    return out

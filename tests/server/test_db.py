@@ -1,0 +1,75 @@
+"""The SQL helpers under ingestion: multi-row inserts, NULL columns left out, the background
+WAL checkpoints, and no process-wide change to the sqlite3 module."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from drip.server.db import Database, insert_many, max_seq
+from drip.server.schema import events
+
+TS = "2025-01-01T00:00:00.000000Z"
+COLUMNS = (
+    "account_id",
+    "id",
+    "run_id",
+    "customer_id",
+    "event_type",
+    "meter",
+    "quantity",
+    "timestamp",
+)
+FULL = (*COLUMNS, "units")
+
+
+def rows(count: int, start: int = 0) -> list[tuple[object, ...]]:
+    return [(1, f"evt_{i:05d}", "run_1", "cus_1", "t", "m", 1.0, TS) for i in range(start, count)]
+
+
+def test_rows_go_in_in_order_and_duplicates_are_skipped(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.create_tables()
+    try:
+        with db.write() as conn:
+            assert insert_many(conn, events, COLUMNS, rows(300)) == 300
+            assert max_seq(conn, events) == 300
+            again = rows(310, start=290)  # 10 known, 10 new
+            assert insert_many(conn, events, COLUMNS, again) == 10
+            mixed = [(*row, None) for row in rows(320, 310)]
+            mixed[3] = (*mixed[3][:8], "tokens")
+            assert insert_many(conn, events, FULL, mixed) == 10
+        with db.read() as conn:
+            got = conn.execute(select(events.c.id, events.c.units).order_by(events.c.seq)).all()
+        assert [r.id for r in got] == [f"evt_{i:05d}" for i in range(320)]
+        assert [r.units for r in got if r.units] == ["tokens"]
+    finally:
+        db.dispose()
+
+
+def test_no_adapter_is_registered_for_none() -> None:
+    Database("sqlite://")
+    assert not any(key[0] is type(None) for key in sqlite3.adapters)
+
+
+def test_checkpoints_run_in_the_background_and_stop_with_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    db = Database(f"sqlite:///{path}")
+    db.create_tables()
+    with db.write() as conn:
+        insert_many(conn, events, COLUMNS, rows(500))
+    checkpointer = db._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 5
+    while (thread := checkpointer._thread) is None:  # started by the write
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert thread.name == "drip-checkpoint" and thread.daemon
+    started = time.monotonic()
+    db.dispose()
+    assert time.monotonic() - started < 2 and not thread.is_alive()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM events").fetchone() == (500,)
