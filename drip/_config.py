@@ -110,7 +110,9 @@ def _check_key(key: str, source: str) -> None:
 
 
 def _resolve_key(arg: str | None, env: Mapping[str, str], local: bool) -> str | None:
-    env_key = _env(env, "DRIP_API_KEY")
+    # The embedded local server hands out its own key: a DRIP_API_KEY in the environment is
+    # meant for a remote server and would only be refused there (401).
+    env_key = None if local else _env(env, "DRIP_API_KEY")
     if arg is not None and _is_placeholder(arg):
         # A README snippet run as written: use the real key from the environment instead.
         if env_key is not None and not _is_placeholder(env_key):

@@ -111,3 +111,10 @@ def test_local_mode_needs_no_key() -> None:
 def test_non_http_url_is_refused() -> None:
     with pytest.raises(DripConfigurationError, match="http"):
         resolve_settings(api_key=KEY, base_url="ftp://x", env={})
+
+
+def test_local_mode_ignores_a_remote_key_from_env() -> None:
+    s = resolve_settings(env={"DRIP_BASE_URL": "local", "DRIP_API_KEY": KEY})
+    assert s.api_key is None and s.local_db is not None
+    s = resolve_settings(api_key=KEY, env={"DRIP_BASE_URL": "local"})
+    assert s.api_key == KEY
