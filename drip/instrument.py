@@ -22,17 +22,16 @@ quantity (``.add`` counts from 0), ``.set_metadata(**kw)`` / ``.metadata`` exten
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._api import check_metadata
 from ._calls import EventHandle, _Spec, current_event
 from ._instrumentation import resolve
 from ._records import MeterSpec
 from ._run import CustomerScope, RunContext, bad_quantity, check_name
 from ._wrappers import wrap_async_generator, wrap_coroutine, wrap_function, wrap_generator
 from .errors import DripValidationError
-from .models import MAX_METADATA_BYTES
 
 if TYPE_CHECKING:
     from ._delivery import DeliveryStats, FlushReport
@@ -54,20 +53,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_metadata(metadata: Any) -> dict[str, Any] | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
+    """As the client checks metadata (JSON, size); a non-dict is a TypeError at decoration."""
+    if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    try:
-        size = len(json.dumps(metadata, allow_nan=False, separators=(",", ":")))
-    except (TypeError, ValueError) as exc:
-        raise DripValidationError(f"metadata must be JSON: {exc}", field="metadata") from exc
-    if size > MAX_METADATA_BYTES:
-        raise DripValidationError(
-            f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}",
-            field="metadata",
-        )
-    return metadata
+    return check_metadata(metadata)
 
 
 def make_metered(
