@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from drip.integrations._requires import requires
 
 
