@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._calls import EventHandle
 from ._default import LazyClient, configure
-from ._reports import DeliveryStats, FlushReport
+from ._delivery import DeliveryStats, FlushReport
 from ._run import Run
 from ._version import __version__
 from .client import AsyncDrip, Drip

@@ -40,11 +40,14 @@ class Instrumentation:
         *,
         on_error: Callable[[BaseException], Any] | None = None,
         sender: Sender | None = None,
+        make_sender: Callable[[], Sender] | None = None,
     ) -> None:
         self.settings = settings
         self.strict = settings.strict
         self._on_error = on_error
-        self.delivery = Delivery(settings, sender=sender, on_error=on_error)
+        self.delivery = Delivery(
+            settings, sender=sender, on_error=on_error, make_sender=make_sender
+        )
         #: the hot path's way in: a bound method, looked up once per run
         self.append: Callable[[Record], None] = self.delivery.append
         self._errors = 0

@@ -27,8 +27,8 @@ from ._config import OnError, Settings, resolve_settings
 from ._transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
+    from ._delivery import DeliveryStats, FlushReport
     from ._instrumentation import Instrumentation
-    from ._reports import DeliveryStats, FlushReport
     from ._run import CustomerScope, RunContext
 
 __all__ = ["AsyncDrip", "Drip"]
@@ -57,6 +57,10 @@ class _ClientBase:
         max_batch_bytes: int | None = None,
         max_buffer: int | None = None,
         shutdown_timeout: float | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int | None = None,
+        overflow: str | None = None,
+        handle_signals: bool | None = None,
     ) -> None:
         settings = resolve_settings(
             api_key=api_key,
@@ -70,6 +74,10 @@ class _ClientBase:
             max_batch_bytes=max_batch_bytes,
             max_buffer=max_buffer,
             shutdown_timeout=shutdown_timeout,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            overflow=overflow,
+            handle_signals=handle_signals,
         )
         if settings.local_db is not None:
             from ._local import attach_local_server
@@ -79,6 +87,16 @@ class _ClientBase:
         self._on_error = on_error
         self._instrumentation_obj: Instrumentation | None = None
         self._instrumentation_lock = threading.Lock()
+
+    def _ingest_sender(self) -> Any:
+        """The delivery worker's way to ``POST /v1/ingest``: through this client's transport
+        seam (``transport=`` / ``http_client=``), so a mock transport sees the batches."""
+        from ._transport import IngestSender
+
+        return IngestSender(self.settings, transport=self._worker_transport)
+
+    #: a sync-capable transport the delivery worker may use (set by the subclasses)
+    _worker_transport: httpx.BaseTransport | None = None
 
     @property
     def base_url(self) -> str:
@@ -93,7 +111,7 @@ class _ClientBase:
                     from ._instrumentation import Instrumentation
 
                     self._instrumentation_obj = Instrumentation(
-                        self.settings, on_error=self._on_error, sender=None
+                        self.settings, on_error=self._on_error, make_sender=self._ingest_sender
                     )
                 inst = self._instrumentation_obj
         return inst
@@ -176,6 +194,12 @@ class Drip(_ClientBase):
         super().__init__(api_key, base_url, **options)
         self._transport = SyncTransport(self.settings, http_client=http_client, transport=transport)
 
+    def _ingest_sender(self) -> Any:
+        from ._transport import IngestSender
+
+        # the worker thread shares this client's connection pool (httpx.Client is thread-safe)
+        return IngestSender(self.settings, http_client=self._transport.client)
+
     ping = _sync(_api.ping)
     create_customer = _sync(_api.create_customer)
     get_customer = _sync(_api.get_customer)
@@ -228,6 +252,10 @@ class AsyncDrip(_ClientBase):
         self._transport = AsyncTransport(
             self.settings, http_client=http_client, transport=transport
         )
+        # the worker is a thread, not a task: it can use a transport that also sends
+        # synchronously (httpx.MockTransport does); otherwise it opens its own connection
+        if isinstance(transport, httpx.BaseTransport):
+            self._worker_transport = transport
 
     ping = _async(_api.ping)
     create_customer = _async(_api.create_customer)

@@ -1,0 +1,249 @@
+"""The sender thread: sends the worker's batches in order, one request in flight, and settles
+each one: delivered, rejected item by item, refused, or left for the spool.
+
+* Retries: network errors, timeouts, 408, 425, 429 and 5xx retry the *same bytes* (same ids, so
+  the server de-duplicates) with the transport's backoff, honouring ``Retry-After``.
+* Budget: ``max_retry_time`` seconds of failure in a row (an outage, not one batch). Within it,
+  the first failure is reported once (log + ``on_error``) and retries are logged at DEBUG only.
+  Past it, without a spool, each batch gets one attempt and is then reported undelivered (the
+  first one at once, the rest of the outage in one report with the total when it ends or at
+  shutdown); with a spool nothing fails: the batch stays on disk and is retried (backoff capped
+  at 8 s) until the server answers or the process ends, and a later process replays it.
+* Poison isolation: a batch the server refuses as a whole (400, 413, 422) is split in halves and
+  each half sent again, down to the single record, which is then reported alone with the server's
+  reason; every other record is delivered. Items the server rejects one by one (compact answer)
+  are counted and reported alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    DripAPIError,
+    DripDeliveryError,
+    DripError,
+    DripNetworkError,
+    DripRateLimitError,
+)
+from ..models import IngestResult
+from .spool import SpoolCorrupt
+from .worker import Batch
+
+if TYPE_CHECKING:
+    from . import Delivery
+
+__all__ = ["retry_delay", "run_sender"]
+
+logger = logging.getLogger("drip")
+
+_RETRY_STATUSES = frozenset({408, 425, 429})
+#: a whole batch refused with one of these may hold one bad record: split it to find it
+_SPLIT_STATUSES = frozenset({400, 413, 422})
+
+
+def run_sender(d: Delivery) -> None:
+    """The sender thread's body: settle batches in order until the worker is done."""
+    while True:
+        with d.cond:
+            while not d.outbox:
+                if d.worker_done:
+                    return
+                d.cond.wait(0.1)
+            batch = d.outbox[0]
+        try:
+            left = bool(batch.count) and not _settle(d, batch)
+        except Exception as exc:  # a bug must not end delivery
+            logger.exception("drip: delivery sender error")
+            d.reporter.problem(DripDeliveryError(f"delivery sender error: {exc!r}", code="WORKER"))
+            left = False
+        if left:
+            # the shutdown deadline passed: keep the rest where it is (on disk, or counted
+            # undelivered by ``Delivery``) and release the flushes waiting for it
+            d.release_markers()
+            return
+        with d.cond:
+            d.outbox.popleft()
+            d.queued -= batch.count
+            d.cond.notify_all()
+        if batch.marker is not None:
+            batch.marker.set()
+
+
+def _settle(d: Delivery, batch: Batch) -> bool:
+    """Deliver one batch; False when it is left (shutdown deadline) for the spool or report."""
+    body = batch.body
+    file = batch.file
+    spool = d.spool
+    if body is None:
+        assert file is not None and spool is not None
+        try:
+            body = spool.read(file.path)
+        except (SpoolCorrupt, OSError) as exc:
+            kept = spool.set_aside(file)
+            d.counters.undelivered += batch.count
+            d.reporter.failure("SPOOL_CORRUPT", batch.count, f"{exc} (kept as {kept})")
+            batch.file = None
+            return True
+    if not _deliver(d, body, batch.count, durable=file is not None):
+        return False
+    if file is not None and spool is not None:
+        spool.remove(file)
+        batch.file = None
+    return True
+
+
+def _deliver(d: Delivery, body: bytes, count: int, *, durable: bool) -> bool:
+    """POST ``body`` until it is answered or final; False when left at a shutdown deadline."""
+    attempt = 0
+    while True:
+        if d.gave_up():
+            return False
+        try:
+            result = d.get_send()(body)
+        except DripError as exc:
+            delay = retry_delay(exc, attempt)
+            if delay is None:
+                if (
+                    count > 1
+                    and isinstance(exc, DripAPIError)
+                    and exc.status_code in _SPLIT_STATUSES
+                ):
+                    return _split(d, body, durable=durable)
+                d.counters.refused += count
+                d.reporter.failure("REFUSED", count, f"the server refused the batch: {exc}")
+                return True
+            if not _outage(d, exc, count, durable):
+                return True  # past the budget without a spool: counted and reported
+            d.counters.retries += 1
+            attempt += 1
+            logger.debug(
+                "drip: ingest attempt %d failed (%s); retry in %.2f s", attempt, exc, delay
+            )
+            if not d.sleep(delay):
+                return False
+            continue
+        except Exception as exc:  # a broken custom sender: do not loop on it
+            d.counters.refused += count
+            d.reporter.failure("REFUSED", count, f"the ingest sender failed: {exc!r}")
+            return True
+        _recovered(d)
+        d.counters.batches += 1
+        _account(d, result, count)
+        return True
+
+
+def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
+    """Note a retryable failure; False when the batch is to be given up (budget, no spool)."""
+    now = time.monotonic()
+    if d.down_since is None:
+        d.down_since = now
+        report = DripDeliveryError(
+            f"delivery is failing ({exc}); retrying for up to {d.settings.max_retry_time:g} s"
+            + (", then keeping records in the spool" if d.spool is not None else ""),
+            code="RETRYING",
+        )
+        report.__cause__ = exc
+        d.reporter.problem(report)
+    if now - d.down_since < d.settings.max_retry_time or durable:
+        return True
+    d.counters.undelivered += count
+    if d.outage_failed == 0:
+        d.reporter.failure(
+            "UNDELIVERED",
+            count,
+            f"the server failed for longer than the retry budget "
+            f"(max_retry_time={d.settings.max_retry_time:g} s) and there is no spool: {exc}",
+        )
+    d.outage_failed += count
+    return False
+
+
+def _recovered(d: Delivery) -> None:
+    if d.down_since is None:
+        return
+    d.down_since = None
+    report_outage(d)
+
+
+def report_outage(d: Delivery) -> None:
+    """The total given up during an outage beyond the first report (at its end or shutdown)."""
+    later, d.outage_failed = d.outage_failed, 0
+    if later:
+        logger.error("drip: %d drip records in all were not delivered during the outage", later)
+
+
+def _split(d: Delivery, body: bytes, *, durable: bool) -> bool:
+    try:
+        items = json.loads(body)["items"]
+    except (ValueError, KeyError, TypeError) as exc:
+        d.counters.refused += 1
+        d.reporter.failure("REFUSED", 1, f"the batch is not valid JSON: {exc}")
+        return True
+    mid = len(items) // 2
+    for half in (items[:mid], items[mid:]):
+        part = json.dumps({"items": half}, separators=(",", ":")).encode()
+        if not _deliver(d, part, len(half), durable=durable):
+            return False
+    return True
+
+
+def retry_delay(exc: DripError, attempt: int) -> float | None:
+    """Seconds before the next attempt, or None when the failure is not worth repeating."""
+    from .._transport import backoff_delay
+
+    if isinstance(exc, DripAPIError):
+        retryable = (
+            exc.status_code in _RETRY_STATUSES
+            or exc.status_code >= 500
+            or (exc.status_code < 400 and exc.code == "INVALID_RESPONSE")
+        )
+        if not retryable:
+            return None
+        retry_after = exc.retry_after if isinstance(exc, DripRateLimitError) else None
+        return backoff_delay(attempt, retry_after)
+    return backoff_delay(attempt) if isinstance(exc, DripNetworkError) else None
+
+
+def _account(d: Delivery, result: IngestResult, count: int) -> None:
+    """Count a batch's answer: full (an entry per item) or compact (a letter per item)."""
+    c = d.counters
+    rejected: list[DripDeliveryError] = []
+    for r in result.results:
+        if r.status == "rejected":
+            code = r.code or "REJECTED"
+            rejected.append(
+                DripDeliveryError(
+                    f"the server rejected item {r.index} ({r.id}): {code}: {r.message or ''}",
+                    code=code,
+                    item_id=r.id,
+                )
+            )
+    letters = result.statuses
+    if letters is None:
+        answered = len(result.results)
+        duplicates = sum(r.status == "duplicate" for r in result.results)
+        failed = len(rejected)
+    else:
+        answered = len(letters)
+        duplicates = letters.count("d")
+        failed = letters.count("r")
+    c.duplicates += duplicates
+    c.rejected += failed
+    c.sent += answered - duplicates - failed
+    if rejected:
+        logger.error(
+            "drip: the server rejected %d of %d records (first: %s)",
+            len(rejected),
+            count,
+            rejected[0],
+        )
+        for exc in rejected:
+            d.reporter.problem(exc, logging.DEBUG)
+    missing = count - answered
+    if missing > 0:  # should not happen; never count silently as sent
+        c.refused += missing
+        d.reporter.failure("REFUSED", missing, "the server's answer lacks their results")
