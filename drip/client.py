@@ -193,6 +193,8 @@ class Drip(_ClientBase):
     ) -> None:
         super().__init__(api_key, base_url, **options)
         self._transport = SyncTransport(self.settings, http_client=http_client, transport=transport)
+        if self.settings.spool_dir:
+            self._instrumentation  # noqa: B018 - replays what earlier processes left, now
 
     def _ingest_sender(self) -> Any:
         from ._transport import IngestSender
@@ -256,6 +258,8 @@ class AsyncDrip(_ClientBase):
         # synchronously (httpx.MockTransport does); otherwise it opens its own connection
         if isinstance(transport, httpx.BaseTransport):
             self._worker_transport = transport
+        if self.settings.spool_dir:
+            self._instrumentation  # noqa: B018 - replays what earlier processes left, now
 
     ping = _async(_api.ping)
     create_customer = _async(_api.create_customer)

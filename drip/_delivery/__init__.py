@@ -82,9 +82,8 @@ class Delivery:
                 )
         self._reset()
         lifecycle.register(self)
-        if self.spool is not None and os.listdir(self.spool.dir):
-            with self.buffer.lock:
-                self._start()  # replay what earlier processes left, without waiting for a record
+        if self.spool is not None:
+            self.replay()  # what earlier processes left: claimed now (renames), sent first
 
     def _reset(self) -> None:
         """Fresh state: at construction, and in a ``fork()`` child (the parent sends its own)."""
@@ -165,7 +164,7 @@ class Delivery:
             )
 
     def replay(self) -> None:
-        """Queue the batches earlier processes left in the spool (worker thread)."""
+        """Queue the batches earlier processes left in the spool, and start sending them."""
         assert self.spool is not None
         files, problems = self.spool.claim_orphans()
         for problem in problems:
@@ -179,6 +178,8 @@ class Delivery:
                 self.queued += file.count
                 self.counters.replayed += file.count
             self.cond.notify_all()
+        with self.buffer.lock:
+            self._start()
 
     def release_markers(self) -> None:
         with self.cond:
@@ -278,8 +279,12 @@ class Delivery:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, self.deadline + grace - time.monotonic()))
+        # a request still in flight may yet land: it stays pending (not failed) in the report
+        busy = len(self._threads) > 1 and self._threads[1].is_alive()
         with self.cond:
-            kept = deque(b for b in self.outbox if b.file is not None)
+            kept = deque(
+                b for n, b in enumerate(self.outbox) if b.file is not None or (busy and n == 0)
+            )
             left = self.queued - sum(b.count for b in kept)
             self.outbox, self.queued = kept, sum(b.count for b in kept)
             lost = left + self.buffer.records() + len(self.encoding) + (self.carry is not None)

@@ -51,8 +51,6 @@ def run_worker(d: Delivery) -> None:
     clock = Clock()
     interval = max(0.01, d.settings.flush_interval)
     buf = d.buffer
-    if d.spool is not None:
-        d.replay()
     while True:
         buf.wake.wait(interval)
         buf.wake.clear()
