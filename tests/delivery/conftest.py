@@ -6,6 +6,7 @@ Counts are always read from the server (``GET /v1/usage/summary``, ``GET /v1/run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -56,10 +57,8 @@ class FaultProxy:
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -95,10 +94,8 @@ class FaultProxy:
             return
         finally:
             for sock in socks:
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
 
 @pytest.fixture

@@ -120,8 +120,8 @@ def test_a_corrupt_spool_file_is_skipped_and_reported(
     # a dead process's spool: one good batch, one truncated, one garbage, one unfinished
     dead = Spool(str(spool_dir), f"{account.base_url}/v1", account.secret_key, 1 << 30)
     good = (
-        '{"items":[{"type":"usage","id":"use_spooltest0001","customerId":"%s",'
-        '"usageType":"delivery.calls","quantity":1}]}' % customer
+        f'{{"items":[{{"type":"usage","id":"use_spooltest0001","customerId":"{customer}",'
+        '"usageType":"delivery.calls","quantity":1}]}'
     ).encode()
     dead.write(good, 1)
     truncated = dead.write(good, 1)
