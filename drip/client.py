@@ -95,8 +95,9 @@ class _ClientBase:
 
         return IngestSender(self.settings, transport=self._worker_transport)
 
-    #: a sync-capable transport the delivery worker may use (set by the subclasses)
+    #: a sync-capable transport / client the delivery worker may use (set by the subclasses)
     _worker_transport: httpx.BaseTransport | None = None
+    _given_http_client: httpx.Client | None = None
 
     @property
     def base_url(self) -> str:
@@ -193,14 +194,21 @@ class Drip(_ClientBase):
     ) -> None:
         super().__init__(api_key, base_url, **options)
         self._transport = SyncTransport(self.settings, http_client=http_client, transport=transport)
+        self._given_http_client = http_client
+        self._worker_transport = transport
         if self.settings.spool_dir:
             self._instrumentation  # noqa: B018 - replays what earlier processes left, now
 
     def _ingest_sender(self) -> Any:
         from ._transport import IngestSender
 
-        # the worker thread shares this client's connection pool (httpx.Client is thread-safe)
-        return IngestSender(self.settings, http_client=self._transport.client)
+        # The user's seam when there is one. Otherwise the worker opens its own connections
+        # (made again in a fork() child): sharing this client's pool across fork() would let
+        # two processes write on one socket.
+        given = self._given_http_client
+        if given is not None:
+            return IngestSender(self.settings, http_client=given)
+        return IngestSender(self.settings, transport=self._worker_transport)
 
     ping = _sync(_api.ping)
     create_customer = _sync(_api.create_customer)

@@ -104,6 +104,8 @@ class Delivery:
         self.spool_failed = False
         self.down_since: float | None = None
         self.outage_failed = 0
+        #: the sender is inside a request (its outcome unknown until it returns)
+        self.in_request = False
         self._threads: list[threading.Thread] = []
         self._send: Sender | None = self._given_sender
 
@@ -275,12 +277,13 @@ class Delivery:
             marker.done.wait(timeout)
         self.stop.set()
         self.buffer.wake.set()
-        grace = 2.0 if self.spool is not None else 0.0  # writing what is left to disk
+        # time for the threads to notice the deadline, and to write what is left to disk
+        grace = 2.0 if self.spool is not None else 0.1
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, self.deadline + grace - time.monotonic()))
         # a request still in flight may yet land: it stays pending (not failed) in the report
-        busy = len(self._threads) > 1 and self._threads[1].is_alive()
+        busy = self.in_request
         with self.cond:
             kept = deque(
                 b for n, b in enumerate(self.outbox) if b.file is not None or (busy and n == 0)

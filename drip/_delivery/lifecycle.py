@@ -60,7 +60,12 @@ def started(delivery: Delivery) -> None:
         _install_sigterm()
 
 
+_exiting = False
+
+
 def _shutdown_all() -> None:
+    global _exiting
+    _exiting = True  # a SIGTERM during this bounded flush lets it finish (see _on_sigterm)
     for delivery in _mine():
         delivery.shutdown()
 
@@ -94,9 +99,21 @@ def _install_sigterm() -> None:
     _installed_pid = os.getpid()
 
 
+_stopping = False
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    if _stopping or _exiting:
+        # the process is already stopping and flushing (a second SIGTERM, or one that
+        # arrives during atexit or a multiprocessing child's exit, as ``Pool.terminate``
+        # sends): that bounded flush finishes and ends the process
+        return
+    _stopping = True
     previous = _previous
     chained = callable(previous) and previous is not signal.default_int_handler
+    if chained:
+        _stopping = False  # the application's handler may keep the process running
     for delivery in _mine():
         try:
             if chained:
@@ -176,8 +193,9 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _mp_hooked_pid
+    global _mp_hooked_pid, _stopping, _exiting
     _mp_hooked_pid = 0
+    _stopping = _exiting = False
     for delivery in list(_live):
         delivery.after_fork()
 

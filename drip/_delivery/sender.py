@@ -103,7 +103,11 @@ def _deliver(d: Delivery, body: bytes, count: int, *, durable: bool) -> bool:
         if d.gave_up():
             return False
         try:
-            result = d.get_send()(body)
+            d.in_request = True
+            try:
+                result = d.get_send()(body)
+            finally:
+                d.in_request = False
         except DripError as exc:
             delay = retry_delay(exc, attempt)
             if delay is None:
