@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import DripValidationError
-from .models import MAX_METADATA_BYTES, MAX_NAME_LENGTH
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -45,11 +44,16 @@ __all__ = [
     "check_quantity",
     "check_text",
     "clean_text",
+    "find_bad_text",
     "metadata_problem",
     "quantity_problem",
     "text_problem",
 ]
 
+#: Largest metadata object accepted, as compact JSON bytes (client and server).
+MAX_METADATA_BYTES = 16 * 1024
+#: Longest identifier-like string (ids, keys, meters, event types).
+MAX_NAME_LENGTH = 256
 #: Largest quantity accepted (client and server): integers stay exact, prices stay in range.
 MAX_QUANTITY = 10**15
 #: Deepest nesting of metadata (the object itself is level 1).
@@ -70,6 +74,27 @@ def text_problem(value: str) -> str | None:
     if bad.group() == "\x00":
         return "holds a NUL character"
     return f"holds a lone surrogate ({bad.group()!a}: not valid UTF-8)"
+
+
+def find_bad_text(value: Any, where: str = "") -> str | None:
+    """The first string (key or value) anywhere in a decoded JSON value that cannot be
+    stored, as ``"<path> <problem>"``, or None. Iterative: any depth, no RecursionError."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem is not None:
+                return f"{path or 'value'} {problem}"
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                sub = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and text_problem(key) is not None:
+                    return f"a key in {path or 'the body'} {text_problem(key)}"
+                stack.append((sub, inner))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(item))
+    return None
 
 
 def clean_text(value: str) -> str:
