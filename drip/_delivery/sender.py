@@ -1,8 +1,9 @@
 """The sender thread: sends the worker's batches in order, one request in flight, and settles
 each one: delivered, rejected item by item, refused, or left for the spool.
 
-* Retries: network errors, timeouts, 408, 425, 429 and 5xx retry the *same bytes* (same ids, so
-  the server de-duplicates) with the transport's backoff, honouring ``Retry-After``.
+* Retries: the SDK's one retry policy (``drip._transport.retry_delay``: network errors,
+  timeouts, 408, 425, 429, 5xx) resends the *same bytes* (same ids, so the server
+  de-duplicates) with its backoff, honouring ``Retry-After``.
 * Budget: ``max_retry_time`` seconds of failure in a row (an outage, not one batch). Within it,
   the first failure is reported once (log + ``on_error``) and retries are logged at DEBUG only.
   Past it, without a spool, each batch gets one attempt and is then reported undelivered (the
@@ -22,12 +23,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from .._transport import retry_delay
 from ..errors import (
     DripAPIError,
     DripDeliveryError,
     DripError,
-    DripNetworkError,
-    DripRateLimitError,
 )
 from ..models import IngestResult
 from .spool import SpoolCorrupt
@@ -36,11 +36,10 @@ from .worker import Batch
 if TYPE_CHECKING:
     from . import Delivery
 
-__all__ = ["retry_delay", "run_sender"]
+__all__ = ["run_sender"]
 
 logger = logging.getLogger("drip")
 
-_RETRY_STATUSES = frozenset({408, 425, 429})
 #: a whole batch refused with one of these may hold one bad record: split it to find it
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 
@@ -193,23 +192,6 @@ def _split(d: Delivery, body: bytes, *, durable: bool) -> bool:
         if not _deliver(d, part, len(half), durable=durable):
             return False
     return True
-
-
-def retry_delay(exc: DripError, attempt: int) -> float | None:
-    """Seconds before the next attempt, or None when the failure is not worth repeating."""
-    from .._transport import backoff_delay
-
-    if isinstance(exc, DripAPIError):
-        retryable = (
-            exc.status_code in _RETRY_STATUSES
-            or exc.status_code >= 500
-            or (exc.status_code < 400 and exc.code == "INVALID_RESPONSE")
-        )
-        if not retryable:
-            return None
-        retry_after = exc.retry_after if isinstance(exc, DripRateLimitError) else None
-        return backoff_delay(attempt, retry_after)
-    return backoff_delay(attempt) if isinstance(exc, DripNetworkError) else None
 
 
 def _account(d: Delivery, result: IngestResult, count: int) -> None:
