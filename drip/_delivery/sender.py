@@ -87,7 +87,7 @@ def _settle(d: Delivery, batch: Batch) -> bool:
             d.reporter.failure("SPOOL_CORRUPT", batch.count, f"{exc} (kept as {kept})")
             batch.file = None
             return True
-    if not _deliver(d, body, batch.count, durable=file is not None):
+    if not _deliver(d, body, batch.count, durable=file is not None, sizes=batch.sizes):
         return False
     if file is not None and spool is not None:
         spool.remove(file)
@@ -95,7 +95,9 @@ def _settle(d: Delivery, batch: Batch) -> bool:
     return True
 
 
-def _deliver(d: Delivery, body: bytes, count: int, *, durable: bool) -> bool:
+def _deliver(
+    d: Delivery, body: bytes, count: int, *, durable: bool, sizes: list[int] | None = None
+) -> bool:
     """POST ``body`` until it is answered or final; False when left at a shutdown deadline."""
     attempt = 0
     while True:
@@ -115,7 +117,7 @@ def _deliver(d: Delivery, body: bytes, count: int, *, durable: bool) -> bool:
                     and isinstance(exc, DripAPIError)
                     and exc.status_code in _SPLIT_STATUSES
                 ):
-                    return _split(d, body, durable=durable)
+                    return _split(d, body, sizes, durable=durable)
                 d.counters.refused += count
                 d.reporter.failure("REFUSED", count, f"the server refused the batch: {exc}")
                 return True
@@ -179,19 +181,55 @@ def report_outage(d: Delivery) -> None:
         logger.error("drip: %d drip records in all were not delivered during the outage", later)
 
 
-def _split(d: Delivery, body: bytes, *, durable: bool) -> bool:
-    try:
-        items = json.loads(body)["items"]
-    except (ValueError, KeyError, TypeError) as exc:
-        d.counters.refused += 1
-        d.reporter.failure("REFUSED", 1, f"the batch is not valid JSON: {exc}")
+def _split(d: Delivery, body: bytes, sizes: list[int] | None, *, durable: bool) -> bool:
+    """Send the two halves of a refused batch, each on its own (down to single records)."""
+    parts = _items(body, sizes)
+    if parts is None:
+        d.counters.refused += len(sizes or ()) or 1
+        d.reporter.failure("REFUSED", len(sizes or ()) or 1, "a batch that cannot be split")
         return True
+    items, bad = parts
+    if bad:
+        d.counters.refused += bad
+        d.reporter.failure("REFUSED", bad, "the end of a spooled batch is not valid JSON")
     mid = len(items) // 2
     for half in (items[:mid], items[mid:]):
-        part = json.dumps({"items": half}, separators=(",", ":")).encode()
-        if not _deliver(d, part, len(half), durable=durable):
+        if not half:
+            continue
+        part = b'{"items":[' + b",".join(half) + b"]}"
+        if not _deliver(d, part, len(half), durable=durable, sizes=[len(i) for i in half]):
             return False
     return True
+
+
+def _items(body: bytes, sizes: list[int] | None) -> tuple[list[bytes], int] | None:
+    """The items of a batch body as bytes, and how many at its end could not be read.
+
+    With ``sizes`` (batches this process encoded) the body is cut, not parsed, so one item
+    that is not JSON costs only itself. Without (a batch read back from the spool) items are
+    decoded one after another up to the first that is not JSON; the rest count as unreadable.
+    """
+    head = b'{"items":['
+    if not body.startswith(head):
+        return None
+    if sizes is not None:
+        items, at = [], len(head)
+        for n in sizes:
+            items.append(body[at : at + n])
+            at += n + 1
+        return items, 0
+    text = body.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    out: list[bytes] = []
+    at = len(head)
+    while at < len(text) and text[at] != "]":
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            return out, max(1, text.count('"type"', at))
+        out.append(text[at:end].encode())
+        at = end + 1 if end < len(text) and text[end] == "," else end
+    return out, 0
 
 
 def _account(d: Delivery, result: IngestResult, count: int) -> None:

@@ -34,15 +34,22 @@ AHEAD = 2
 class Batch:
     """One encoded batch (or only a flush marker, with ``count == 0``)."""
 
-    __slots__ = ("body", "count", "file", "marker")
+    __slots__ = ("body", "count", "file", "marker", "sizes")
 
     def __init__(
-        self, body: bytes | None, count: int, marker: Marker | None, file: SpoolFile | None = None
+        self,
+        body: bytes | None,
+        count: int,
+        marker: Marker | None,
+        file: SpoolFile | None = None,
+        sizes: list[int] | None = None,
     ) -> None:
         self.body = body
         self.count = count
         self.marker = marker
         self.file = file
+        #: each item's length in bytes, so a refused batch can be split without parsing it
+        self.sizes = sizes
 
 
 def run_worker(d: Delivery) -> None:
@@ -115,14 +122,16 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     clock.sync()
     # kept on ``d`` so a fork() child can find run starts taken out but not yet handed over
     taken: list[Any] = []
+    sizes: list[int] = []
     d.encoding = taken
     if d.carry is not None:
         text, rec = d.carry
         parts.append(text)
         taken.append(rec)
         size += len(text) + 1
+        sizes.append(len(text))
         d.carry = None
-    pop, add_part, take = d.buffer.q.popleft, parts.append, taken.append
+    pop, add_part, take, add_size = d.buffer.q.popleft, parts.append, taken.append, sizes.append
     room = limit_items - len(parts)
     while room > 0:  # per record: this loop runs for every event, locals only
         try:
@@ -145,12 +154,18 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
                 )
             )
             continue
-        size += len(text) + 1
+        n = len(text)
+        size += n + 1
         if size > limit_bytes and parts:
             d.carry = (text, rec)
             break
         add_part(text)
+        add_size(n)
         take(rec)
         room -= 1
-    body = f'{{"items":[{",".join(parts)}]}}'.encode() if parts else None
-    return Batch(body, len(parts), marker)
+    if not parts:
+        return Batch(None, 0, marker)
+    text = ",".join(parts)
+    body = f'{{"items":[{text}]}}'.encode()
+    # item sizes in characters are sizes in bytes only for ASCII (what the encoders write)
+    return Batch(body, len(parts), marker, sizes=sizes if len(body) == len(text) + 12 else None)
