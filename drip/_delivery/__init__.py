@@ -308,10 +308,16 @@ class Delivery:
             )  # fmt: skip
         elif self.spool is not None:
             self.spool.close()
-        if self._send is not None and self._given_sender is None:
-            with contextlib.suppress(Exception):
-                self._send.close()  # type: ignore[attr-defined]
+        if not (len(self._threads) > 1 and self._threads[1].is_alive()):
+            self.close_sender()  # else the sender thread closes it when its request returns
         return report
+
+    def close_sender(self) -> None:
+        """Close the HTTP client of a sender this delivery made (never one it was given)."""
+        send, self._send = self._send, self._given_sender
+        if send is not None and send is not self._given_sender:
+            with contextlib.suppress(Exception):
+                send.close()  # type: ignore[attr-defined]
 
     def stats(self, errors: int = 0, last_error: str | None = None) -> DeliveryStats:
         c = self.counters

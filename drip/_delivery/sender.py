@@ -46,6 +46,14 @@ _SPLIT_STATUSES = frozenset({400, 413, 422})
 
 def run_sender(d: Delivery) -> None:
     """The sender thread's body: settle batches in order until the worker is done."""
+    try:
+        _run(d)
+    finally:
+        if d.stop.is_set():
+            d.close_sender()
+
+
+def _run(d: Delivery) -> None:
     while True:
         with d.cond:
             while not d.outbox:
