@@ -14,7 +14,7 @@ def test_flush_report_equals_the_servers_count(account: Any, customer: str, kit:
     with Drip(account.secret_key, account.base_url) as client:
         for _ in range(30):
             with client.run("counted", customer_id=customer):
-                for i in range(100):
+                for _i in range(100):
                     client.metered("delivery.calls")(lambda: None)()
         report = client.flush(60)
         assert (report.sent, report.failed, report.pending, report.spooled) == (3060, 0, 0, 0)
@@ -32,7 +32,7 @@ def test_shutdown_at_its_deadline_reports_the_truth(
     )
     for _ in range(50):
         with client.run("slow", customer_id=customer):
-            for i in range(98):
+            for _i in range(98):
                 client.metered("delivery.calls")(lambda: None)()
     report = client.shutdown(1.5)  # 5,000 records, 5 batches of 1,000: not all can go
     assert report.sent + report.failed + report.pending == 5000
