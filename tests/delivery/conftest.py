@@ -53,6 +53,10 @@ class FaultProxy:
     def down(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown wakes the thread blocked in accept(); close alone would leave the
+            # socket listening until that accept returned
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
             conns, self._conns = self._conns, []
