@@ -103,6 +103,9 @@ class Delivery:
         self.worker_done = False
         self.spool_failed = False
         self.down_since: float | None = None
+        #: failed attempts in a row
+        self.failures = 0
+        self.outage_reported = False
         self.outage_failed = 0
         #: the sender is inside a request (its outcome unknown until it returns)
         self.in_request = False

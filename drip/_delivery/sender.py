@@ -5,7 +5,8 @@ each one: delivered, rejected item by item, refused, or left for the spool.
   timeouts, 408, 425, 429, 5xx) resends the *same bytes* (same ids, so the server
   de-duplicates) with its backoff, honouring ``Retry-After``.
 * Budget: ``max_retry_time`` seconds of failure in a row (an outage, not one batch). Within it,
-  the first failure is reported once (log + ``on_error``) and retries are logged at DEBUG only.
+  the outage is reported once (log + ``on_error``: at the first answer from a failing server,
+  or when a retry after a network error fails too) and retries are logged at DEBUG only.
   Past it, without a spool, each batch gets one attempt and is then reported undelivered (the
   first one at once, the rest of the outage in one report with the total when it ends or at
   shutdown); with a spool nothing fails: the batch stays on disk and is retried (backoff capped
@@ -24,11 +25,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._transport import retry_delay
-from ..errors import (
-    DripAPIError,
-    DripDeliveryError,
-    DripError,
-)
+from ..errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError
 from ..models import IngestResult
 from .spool import SpoolCorrupt
 from .worker import Batch
@@ -63,9 +60,10 @@ def _run(d: Delivery) -> None:
             batch = d.outbox[0]
         try:
             left = bool(batch.count) and not _settle(d, batch)
-        except Exception as exc:  # a bug must not end delivery
+        except Exception as exc:  # a bug must not end delivery, nor lose count
             logger.exception("drip: delivery sender error")
-            d.reporter.problem(DripDeliveryError(f"delivery sender error: {exc!r}", code="WORKER"))
+            d.counters.undelivered += batch.count
+            d.reporter.failure("WORKER", batch.count, f"delivery sender error: {exc!r}")
             left = False
         if left:
             # the shutdown deadline passed: keep the rest where it is (on disk, or counted
@@ -152,8 +150,14 @@ def _deliver(
 def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
     """Note a retryable failure; False when the batch is to be given up (budget, no spool)."""
     now = time.monotonic()
+    d.failures += 1
     if d.down_since is None:
         d.down_since = now
+    # a lone network error is often a stale keep-alive connection, retried at once: an outage
+    # is reported (once) when a retry fails too, or when the server itself answered
+    lone = d.failures == 1 and isinstance(exc, DripNetworkError)
+    if not (lone or d.outage_reported):
+        d.outage_reported = True
         report = DripDeliveryError(
             f"delivery is failing ({exc}); retrying for up to {d.settings.max_retry_time:g} s"
             + (", then keeping records in the spool" if d.spool is not None else ""),
@@ -176,6 +180,8 @@ def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
 
 
 def _recovered(d: Delivery) -> None:
+    d.failures = 0
+    d.outage_reported = False
     if d.down_since is None:
         return
     d.down_since = None
