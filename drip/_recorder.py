@@ -14,20 +14,59 @@ raised in strict mode. Delivery problems never raise (see ``drip._delivery``).
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ._config import Settings
 from ._delivery import Delivery, DeliveryStats, FlushReport, Sender
 from ._records import Record
 
-__all__ = ["Fallback", "Recorder", "log_limited", "resolve"]
+__all__ = ["DISCARD", "Fallback", "Lane", "ListLane", "Recorder", "log_limited", "resolve"]
 
 logger = logging.getLogger("drip")
 
 #: hands down the recorder of last resort (the default client's), or None when there is none
 Fallback = Callable[[], "Recorder | None"]
+
+
+class Lane(Protocol):
+    """Where the hot path puts records: the contract between recording and delivery.
+
+    A metered call inside a run does, inline (no call into Python code)::
+
+        buf = lane._buf
+        if len(buf) < lane._soft:
+            buf.append(record)      # the fast lane: a C call
+        else:
+            lane.append(record)     # the slow lane: start the worker, wake it, back-pressure
+
+    so the fast lane costs no Python frame. ``_soft`` is how many records may wait before the
+    slow lane must see the next one (0 forces every record through ``append``); ``_buf`` may be
+    replaced (after ``fork()``) and is read again on every call. ``Delivery`` is a lane.
+    """
+
+    _buf: Any
+    _soft: int
+
+    def append(self, record: Record) -> None: ...
+
+
+class ListLane:
+    """A lane into a list (or any ``append``-able) that never needs the slow lane."""
+
+    __slots__ = ("_buf", "_soft", "append")
+
+    def __init__(self, buf: Any) -> None:
+        self._buf = buf
+        self._soft = sys.maxsize
+        self.append: Callable[[Record], None] = buf.append
+
+
+#: the lane of a run that is not recorded (its problem was reported once): keeps nothing
+DISCARD = ListLane(deque(maxlen=0))
 
 
 class Recorder:
@@ -47,7 +86,8 @@ class Recorder:
         self.delivery = Delivery(
             settings, sender=sender, on_error=on_error, make_sender=make_sender
         )
-        #: the hot path's way in: a bound method, looked up once per run
+        #: the hot path's way in (see ``Lane``): the delivery's buffer, looked up once per run
+        self.lane: Lane = self.delivery.buffer
         self.append: Callable[[Record], None] = self.delivery.append
         self._errors = 0
         self._last_error: str | None = None
