@@ -74,11 +74,15 @@ def start_server(
     ``port=0`` lets the OS choose a free port; ``RunningServer.url`` tells which.
     """
     app = create_app(database_url, pricing=_pricing(prices))
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on each accepted connection only when
+    # the socket says it is TCP (uvicorn's own sockets do; this one did not)
+    sock = socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit this (Linux, macOS): without it Nagle's algorithm and the
-    # client's delayed ACK hold every answer ~40 ms (45 ms a request against 2.6 ms for
-    # ``drip serve``, whose sockets uvicorn opens itself).
+    # Also on the listening socket (accepted ones inherit it on Linux): without TCP_NODELAY,
+    # Nagle's algorithm and the client's delayed ACK held every answer ~40 ms (45 ms a request
+    # against 2.6 ms for ``drip serve``, whose sockets uvicorn opens itself).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
