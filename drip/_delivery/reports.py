@@ -32,7 +32,8 @@ class FlushReport:
     sent: int
     #: will never be delivered: rejected, refused, dropped, or undelivered (budget, deadline)
     failed: int
-    #: still in memory when the call returned (the timeout expired)
+    #: still in memory when the call returned (the timeout expired), including a request in
+    #: flight at a shutdown deadline, which may still land (``stats()`` counts it when it does)
     pending: int
     #: not delivered yet but safe on disk in the spool: this process or a later one sends them
     spooled: int = 0
