@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,64 @@ def test_a_corrupt_spool_file_is_skipped_and_reported(
     assert kit.stored(client, customer, "delivery.calls") == (0, 1)
     assert len(list(spool_dir.rglob("*.corrupt"))) == 2
     assert not list(spool_dir.rglob("*.tmp")) and not list(spool_dir.rglob("*.batch"))
+
+
+def test_overload_with_the_server_down_spills_to_the_spool_and_loses_nothing(
+    tmp_path: Path, account: Any, client: Drip, customer: str, proxy: Any, kit: Any
+) -> None:
+    """A buffer of 1,000 records, 10,040 records made while the server is down for longer
+    than the budget: the worker spills them to disk (the caller is not held for the outage),
+    and all of them are stored once the server is back."""
+    proxy.down()
+    producer = Drip(
+        account.secret_key, proxy.url, spool_dir=str(tmp_path / "spool"), max_buffer=1000,
+        max_batch_items=500, max_retry_time=0.5, flush_interval=0.05,
+    )  # fmt: skip
+    started = time.monotonic()
+    for _ in range(20):
+        with producer.run("spilled", customer_id=customer):
+            for _i in range(500):
+                producer.metered("delivery.calls")(lambda: None)()
+    elapsed = time.monotonic() - started
+    deadline = time.monotonic() + 30
+    while producer.stats().spooled < 10_040 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = producer.stats()
+    assert (stats.spooled, stats.sent, stats.dropped, stats.undelivered) == (10_040, 0, 0, 0)
+    assert elapsed < 20  # never held for the outage (it lasts until proxy.up() below)
+    proxy.up()
+    report = producer.flush(60)
+    producer.close()
+    assert (report.sent, report.failed, report.pending, report.spooled) == (10_040, 0, 0, 0)
+    assert kit.stored(client, customer, "delivery.calls") == (10_000, 0)
+    assert not list((tmp_path / "spool").rglob("*.batch"))
+
+
+def test_a_child_that_calls_os_exit_leaves_its_spooled_records_for_the_next_process(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """``os._exit`` gives no hook; what the worker spooled (within a flush interval) survives."""
+    body = """
+    client = Drip(os.environ["KEY"], os.environ["URL"], spool_dir=os.environ["SPOOL"],
+                  flush_interval=0.1, handle_signals=False)
+    # the server answers slowly for this process: hold the sender so nothing is acknowledged
+    import drip._delivery.sender as sender
+    real = sender._deliver
+    sender._deliver = lambda *a, **k: (time.sleep(600), real(*a, **k))[1]
+    with client.run("exited", customer_id=CUSTOMER):
+        for i in range(300):
+            work(i)
+    time.sleep(1.0)  # several flush intervals: the worker has written the batches
+    print("spooled", client.stats().spooled, flush=True)
+    os._exit(0)
+    """
+    spool = str(tmp_path / "spool")
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer, SPOOL=spool)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "spooled 302", out + err
+    assert kit.stored(client, customer, "delivery.calls") == (0, 0)
+    replay = Drip(account.secret_key, account.base_url, spool_dir=spool)
+    report = replay.flush(30)
+    replay.close()
+    assert report.sent == 302 and replay.stats().replayed == 302
+    assert kit.stored(client, customer, "delivery.calls") == (300, 0)
