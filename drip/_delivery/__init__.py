@@ -209,7 +209,7 @@ class Delivery:
         if self.spool is not None:
             self.spool.after_fork()
         for rec in starts:
-            self.buffer._buf.append(rec)
+            self.buffer.q.append(rec)
 
     # -- counts -------------------------------------------------------------------------------
 
@@ -275,7 +275,7 @@ class Delivery:
         marker = self._marker()
         with self.buffer.lock:
             self.buffer.closed = True
-            self.buffer._soft = 0
+            self.buffer.soft = 0
         if marker is not None:
             marker.done.wait(timeout)
         self.stop.set()
@@ -294,7 +294,7 @@ class Delivery:
             left = self.queued - sum(b.count for b in kept)
             self.outbox, self.queued = kept, sum(b.count for b in kept)
             lost = left + self.buffer.records() + len(self.encoding) + (self.carry is not None)
-            self.buffer._buf.clear()
+            self.buffer.q.clear()
             self.buffer.markers = 0
             self.encoding, self.carry = [], None
         self.counters.undelivered += lost

@@ -80,10 +80,10 @@ class Buffer:
         self.lock = threading.RLock()
         self.room = threading.Condition(threading.Lock())
         self.pid = os.getpid()
-        self._buf: deque[Any] = deque()
+        self.q: deque[Any] = deque()
         #: below this many records ``append`` takes the fast path; 0 until the worker runs,
         #: so the first record (and the first after a fork) starts it
-        self._soft = 0
+        self.soft = 0
         self.markers = 0
         self.closed = False
         self.waiting = 0
@@ -93,21 +93,21 @@ class Buffer:
 
     def running(self, batch_items: int) -> None:
         """The worker runs: open the fast path."""
-        self._soft = min(batch_items, self.max)
+        self.soft = min(batch_items, self.max)
 
     # -- the caller's side --------------------------------------------------------------------
 
     def append(self, rec: Any) -> None:
         """Buffer one record; never raises, never drops with the default settings."""
-        q = self._buf
-        if len(q) < self._soft:
+        q = self.q
+        if len(q) < self.soft:
             q.append(rec)
         else:
             self._append_slow(rec)
 
     def _append_slow(self, rec: Any) -> None:
-        q = self._buf
-        if self._soft and len(q) < self.max:
+        q = self.q
+        if self.soft and len(q) < self.max:
             q.append(rec)  # the worker runs and is behind: make sure it is awake
             if not self.wake.is_set():
                 self.wake.set()
@@ -119,20 +119,20 @@ class Buffer:
                 self.counters.dropped += 1
                 self.reporter.dropped("CLOSED")
                 return
-            if len(self._buf) < self.max:
-                self._buf.append(rec)
+            if len(self.q) < self.max:
+                self.q.append(rec)
                 self._start()
                 return
             if self.drop:
                 if rec[0] in _STRUCTURAL:  # kept past the bound: a run is never split
-                    self._buf.append(rec)
+                    self.q.append(rec)
                     return
                 self.counters.dropped += 1
                 self.wake.set()
                 self.reporter.dropped("BUFFER_FULL")
                 return
         self._wait_for_room()
-        self._buf.append(rec)
+        self.q.append(rec)
 
     def _wait_for_room(self) -> None:
         """Back-pressure: wait until the worker has taken records out (see the module doc)."""
@@ -142,7 +142,7 @@ class Buffer:
         with self.room:
             self.waiting += 1
             try:
-                while len(self._buf) >= self.max and not self.closed:
+                while len(self.q) >= self.max and not self.closed:
                     self.wake.set()
                     self.room.wait(0.05)
             finally:
@@ -160,9 +160,9 @@ class Buffer:
         marker = Marker()
         with self.lock:
             self.markers += 1
-            self._buf.append(marker)
+            self.q.append(marker)
         self.wake.set()
         return marker
 
     def records(self) -> int:
-        return len(self._buf) - self.markers
+        return len(self.q) - self.markers

@@ -157,7 +157,7 @@ def unsent_run_starts(delivery: Delivery) -> list[tuple[Any, ...]]:
     """In a fork child, before its reset: the run starts the parent has not had acknowledged
     (buffered, being encoded, or in an encoded batch), as records for the child's buffer."""
     starts: list[tuple[Any, ...]] = []
-    for rec in [*delivery.encoding, *list(delivery.buffer._buf)]:
+    for rec in [*delivery.encoding, *list(delivery.buffer.q)]:
         if isinstance(rec, tuple) and rec and rec[0] is encode_run_start:
             starts.append(rec)
     if delivery.carry is not None and delivery.carry[1][0] is encode_run_start:
@@ -185,7 +185,7 @@ def _before_fork() -> None:
         if delivery.pid != os.getpid():
             continue
         with contextlib.suppress(Exception):  # never stand in the way of a fork
-            for rec in [*delivery.encoding, *list(delivery.buffer._buf)]:
+            for rec in [*delivery.encoding, *list(delivery.buffer.q)]:
                 if isinstance(rec, tuple) and rec and rec[0] is encode_run_start:
                     rec[1].id  # noqa: B018 - formats and keeps the id
             if delivery.carry is not None and delivery.carry[1][0] is encode_run_start:

@@ -66,7 +66,7 @@ def run_worker(d: Delivery) -> None:
         except Exception as exc:  # a bug must not end delivery
             logger.exception("drip: delivery worker error")
             d.reporter.problem(DripDeliveryError(f"delivery worker error: {exc!r}", code="WORKER"))
-        if d.stop.is_set() and (d.gave_up() or not (buf._buf or d.carry)):
+        if d.stop.is_set() and (d.gave_up() or not (buf.q or d.carry)):
             break
     with d.cond:
         d.worker_done = True
@@ -89,7 +89,7 @@ def _room(d: Delivery) -> bool:
 def _pump(d: Delivery, clock: Clock) -> None:
     """Encode everything buffered, batch by batch, and hand it over."""
     buf = d.buffer
-    while (buf._buf or d.carry) and not (d.gave_up() and d.spool is None):
+    while (buf.q or d.carry) and not (d.gave_up() and d.spool is None):
         if not _room(d):
             return
         batch = _encode(d, clock)
@@ -131,7 +131,7 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
         size += len(text) + 1
         sizes.append(len(text))
         d.carry = None
-    pop, add_part, take, add_size = d.buffer._buf.popleft, parts.append, taken.append, sizes.append
+    pop, add_part, take, add_size = d.buffer.q.popleft, parts.append, taken.append, sizes.append
     room = limit_items - len(parts)
     while room > 0:  # per record: this loop runs for every event, locals only
         try:
