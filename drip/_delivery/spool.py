@@ -64,7 +64,7 @@ class Spool:
     def __init__(self, root: str, base_url: str, api_key: str | None, max_bytes: int) -> None:
         digest = hashlib.sha256(f"{base_url}\0{api_key or ''}".encode()).hexdigest()[:16]
         self.dir = os.path.join(os.path.abspath(root), digest)
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)  # usage data: this user's only
         self.max_bytes = max_bytes
         self._lock_fd: int | None = None
         self._take_ownership()
@@ -105,7 +105,7 @@ class Spool:
         header = b"%s %d %08x %d\n" % (_MAGIC, count, zlib.crc32(body), len(body))
         tmp = os.path.join(self.dir, name + ".tmp")
         path = os.path.join(self.dir, name + ".batch")
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb") as f:
             f.write(header)
             f.write(body)
         os.replace(tmp, path)
