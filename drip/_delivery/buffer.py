@@ -93,7 +93,19 @@ class Buffer:
 
     def running(self, batch_items: int) -> None:
         """The worker runs: open the fast path."""
-        self.soft = min(batch_items, self.max)
+        self.batch = min(batch_items, self.max)
+        self.soft = self.batch
+
+    def busy(self, busy: bool) -> None:
+        """The worker is taking records out (True) or about to sleep (False).
+
+        While it works it needs no wake-up: the fast path then runs up to ``max`` records, so a
+        tight loop does not take the slow path (two Python calls) for every record while the
+        worker drains the buffer. Before it sleeps, the soft bound returns to a batch.
+        """
+        with self.lock:
+            if not self.closed and self.soft:
+                self.soft = self.max if busy else self.batch
 
     # -- the caller's side --------------------------------------------------------------------
 

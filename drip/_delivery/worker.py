@@ -89,6 +89,15 @@ def _room(d: Delivery) -> bool:
 def _pump(d: Delivery, clock: Clock) -> None:
     """Encode everything buffered, batch by batch, and hand it over."""
     buf = d.buffer
+    buf.busy(True)
+    try:
+        _drain(d, clock)
+    finally:
+        buf.busy(False)
+
+
+def _drain(d: Delivery, clock: Clock) -> None:
+    buf = d.buffer
     while (buf.q or d.carry) and not (d.gave_up() and d.spool is None):
         if not _room(d):
             return
