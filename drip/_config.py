@@ -201,9 +201,12 @@ def resolve_settings(
             _number("DRIP_SPOOL_MAX_BYTES", spool_max_bytes, env, 256 * 1024 * 1024)
         ),
         overflow=_overflow(overflow or _env(env, "DRIP_OVERFLOW")),
-        handle_signals=_flag("DRIP_HANDLE_SIGNALS", handle_signals, env)
-        if handle_signals is not None or _env(env, "DRIP_HANDLE_SIGNALS") is not None
-        else True,
+        # on unless turned off (``_flag`` alone treats "unset" as off)
+        handle_signals=(
+            True
+            if handle_signals is None and _env(env, "DRIP_HANDLE_SIGNALS") is None
+            else _flag("DRIP_HANDLE_SIGNALS", handle_signals, env)
+        ),
     )
 
 

@@ -118,3 +118,25 @@ def test_local_mode_ignores_a_remote_key_from_env() -> None:
     assert s.api_key is None and s.local_db is not None
     s = resolve_settings(api_key=KEY, env={"DRIP_BASE_URL": "local"})
     assert s.api_key == KEY
+
+
+def test_delivery_settings_argument_environment_default() -> None:
+    from drip._config import resolve_settings as resolve
+
+    key = {"api_key": "sk_test_0000000000", "base_url": "http://127.0.0.1:9"}
+    default = resolve(**key, env={})
+    assert (default.spool_dir, default.overflow, default.handle_signals) == (None, "block", True)
+    assert default.spool_max_bytes == 256 * 1024 * 1024
+    env = {"DRIP_SPOOL_DIR": "/tmp/s", "DRIP_OVERFLOW": "drop", "DRIP_HANDLE_SIGNALS": "0",
+           "DRIP_SPOOL_MAX_BYTES": "1024"}  # fmt: skip
+    from_env = resolve(**key, env=env)
+    assert (from_env.spool_dir, from_env.overflow, from_env.handle_signals) == (
+        "/tmp/s",
+        "drop",
+        False,
+    )
+    assert from_env.spool_max_bytes == 1024
+    given = resolve(**key, spool_dir="/x", overflow="block", handle_signals=True, env=env)
+    assert (given.spool_dir, given.overflow, given.handle_signals) == ("/x", "block", True)
+    with pytest.raises(DripConfigurationError, match="DRIP_OVERFLOW must be 'block' or 'drop'"):
+        resolve(**key, overflow="lose", env={})
