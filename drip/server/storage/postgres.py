@@ -41,7 +41,10 @@ def migration_lock(engine: Engine) -> Iterator[Connection]:
         conn.commit()
         try:
             yield conn
-        finally:
+            conn.commit()  # what the caller did in the transaction it began
+        except BaseException:
             conn.rollback()
+            raise
+        finally:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             conn.commit()
