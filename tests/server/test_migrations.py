@@ -155,15 +155,14 @@ def test_four_processes_starting_together_on_a_fresh_database(database_url: str)
         )
         for _ in range(4)
     ]
-    logs = []
+    logs = [""] * len(processes)
     try:
-        for process in processes:
-            seen = _wait_for(process, r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-            port = re.findall(r"127\.0\.0\.1:(\d+)", seen)[-1]
+        for i, process in enumerate(processes):
+            logs[i] = _wait_for(process, r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+            port = re.findall(r"127\.0\.0\.1:(\d+)", logs[i])[-1]
             assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
-            logs.append(seen)
     finally:
-        logs = [log + _stop(p) for log, p in zip([*logs, "", "", "", ""], processes)]
+        logs = [log + _stop(p) for log, p in zip(logs, processes, strict=True)]
     for log in logs:
         _no_errors(log)
     db = Database(database_url)
@@ -183,8 +182,10 @@ def test_drip_serve_with_four_workers(database_url: str) -> None:
     """``drip serve --workers 4``: every worker answers; a request reaches the database."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "drip.cli", "serve", "--database-url", database_url]
-        + ["--port", str(port), "--workers", "4"],
+        [
+            *(sys.executable, "-m", "drip.cli", "serve", "--database-url", database_url),
+            *("--port", str(port), "--workers", "4"),
+        ],
         env=_env(database_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
