@@ -52,7 +52,8 @@ def db(database_url: str) -> Iterator[Database]:
 
 def test_a_fresh_database_is_created_at_head(db: Database) -> None:
     assert migrations.current(db) is None
-    assert db.upgrade() == [migrations.FIRST]  # only revision so far, applied once
+    applied = db.upgrade()
+    assert applied[0] == migrations.FIRST and applied[-1] == migrations.head()
     assert migrations.current(db) == migrations.head()
     assert db.upgrade() == []
     tables = set(inspect(db.engine).get_table_names())
@@ -64,7 +65,9 @@ def test_a_02_database_upgrades_in_place_and_keeps_its_data(database_url: str) -
     db = Database(database_url)
     try:
         assert migrations.current(db) is None  # 0.2 had no alembic_version
-        db.upgrade()
+        applied = db.upgrade()
+        assert migrations.FIRST not in applied  # stamped: its tables are already there
+        assert applied[-1] == migrations.head()
         assert migrations.current(db) == migrations.head()
     finally:
         db.dispose()

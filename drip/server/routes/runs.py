@@ -28,7 +28,9 @@ router = APIRouter(prefix="/v1")
 @router.post("/runs", openapi_extra=body(StartRunRequest))
 async def start_run(request: Request, who: Caller) -> Response:
     req = parse(StartRunRequest, await read_object(request))
-    run = await run_in_threadpool(storage_runs.start_run, state(request).db, who.account_id, req)
+    run = await run_in_threadpool(
+        storage_runs.start_run, state(request).db, who.account_id, req, who.owner
+    )
     return json_response(run, 200 if run.is_duplicate else 201)
 
 
@@ -50,7 +52,7 @@ async def list_runs(
 async def record_run(request: Request, who: Caller) -> Response:
     req = parse(RecordRunRequest, await read_object(request))
     result = await run_in_threadpool(
-        storage_runs.record_run, state(request).db, who.account_id, req
+        storage_runs.record_run, state(request).db, who.account_id, req, who.owner
     )
     return json_response(result, 201)
 
@@ -59,7 +61,7 @@ async def record_run(request: Request, who: Caller) -> Response:
 async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     req = parse(EndRunRequest, await read_object(request))
     result = await run_in_threadpool(
-        storage_runs.end_run, state(request).db, who.account_id, run_id, req
+        storage_runs.end_run, state(request).db, who.account_id, run_id, req, who.owner
     )
     return json_response(result)
 
