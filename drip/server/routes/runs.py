@@ -10,22 +10,30 @@ from starlette.concurrency import run_in_threadpool
 from drip.models import (
     EmitEventRequest,
     EmitEventsBatchRequest,
+    EmitEventsBatchResult,
     EndRunRequest,
+    EndRunResult,
+    EventResult,
     RecordRunRequest,
+    RecordRunResult,
+    RunDetails,
+    RunList,
+    RunResult,
+    RunTimeline,
     StartRunRequest,
 )
 
 from ..deps import Caller, state
 from ..errors import ApiError
 from ..http import json_response, parse, read_object
-from ..openapi import body
+from ..openapi import answers, body
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
 
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/runs", openapi_extra=body(StartRunRequest))
+@router.post("/runs", openapi_extra=body(StartRunRequest), responses=answers(RunResult, 200, 201))
 async def start_run(request: Request, who: Caller) -> Response:
     req = parse(StartRunRequest, await read_object(request))
     run = await run_in_threadpool(
@@ -34,7 +42,7 @@ async def start_run(request: Request, who: Caller) -> Response:
     return json_response(run, 200 if run.is_duplicate else 201)
 
 
-@router.get("/runs")
+@router.get("/runs", responses=answers(RunList))
 async def list_runs(
     request: Request,
     who: Caller,
@@ -48,7 +56,9 @@ async def list_runs(
     return json_response(body)
 
 
-@router.post("/runs/record", openapi_extra=body(RecordRunRequest))
+@router.post(
+    "/runs/record", openapi_extra=body(RecordRunRequest), responses=answers(RecordRunResult, 201)
+)
 async def record_run(request: Request, who: Caller) -> Response:
     req = parse(RecordRunRequest, await read_object(request))
     result = await run_in_threadpool(
@@ -57,7 +67,7 @@ async def record_run(request: Request, who: Caller) -> Response:
     return json_response(result, 201)
 
 
-@router.patch("/runs/{run_id}", openapi_extra=body(EndRunRequest))
+@router.patch("/runs/{run_id}", openapi_extra=body(EndRunRequest), responses=answers(EndRunResult))
 async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     req = parse(EndRunRequest, await read_object(request))
     result = await run_in_threadpool(
@@ -66,7 +76,7 @@ async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     return json_response(result)
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=answers(RunDetails))
 async def get_run(request: Request, who: Caller, run_id: str) -> Response:
     srv = state(request)
     body = await run_in_threadpool(
@@ -75,7 +85,7 @@ async def get_run(request: Request, who: Caller, run_id: str) -> Response:
     return json_response(body)
 
 
-@router.get("/runs/{run_id}/timeline")
+@router.get("/runs/{run_id}/timeline", responses=answers(RunTimeline))
 async def get_timeline(
     request: Request,
     who: Caller,
@@ -91,14 +101,20 @@ async def get_timeline(
     return json_response(timeline)
 
 
-@router.post("/run-events", openapi_extra=body(EmitEventRequest))
+@router.post(
+    "/run-events", openapi_extra=body(EmitEventRequest), responses=answers(EventResult, 200, 201)
+)
 async def emit_event(request: Request, who: Caller) -> Response:
     req = parse(EmitEventRequest, await read_object(request))
     event = await run_in_threadpool(storage_runs.emit_event, state(request).db, who.account_id, req)
     return json_response(event, 200 if event.is_duplicate else 201)
 
 
-@router.post("/run-events/batch", openapi_extra=body(EmitEventsBatchRequest))
+@router.post(
+    "/run-events/batch",
+    openapi_extra=body(EmitEventsBatchRequest),
+    responses=answers(EmitEventsBatchResult, 201),
+)
 async def emit_events_batch(request: Request, who: Caller) -> Response:
     """Items are validated one by one (snake_case accepted); a bad item is skipped."""
     items = (await read_object(request)).get("events")
