@@ -1,42 +1,38 @@
-"""The FastAPI application: state, routers and the handlers that keep every error JSON."""
+"""The FastAPI application: ``create_app()``, the factory every way of serving goes through.
+
+``create_app()`` with no arguments reads its settings from the environment (``settings``), so
+``uvicorn --factory drip.server.app:create_app`` and ``drip serve --workers N`` build the same
+app in each worker process. On start the schema is upgraded to the newest migration under a
+database-wide lock, so workers starting together are safe.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from drip._version import __version__
-from drip.models import Health
 
-from .auth import KeyStore
-from .db import Database
+from . import dashboard
+from .deps import ServerState
 from .errors import ApiError, error_body
+from .http import SecurityHeaders, json_response
+from .keys import KeyStore
+from .openapi import install_openapi
 from .pricing import Pricing
-from .wire import json_response
+from .routes import ROUTERS
+from .settings import Settings
+from .storage.database import Database
 
-__all__ = ["ServerState", "create_app", "state"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger("drip.server")
-
-
-@dataclass
-class ServerState:
-    """What every request needs: the database, the keys and the prices."""
-
-    db: Database
-    keys: KeyStore
-    pricing: Pricing
-
-
-def state(request: Request) -> ServerState:
-    """The server state of the app handling ``request``."""
-    found: ServerState = request.app.state.drip
-    return found
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -47,6 +43,19 @@ def _validation_message(exc: RequestValidationError) -> str:
             f"{'.'.join(loc)}: {err.get('msg', 'invalid value')}" if loc else str(err.get("msg"))
         )
     return "; ".join(parts) or "invalid request"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method our routes take at this request's path; a literal path (``/runs/record``)
+    hides the parametrised ones it also fits (``/runs/{run_id}``), as in the OpenAPI document."""
+    literal: set[str] = set()
+    parametrised: set[str] = set()
+    for router in (*ROUTERS, dashboard.router):
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+                found = parametrised if route.param_convertors else literal
+                found.update(route.methods or ())
+    return sorted(literal or parametrised)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -61,11 +70,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return json_response(error_body(422, "VALIDATION_ERROR", _validation_message(exc)), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
         message = "No such endpoint" if exc.status_code == 404 else str(exc.detail)
         body = error_body(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), message)
-        return json_response(body, exc.status_code)
+        response = json_response(body, exc.status_code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route with this path only
+            allowed = _allowed_methods(request)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
@@ -76,28 +92,36 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(
-    database_url: str, *, pricing: Pricing | None = None, create_tables: bool = True
+    database_url: str | None = None,
+    *,
+    pricing: Pricing | None = None,
+    create_tables: bool = True,
+    settings: Settings | None = None,
 ) -> FastAPI:
-    """The Drip API over ``database_url`` (``sqlite:///path.db`` or a PostgreSQL URL)."""
-    from . import dashboard, routes_customers, routes_ingest, routes_runs, routes_usage
-
-    db = Database(database_url)
-    if create_tables:
-        db.create_tables()
+    """The Drip API. Settings: ``settings`` (default: from the environment), with
+    ``database_url`` (``sqlite:///path.db`` or a PostgreSQL URL) and ``pricing`` overriding
+    theirs; ``create_tables=False`` leaves the schema as it is."""
+    settings = settings or Settings.from_env()
+    if database_url is not None:
+        settings = dataclasses.replace(settings, database_url=database_url)
+    if pricing is None:
+        pricing = Pricing.build(settings.prices, settings.default_price)
+    db = Database(settings.database_url)
+    if create_tables and settings.migrate:
+        db.upgrade()
     app = FastAPI(
         title="Drip local server",
         version=__version__,
-        docs_url="/docs",
+        docs_url="/docs" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,  # no OAuth here: one route fewer
     )
-    app.state.drip = ServerState(db=db, keys=KeyStore(db), pricing=pricing or Pricing())
+    app.state.drip = ServerState(db=db, keys=KeyStore(db), pricing=pricing, settings=settings)
     _install_error_handlers(app)
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> Response:
-        return json_response(Health(status="healthy", timestamp=int(time.time())))
-
-    for module in (routes_customers, routes_usage, routes_runs, routes_ingest):
-        app.include_router(module.router, prefix="/v1")
+    for router in ROUTERS:
+        app.include_router(router)
     app.include_router(dashboard.router)
+    app.add_middleware(SecurityHeaders)
+    install_openapi(app)
     return app

@@ -40,7 +40,7 @@ from drip._checks import MAX_NAME_LENGTH, MAX_QUANTITY, find_bad_text, metadata_
 from drip.models import IngestItem, RunStatus
 
 from .errors import ApiError, describe_validation_error
-from .wire import decode
+from .http import decode
 
 __all__ = ["FAST_ITEMS", "MAX_ITEMS", "Item", "Rejected", "parse_batch"]
 

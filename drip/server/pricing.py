@@ -10,9 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
-__all__ = ["MICROS", "Pricing", "format_usdc", "parse_price"]
+__all__ = ["MAX_MICROS", "MICROS", "Pricing", "format_usdc", "parse_price"]
 
 MICROS = Decimal(1_000_000)
+#: the largest charge stored (micros in a signed 64-bit column): about 9.2 trillion USDC
+MAX_MICROS = 2**63 - 1
 #: wide enough for any float quantity times any price: a cost is never an InvalidOperation
 #: (the ingest checks bound quantities; rows stored before them must still be readable)
 _WIDE = Context(prec=1000, Emax=MAX_EMAX, Emin=MIN_EMIN)

@@ -2,8 +2,12 @@
 
 Bodies are read here (not by FastAPI's body parameters) so that every failure has our JSON error
 shape: a body over ``MAX_BODY_BYTES`` is 413 (checked from Content-Length and again while
-reading), malformed JSON is 400, a body that is not an object or fails a model is 422 naming
-the field. An empty body counts as ``{}`` where the body is optional.
+reading), JSON nested deeper than ``MAX_DEPTH`` or malformed is 400, a body that is not an
+object or fails a model is 422 naming the field. An empty body counts as ``{}`` where the body
+is optional. (The OpenAPI document still declares each body's model: see ``routes``.)
+
+``SecurityHeaders`` adds a Content-Security-Policy, anti-framing and ``nosniff`` headers to
+every HTML response (the dashboard, ``/docs``).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+import pydantic_core
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip._checks import find_bad_text
 
@@ -21,6 +27,8 @@ from .errors import ApiError, describe_validation_error
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "SecurityHeaders",
     "check_text",
     "decode",
     "json_response",
@@ -31,6 +39,10 @@ __all__ = [
 
 #: largest request body accepted (bytes); an SDK ingest batch (5,000 events) is ~1.2 MiB
 MAX_BODY_BYTES = 8 * 1024 * 1024
+
+#: deepest JSON nesting accepted: the limit of pydantic-core's parser, which stops there
+#: instead of recursing further (Python's ``json`` would recurse until a RecursionError)
+MAX_DEPTH = 200
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,16 +75,31 @@ def _too_large() -> ApiError:
     )
 
 
+def _check_depth(raw: bytes) -> None:
+    """400 when ``raw`` nests deeper than ``MAX_DEPTH``: pydantic-core's parser stops at that
+    depth, in C, without recursing further. (Other faults are left to ``json``, which accepts
+    what the checks of the items judge one by one, such as lone surrogates.)"""
+    try:
+        pydantic_core.from_json(raw)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise ApiError(
+                400, "JSON_TOO_DEEP", f"The request body nests JSON deeper than {MAX_DEPTH} levels"
+            ) from None
+
+
 def decode(raw: bytes) -> Any:
     """Parse JSON bytes; an empty body is ``{}``.
 
     Bytes that are not UTF-8 do not fail the whole body: they decode to lone surrogates
     (``surrogateescape``), which the checks then refuse in the field that holds them, so one
-    bad string costs one item of a batch, not the batch. JSON nested too deeply to parse at all
-    (hundreds of levels) is a 400.
+    bad string costs one item of a batch, not the batch. JSON nested deeper than ``MAX_DEPTH``
+    is a 400 before ``json`` recurses into it.
     """
     if not raw.strip():
         return {}
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_depth(raw)
     try:
         try:
             return json.loads(raw)
@@ -80,7 +107,7 @@ def decode(raw: bytes) -> Any:
             return json.loads(raw.decode("utf-8", "surrogateescape"))
     except RecursionError:
         raise ApiError(
-            400, "INVALID_JSON", "The request body is nested too deeply to parse"
+            400, "JSON_TOO_DEEP", "The request body is nested too deeply to parse"
         ) from None
     except ValueError as exc:
         raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from None
@@ -127,3 +154,40 @@ def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Respo
 def _dumps(value: Any) -> str:
     # ASCII output escapes any lone surrogate; default=str covers datetimes and decimals
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class SecurityHeaders:
+    """ASGI middleware: security headers on every HTML response (pure ASGI, so the API's JSON
+    responses pay one dictionary look-up, not a second response object)."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+    #: for HTML pages that set no policy of their own (``/docs`` loads Swagger UI's assets)
+    DEFAULT_CSP = b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                names = {name.lower() for name, _ in headers}
+                content_type = dict(headers).get(b"content-type", b"")
+                if content_type.startswith(b"text/html"):
+                    headers.extend(h for h in self.HEADERS if h[0] not in names)
+                    if b"content-security-policy" not in names:
+                        headers.append((b"content-security-policy", self.DEFAULT_CSP))
+                    message = {**message, "headers": headers}
+                elif b"x-content-type-options" not in names:
+                    message = {**message, "headers": [*headers, self.HEADERS[0]]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
