@@ -7,12 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from drip.models import EmitEventRequest, EndRunRequest, RecordRunRequest, StartRunRequest
+from drip.models import (
+    EmitEventRequest,
+    EndRunRequest,
+    RecordRunRequest,
+    RunStatus,
+    StartRunRequest,
+)
 
-from . import storage_reads, storage_runs
+from . import run_list, storage_reads, storage_runs
 from .app import state
 from .auth import Principal, authenticate
 from .errors import ApiError
+from .usage_summary import parse_instant
 from .wire import json_response, parse, read_object
 
 router = APIRouter()
@@ -33,10 +40,25 @@ async def list_runs(
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+    workflow: Annotated[str | None, Query(description="workflow id or slug")] = None,
+    status: RunStatus | None = None,
+    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
+    until: Annotated[str | None, Query(description="started before (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> Response:
-    """Newest first (extension, for the dashboard and the CLI)."""
+    """Newest start first, keyset-paged (extension, for the dashboard and the CLI)."""
     body = await run_in_threadpool(
-        storage_reads.list_runs, state(request).db, who.account_id, limit, customer_id
+        lambda: run_list.list_runs(
+            state(request).db,
+            who.account_id,
+            limit=limit,
+            customer_id=customer_id,
+            workflow=workflow,
+            status=status,
+            since=parse_instant(since, "since"),
+            until=parse_instant(until, "until"),
+            cursor=cursor,
+        )
     )
     return json_response(body)
 

@@ -10,8 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from drip.models import ChargeRequest, TrackUsageRequest
 
 from . import storage
+from . import usage_summary as usage_summary_
 from .app import state
 from .auth import Principal, authenticate, require_secret
+from .usage_summary import parse_group_by, parse_instant
 from .wire import json_response, parse, read_object
 
 router = APIRouter()
@@ -51,9 +53,19 @@ async def usage_summary(
     who: Annotated[Principal, Depends(require_secret)],
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     meter: str | None = None,
+    since: Annotated[str | None, Query(description="from (ISO 8601), inclusive")] = None,
+    until: Annotated[str | None, Query(description="to (ISO 8601), exclusive")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(alias="groupBy", description="meter, customer, workflow, day, hour, model"),
+    ] = None,
 ) -> Response:
     """Secret keys only: totals across every customer are not for a browser."""
+    groups = parse_group_by(group_by)
+    start, end = parse_instant(since, "since"), parse_instant(until, "until")
     result = await run_in_threadpool(
-        storage.usage_summary, state(request).db, who.account_id, customer_id, meter
+        lambda: usage_summary_.usage_summary(
+            state(request).db, who.account_id, customer_id, meter, start, end, groups
+        )
     )
     return json_response(result)

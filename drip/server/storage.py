@@ -23,11 +23,9 @@ from drip.models import (
     Customer,
     CustomerList,
     CustomerStatus,
-    MeterTotal,
     TrackUsageBatchResult,
     TrackUsageRequest,
     TrackUsageResult,
-    UsageSummary,
     Workflow,
     WorkflowList,
 )
@@ -36,7 +34,8 @@ from . import clock
 from .db import Database, chunked, insert_ignore
 from .errors import ApiError
 from .pricing import Pricing, format_usdc
-from .schema import customers, events, usage_records, workflows
+from .rollups import Rollup, model_of
+from .schema import customers, usage_records, workflows
 
 __all__ = [
     "charge",
@@ -49,7 +48,6 @@ __all__ = [
     "require_customer",
     "resolve_workflow",
     "track_usage",
-    "usage_summary",
 ]
 
 
@@ -327,6 +325,18 @@ def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple
             & (u.c.idempotency_key == values["idempotency_key"])
         )
         row = conn.execute(select(u).where(u.c.account_id == account_id, where)).first()
+        if inserted and row is not None:
+            rollup = Rollup()
+            rollup.usage_record(
+                row.customer_id,
+                row.usage_type,
+                row.timestamp,
+                row.quantity,
+                row.family,
+                row.amount_micros,
+                model_of(row.meta),
+            )
+            rollup.write(conn, account_id)
     if row is None:  # the id itself collided: only possible with a forged client id
         raise ApiError(409, "USAGE_ID_CONFLICT", "A usage record with this id already exists")
     return row, not inserted
@@ -408,66 +418,4 @@ def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) 
             amount_usdc=format_usdc(row.amount_micros or 0),
             status=ChargeStatus(row.charge_status),
         ),
-    )
-
-
-def usage_summary(
-    db: Database, account_id: int, customer_id: str | None, meter: str | None
-) -> UsageSummary:
-    """Per-meter totals over usage records, charges and run events (the event's meter)."""
-    u, e = usage_records, events
-    u_where = [u.c.account_id == account_id]
-    e_where = [e.c.account_id == account_id]
-    if customer_id is not None:
-        u_where.append(u.c.customer_id == customer_id)
-        e_where.append(e.c.customer_id == customer_id)
-    if meter is not None:
-        u_where.append(u.c.usage_type == meter)
-        e_where.append(e.c.meter == meter)
-    totals: dict[str, dict[str, Any]] = {}
-
-    def slot(name: str) -> dict[str, Any]:
-        return totals.setdefault(
-            name, {"quantity": 0.0, "usage_records": 0, "charges": 0, "run_events": 0, "micros": 0}
-        )
-
-    with db.read() as conn:
-        if customer_id is not None and _customer_row(conn, account_id, customer_id) is None:
-            raise ApiError.not_found("customer", customer_id)
-        for name, family, count, quantity, micros in conn.execute(
-            select(
-                u.c.usage_type,
-                u.c.family,
-                func.count(),
-                func.sum(u.c.quantity),
-                func.sum(u.c.amount_micros),
-            )
-            .where(*u_where)
-            .group_by(u.c.usage_type, u.c.family)
-        ):
-            t = slot(name)
-            t["quantity"] += quantity or 0
-            t["charges" if family == "charge" else "usage_records"] += count
-            t["micros"] += micros or 0
-        for name, count, quantity in conn.execute(
-            select(e.c.meter, func.count(), func.sum(e.c.quantity))
-            .where(*e_where)
-            .group_by(e.c.meter)
-        ):
-            t = slot(name)
-            t["quantity"] += quantity or 0
-            t["run_events"] += count
-    return UsageSummary(
-        customer_id=customer_id,
-        meters=[
-            MeterTotal(
-                meter=name,
-                quantity=t["quantity"],
-                usage_records=t["usage_records"],
-                charges=t["charges"],
-                run_events=t["run_events"],
-                amount_usdc=format_usdc(int(t["micros"])),
-            )
-            for name, t in sorted(totals.items())
-        ],
     )

@@ -23,10 +23,10 @@ from drip.models import (
 from . import clock
 from .db import Database
 from .pricing import Pricing, format_usdc
-from .schema import customers, events, runs, workflows
-from .storage_runs import TIMELINE_MAX, number_text, require_run, run_result, run_totals
+from .schema import customers, events
+from .storage_runs import TIMELINE_MAX, number_text, require_run, run_totals
 
-__all__ = ["DETAILS_TIMELINE_LIMIT", "get_run", "get_timeline", "list_runs"]
+__all__ = ["DETAILS_TIMELINE_LIMIT", "get_run", "get_timeline"]
 
 #: events rendered inside ``GET /runs/{id}`` (for the 0.1.2 core async client); the timeline
 #: endpoint has its own ``limit``
@@ -154,25 +154,3 @@ def get_run(db: Database, pricing: Pricing, account_id: int, run_id: str) -> dic
     ]
     body["summary"] = f"{count} events"
     return body
-
-
-def list_runs(db: Database, account_id: int, limit: int, customer_id: str | None) -> dict[str, Any]:
-    """Newest runs first: ``{"data": [RunResult…], "count": n}``."""
-    where = [runs.c.account_id == account_id]
-    if customer_id is not None:
-        where.append(runs.c.customer_id == customer_id)
-    with db.read() as conn:
-        rows = conn.execute(
-            select(runs, workflows.c.name.label("workflow_name"))
-            .join(
-                workflows,
-                (workflows.c.account_id == runs.c.account_id)
-                & (workflows.c.id == runs.c.workflow_id),
-                isouter=True,
-            )
-            .where(*where)
-            .order_by(runs.c.seq.desc())
-            .limit(limit)
-        ).all()
-    data = [run_result(r, duplicate=False).model_dump(mode="json", by_alias=True) for r in rows]
-    return {"data": data, "count": len(data)}
