@@ -266,3 +266,6 @@ class RunTimeline(DripModel):
     correlation_id: str | None = None
     parent_run_id: str | None = None
     metadata: Metadata | None = None
+    #: extension: paging of the events (``cursor`` for the next page; None on the last)
+    next_cursor: str | None = None
+    has_more: bool = False

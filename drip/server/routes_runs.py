@@ -96,12 +96,14 @@ async def get_timeline(
     who: Caller,
     run_id: str,
     limit: Annotated[int | None, Query(ge=1, le=storage_runs.TIMELINE_MAX)] = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> Response:
-    """Events in time order; ``limit`` caps them (summary totals always cover the whole run).
-    ``cursor``, ``includeAnomalies`` and ``collapseRetries`` are accepted and ignored."""
+    """Events in time order, a page of ``limit`` (summary totals always cover the whole run);
+    ``nextCursor`` asks for the next page. ``includeAnomalies`` and ``collapseRetries`` are
+    accepted and ignored."""
     srv = state(request)
     timeline = await run_in_threadpool(
-        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit
+        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit, cursor
     )
     return json_response(timeline)
 

@@ -10,8 +10,6 @@ count and per-meter totals from ``run_meters`` (one indexed query per page), not
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from sqlalchemy import Connection, and_, select, tuple_
@@ -19,28 +17,12 @@ from sqlalchemy import Connection, and_, select, tuple_
 from drip.models import RunStatus
 
 from . import clock, decimals
+from .cursors import decode_cursor, encode_cursor
 from .db import Database
 from .errors import ApiError
 from .schema import customers, run_meters, runs, workflows
 
-__all__ = ["decode_cursor", "encode_cursor", "list_runs"]
-
-
-def encode_cursor(started_at: str, seq: int) -> str:
-    """The opaque cursor after a run."""
-    return base64.urlsafe_b64encode(f"{started_at}|{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    """(started_at, seq) from a cursor; 422 INVALID_CURSOR when it is not one of ours."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        started_at, seq = text.rsplit("|", 1)
-        if not clock.is_canonical(started_at):
-            raise ValueError(started_at)
-        return started_at, int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(422, "INVALID_CURSOR", "cursor: not a cursor this server gave") from None
+__all__ = ["list_runs"]
 
 
 def _workflow_id(conn: Connection, account_id: int, ref: str) -> str:
