@@ -42,7 +42,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .server import Pricing, create_app
-    from .server.auth import KeyStore
+    from .server.keys import KeyStore
 
     try:
         pricing = Pricing.build(args.price or [], args.default_price)
@@ -71,8 +71,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from .server.auth import KeyStore
-    from .server.db import Database
+    from .server.keys import KeyStore
+    from .server.storage.database import Database
 
     db = Database(_database_url(args))
     try:

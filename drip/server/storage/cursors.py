@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from . import clock
-from .errors import ApiError
+from .. import clock
+from ..errors import ApiError
 
 __all__ = ["decode_cursor", "encode_cursor"]
 

@@ -24,10 +24,11 @@ from sqlalchemy import Connection, and_, select
 
 from drip.models import MeterTotal, UsageGroup, UsageSummary
 
-from . import clock, decimals
-from .db import Database
-from .errors import ApiError
-from .pricing import format_usdc
+from .. import clock
+from ..errors import ApiError
+from ..pricing import format_usdc
+from . import decimals
+from .database import Database
 from .rollups import ACCOUNT, Rollup, model_of
 from .schema import customers, events, runs, usage_records, usage_rollups
 

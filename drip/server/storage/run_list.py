@@ -16,10 +16,11 @@ from sqlalchemy import Connection, and_, select, tuple_
 
 from drip.models import RunStatus
 
-from . import clock, decimals
+from .. import clock
+from ..errors import ApiError
+from . import decimals
 from .cursors import decode_cursor, encode_cursor
-from .db import Database
-from .errors import ApiError
+from .database import Database
 from .schema import customers, run_meters, runs, workflows
 
 __all__ = ["list_runs"]
