@@ -12,7 +12,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["ZERO", "add_text", "as_decimal", "decimal_text", "exact", "register_sqlite"]
+__all__ = [
+    "ZERO",
+    "add_text",
+    "as_decimal",
+    "decimal_sum",
+    "decimal_text",
+    "exact",
+    "register_sqlite",
+]
 
 ZERO = Decimal(0)
 
@@ -43,11 +51,34 @@ def decimal_text(value: Decimal | int) -> str:
     return text
 
 
+def decimal_sum(dialect: str, column: Any) -> Any:
+    """The exact SQL sum of a decimal column, for the dialect."""
+    from sqlalchemy import func
+
+    return func.sum(column) if dialect == "postgresql" else func.drip_dec_sum(column)
+
+
 def add_text(a: Any, b: Any) -> str:
     """SQLite's ``drip_dec_add(a, b)``: the exact sum of two stored decimals, as text."""
     return decimal_text(as_decimal(a) + as_decimal(b))
 
 
+class _Sum:
+    """SQLite's ``drip_dec_sum(x)``: the exact sum of stored decimals, as text."""
+
+    def __init__(self) -> None:
+        self.total = ZERO
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            self.total += Decimal(value)
+
+    def finalize(self) -> str:
+        return decimal_text(self.total)
+
+
 def register_sqlite(dbapi_conn: Any) -> None:
-    """Make ``drip_dec_add`` available on a ``sqlite3`` connection."""
+    """Make ``drip_dec_add(a, b)`` and ``drip_dec_sum(x)`` available on a ``sqlite3``
+    connection (PostgreSQL's NUMERIC ``+`` and ``sum`` do the same)."""
     dbapi_conn.create_function("drip_dec_add", 2, add_text, deterministic=True)
+    dbapi_conn.create_aggregate("drip_dec_sum", 1, _Sum)

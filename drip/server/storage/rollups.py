@@ -34,7 +34,8 @@ ACCOUNT = "*"
 METER = "meter"
 EVENT = "event"
 
-# [run_events, usage_records, charges, whole quantity, fractional quantity, amount micros]
+# [run_events, usage_records, charges, whole quantity, fractional quantity, amount micros,
+#  cost units]
 _Sums = list[Any]
 
 
@@ -74,14 +75,17 @@ class Rollup:
         timestamp: str,
         quantity: float,
         model: str = "",
+        cost_units: float | None = None,
     ) -> None:
         """One stored run event (``meter`` is the stored one: the event type when none)."""
         key = (run_id, customer_id, timestamp[:13], meter, EVENT if event_only else METER, model)
         sums = self.events.get(key)
         if sums is None:
-            sums = self.events[key] = [0, 0, 0, 0, decimals.ZERO, 0]
+            sums = self.events[key] = [0, 0, 0, 0, decimals.ZERO, 0, decimals.ZERO]
         sums[0] += 1
         _add(sums, quantity)
+        if cost_units:
+            sums[6] += decimals.exact(cost_units)
 
     def usage_record(
         self,
@@ -97,7 +101,7 @@ class Rollup:
         key = (customer_id, timestamp[:13], meter, family, model)
         sums = self.usage.get(key)
         if sums is None:
-            sums = self.usage[key] = [0, 0, 0, 0, decimals.ZERO, 0]
+            sums = self.usage[key] = [0, 0, 0, 0, decimals.ZERO, 0, decimals.ZERO]
         sums[2 if family == "charge" else 1] += 1
         _add(sums, quantity)
         sums[5] += amount_micros or 0
@@ -136,6 +140,7 @@ class Rollup:
                 found[0] += sums[0]
                 found[3] += sums[3]
                 found[4] += sums[4]
+                found[6] += sums[6]
         return out
 
     def write(self, conn: Connection, account_id: int) -> None:
@@ -153,9 +158,11 @@ class Rollup:
                 workflow_of[run_id] = workflow_id
         pg = conn.dialect.name == "postgresql"
 
+        def exact(value: Any) -> Any:
+            return value if pg else decimals.decimal_text(value)
+
         def quantity(sums: _Sums) -> Any:
-            total = sums[4] + sums[3]
-            return total if pg else decimals.decimal_text(total)
+            return exact(sums[4] + sums[3])
 
         hourly = [
             {
@@ -185,6 +192,7 @@ class Rollup:
                 "kind": kind,
                 "events": sums[0],
                 "quantity": quantity(sums),
+                "cost_units": exact(sums[6]),
             }
             for (run_id, meter, kind), sums in sorted(self.per_run().items())
         ]
@@ -208,8 +216,11 @@ def _upsert(
     changes: dict[str, Any] = {name: table.c[name] + excluded[name] for name in counts}
     if "amount_micros" in table.c:
         changes["amount_micros"] = table.c.amount_micros + excluded.amount_micros
-    if dialect is postgresql:
-        changes["quantity"] = table.c.quantity + excluded.quantity
-    else:
-        changes["quantity"] = func.drip_dec_add(table.c.quantity, excluded.quantity)
+    for name in ("quantity", "cost_units"):
+        if name not in table.c:
+            continue
+        if dialect is postgresql:
+            changes[name] = table.c[name] + excluded[name]
+        else:
+            changes[name] = func.drip_dec_add(table.c[name], excluded[name])
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes), rows)

@@ -103,6 +103,7 @@ def roll_events(conn: Connection, account_id: int, rows: Sequence[dict[str, Any]
             row["timestamp"],
             row["quantity"],
             model_of(row.get("meta")),
+            row.get("cost_units"),
         )
     rollup.write(conn, account_id)
 

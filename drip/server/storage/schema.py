@@ -264,5 +264,6 @@ run_meters = Table(
     Column("kind", String(8), nullable=False),
     Column("events", BigInteger, nullable=False),
     Column("quantity", DECIMAL, nullable=False),
+    Column("cost_units", DECIMAL, nullable=False),
     Index("uq_run_meters", "account_id", "run_id", "meter", "kind", unique=True),
 )

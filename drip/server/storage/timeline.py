@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select, tuple_
+from sqlalchemy import Connection, Row, Text, select, tuple_, type_coerce
 
 from drip.models import (
     RunDetails,
@@ -23,11 +24,12 @@ from drip.models import (
 
 from .. import clock
 from ..pricing import Pricing, format_usdc
+from . import decimals
 from .cursors import decode_cursor, encode_cursor
 from .database import Database
 from .refs import require_run
-from .runs import TIMELINE_MAX, number_text, run_totals
-from .schema import customers, events
+from .runs import TIMELINE_MAX, number_text
+from .schema import customers, events, run_meters
 
 __all__ = ["DETAILS_TIMELINE_LIMIT", "get_run", "get_timeline"]
 
@@ -43,7 +45,9 @@ _EVENT_COLUMNS = (
     events.c.seq, events.c.id, events.c.event_type, events.c.timestamp, events.c.quantity,
     events.c.units, events.c.description, events.c.cost_units, events.c.correlation_id,
     events.c.parent_event_id, events.c.span_id, events.c.duration_ms, events.c.outcome,
-    events.c.error_type, events.c.meter, events.c.meta,
+    events.c.error_type, events.c.meter,
+    # the JSON text as stored: parsed here only when there is some (most events have none)
+    type_coerce(events.c.meta, Text),
 )  # fmt: skip
 
 
@@ -87,6 +91,29 @@ def _event_dicts(rows: Sequence[Any], pricing: Pricing) -> list[dict[str, Any]]:
     return out
 
 
+def _totals(
+    conn: Connection, pricing: Pricing, account_id: int, run_id: str
+) -> tuple[tuple[int, float, float | None], int]:
+    """((events, quantity, cost units), charged micros) of the whole run, from ``run_meters``
+    (a few rows per run however many events it has)."""
+    m = run_meters
+    count, quantity, cost = 0, decimals.ZERO, decimals.ZERO
+    per_meter: dict[str, Decimal] = {}
+    for meter, events_, q, c in conn.execute(
+        select(m.c.meter, m.c.events, m.c.quantity, m.c.cost_units).where(
+            m.c.account_id == account_id, m.c.run_id == run_id
+        )
+    ):
+        count += events_
+        q = decimals.as_decimal(q)
+        quantity += q
+        cost += decimals.as_decimal(c)
+        per_meter[meter] = per_meter.get(meter, decimals.ZERO) + q
+    # priced per meter, as the events would be in sum
+    micros = sum(pricing.micros(meter, float(q)) for meter, q in per_meter.items())
+    return (count, float(quantity), float(cost)), micros
+
+
 def _read_run(
     db: Database,
     pricing: Pricing,
@@ -110,15 +137,7 @@ def _read_run(
         rows = conn.execute(
             select(*_EVENT_COLUMNS).where(*where).order_by(e.c.timestamp, e.c.seq).limit(limit + 1)
         ).all()
-        totals = run_totals(conn, account_id, run_id)
-        micros = 0
-        # priced per meter: one grouped query, not one price per event row
-        for meter, quantity in conn.execute(
-            select(e.c.meter, func.sum(e.c.quantity))
-            .where(e.c.account_id == account_id, e.c.run_id == run_id)
-            .group_by(e.c.meter)
-        ):
-            micros += pricing.micros(meter, quantity or 0)
+        totals, micros = _totals(conn, pricing, account_id, run_id)
     return row, customer_name, rows, totals, micros
 
 

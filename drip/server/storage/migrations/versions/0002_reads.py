@@ -99,6 +99,7 @@ def upgrade() -> None:
         Column("kind", String(8), nullable=False),
         Column("events", BigInteger, nullable=False),
         Column("quantity", _DECIMAL, nullable=False),
+        Column("cost_units", _DECIMAL, nullable=False),
         Index("uq_run_meters", "account_id", "run_id", "meter", "kind", unique=True),
     )
     _backfill()
@@ -124,7 +125,7 @@ def _backfill() -> None:
         rows = conn.execute(
             select(
                 e.c.seq, e.c.account_id, e.c.run_id, e.c.customer_id, e.c.meter, e.c.timestamp,
-                e.c.quantity, e.c.meta,
+                e.c.quantity, e.c.meta, e.c.cost_units,
             )
             .where(e.c.seq > after)
             .order_by(e.c.seq)
@@ -133,9 +134,10 @@ def _backfill() -> None:
         if not rows:
             break
         by_account: dict[int, Rollup] = {}
-        for _, account, run_id, customer, meter, ts, quantity, meta in rows:
+        for _, account, run_id, customer, meter, ts, quantity, meta, cost in rows:
             rollup = by_account.setdefault(account, Rollup())
-            rollup.event(run_id, customer, meter, False, ts, quantity, model_of(_meta(meta)))
+            model = model_of(_meta(meta))
+            rollup.event(run_id, customer, meter, False, ts, quantity, model, cost)
         for account, rollup in by_account.items():
             rollup.write(conn, account)
         after = rows[-1][0]
