@@ -353,7 +353,7 @@ def main() -> int:
                 ratio,
                 "x",
                 f"sub-linear (events grew {growth:,.0f}x)",
-                ratio < growth ** 0.5,
+                ratio < growth**0.5,
             )
     return out.finish(args.json)
 
