@@ -185,13 +185,15 @@ def _flush(conn: sqlite3.Connection, runs: list[Any], events: list[Any], usage: 
 def _rollups(conn: sqlite3.Connection) -> None:
     """Fill the rollups from the rows (what the server's writes do one batch at a time)."""
     kind = "CASE WHEN e.event_only THEN 'event' ELSE 'meter' END"
+    # the server writes whole sums without a decimal point ("1700"); so does this
+    total = "CASE WHEN sum({0}) = CAST(sum({0}) AS INTEGER) THEN CAST(CAST(sum({0}) AS INTEGER) AS TEXT) ELSE CAST(sum({0}) AS TEXT) END"
     model = "COALESCE(json_extract(e.meta, '$.model'), '')"
     for customer in ("e.customer_id", "'*'"):
         conn.execute(
             "INSERT INTO usage_rollups (account_id, customer_id, hour, meter, kind, workflow_id, "
             "model, run_events, usage_records, charges, quantity, amount_micros) "
             f"SELECT e.account_id, {customer}, substr(e.timestamp, 1, 13), e.meter, {kind}, "
-            f"r.workflow_id, {model}, count(*), 0, 0, CAST(sum(e.quantity) AS TEXT), 0 "
+            f"r.workflow_id, {model}, count(*), 0, 0, {total.format('e.quantity')}, 0 "
             "FROM events e JOIN runs r ON r.account_id = e.account_id AND r.id = e.run_id "
             f"GROUP BY e.account_id, {customer}, substr(e.timestamp, 1, 13), e.meter, {kind}, "
             f"r.workflow_id, {model}"
@@ -200,13 +202,13 @@ def _rollups(conn: sqlite3.Connection) -> None:
             "INSERT INTO usage_rollups (account_id, customer_id, hour, meter, kind, workflow_id, "
             "model, run_events, usage_records, charges, quantity, amount_micros) "
             f"SELECT u.account_id, {customer.replace('e.', 'u.')}, substr(u.timestamp, 1, 13), "
-            "u.usage_type, 'meter', '', '', 0, count(*), 0, CAST(sum(u.quantity) AS TEXT), 0 "
+            f"u.usage_type, 'meter', '', '', 0, count(*), 0, {total.format('u.quantity')}, 0 "
             f"FROM usage_records u GROUP BY u.account_id, {customer.replace('e.', 'u.')}, "
             "substr(u.timestamp, 1, 13), u.usage_type"
         )
     conn.execute(
         "INSERT INTO run_meters (account_id, run_id, meter, kind, events, quantity, cost_units) "
-        f"SELECT e.account_id, e.run_id, e.meter, {kind}, count(*), CAST(sum(e.quantity) AS TEXT), "
+        f"SELECT e.account_id, e.run_id, e.meter, {kind}, count(*), {total.format('e.quantity')}, "
         "CAST(COALESCE(sum(e.cost_units), 0) AS TEXT) "
         f"FROM events e GROUP BY e.account_id, e.run_id, e.meter, {kind}"
     )
@@ -247,6 +249,66 @@ class Server:
                 self.proc.wait()
 
 
+def _timed(call: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    call()
+    return (time.perf_counter() - t0) * 1000
+
+
+def in_process(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]:
+    """The same reads as storage calls plus JSON encoding, no HTTP: the server's own work."""
+    import pydantic_core
+
+    from drip.server.pricing import Pricing
+    from drip.server.storage import run_list, summary, timeline
+    from drip.server.storage.database import Database
+
+    db = Database(f"sqlite:///{path}")
+    account = sqlite3.connect(path).execute("SELECT account_id FROM api_keys").fetchone()[0]
+    small, big, pricing = facts["small_customer"], facts["big_customer"], Pricing()
+    since, until = iso(BASE_S - 7 * 86_400 + 1234.5), iso(BASE_S - 3600.25)
+
+    def encoded(make: Callable[[], Any]) -> Callable[[], float]:
+        def call() -> float:
+            def work() -> None:
+                body = make()
+                pydantic_core.to_json(
+                    body.model_dump(by_alias=True) if hasattr(body, "model_dump") else body
+                )
+
+            return _timed(work)
+
+        return call
+
+    cursor = run_list.list_runs(db, account)["nextCursor"]
+    cases = {
+        "summary, small customer": encoded(lambda: summary.usage_summary(db, account, small, None)),
+        "summary, big customer": encoded(lambda: summary.usage_summary(db, account, big, None)),
+        "summary, whole account": encoded(lambda: summary.usage_summary(db, account, None, None)),
+        "summary, account, 7-day window by day": encoded(
+            lambda: summary.usage_summary(db, account, None, None, since, until, ["day", "meter"])
+        ),
+        "run list (50)": encoded(lambda: run_list.list_runs(db, account)),
+        "run list (50), small customer": encoded(
+            lambda: run_list.list_runs(db, account, customer_id=small)
+        ),
+        "run list (50), next page": encoded(lambda: run_list.list_runs(db, account, cursor=cursor)),
+        "timeline, 10k-event run": encoded(
+            lambda: timeline.get_timeline(db, pricing, account, facts["timeline_run"], None)
+        ),
+    }
+    try:
+        for call in cases.values():
+            call()
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(repeats):
+            for name, call in cases.items():
+                times[name].append(call())
+    finally:
+        db.dispose()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def measure(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]:
     """Median ms per request, the cases interleaved (a, b, c, a, b, c, …)."""
     server = Server(path)
@@ -271,6 +333,9 @@ def measure(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]
                 return call
 
             cases = {
+                "HTTP floor (GET /health)": lambda: _timed(
+                    lambda: httpx_get(f"{server.url}/health")
+                ),
                 "summary, small customer": get(
                     "/usage/summary", customerId=facts["small_customer"]
                 ),
@@ -286,6 +351,7 @@ def measure(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]
                 "run list (50), next page": get("/runs", limit=50, cursor=cursor),
                 "timeline, 10k-event run": get(f"/runs/{facts['timeline_run']}/timeline"),
             }
+            httpx_get = api.get
             for call in cases.values():  # warm the page cache and the connection
                 call()
             times: dict[str, list[float]] = {name: [] for name in cases}
@@ -320,19 +386,25 @@ def main() -> int:
             f"(built in {facts['build_s']} s, reused when present)",
             flush=True,
         )
-    results = {label: measure(path, facts, args.repeats) for label, (path, facts) in built.items()}
-    names = list(next(iter(results.values())))
-    rows = [[name, *(f"{results[label][name]:.2f}" for label in sizes)] for name in names]
-    if len(sizes) > 1:
-        first, last = sizes[0], sizes[-1]
-        growth = SIZES[last] / SIZES[first]
-        for row, name in zip(rows, names, strict=True):
-            row.append(f"{results[last][name] / results[first][name]:.1f}x")
-        header = ["median ms", *sizes, f"{last}/{first} (events x{growth:,.0f})"]
-    else:
+    results, inside = {}, {}
+    for label, (path, facts) in built.items():
+        results[label] = measure(path, facts, args.repeats)
+        inside[label] = in_process(path, facts, args.repeats)
+    for title, found in (
+        ("over HTTP (drip serve, httpx keep-alive), median ms", results),
+        ("in process (storage call + JSON encoding, no HTTP), median ms", inside),
+    ):
+        names = list(next(iter(found.values())))
+        rows = [[name, *(f"{found[label][name]:.2f}" for label in sizes)] for name in names]
         header = ["median ms", *sizes]
-    print()
-    print(_bench.table(header, rows))
+        if len(sizes) > 1:
+            first, last = sizes[0], sizes[-1]
+            growth = SIZES[last] / SIZES[first]
+            for row, name in zip(rows, names, strict=True):
+                row.append(f"{found[last][name] / found[first][name]:.1f}x")
+            header.append(f"{last}/{first} (events x{growth:,.0f})")
+        print()
+        print(_bench.table(header, rows, title=title))
     out = _bench.Results("reads.py")
     top = sizes[-1]
     for name, limit in (
@@ -342,8 +414,9 @@ def main() -> int:
         ("summary, whole account", 50.0),
         ("timeline, 10k-event run", 50.0),
     ):
-        value = results[top][name]
-        out.check(f"{name} at {top}", value, "ms", f"<= {limit:g} ms", value <= limit)
+        for where, found in (("HTTP", results), ("in process", inside)):
+            value = found[top][name]
+            out.check(f"{name} at {top}, {where}", value, "ms", f"<= {limit:g} ms", value <= limit)
     if len(sizes) > 1:
         for name in ("summary, small customer", "summary, whole account", "run list (50)"):
             ratio = results[sizes[-1]][name] / results[sizes[0]][name]

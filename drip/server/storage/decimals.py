@@ -52,10 +52,16 @@ def decimal_text(value: Decimal | int) -> str:
 
 
 def decimal_sum(dialect: str, column: Any) -> Any:
-    """The exact SQL sum of a decimal column, for the dialect."""
-    from sqlalchemy import func
+    """The exact SQL sum of a decimal column, for the dialect. On SQLite whole numbers (the
+    usual case: token counts, calls) are summed by SQLite itself as integers; only values
+    with a decimal point go through Python's ``drip_dec_sum``."""
+    from sqlalchemy import Integer, case, cast, func
 
-    return func.sum(column) if dialect == "postgresql" else func.drip_dec_sum(column)
+    if dialect == "postgresql":
+        return func.sum(column)
+    fraction = func.instr(column, ".") > 0
+    whole = func.sum(case((fraction, None), else_=cast(column, Integer)))
+    return func.drip_dec_add(whole, func.drip_dec_sum(case((fraction, column), else_=None)))
 
 
 def add_text(a: Any, b: Any) -> str:
