@@ -106,7 +106,7 @@ async def get_timeline(
     timeline = await run_in_threadpool(
         storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit, cursor
     )
-    return json_response(timeline)
+    return Response(content=timeline, media_type="application/json")
 
 
 @router.post("/run-events", openapi_extra=body(EmitEventRequest))
