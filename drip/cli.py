@@ -1,4 +1,4 @@
-"""The ``drip`` command: ``serve``, ``keys create``, ``demo``, ``runs``, ``timeline``, ``usage``.
+"""The ``drip`` command: ``serve``, ``db``, ``keys create``, ``demo``, ``runs``, ``timeline``, ``usage``.
 
 Imports are lazy so that ``drip --help`` stays fast: the server (FastAPI, SQLAlchemy, uvicorn)
 is imported only by the commands that run it.
@@ -28,34 +28,53 @@ def _database_url(args: argparse.Namespace) -> str:
     return f"sqlite:///{path}"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _add_db_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--db", metavar="PATH", help=f"SQLite file (default: {DEFAULT_DB})")
     where.add_argument(
         "--database-url",
         metavar="URL",
-        help="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/drip",
+        help="database URL, e.g. postgresql://user:pass@host/drip (psycopg 3)",
     )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .server import Pricing, create_app
+    from .server import Pricing
     from .server.keys import KeyStore
+    from .server.settings import Settings
+    from .server.storage.database import Database
 
     try:
-        pricing = Pricing.build(args.price or [], args.default_price)
+        Pricing.build(args.price or [], args.default_price)
     except ValueError as exc:
         print(f"drip serve: {exc}", file=sys.stderr)
         return 2
     url = _database_url(args)
-    app = create_app(url, pricing=pricing)
-    keys: KeyStore = app.state.drip.keys
-    created = keys.bootstrap()
+    settings = Settings(
+        database_url=url,
+        prices=tuple(args.price or ()),
+        default_price=args.default_price,
+        production=args.production,
+    )
+    # migrate and make the first keys once, here; the workers find the schema at head
+    db = Database(url)
+    try:
+        db.upgrade()
+        created = KeyStore(db).bootstrap()
+    finally:
+        db.dispose()
     base = f"http://{args.host}:{args.port}"
     print(f"Drip local server on {base} (API at {base}/v1, dashboard at {base}/)")
-    print(f"database: {url}")
+    print(f"database: {url}" + (f"; {args.workers} workers" if args.workers > 1 else ""))
     if created is not None:
         secret, public = created
         print("A new database: created the 'default' account with these keys (shown once):")
@@ -66,7 +85,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("Need a key? drip keys create --db ... (keys are stored hashed, never shown again)")
     sys.stdout.flush()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # every worker process builds its app from these variables (create_app() reads them)
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "drip.server.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from .server.storage import migrations
+    from .server.storage.database import Database
+
+    db = Database(_database_url(args))
+    try:
+        if args.db_command == "upgrade":
+            applied = db.upgrade()
+            print(f"upgraded: {', '.join(applied)}" if applied else "already at head")
+        print(f"current: {migrations.current(db) or 'none'} (head: {migrations.head()})")
+    finally:
+        db.dispose()
     return 0
 
 
@@ -76,7 +119,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
     db = Database(_database_url(args))
     try:
-        db.create_tables()
+        db.upgrade()
         print(KeyStore(db).create_key(args.account, public=args.public))
     finally:
         db.dispose()
@@ -145,7 +188,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    serve.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="worker processes (default: 1)"
+    )
+    serve.add_argument("--production", action="store_true", help="no /docs and no /openapi.json")
     serve.set_defaults(handler=_cmd_serve)
+
+    db = commands.add_parser("db", help="the database schema (Alembic migrations)")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, text in (
+        ("upgrade", "apply the migrations that are missing (drip serve does this on start)"),
+        ("current", "print the schema's revision"),
+    ):
+        action = db_commands.add_parser(name, help=text)
+        _add_db_options(action)
+        action.set_defaults(handler=_cmd_db)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

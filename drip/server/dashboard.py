@@ -3,7 +3,8 @@
 The page holds no data of its own and the server renders nothing without a key, so exposing
 ``/`` needs no auth; the key stays in the browser's localStorage, and the API answers the
 page's reads only for a secret key (``scopes``). The page's Content-Security-Policy allows
-exactly its own inline script and style (by hash), requests to this server and no framing.
+its own inline scripts and styles (by hash) and files from this server (vendored assets),
+requests to this server only, and no framing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _page() -> str:
 
 
 def _hashes(tag: str, page: str) -> str:
-    found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    found = re.findall(rf"<{tag}(?:\s[^>]*)?>(.*?)</{tag}>", page, flags=re.DOTALL)
     return " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
         for body in found
@@ -39,8 +40,8 @@ def _hashes(tag: str, page: str) -> str:
 def policy() -> str:
     """The page's Content-Security-Policy."""
     page = _page()
-    scripts = _hashes("script", page) or "'none'"
-    styles = _hashes("style", page) or "'none'"
+    scripts = " ".join(["'self'", _hashes("script", page)]).strip()
+    styles = " ".join(["'self'", _hashes("style", page)]).strip()
     return (
         f"default-src 'none'; script-src {scripts}; style-src {styles}; connect-src 'self'; "
         "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Response
 from drip.models import Health
 
 from ..http import json_response
+from ..openapi import answers
 
 router = APIRouter()
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", responses=answers(Health))
 async def health() -> Response:
     return json_response(Health(status="healthy", timestamp=int(time.time())))

@@ -36,7 +36,7 @@ from .. import clock
 from ..errors import ApiError, describe_validation_error
 from .bulk import bulk_insert_ignore, chunked, insert_ignore, max_seq
 from .database import Database
-from .refs import known_runs, require_customer, require_run, run_row
+from .refs import known_runs, require_customer, require_owner, require_run, run_row
 from .rollups import Rollup, model_of
 from .schema import events, runs
 from .workflows import resolve_workflow
@@ -168,8 +168,11 @@ def _by_external_id(
     return None if rid is None else run_row(conn, account_id, rid)
 
 
-def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
-    """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run."""
+def start_run(
+    db: Database, account_id: int, req: StartRunRequest, owner: int | None = None
+) -> RunResult:
+    """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run.
+    ``owner``: the public key starting it (only that key may end it)."""
     now = clock.now_iso()
     started = clock.field_time(req.started_at, "startedAt", now)
     with db.write() as conn:
@@ -194,6 +197,7 @@ def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
                 meta=req.metadata,
                 started_at=started,
                 created_at=now,
+                started_by=owner,
             )
         )
         row = require_run(conn, account_id, run_id)
@@ -209,8 +213,11 @@ def run_totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, flo
     return int(count), float(quantity or 0), cost
 
 
-def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> EndRunResult:
-    """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing."""
+def end_run(
+    db: Database, account_id: int, run_id: str, req: EndRunRequest, owner: int | None = None
+) -> EndRunResult:
+    """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing. A
+    public key (``owner``) may end only the runs it started (403 RUN_NOT_OWNED)."""
     if req.status not in TERMINAL_RUN_STATUSES:
         raise ApiError(
             422,
@@ -220,6 +227,7 @@ def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> E
     ended = clock.field_time(req.ended_at, "endedAt", clock.now_iso())
     with db.write() as conn:
         row = require_run(conn, account_id, run_id)
+        require_owner(row, owner)
         if row.status != req.status.value:
             meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
             conn.execute(
@@ -410,7 +418,9 @@ def _status_mark(status: str) -> str:
     return {"COMPLETED": "\u2713", "FAILED": "\u2717"}.get(status, "\u25cb")
 
 
-def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRunResult:
+def record_run(
+    db: Database, account_id: int, req: RecordRunRequest, owner: int | None = None
+) -> RecordRunResult:
     """``POST /runs/record``: a whole run in one transaction.
 
     A repeated client ``id`` or (customer, externalRunId) returns the stored run and reports
@@ -443,6 +453,7 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
                     started_at=now,
                     ended_at=now if terminal else None,
                     created_at=now,
+                    started_by=owner,
                 )
             )
             rows = [
