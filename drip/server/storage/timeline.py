@@ -172,7 +172,7 @@ def _json_columns(dialect: str) -> tuple[Any, ...]:
     )  # fmt: skip
     meta = type_coerce(e.c.meta, Text)
     if dialect == "postgresql":
-        merged: Any = func.coalesce(cast(meta, JSONB), cast("{}", JSONB)).op("||")(
+        merged: Any = func.coalesce(cast(meta, JSONB), func.jsonb_build_object()).op("||")(
             func.jsonb_build_object("quantity", e.c.quantity, "units", e.c.units)
         )
         build = func.json_build_object
