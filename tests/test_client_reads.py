@@ -63,7 +63,7 @@ async def test_list_runs_filters_and_cursor(client: Client) -> None:  # noqa: F8
 
 
 def test_params_on_the_wire() -> None:
-    from drip import _api
+    from drip import _endpoints as _api
 
     spec = _api.get_usage_summary(
         "cus_1", "tokens", since=datetime(2026, 12, 1, 5), until="2026-12-02", group_by="meter,day"

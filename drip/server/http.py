@@ -18,7 +18,10 @@ from typing import Any, TypeVar
 import pydantic_core
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from drip._checks import find_bad_text
 
 from .errors import ApiError, describe_validation_error
 
@@ -26,6 +29,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
     "SecurityHeaders",
+    "check_text",
     "decode",
     "json_response",
     "parse",
@@ -85,15 +89,35 @@ def _check_depth(raw: bytes) -> None:
 
 
 def decode(raw: bytes) -> Any:
-    """Parse JSON bytes; an empty body is ``{}``."""
+    """Parse JSON bytes; an empty body is ``{}``.
+
+    Bytes that are not UTF-8 do not fail the whole body: they decode to lone surrogates
+    (``surrogateescape``), which the checks then refuse in the field that holds them, so one
+    bad string costs one item of a batch, not the batch. JSON nested deeper than ``MAX_DEPTH``
+    is a 400 before ``json`` recurses into it.
+    """
     if not raw.strip():
         return {}
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
         _check_depth(raw)
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:
+            return json.loads(raw.decode("utf-8", "surrogateescape"))
+    except RecursionError:
+        raise ApiError(
+            400, "JSON_TOO_DEEP", "The request body is nested too deeply to parse"
+        ) from None
+    except ValueError as exc:
         raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from None
+
+
+def check_text(data: Any) -> None:
+    """422 naming the field when a string in a body cannot be stored (lone surrogate, NUL)."""
+    problem = find_bad_text(data)
+    if problem is not None:
+        raise ApiError(422, "VALIDATION_ERROR", problem)
 
 
 async def read_object(request: Request) -> dict[str, Any]:
@@ -101,6 +125,7 @@ async def read_object(request: Request) -> dict[str, Any]:
     data = decode(await read_body(request))
     if not isinstance(data, dict):
         raise ApiError(422, "VALIDATION_ERROR", "The request body must be a JSON object")
+    check_text(data)
     return data
 
 
@@ -116,11 +141,24 @@ def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Respo
     """Render a wire model with every key present (``None`` as ``null``), camelCase."""
     content: str | bytes
     if isinstance(model, BaseModel):
-        content = model.model_dump_json(by_alias=True)
+        try:
+            content = model.model_dump_json(by_alias=True)
+        except PydanticSerializationError:
+            # odd data stored before the checks (a lone surrogate, ...): still answer, with
+            # JSON's own escapes, rather than a 500 for the whole resource
+            content = _dumps(model.model_dump(mode="python", by_alias=True))
     else:
-        # pydantic's Rust encoder: ~3x json.dumps on a 10,000-event timeline (3.6 MB)
-        content = pydantic_core.to_json(model)
+        try:
+            # pydantic's Rust encoder: ~3x json.dumps on a 10,000-event timeline (3.6 MB)
+            content = pydantic_core.to_json(model)
+        except PydanticSerializationError:  # odd stored text (a lone surrogate): JSON's escapes
+            content = _dumps(model)
     return Response(content=content, status_code=status, media_type="application/json")
+
+
+def _dumps(value: Any) -> str:
+    # ASCII output escapes any lone surrogate; default=str covers datetimes and decimals
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 class SecurityHeaders:

@@ -6,22 +6,24 @@ unit. Amounts are computed in Decimal and kept as integer millionths of a USDC.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 __all__ = ["MAX_MICROS", "MICROS", "Pricing", "format_usdc", "parse_price"]
 
 MICROS = Decimal(1_000_000)
 #: the largest charge stored (micros in a signed 64-bit column): about 9.2 trillion USDC
 MAX_MICROS = 2**63 - 1
-_WIDE = Context(prec=800, Emax=999_999, Emin=-999_999)
+#: wide enough for any float quantity times any price: a cost is never an InvalidOperation
+#: (the ingest checks bound quantities; rows stored before them must still be readable)
+_WIDE = Context(prec=1000, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def format_usdc(micros: int) -> str:
     """Millionths of a USDC as the wire's 6-decimal string (``"0.001000"``)."""
-    return str((Decimal(micros) / MICROS).quantize(Decimal("0.000001")))
+    amount = _WIDE.divide(Decimal(micros), MICROS)
+    return str(amount.quantize(Decimal("0.000001"), context=_WIDE))
 
 
 def parse_price(text: str) -> tuple[str, Decimal]:
@@ -66,8 +68,9 @@ class Pricing:
     def micros(self, meter: str, quantity: float) -> int:
         """The cost of ``quantity`` units of ``meter`` in millionths of a USDC."""
         price = self.prices.get(meter, self.default)
-        if not price or not math.isfinite(quantity):
-            return 0  # a non-finite quantity never reaches a charge (``storage.usage``)
-        # wide enough for any finite float: reads of huge stored quantities never raise
+        if not price:
+            return 0
         amount = _WIDE.multiply(_WIDE.multiply(Decimal(repr(float(quantity))), price), MICROS)
+        if not amount.is_finite():  # an infinite quantity stored before the checks
+            return 0
         return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_WIDE))

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from drip._checks import MAX_METADATA_DEPTH
 from drip.server import create_app, start_server
 from drip.server.http import MAX_DEPTH
 from drip.server.settings import Settings
@@ -35,11 +36,17 @@ def test_json_nested_10000_deep_is_a_400(api: httpx.Client, method: str, path: s
     assert response.json()["code"] == "JSON_TOO_DEEP"
 
 
-def test_metadata_nested_within_the_limit_is_accepted(api: httpx.Client) -> None:
-    depth = MAX_DEPTH - 5
-    nested = '{"a":' * depth + "1" + "}" * depth
-    body = '{"externalCustomerId": "deep", "metadata": ' + nested + "}"
-    assert api.post("/customers", content=body).status_code == 201
+@pytest.mark.parametrize(
+    ("depth", "status"),
+    [(4, 201), (MAX_METADATA_DEPTH + 10, 422), (MAX_DEPTH - 5, 422)],
+)
+def test_nesting_below_the_parser_limit_is_judged_by_the_checks(
+    api: httpx.Client, depth: int, status: int
+) -> None:
+    nested = '{"a":' * (depth - 1) + "1" + "}" * (depth - 1)
+    body = f'{{"externalCustomerId": "deep{depth}", "metadata": {nested}}}'
+    response = api.post("/customers", content=body)
+    assert response.status_code == status, response.text
 
 
 def test_a_huge_offset_is_a_422(api: httpx.Client) -> None:

@@ -3,7 +3,8 @@
 The hot path of ingestion. Statements are built with SQLAlchemy Core and compiled once per
 dialect, table, column set and row count, then handed to the driver with ``executemany``.
 Which rows went in is known without trusting driver row counts where they lie: PostgreSQL
-answers with ``RETURNING id`` (and psycopg sends the statements in one pipeline); SQLite, whose
+takes a whole batch in one ``INSERT … SELECT FROM unnest(arrays)`` (one statement to plan, one
+round trip, an exact count: ``postgres.insert_unnest``); SQLite, whose
 writes are serialised by ``BEGIN IMMEDIATE``, counts rows and, only when the count falls short,
 reads back the rows above the table's largest ``seq`` taken before the insert.
 """
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, Connection, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
+
+from . import postgres
 
 __all__ = [
     "IN_CHUNK",
@@ -50,7 +53,7 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
 
 
 def _returns_ids(conn: Connection) -> bool:
-    """Whether bulk inserts on this connection use ``RETURNING id`` (PostgreSQL)."""
+    """Whether bulk inserts on this connection go through ``postgres.insert_unnest``."""
     return conn.dialect.name == "postgresql"
 
 
@@ -82,8 +85,6 @@ def _statement(
             for r in range(nrows)
         ]
         statement = insert_ignore(conn.dialect.name, table).values(values)
-        if _returns_ids(conn):
-            statement = statement.returning(table.c.id)
         compiled = statement.compile(dialect=conn.dialect)
         layout: _Layout = names
         if conn.dialect.paramstyle in ("qmark", "numeric", "format"):
@@ -131,11 +132,9 @@ def _execute(
     table: Table,
     columns: tuple[str, ...],
     groups: Sequence[Sequence[tuple[Any, ...]]],
-    went_in: list[str] | None,
 ) -> int:
     """One multi-row INSERT per group (all of the same size), straight on the driver's cursor
-    (inside the connection's transaction); how many rows went in. On PostgreSQL the ids of the
-    rows that went in are added to ``went_in``."""
+    (inside the connection's transaction); how many rows went in (SQLite)."""
     sql, layout = _statement(conn, table, columns, len(groups[0]))
     params: list[Any] = [tuple(chain.from_iterable(group)) for group in groups]
     if isinstance(layout, list):
@@ -144,18 +143,8 @@ def _execute(
         params = [tuple([flat[i] for i in layout]) for flat in params]
     cursor = conn.connection.cursor()
     try:
-        if not _returns_ids(conn):
-            cursor.executemany(sql, params)
-            return max(cursor.rowcount, 0)
-        ids: list[str] = []
-        cursor.executemany(sql, params, returning=True)  # type: ignore[call-arg]
-        while True:
-            ids.extend(row[0] for row in cursor.fetchall())
-            if not cursor.nextset():
-                break
-        if went_in is not None:
-            went_in.extend(ids)
-        return len(ids)
+        cursor.executemany(sql, params)
+        return max(cursor.rowcount, 0)
     finally:
         cursor.close()
 
@@ -166,7 +155,6 @@ def _insert_rows(
     columns: tuple[str, ...],
     rows: Sequence[tuple[Any, ...]],
     drop_nulls: bool,
-    went_in: list[str] | None,
 ) -> int:
     if not rows:
         return 0
@@ -177,11 +165,11 @@ def _insert_rows(
     count = 0
     if full:
         groups = [rows[i : i + per] for i in range(0, full, per)]
-        count += _execute(conn, table, columns, groups, went_in)
+        count += _execute(conn, table, columns, groups)
     start, rest = full, len(rows) - full
     while rest:
         piece = 1 << (rest.bit_length() - 1)
-        count += _execute(conn, table, columns, [rows[start : start + piece]], went_in)
+        count += _execute(conn, table, columns, [rows[start : start + piece]])
         start, rest = start + piece, rest - piece
     return count
 
@@ -197,13 +185,18 @@ def insert_many(
     """Insert rows given as tuples in ``columns`` order, in that order, skipping those that
     hit a unique index; returns how many went in.
 
-    Rows go in up to ``MAX_ROWS`` per statement (a multi-row ``VALUES`` list: far fewer
+    SQLite: rows go in up to ``MAX_ROWS`` per statement (a multi-row ``VALUES`` list: far fewer
     statement executions than one per row); a remainder goes in power-of-two pieces, so few
-    statements are ever compiled. Columns that are NULL in every row are left out (unless
-    ``drop_nulls`` is false: the caller knows there are none worth the look). Values must be
-    ready for the driver (JSON columns as text).
+    statements are ever compiled. PostgreSQL: one ``unnest`` statement for all of them.
+    Columns that are NULL in every row are left out (unless ``drop_nulls`` is false: the caller
+    knows there are none worth the look). Values must be ready for the driver (JSON as text).
     """
-    return _insert_rows(conn, table, columns, rows, drop_nulls, None)
+    if not rows:
+        return 0
+    if _returns_ids(conn):
+        went_in = insert_new(conn, table, columns, 0, rows, drop_nulls=drop_nulls)
+        return len(rows) if went_in is None else len(went_in)
+    return _insert_rows(conn, table, columns, rows, drop_nulls)
 
 
 def insert_new(
@@ -215,16 +208,17 @@ def insert_new(
     *,
     drop_nulls: bool = True,
 ) -> set[str] | None:
-    """:func:`insert_many` for rows whose second column is the public ``id``: None when every
-    row went in, else the ids of those that did (the rest hit a unique index)."""
+    """:func:`insert_many` for rows whose second column is the public ``id`` (and first the
+    account): None when every row went in, else the ids of those that did (the rest hit a
+    unique index)."""
     if not rows:
         return None
+    if drop_nulls:
+        columns, rows = _without_null_columns(table, columns, rows)
     if _returns_ids(conn):
-        ids: list[str] = []
-        count = _insert_rows(conn, table, columns, rows, drop_nulls, ids)
-        return None if count == len(rows) else set(ids)
+        return postgres.insert_unnest(conn, table, columns, rows)
     before = max_seq(conn, table)
-    if _insert_rows(conn, table, columns, rows, drop_nulls, None) == len(rows):
+    if _insert_rows(conn, table, columns, rows, False) == len(rows):
         return None
     return set(
         conn.execute(

@@ -6,13 +6,25 @@ writers correct, so writes from several threads and worker processes run side by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    Table,
+    create_engine,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 
-__all__ = ["MIGRATION_LOCK_KEY", "create", "driver_url", "migration_lock"]
+__all__ = ["MIGRATION_LOCK_KEY", "create", "driver_url", "insert_unnest", "migration_lock"]
 
 #: the advisory lock id held while migrating (any constant; "drip" in ASCII)
 MIGRATION_LOCK_KEY = 0x64726970
@@ -48,3 +60,61 @@ def migration_lock(engine: Engine) -> Iterator[Connection]:
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             conn.commit()
+
+
+_ARRAY_TYPES = ((BigInteger, "int8"), (Integer, "int4"), (Float, "float8"), (Boolean, "bool"))
+_unnest_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _array_type(table: Table, name: str) -> str:
+    kind = table.c[name].type
+    for base, pg in _ARRAY_TYPES:
+        if isinstance(kind, base):
+            return pg
+    return "text"  # strings, and JSON sent as its text (cast in the SELECT)
+
+
+def _unnest_statement(table: Table, columns: tuple[str, ...]) -> str:
+    key = (table.name, columns)
+    found = _unnest_sql.get(key)
+    if found is None:
+        names = ", ".join(f'"{c}"' for c in columns)
+        # %b: arrays in binary, without per-element quoting (text arrays cost a regex each)
+        arrays = ", ".join(f"%b::{_array_type(table, c)}[]" for c in columns)
+        picks = ", ".join(
+            f'"{c}"::json' if isinstance(table.c[c].type, JSON) else f'"{c}"' for c in columns
+        )
+        found = _unnest_sql[key] = (
+            f'INSERT INTO "{table.name}" ({names}) '
+            f"SELECT {picks} FROM unnest({arrays}) WITH ORDINALITY AS t({names}, ord) "
+            "ORDER BY ord ON CONFLICT DO NOTHING"
+        )
+    return found
+
+
+def insert_unnest(
+    conn: Connection,
+    table: Table,
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+) -> set[str] | None:
+    """Insert rows (tuples in ``columns`` order, with ``account_id`` and ``id``) in one statement:
+    each column goes as one array parameter and ``unnest`` turns them back into rows, so the
+    server plans one statement per batch however many rows it holds; rows that hit a unique
+    index are skipped. None when every row went in, else the ids of those that did."""
+    columns_data = [list(values) for values in zip(*rows, strict=True)]
+    cursor = conn.connection.cursor()
+    try:
+        # the command tag's count is exact for one statement (unlike executemany's rowcount)
+        cursor.execute(_unnest_statement(table, columns), columns_data)
+        if cursor.rowcount == len(rows):
+            return None
+        # some were duplicates (rare): the rows this transaction wrote are the ones that went in
+        cursor.execute(
+            f'SELECT id FROM "{table.name}" WHERE account_id = %s AND id = ANY(%s) '
+            "AND xmin = pg_current_xact_id()::xid",
+            (rows[0][columns.index("account_id")], columns_data[columns.index("id")]),
+        )
+        return {row[0] for row in cursor.fetchall()}
+    finally:
+        cursor.close()

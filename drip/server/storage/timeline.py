@@ -182,7 +182,23 @@ def _json_columns(dialect: str) -> tuple[Any, ...]:
         build = func.json_object
     args = [part for name, column in fields for part in (literal(name), column)]
     document = build(*args, literal("metadata"), merged)
-    return (e.c.seq, e.c.timestamp, e.c.meter, e.c.quantity, cast(document, Text))
+    # metadata the database cannot read as JSON (stored before the checks: NaN, a lone
+    # surrogate) comes as text too, and that event is merged here instead
+    odd = case((func.json_valid(meta), None), else_=meta) if dialect != "postgresql" else null()
+    return (e.c.seq, e.c.timestamp, e.c.meter, e.c.quantity, cast(document, Text), odd)
+
+
+def _with_odd_metadata(text: str, meta: str) -> str:
+    """An event's JSON with metadata that only Python's lenient parser reads (NaN, lone
+    surrogates), written with JSON's escapes."""
+    doc = json.loads(text)
+    try:
+        stored = json.loads(meta)
+    except ValueError:
+        stored = None
+    extra = doc["metadata"]
+    doc["metadata"] = {**(stored if isinstance(stored, dict) else {}), **extra}
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def get_timeline(
@@ -230,16 +246,21 @@ def get_timeline(
     )
     prices: dict[tuple[str, float], str] = {}  # most events of a run share meter and quantity
     parts = []
-    for _, _, meter, amount, text in rows:
+    for _, _, meter, amount, text, odd in rows:
         price = prices.get((meter, amount))
         if price is None:
             price = prices[meter, amount] = format_usdc(pricing.micros(meter, amount))
+        if odd is not None:
+            text = _with_odd_metadata(text, odd)
         parts.append(f'{text[:-1]},"costUsdc":"{price}"}}')
     body = head.model_dump(mode="json", by_alias=True)
     del body["events"]
-    return b"".join(
-        (pydantic_core.to_json(body)[:-1], b',"events":[', ",".join(parts).encode(), b"]}")
-    )
+    try:
+        head_json = pydantic_core.to_json(body)
+    except pydantic_core.PydanticSerializationError:  # odd stored text: JSON's own escapes
+        head_json = json.dumps(body, separators=(",", ":"), default=str).encode()
+    events_json = ",".join(parts).encode("utf-8", "backslashreplace")
+    return b"".join((head_json[:-1], b',"events":[', events_json, b"]}"))
 
 
 def get_run(db: Database, pricing: Pricing, account_id: int, run_id: str) -> dict[str, Any]:
