@@ -172,9 +172,14 @@ def get_customer(customer_id: str) -> RequestSpec[m.Customer]:
 
 
 def list_customers(
-    status: m.CustomerStatus | str | None = None, limit: int = 100, offset: int = 0
+    status: m.CustomerStatus | str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    *,
+    cursor: str | None = None,
 ) -> RequestSpec[m.CustomerList]:
-    """Customers of this account, newest first (``limit`` 1-1000, ``offset``)."""
+    """Customers of this account, oldest first (``limit`` 1-1000); the next page: the answer's
+    ``next_cursor`` as ``cursor`` (or ``offset``)."""
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise DripValidationError("limit must be an int between 1 and 1000", field="limit")
     if not isinstance(offset, int) or offset < 0:
@@ -182,6 +187,8 @@ def list_customers(
     params: dict[str, Any] = {"limit": limit}
     if offset:
         params["offset"] = offset
+    if cursor:
+        params["cursor"] = cursor
     if status is not None:
         params["status"] = m.CustomerStatus(status).value
     return RequestSpec("GET", "/customers", _model(m.CustomerList), params=params, retry_safe=True)

@@ -52,6 +52,9 @@ class Customer(DripModel):
 class CustomerList(DripModel):
     data: list[Customer]
     count: int
+    #: extension: keyset paging (pass as ``cursor`` for the next page; None on the last)
+    next_cursor: str | None = None
+    has_more: bool = False
 
 
 # --------------------------------------------------------------------------------------------

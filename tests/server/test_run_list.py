@@ -135,3 +135,27 @@ def test_paging_returns_every_run_once_while_runs_arrive(api: httpx.Client) -> N
     assert {r["id"] for r in original} <= set(seen), "a run was skipped"
     starts = [r["startedAt"] for r in original]
     assert len(starts) == 45 and pages >= 7
+
+
+def test_customer_pages_cover_every_customer_once_while_customers_arrive(
+    api: httpx.Client,
+) -> None:
+    original = {_customer(api, f"paged-{i}") for i in range(23)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 5}
+        if cursor:
+            params["cursor"] = cursor
+        response = api.get("/customers", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += [c["id"] for c in page["data"]]
+        assert page["count"] >= 23
+        _customer(api, f"arrived-{len(seen)}")  # a new one between pages
+        cursor = page["nextCursor"]
+        if not page["hasMore"]:
+            break
+    assert len(seen) == len(set(seen)) and original <= set(seen)
+    bad = api.get("/customers", params={"cursor": "x", "offset": 3})
+    assert bad.status_code == 422

@@ -94,6 +94,8 @@ customers = Table(
     Index("uq_customers_id", "account_id", "id", unique=True),
     Index("uq_customers_external", "account_id", "external_customer_id", unique=True),
     Index("uq_customers_onchain", "account_id", "onchain_address", unique=True),
+    # customer lists, keyset-paged on seq
+    Index("ix_customers_seq", "account_id", "seq"),
 )
 
 workflows = Table(

@@ -4,7 +4,8 @@
   revision cannot tell and count as meters.
 - Indexes: a run's events in time order (replaces ``ix_events_run``), events and usage records by
   time and by customer and time (the partial hours of a usage window), runs by start time,
-  alone and per customer and per workflow (run lists, keyset-paged).
+  alone and per customer and per workflow (run lists, keyset-paged), customers by ``seq``
+  (customer lists, keyset-paged).
 - ``usage_rollups`` and ``run_meters``, filled here from the rows already stored (in chunks, with
   the same code ingest uses, so the sums are exact and the same as for new rows).
 
@@ -62,6 +63,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_usage_customer_time", "usage_records", ["account_id", "customer_id", "timestamp"]
     )
+    op.create_index("ix_customers_seq", "customers", ["account_id", "seq"])
     op.create_index("ix_runs_started", "runs", ["account_id", "started_at", "seq"])
     op.create_index(
         "ix_runs_customer_started", "runs", ["account_id", "customer_id", "started_at", "seq"]
@@ -180,6 +182,7 @@ def downgrade() -> None:
     ):
         table = name.split("_")[1]
         op.drop_index(name, table_name={"usage": "usage_records"}.get(table, table))
+    op.drop_index("ix_customers_seq", table_name="customers")
     op.create_index("ix_events_run", "events", ["account_id", "run_id"])
     with op.batch_alter_table("events") as batch:
         batch.drop_column("event_only")
