@@ -21,7 +21,8 @@ from ..errors import ApiError
 from . import decimals
 from .cursors import decode_cursor, encode_cursor
 from .database import Database
-from .schema import customers, run_meters, runs, workflows
+from .refs import customer_or_404
+from .schema import run_meters, runs, workflows
 
 __all__ = ["list_runs"]
 
@@ -36,18 +37,6 @@ def _workflow_id(conn: Connection, account_id: int, ref: str) -> str:
     if found is None:
         raise ApiError.not_found("workflow", ref)
     return str(found)
-
-
-def _require_customer(conn: Connection, account_id: int, customer_id: str) -> None:
-    if (
-        conn.execute(
-            select(customers.c.seq).where(
-                customers.c.account_id == account_id, customers.c.id == customer_id
-            )
-        ).first()
-        is None
-    ):
-        raise ApiError.not_found("customer", customer_id)
 
 
 def _meters(conn: Connection, account_id: int, run_ids: list[str]) -> dict[str, list[Any]]:
@@ -100,7 +89,7 @@ def list_runs(
         where.append(tuple_(r.c.started_at, r.c.seq) < tuple_(*after))
     with db.read() as conn:
         if customer_id is not None:
-            _require_customer(conn, account_id, customer_id)
+            customer_or_404(conn, account_id, customer_id)
             where.append(r.c.customer_id == customer_id)
         if workflow is not None:
             where.append(r.c.workflow_id == _workflow_id(conn, account_id, workflow))

@@ -29,8 +29,9 @@ from ..errors import ApiError
 from ..pricing import format_usdc
 from . import decimals
 from .database import Database
+from .refs import customer_or_404
 from .rollups import ACCOUNT, Rollup, model_of
-from .schema import customers, events, runs, usage_records, usage_rollups
+from .schema import events, runs, usage_records, usage_rollups
 
 __all__ = ["GROUPS", "parse_group_by", "parse_instant", "usage_summary"]
 
@@ -313,15 +314,8 @@ def usage_summary(
     totals = _Totals(group_by or [])
     lo, hi, edges = _split(since, until)
     with db.read() as conn:
-        if customer_id is not None and (
-            conn.execute(
-                select(customers.c.seq).where(
-                    customers.c.account_id == account_id, customers.c.id == customer_id
-                )
-            ).first()
-            is None
-        ):
-            raise ApiError.not_found("customer", customer_id)
+        if customer_id is not None:
+            customer_or_404(conn, account_id, customer_id)
         if lo is None or hi is None or lo < hi:
             _from_rollups(conn, totals, account_id, customer_id, meter, lo, hi)
         if edges:
