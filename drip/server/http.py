@@ -139,6 +139,7 @@ def parse(model: type[M], data: Any) -> M:
 
 def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Response:
     """Render a wire model with every key present (``None`` as ``null``), camelCase."""
+    content: str | bytes
     if isinstance(model, BaseModel):
         try:
             content = model.model_dump_json(by_alias=True)
@@ -147,7 +148,11 @@ def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Respo
             # JSON's own escapes, rather than a 500 for the whole resource
             content = _dumps(model.model_dump(mode="python", by_alias=True))
     else:
-        content = _dumps(model)
+        try:
+            # pydantic's Rust encoder: ~3x json.dumps on a 10,000-event timeline (3.6 MB)
+            content = pydantic_core.to_json(model)
+        except PydanticSerializationError:  # odd stored text (a lone surrogate): JSON's escapes
+            content = _dumps(model)
     return Response(content=content, status_code=status, media_type="application/json")
 
 

@@ -46,9 +46,10 @@ async def list_customers(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: CustomerStatus | None = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> Response:
     result = await run_in_threadpool(
-        customers.list_customers, state(request).db, who.account_id, limit, offset, status
+        customers.list_customers, state(request).db, who.account_id, limit, offset, status, cursor
     )
     return json_response(result)
 

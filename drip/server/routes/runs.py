@@ -19,6 +19,7 @@ from drip.models import (
     RunDetails,
     RunList,
     RunResult,
+    RunStatus,
     RunTimeline,
     StartRunRequest,
 )
@@ -27,8 +28,10 @@ from ..deps import Caller, state
 from ..errors import ApiError
 from ..http import json_response, parse, read_object
 from ..openapi import answers, body
+from ..storage import run_list
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
+from ..storage.summary import parse_instant
 
 router = APIRouter(prefix="/v1")
 
@@ -48,10 +51,25 @@ async def list_runs(
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+    workflow: Annotated[str | None, Query(description="workflow id or slug")] = None,
+    status: RunStatus | None = None,
+    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
+    until: Annotated[str | None, Query(description="started before (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> Response:
-    """Newest first (extension, for the dashboard and the CLI)."""
+    """Newest start first, keyset-paged (extension, for the dashboard and the CLI)."""
     body = await run_in_threadpool(
-        storage_reads.list_runs, state(request).db, who.account_id, limit, customer_id
+        lambda: run_list.list_runs(
+            state(request).db,
+            who.account_id,
+            limit=limit,
+            customer_id=customer_id,
+            workflow=workflow,
+            status=status,
+            since=parse_instant(since, "since"),
+            until=parse_instant(until, "until"),
+            cursor=cursor,
+        )
     )
     return json_response(body)
 
@@ -91,14 +109,16 @@ async def get_timeline(
     who: Caller,
     run_id: str,
     limit: Annotated[int | None, Query(ge=1, le=storage_runs.TIMELINE_MAX)] = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> Response:
-    """Events in time order; ``limit`` caps them (summary totals always cover the whole run).
-    ``cursor``, ``includeAnomalies`` and ``collapseRetries`` are accepted and ignored."""
+    """Events in time order, a page of ``limit`` (summary totals always cover the whole run);
+    ``nextCursor`` asks for the next page. ``includeAnomalies`` and ``collapseRetries`` are
+    accepted and ignored."""
     srv = state(request)
     timeline = await run_in_threadpool(
-        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit
+        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit, cursor
     )
-    return json_response(timeline)
+    return Response(content=timeline, media_type="application/json")
 
 
 @router.post(

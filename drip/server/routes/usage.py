@@ -19,7 +19,8 @@ from drip.models import (
 from ..deps import Caller, state
 from ..http import json_response, parse, read_object
 from ..openapi import answers, body
-from ..storage import usage
+from ..storage import summary, usage
+from ..storage.summary import parse_group_by, parse_instant
 
 router = APIRouter(prefix="/v1")
 
@@ -62,9 +63,19 @@ async def usage_summary(
     who: Caller,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     meter: str | None = None,
+    since: Annotated[str | None, Query(description="from (ISO 8601), inclusive")] = None,
+    until: Annotated[str | None, Query(description="to (ISO 8601), exclusive")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(alias="groupBy", description="meter, customer, workflow, day, hour, model"),
+    ] = None,
 ) -> Response:
     """Secret keys only: totals across every customer are not for a browser."""
+    groups = parse_group_by(group_by)
+    start, end = parse_instant(since, "since"), parse_instant(until, "until")
     result = await run_in_threadpool(
-        usage.usage_summary, state(request).db, who.account_id, customer_id, meter
+        lambda: summary.usage_summary(
+            state(request).db, who.account_id, customer_id, meter, start, end, groups
+        )
     )
     return json_response(result)

@@ -16,6 +16,7 @@ from drip.models import CreateCustomerRequest, Customer, CustomerList, CustomerS
 from .. import clock
 from ..errors import ApiError
 from .bulk import insert_ignore
+from .cursors import decode_cursor, encode_cursor
 from .database import Database
 from .refs import customer_row
 from .schema import customers
@@ -130,15 +131,37 @@ def get_customer(db: Database, account_id: int, customer_id: str) -> Customer:
 
 
 def list_customers(
-    db: Database, account_id: int, limit: int, offset: int, status: CustomerStatus | None
+    db: Database,
+    account_id: int,
+    limit: int,
+    offset: int,
+    status: CustomerStatus | None,
+    cursor: str | None = None,
 ) -> CustomerList:
-    """One page, oldest first; ``count`` is the number of matching customers."""
+    """One page, oldest first; ``count`` is the number of matching customers. ``cursor`` (the
+    previous page's ``nextCursor``) pages by keyset on ``seq``, never by ``OFFSET``."""
     where = [customers.c.account_id == account_id]
     if status is not None:
         where.append(customers.c.status == status.value)
+    page = [*where]
+    if cursor is not None:
+        if offset:
+            raise ApiError(422, "VALIDATION_ERROR", "cursor: not with offset")
+        page.append(customers.c.seq > decode_cursor(cursor)[1])
     with db.read() as conn:
         rows = conn.execute(
-            select(customers).where(*where).order_by(customers.c.seq).limit(limit).offset(offset)
+            select(customers)
+            .where(*page)
+            .order_by(customers.c.seq)
+            .limit(limit + 1)
+            .offset(offset or None)
         ).all()
         total = conn.execute(select(func.count()).select_from(customers).where(*where)).scalar()
-    return CustomerList(data=[customer_model(r) for r in rows], count=int(total or 0))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return CustomerList(
+        data=[customer_model(r) for r in rows],
+        count=int(total or 0),
+        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].seq) if more else None,
+        has_more=more,
+    )

@@ -17,6 +17,7 @@ from .bulk import chunked
 from .schema import customers, runs, workflows
 
 __all__ = [
+    "customer_or_404",
     "customer_row",
     "existing_customers",
     "known_runs",
@@ -35,6 +36,14 @@ def customer_row(conn: Connection, account_id: int, customer_id: str) -> Row[Any
     return conn.execute(
         select(customers).where(customers.c.account_id == account_id, customers.c.id == customer_id)
     ).first()
+
+
+def customer_or_404(conn: Connection, account_id: int, customer_id: str) -> Row[Any]:
+    """The customer a read filters by (a query parameter), or 404 CUSTOMER_NOT_FOUND."""
+    row = customer_row(conn, account_id, customer_id)
+    if row is None:
+        raise ApiError.not_found("customer", customer_id)
+    return row
 
 
 def require_customer(conn: Connection, account_id: int, customer_id: str, field: str) -> Row[Any]:

@@ -1,0 +1,165 @@
+"""Server-side ingest on SQLite and PostgreSQL, side by side in one run.
+
+    python benchmarks/ingest_server_side.py postgresql://postgres@127.0.0.1:5432/postgres [--rounds 3]
+
+For each round and each backend (interleaved: SQLite, PostgreSQL, SQLite, ...): a fresh
+database (a temp SQLite file; a new database on the PostgreSQL server named), ``drip serve``
+as a subprocess with one worker, then batches of 5,000 events of the SDK's usual shape
+(``POST /v1/ingest?results=compact``, one run start per batch) sent one after another from
+this process. It prints events/s and the server process's CPU per event (user + system, from
+``/proc``: Linux only; PostgreSQL's own processes are not counted), the medians, and the ratio
+PostgreSQL / SQLite. The numbers move with the machine's load; the ratio of one run is the
+result (issue 7's target: PostgreSQL at least 70% of SQLite's single-worker rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from drip.server.storage.postgres import driver_url
+
+BATCH = 5_000
+BATCHES = 10
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _body(customer_id: str) -> bytes:
+    run_id = f"run_{uuid.uuid4().hex}"
+    items: list[dict[str, object]] = [
+        {"type": "run.start", "id": run_id, "customerId": customer_id, "workflow": "bench"}
+    ]
+    items += [
+        {
+            "type": "event",
+            "id": f"evt_{uuid.uuid4().hex}",
+            "runId": run_id,
+            "eventType": "llm",
+            "meter": "tokens",
+            "quantity": 3.0,
+            "timestamp": "2026-12-02T00:00:00.000000Z",
+            "durationMs": 1.5,
+            "outcome": "ok",
+        }
+        for _ in range(BATCH - 1)
+    ]
+    return json.dumps({"items": items}).encode()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def measure(url: str) -> tuple[float, float]:
+    """(events/s, server CPU µs per event) of one fresh server over ``url``."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "drip.cli", "serve", "--database-url", url),
+            *("--port", str(port), "--log-level", "warning"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        key = ""
+        while not key:
+            line = server.stdout.readline()
+            if not line:
+                raise RuntimeError("drip serve ended before printing a key")
+            if "secret key:" in line:
+                key = line.split("secret key:")[1].split()[0]
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=f"{base}/v1", headers=headers, timeout=300) as api:
+            customer = api.post("/customers", json={"externalCustomerId": "bench"}).json()["id"]
+            bodies = [_body(customer) for _ in range(BATCHES + 1)]
+            api.post("/ingest?results=compact", content=bodies[0])  # warm-up
+            cpu0, t0 = _cpu_seconds(server.pid), time.perf_counter()
+            for body in bodies[1:]:
+                answer = api.post("/ingest?results=compact", content=body)
+                assert answer.status_code == 200 and answer.json()["created"] == BATCH
+            elapsed, cpu = time.perf_counter() - t0, _cpu_seconds(server.pid) - cpu0
+        events = BATCH * BATCHES
+        return events / elapsed, cpu / events * 1e6
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _fresh_postgres(admin_url: str) -> tuple[str, str]:
+    name = f"drip_bench_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(driver_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    url = make_url(driver_url(admin_url)).set(database=name)
+    return url.render_as_string(hide_password=False), name
+
+
+def _drop_postgres(admin_url: str, name: str) -> None:
+    engine = create_engine(driver_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("postgres_url", help="a PostgreSQL server to make databases on")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, list[tuple[float, float]]] = {"sqlite": [], "postgresql": []}
+    for round_ in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sqlite"].append(measure(f"sqlite:///{tmp}/bench.db"))
+        url, name = _fresh_postgres(args.postgres_url)
+        try:
+            results["postgresql"].append(measure(url))
+        finally:
+            _drop_postgres(args.postgres_url, name)
+        for backend, found in results.items():
+            rate, cpu = found[-1]
+            print(f"round {round_} {backend:<10} {rate:>9,.0f} events/s {cpu:>6.1f} µs CPU/event")
+    rate = {k: statistics.median(r for r, _ in v) for k, v in results.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in results.items()}
+    print(
+        f"median     sqlite     {rate['sqlite']:>9,.0f} events/s {cpu['sqlite']:>6.1f} µs CPU/event"
+    )
+    print(
+        f"median     postgresql {rate['postgresql']:>9,.0f} events/s "
+        f"{cpu['postgresql']:>6.1f} µs CPU/event"
+    )
+    print(f"PostgreSQL / SQLite: {rate['postgresql'] / rate['sqlite']:.0%} of the rate")
+
+
+if __name__ == "__main__":
+    main()
