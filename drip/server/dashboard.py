@@ -36,7 +36,7 @@ _TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 
 @cache
 def _asset(name: str) -> bytes:
-    return files("drip.server").joinpath("static", name).read_bytes()
+    return files("drip.server").joinpath("static").joinpath(name).read_bytes()
 
 
 @cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,13 @@ CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
     # CI installs them (.ci/run); there a missing browser is a failure, not a skip
     if os.environ.get("CI"):
-        raise RuntimeError("chromium and chromedriver are required in CI (apt: chromium chromium-driver)")
-    pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+        raise RuntimeError(
+            "chromium and chromedriver are required in CI (apt: chromium chromium-driver)"
+        )
+    pytest.skip(
+        "needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +46,14 @@ def browser() -> Iterator[Any]:
 
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1360,900", "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,900",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
@@ -131,9 +141,14 @@ def seeded(live_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         with client.run(workflow="nightly-report", customer_id=(acme, globex)[i % 2].id):
             agent.search()
             agent.llm(100 + i)
-    with pytest.raises(TimeoutError), client.run(
-        workflow="research-agent", customer_id=acme.id
-    ) as run:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("dashboard-test")
+    with (
+        tracer.start_as_current_span("session") as span,
+        pytest.raises(TimeoutError),
+        client.run(workflow="research-agent", customer_id=acme.id) as run,
+    ):
         agent.step()
         with client.run(workflow="report-writer") as child:
             agent.llm(250)
@@ -142,7 +157,14 @@ def seeded(live_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     report = client.flush(timeout=20)
     assert report.failed == 0, report
     client.close()
-    return {"account": account, "run_id": run.id, "child_id": child.id, "acme": acme}
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+    return {
+        "account": account,
+        "run_id": run.id,
+        "child_id": child.id,
+        "acme": acme,
+        "trace_id": trace_id,
+    }
 
 
 def test_run_list_pages_and_filters(browser: Any, seeded: dict[str, Any]) -> None:
@@ -182,8 +204,11 @@ def test_waterfall_shows_nested_events_child_run_and_error(
     wait_for(browser, "#waterfall .wf-row")
     rows = browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row")
     layout = [
-        (r.get_attribute("data-kind"), int(r.get_attribute("data-depth")),
-         r.find_element(By.CSS_SELECTOR, ".wf-name").text)
+        (
+            r.get_attribute("data-kind"),
+            int(r.get_attribute("data-depth")),
+            r.find_element(By.CSS_SELECTOR, ".wf-name").text,
+        )
         for r in rows
     ]
     # agent.research holds search + llm one level down; the child run holds its own events
@@ -196,8 +221,7 @@ def test_waterfall_shows_nested_events_child_run_and_error(
     failed = browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row.failed")
     assert any("tool.fetch" in r.text and "TimeoutError" in r.text for r in failed)
     assert "TimeoutError" in browser.find_element(By.ID, "run-error").text
-    trace = browser.find_element(By.ID, "trace-id").text
-    assert trace and trace != "–" or trace == "–"  # shown either way; filled when OTel is on
+    assert browser.find_element(By.ID, "trace-id").text == seeded["trace_id"]
     bars = browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-bar")
     lefts = {b.value_of_css_property("left") for b in bars}
     assert len(lefts) > 3  # bars placed along the time axis, not stacked at one spot
@@ -210,9 +234,13 @@ def test_usage_chart_renders_for_a_customer_filter(browser: Any, seeded: dict[st
     account = seeded["account"]
     sign_in(browser, account, "/usage?range=24h&customer=acme-corp")
     chart = wait_for(browser, "svg.chart[data-meter='llm_tokens']")[0]
-    heights = [float(b.get_attribute("height")) for b in chart.find_elements(By.CSS_SELECTOR, "rect.bar")]
+    heights = [
+        float(b.get_attribute("height")) for b in chart.find_elements(By.CSS_SELECTOR, "rect.bar")
+    ]
     assert len(heights) >= 24 and max(heights) > 0
-    total = sum(float(b.get_attribute("data-q")) for b in chart.find_elements(By.CSS_SELECTOR, "rect.bar"))
+    total = sum(
+        float(b.get_attribute("data-q")) for b in chart.find_elements(By.CSS_SELECTOR, "rect.bar")
+    )
     # acme ran the even nightly reports (100 + i tokens) plus 420 + 250 in the failing run
     assert total == sum(100 + i for i in range(0, 29, 2)) + 420 + 250
     shot(browser, "usage-customer")
@@ -251,9 +279,7 @@ def test_key_is_not_visible_and_lives_in_session_storage(
 def test_public_key_gets_a_clear_message(browser: Any, seeded: dict[str, Any]) -> None:
     account = seeded["account"]
     open_page(browser, account, f"key={account.public_key}")
-    error = WebDriverWait(browser, 10).until(
-        lambda d: d.find_element(By.ID, "error").text or False
-    )
+    error = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "error").text or False)
     assert "public key" in error and "secret key" in error
     shot(browser, "public-key")
     browser.find_element(By.ID, "signout").click()
@@ -270,5 +296,3 @@ def test_security_headers(seeded: dict[str, Any]) -> None:
         assert response.headers["x-frame-options"] == "DENY"
     assert httpx.get(base + "/assets/..%2Fapp.py").status_code == 404
     assert httpx.get(base + "/assets/nothing.js").status_code == 404
-
-
