@@ -147,7 +147,7 @@ def row_item(raw: dict[str, Any], seen: Counter[str]) -> dict[str, Any]:
 
 
 def _send(drip: Any, batch: list[tuple[int, dict[str, Any]]], tally: Tally) -> None:
-    from .._api import ingest
+    from .._endpoints import ingest
 
     body = json.dumps({"items": [item for _, item in batch]}, separators=(",", ":")).encode()
     result = drip._transport.send(ingest(body))
