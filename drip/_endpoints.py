@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from . import models as m
 from ._checks import check_metadata, check_name, check_quantity
 from ._ids import idempotency_key, new_id
-from .errors import DripValidationError
+from .errors import DripAuthenticationError, DripValidationError
 
 __all__ = ["RawResponse", "RequestSpec"]
 
@@ -120,10 +120,21 @@ def _model(model: type[M]) -> Callable[[RawResponse], M]:
 
 
 def ping() -> RequestSpec[m.PingResult]:
-    """Check the server: ``ok`` is true when it answers healthy. HTTP errors are reported, not raised."""
+    """Check the server and the key: ``ok`` is true when it answers healthy.
+
+    A key the server refuses (401) raises ``DripAuthenticationError``: ping is how users check
+    their setup. Other HTTP errors are reported in the result, not raised."""
 
     def parse(raw: RawResponse) -> m.PingResult:
         body = raw.body if isinstance(raw.body, dict) else {}
+        if raw.status_code == 401:
+            message = body.get("message") if isinstance(body.get("message"), str) else None
+            raise DripAuthenticationError(
+                message or "The server refused the API key",
+                status_code=401,
+                code=body.get("code") if isinstance(body.get("code"), str) else None,
+                body=raw.body,
+            )
         status = body.get("status")
         status = status if isinstance(status, str) else "unknown"
         if not 200 <= raw.status_code < 300:
