@@ -12,8 +12,8 @@ __all__ = ["add"]
 
 
 def _create(args: argparse.Namespace) -> int:
-    from ..server.auth import KeyStore
-    from ..server.db import Database
+    from ..server.keys import KeyStore
+    from ..server.storage.database import Database
 
     url = database_url(args, must_exist=True)
     db = Database(url)

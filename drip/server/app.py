@@ -1,42 +1,36 @@
-"""The FastAPI application: state, routers and the handlers that keep every error JSON."""
+"""The FastAPI application: ``create_app()``, the factory every way of serving goes through.
+
+``create_app()`` with no arguments reads its settings from the environment (``settings``), so
+``uvicorn --factory drip.server.app:create_app`` and ``drip serve --workers N`` build the same
+app in each worker process. On start the schema is upgraded to the newest migration under a
+database-wide lock, so workers starting together are safe.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from drip._version import __version__
-from drip.models import Health
 
-from .auth import KeyStore
-from .db import Database
+from . import dashboard
+from .deps import ServerState
 from .errors import ApiError, error_body
+from .http import SecurityHeaders, json_response
+from .keys import KeyStore
+from .openapi import install_openapi
 from .pricing import Pricing
-from .wire import json_response
+from .routes import ROUTERS
+from .settings import Settings
+from .storage.database import Database
 
-__all__ = ["ServerState", "create_app", "state"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger("drip.server")
-
-
-@dataclass
-class ServerState:
-    """What every request needs: the database, the keys and the prices."""
-
-    db: Database
-    keys: KeyStore
-    pricing: Pricing
-
-
-def state(request: Request) -> ServerState:
-    """The server state of the app handling ``request``."""
-    found: ServerState = request.app.state.drip
-    return found
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -76,28 +70,35 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(
-    database_url: str, *, pricing: Pricing | None = None, create_tables: bool = True
+    database_url: str | None = None,
+    *,
+    pricing: Pricing | None = None,
+    create_tables: bool = True,
+    settings: Settings | None = None,
 ) -> FastAPI:
-    """The Drip API over ``database_url`` (``sqlite:///path.db`` or a PostgreSQL URL)."""
-    from . import dashboard, routes_customers, routes_ingest, routes_runs, routes_usage
-
-    db = Database(database_url)
-    if create_tables:
-        db.create_tables()
+    """The Drip API. Settings: ``settings`` (default: from the environment), with
+    ``database_url`` (``sqlite:///path.db`` or a PostgreSQL URL) and ``pricing`` overriding
+    theirs; ``create_tables=False`` leaves the schema as it is."""
+    settings = settings or Settings.from_env()
+    if database_url is not None:
+        settings = dataclasses.replace(settings, database_url=database_url)
+    if pricing is None:
+        pricing = Pricing.build(settings.prices, settings.default_price)
+    db = Database(settings.database_url)
+    if create_tables and settings.migrate:
+        db.upgrade()
     app = FastAPI(
         title="Drip local server",
         version=__version__,
-        docs_url="/docs",
+        docs_url="/docs" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
         redoc_url=None,
     )
-    app.state.drip = ServerState(db=db, keys=KeyStore(db), pricing=pricing or Pricing())
+    app.state.drip = ServerState(db=db, keys=KeyStore(db), pricing=pricing, settings=settings)
     _install_error_handlers(app)
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> Response:
-        return json_response(Health(status="healthy", timestamp=int(time.time())))
-
-    for module in (routes_customers, routes_usage, routes_runs, routes_ingest):
-        app.include_router(module.router, prefix="/v1")
+    for router in ROUTERS:
+        app.include_router(router)
     app.include_router(dashboard.router)
+    app.add_middleware(SecurityHeaders)
+    install_openapi(app)
     return app

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-__all__ = ["duration_ms", "is_canonical", "normalize", "now_iso", "to_iso"]
+from .errors import ApiError
+
+__all__ = ["duration_ms", "field_time", "is_canonical", "normalize", "now_iso", "to_iso"]
 
 
 def to_iso(moment: datetime) -> str:
@@ -57,3 +59,11 @@ def duration_ms(start: str | None, end: str | None) -> int | None:
         return None
     delta = _parse(end) - _parse(start)
     return max(0, round(delta.total_seconds() * 1000))
+
+
+def field_time(value: str | None, field: str, default: str) -> str:
+    """A timestamp from a request body normalised, or a 422 naming the field."""
+    try:
+        return normalize(value, default)
+    except ValueError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", f"{field}: {exc}") from None

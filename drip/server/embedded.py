@@ -14,8 +14,9 @@ from decimal import Decimal
 
 import uvicorn
 
-from .app import ServerState, create_app
-from .auth import DEFAULT_ACCOUNT
+from .app import create_app
+from .deps import ServerState
+from .keys import DEFAULT_ACCOUNT
 from .pricing import Pricing
 
 __all__ = ["RunningServer", "start_server"]

@@ -31,7 +31,7 @@ from typing_extensions import NotRequired, TypedDict
 from drip.models import MAX_NAME_LENGTH, IngestItem, RunStatus
 
 from .errors import ApiError, describe_validation_error
-from .wire import decode
+from .http import decode
 
 __all__ = ["FAST_ITEMS", "MAX_ITEMS", "Item", "Rejected", "parse_batch"]
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from drip.server.db import Database, insert_many, max_seq
-from drip.server.schema import events
+from drip.server.storage.bulk import insert_many, max_seq
+from drip.server.storage.database import Database
+from drip.server.storage.schema import events
 
 TS = "2025-01-01T00:00:00.000000Z"
 COLUMNS = (

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from drip.server.wire import MAX_BODY_BYTES
+from drip.server.http import MAX_BODY_BYTES
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

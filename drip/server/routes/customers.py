@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from drip.models import CreateCustomerRequest, CreateWorkflowRequest, CustomerStatus
 
-from . import storage
-from .app import state
-from .auth import Principal, authenticate, require_secret
-from .wire import json_response, parse, read_object
+from ..deps import Caller, state
+from ..http import json_response, parse, read_object
+from ..openapi import body
+from ..storage import customers, workflows
 
-router = APIRouter()
+router = APIRouter(prefix="/v1")
 
-Caller = Annotated[Principal, Depends(authenticate)]
-SecretCaller = Annotated[Principal, Depends(require_secret)]
+#: largest offset accepted (a bigger one is a 422, not an integer overflow in the database)
+MAX_OFFSET = 2**31 - 1
 
 
-@router.post("/customers")
+@router.post("/customers", openapi_extra=body(CreateCustomerRequest))
 async def create_customer(request: Request, who: Caller) -> Response:
     req = parse(CreateCustomerRequest, await read_object(request))
     customer, created = await run_in_threadpool(
-        storage.create_customer, state(request).db, who.account_id, req
+        customers.create_customer, state(request).db, who.account_id, req
     )
     return json_response(customer, 201 if created else 200)
 
@@ -34,11 +34,11 @@ async def list_customers(
     request: Request,
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: CustomerStatus | None = None,
 ) -> Response:
     result = await run_in_threadpool(
-        storage.list_customers, state(request).db, who.account_id, limit, offset, status
+        customers.list_customers, state(request).db, who.account_id, limit, offset, status
     )
     return json_response(result)
 
@@ -46,22 +46,22 @@ async def list_customers(
 @router.get("/customers/{customer_id}")
 async def get_customer(request: Request, who: Caller, customer_id: str) -> Response:
     customer = await run_in_threadpool(
-        storage.get_customer, state(request).db, who.account_id, customer_id
+        customers.get_customer, state(request).db, who.account_id, customer_id
     )
     return json_response(customer)
 
 
 @router.get("/workflows")
 async def list_workflows(request: Request, who: Caller) -> Response:
-    result = await run_in_threadpool(storage.list_workflows, state(request).db, who.account_id)
+    result = await run_in_threadpool(workflows.list_workflows, state(request).db, who.account_id)
     return json_response(result)
 
 
-@router.post("/workflows")
-async def create_workflow(request: Request, who: SecretCaller) -> Response:
+@router.post("/workflows", openapi_extra=body(CreateWorkflowRequest))
+async def create_workflow(request: Request, who: Caller) -> Response:
     """Idempotent on ``slug``: an existing slug answers 200 with the stored workflow."""
     req = parse(CreateWorkflowRequest, await read_object(request))
     workflow, created = await run_in_threadpool(
-        storage.create_workflow, state(request).db, who.account_id, req
+        workflows.create_workflow, state(request).db, who.account_id, req
     )
     return json_response(workflow, 201 if created else 200)

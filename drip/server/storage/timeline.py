@@ -20,11 +20,12 @@ from drip.models import (
     TimelineSummary,
 )
 
-from . import clock
-from .db import Database
-from .pricing import Pricing, format_usdc
+from .. import clock
+from ..pricing import Pricing, format_usdc
+from .database import Database
+from .refs import require_run
+from .runs import TIMELINE_MAX, number_text, run_result, run_totals
 from .schema import customers, events, runs, workflows
-from .storage_runs import TIMELINE_MAX, number_text, require_run, run_result, run_totals
 
 __all__ = ["DETAILS_TIMELINE_LIMIT", "get_run", "get_timeline", "list_runs"]
 

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from drip.models import EmitEventRequest, EndRunRequest, RecordRunRequest, StartRunRequest
+from drip.models import (
+    EmitEventRequest,
+    EmitEventsBatchRequest,
+    EndRunRequest,
+    RecordRunRequest,
+    StartRunRequest,
+)
 
-from . import storage_reads, storage_runs
-from .app import state
-from .auth import Principal, authenticate
-from .errors import ApiError
-from .wire import json_response, parse, read_object
+from ..deps import Caller, state
+from ..errors import ApiError
+from ..http import json_response, parse, read_object
+from ..openapi import body
+from ..storage import runs as storage_runs
+from ..storage import timeline as storage_reads
 
-router = APIRouter()
-
-Caller = Annotated[Principal, Depends(authenticate)]
+router = APIRouter(prefix="/v1")
 
 
-@router.post("/runs")
+@router.post("/runs", openapi_extra=body(StartRunRequest))
 async def start_run(request: Request, who: Caller) -> Response:
     req = parse(StartRunRequest, await read_object(request))
     run = await run_in_threadpool(storage_runs.start_run, state(request).db, who.account_id, req)
@@ -41,7 +46,7 @@ async def list_runs(
     return json_response(body)
 
 
-@router.post("/runs/record")
+@router.post("/runs/record", openapi_extra=body(RecordRunRequest))
 async def record_run(request: Request, who: Caller) -> Response:
     req = parse(RecordRunRequest, await read_object(request))
     result = await run_in_threadpool(
@@ -50,7 +55,7 @@ async def record_run(request: Request, who: Caller) -> Response:
     return json_response(result, 201)
 
 
-@router.patch("/runs/{run_id}")
+@router.patch("/runs/{run_id}", openapi_extra=body(EndRunRequest))
 async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     req = parse(EndRunRequest, await read_object(request))
     result = await run_in_threadpool(
@@ -84,14 +89,14 @@ async def get_timeline(
     return json_response(timeline)
 
 
-@router.post("/run-events")
+@router.post("/run-events", openapi_extra=body(EmitEventRequest))
 async def emit_event(request: Request, who: Caller) -> Response:
     req = parse(EmitEventRequest, await read_object(request))
     event = await run_in_threadpool(storage_runs.emit_event, state(request).db, who.account_id, req)
     return json_response(event, 200 if event.is_duplicate else 201)
 
 
-@router.post("/run-events/batch")
+@router.post("/run-events/batch", openapi_extra=body(EmitEventsBatchRequest))
 async def emit_events_batch(request: Request, who: Caller) -> Response:
     """Items are validated one by one (snake_case accepted); a bad item is skipped."""
     items = (await read_object(request)).get("events")

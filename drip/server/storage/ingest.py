@@ -8,22 +8,19 @@ the transaction commits.
 Built for throughput (tens of thousands of items per second): the body is validated in one pass
 into plain dicts (``ingest_parse``); the runs, customers and workflows a batch refers to are read
 with one query; an event of the SDK's usual shape becomes a short row (no NULL columns); rows go
-in with multi-row ``INSERT … ON CONFLICT DO NOTHING`` statements (``db.insert_many``);
-duplicates against the database are found after the fact, only when the insert count falls
-short; the answer's JSON is written directly, in full (an entry per item) or, with
-``?results=compact`` (what the SDK asks for), as a status letter per item plus the rejected
-items' details.
+in with multi-row ``INSERT … ON CONFLICT DO NOTHING`` statements (``bulk.insert_new``);
+duplicates against the database are found by the insert itself (see ``bulk``), never by a
+first look-up per row. The answer is an ``Outcome`` (ids and statuses in parallel lists); ``routes.ingest``
+writes it as JSON.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
-    Table,
     bindparam,
     literal_column,
     null,
@@ -34,40 +31,19 @@ from sqlalchemy import (
 
 from drip.models import TERMINAL_RUN_STATUSES, RunStatus
 
-from . import clock
-from .db import (
-    IN_CHUNK,
-    Database,
-    bulk_insert_ignore,
-    chunked,
-    insert_many,
-    json_text,
-    max_seq,
-)
-from .errors import ApiError
-from .ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
+from .. import clock
+from ..errors import ApiError
+from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
+from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text
+from .database import Database
+from .refs import existing_customers, known_runs, workflow_ids
 from .schema import customers, events, runs, usage_records, workflows
-from .storage import existing_customers, resolve_workflow
-from .storage_runs import known_runs
+from .workflows import resolve_workflow
 
-__all__ = ["MAX_ITEMS", "ingest", "parse_batch"]
+__all__ = ["MAX_ITEMS", "Outcome", "ingest", "parse_batch"]
 
 _RUNNING = RunStatus.RUNNING.value
 _is_canonical = clock.is_canonical
-
-
-def _workflow_ids(conn: Connection, account_id: int, refs: set[str]) -> dict[str, str]:
-    """ref (id or slug) -> workflow id, for the refs that exist."""
-    found: dict[str, str] = {}
-    for part in chunked(sorted(refs)):
-        for wid, slug in conn.execute(
-            select(workflows.c.id, workflows.c.slug).where(
-                workflows.c.account_id == account_id,
-                workflows.c.id.in_(part) | workflows.c.slug.in_(part),
-            )
-        ):
-            found[wid] = found[slug] = wid
-    return found
 
 
 #: the SDK's usual event (a metered call that went well), as the fast schema gives it
@@ -101,7 +77,7 @@ def _references(
         return (
             known_runs(conn, account_id, run_refs),
             existing_customers(conn, account_id, customer_refs),
-            _workflow_ids(conn, account_id, workflow_refs),
+            workflow_ids(conn, account_id, workflow_refs),
         )
     parts = []
     if run_refs:
@@ -147,27 +123,6 @@ USAGE_COLUMNS = (
     "account_id", "id", "family", "customer_id", "usage_type", "quantity", "units",
     "description", "correlation_id", "meta", "timestamp",
 )  # fmt: skip
-
-
-def _insert(
-    conn: Connection,
-    table: Table,
-    columns: tuple[str, ...],
-    account_id: int,
-    rows: list[tuple[Any, ...]],
-) -> set[str] | None:
-    """Insert rows; None when all went in, else the ids that did (the rest were duplicates)."""
-    if not rows:
-        return None
-    before = max_seq(conn, table)
-    short = columns is COMMON_COLUMNS  # short rows have no all-NULL column worth leaving out
-    if insert_many(conn, table, columns, rows, drop_nulls=not short) == len(rows):
-        return None
-    return set(
-        conn.execute(
-            select(table.c.id).where(table.c.account_id == account_id, table.c.seq > before)
-        ).scalars()
-    )
 
 
 class _Apply:
@@ -389,7 +344,11 @@ class _Apply:
             (events, event_columns, self.event_rows, self.event_at),
             (usage_records, USAGE_COLUMNS, self.usage_rows, self.usage_at),
         ):
-            went_in = _insert(self.conn, table, columns, self.account_id, rows)
+            # short rows have no all-NULL column worth leaving out
+            short = columns is COMMON_COLUMNS
+            went_in = insert_new(
+                self.conn, table, columns, self.account_id, rows, drop_nulls=not short
+            )
             if went_in is not None:
                 for row, index in zip(rows, at, strict=True):
                     if row[1] not in went_in:
@@ -425,48 +384,20 @@ class _Apply:
             self.conn.execute(update(runs).where(*where).values(values), with_meta)
 
 
-def _text(value: str | None) -> str:
-    return "null" if value is None else encode_basestring_ascii(value)
+class Outcome(NamedTuple):
+    """What became of each item, in order: its id, its status (``created``, ``duplicate``,
+    ``updated``, ``rejected``) and, by index, the code and message of those that have one."""
+
+    ids: list[str | None]
+    statuses: list[str]
+    problems: dict[int, tuple[str, str]]
 
 
-_LETTERS = {"created": "c", "duplicate": "d", "updated": "u", "rejected": "r"}
-
-
-def _entry(index: int, ident: str | None, status: str, problem: tuple[str, str] | None) -> str:
-    if problem is None:
-        tail = '"code":null,"message":null}'
-    else:
-        tail = f'"code":{_text(problem[0])},"message":{_text(problem[1])}}}'
-    return f'{{"index":{index},"id":{_text(ident)},"status":"{status}",{tail}'
-
-
-def _answer(batch: _Apply, compact: bool) -> bytes:
-    """The ``IngestResult`` JSON (camelCase), written directly: an entry per item (as it always
-    was: no ``statuses`` key), or when ``compact`` a status letter per item and entries for the
-    rejected items."""
-    ids, statuses, problems = batch.ids, batch.statuses, batch.problems
-    if compact:
-        letters = "".join(map(_LETTERS.__getitem__, statuses))
-        entries = [_entry(i, ids[i], statuses[i], problems[i]) for i in sorted(problems)]
-        head = f'{{"results":[{",".join(entries)}],"statuses":"{letters}"'
-    else:
-        get = problems.get
-        entries = [_entry(i, ident, statuses[i], get(i)) for i, ident in enumerate(ids)]
-        head = f'{{"results":[{",".join(entries)}]'
-    created, duplicates, updated, rejected = (
-        statuses.count(status) for status in ("created", "duplicate", "updated", "rejected")
-    )
-    return (
-        f'{head},"created":{created},"duplicates":{duplicates},"updated":{updated},'
-        f'"rejected":{rejected}}}'
-    ).encode()
-
-
-def ingest(db: Database, account_id: int, raw: bytes, compact: bool = False) -> bytes:
-    """Validate and apply one ingest request body; the answer (``IngestResult``) as JSON."""
+def ingest(db: Database, account_id: int, raw: bytes) -> Outcome:
+    """Validate and apply one ingest request body (the answer is written by the route)."""
     items, canonical = parse_batch(raw)
     with db.write() as conn:
         batch = _Apply(conn, account_id, items)
         batch.apply(items, canonical)
         batch.write()
-    return _answer(batch, compact)
+    return Outcome(batch.ids, batch.statuses, batch.problems)

@@ -1,4 +1,4 @@
-"""API keys: creation, hashing, verification and what a public key may do.
+"""API keys: creation, hashing and verification (what each kind may do: ``scopes``).
 
 A key is ``sk_local_<48 hex>`` (secret) or ``pk_local_<48 hex>`` (public). Only its SHA-256 is
 stored; a presented key is hashed, looked up by hash and compared in constant time. Verified
@@ -13,15 +13,13 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from fastapi import Request
 from sqlalchemy import select
 
-from . import schema
 from .clock import now_iso
-from .db import Database
-from .errors import ApiError
+from .storage import schema
+from .storage.database import Database
 
-__all__ = ["KeyStore", "Principal", "authenticate", "require_secret"]
+__all__ = ["DEFAULT_ACCOUNT", "KeyStore", "Principal", "hash_key"]
 
 DEFAULT_ACCOUNT = "default"
 
@@ -32,9 +30,12 @@ class Principal:
 
     account_id: int
     public: bool
+    #: the key's row (``api_keys.seq``): what a public key's runs are owned by
+    key_id: int = 0
 
 
 def hash_key(key: str) -> str:
+    """The stored form of a key (SHA-256, hex)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -86,43 +87,15 @@ class KeyStore:
         keys = schema.api_keys
         with self._db.read() as conn:
             row = conn.execute(
-                select(keys.c.key_hash, keys.c.account_id, keys.c.kind).where(
+                select(keys.c.key_hash, keys.c.account_id, keys.c.kind, keys.c.seq).where(
                     keys.c.key_hash == digest
                 )
             ).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
-        principal = Principal(account_id=row.account_id, public=row.kind == "public")
+        principal = Principal(
+            account_id=row.account_id, public=row.kind == "public", key_id=row.seq
+        )
         with self._cache_lock:
             self._cache[digest] = principal
         return principal
-
-
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": "Bearer"})
-
-
-async def authenticate(request: Request) -> Principal:
-    """FastAPI dependency: the caller of this request, from ``Authorization: Bearer <key>``."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        raise _unauthorized("Missing API key: send 'Authorization: Bearer sk_…' (or pk_…)")
-    if not key.startswith(("sk_", "pk_")):
-        raise _unauthorized("Invalid API key: keys start with 'sk_' or 'pk_'")
-    store: KeyStore = request.app.state.drip.keys
-    principal = store.verify(key)
-    if principal is None:
-        raise _unauthorized("Invalid API key: this server does not know it")
-    return principal
-
-
-async def require_secret(request: Request) -> Principal:
-    """FastAPI dependency for operations a public (``pk_``) key may not perform: 403."""
-    principal = await authenticate(request)
-    if principal.public:
-        raise ApiError(
-            403, "SECRET_KEY_REQUIRED", "This operation needs a secret key (sk_…), not a public key"
-        )
-    return principal

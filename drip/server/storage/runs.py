@@ -1,4 +1,4 @@
-"""Queries that write runs and run events: start, end, record, emit (reads: ``storage_reads``).
+"""Writing runs and run events: start, end, record, emit (reads: ``timeline``).
 
 A run event belongs to its run's customer (copied onto the event row, so per-customer totals
 need no join). An event without a quantity counts 1 — the published client's ``record_run``
@@ -8,7 +8,7 @@ terminal run may be ended again (the published ``run()`` and LangChain paths do 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,11 +32,13 @@ from drip.models import (
     StartRunRequest,
 )
 
-from . import clock
-from .db import Database, bulk_insert_ignore, chunked, insert_ignore
-from .errors import ApiError, describe_validation_error
-from .schema import events, runs, workflows
-from .storage import require_customer, resolve_workflow, timestamp
+from .. import clock
+from ..errors import ApiError, describe_validation_error
+from .bulk import bulk_insert_ignore, chunked, insert_ignore
+from .database import Database
+from .refs import known_runs, require_customer, require_run, run_row
+from .schema import events, runs
+from .workflows import resolve_workflow
 
 __all__ = [
     "TIMELINE_MAX",
@@ -44,10 +46,8 @@ __all__ = [
     "emit_events_batch",
     "end_run",
     "event_row",
-    "known_runs",
     "number_text",
     "record_run",
-    "require_run",
     "run_result",
     "run_totals",
     "start_run",
@@ -100,7 +100,7 @@ def _request_event_row(
         id=req.id,
         meter=req.meter,
         quantity=req.quantity,
-        timestamp=timestamp(req.timestamp, "timestamp", now),
+        timestamp=clock.field_time(req.timestamp, "timestamp", now),
         units=req.units,
         description=req.description,
         cost_units=req.cost_units,
@@ -114,38 +114,6 @@ def _request_event_row(
         outcome=req.outcome,
         error_type=req.error_type,
     )
-
-
-def known_runs(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, list[str]]:
-    """run id -> [customer id, status] for the ids that exist (one query per 500 ids)."""
-    found: dict[str, list[str]] = {}
-    for part in chunked(sorted(set(ids))):
-        for rid, customer_id, status in conn.execute(
-            select(runs.c.id, runs.c.customer_id, runs.c.status).where(
-                runs.c.account_id == account_id, runs.c.id.in_(part)
-            )
-        ):
-            found[rid] = [customer_id, status]
-    return found
-
-
-def _run_row(conn: Connection, account_id: int, run_id: str) -> Row[Any] | None:
-    return conn.execute(
-        select(runs, workflows.c.name.label("workflow_name"))
-        .join(
-            workflows,
-            (workflows.c.account_id == runs.c.account_id) & (workflows.c.id == runs.c.workflow_id),
-            isouter=True,
-        )
-        .where(runs.c.account_id == account_id, runs.c.id == run_id)
-    ).first()
-
-
-def require_run(conn: Connection, account_id: int, run_id: str) -> Row[Any]:
-    row = _run_row(conn, account_id, run_id)
-    if row is None:
-        raise ApiError.not_found("run", run_id)
-    return row
 
 
 def run_result(row: Row[Any], duplicate: bool) -> RunResult:
@@ -178,15 +146,15 @@ def _by_external_id(
         .order_by(runs.c.seq)
         .limit(1)
     ).scalar()
-    return None if rid is None else _run_row(conn, account_id, rid)
+    return None if rid is None else run_row(conn, account_id, rid)
 
 
 def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
     """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run."""
     now = clock.now_iso()
-    started = timestamp(req.started_at, "startedAt", now)
+    started = clock.field_time(req.started_at, "startedAt", now)
     with db.write() as conn:
-        existing = _run_row(conn, account_id, req.id) if req.id else None
+        existing = run_row(conn, account_id, req.id) if req.id else None
         if existing is None:
             require_customer(conn, account_id, req.customer_id, "customerId")
             existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
@@ -230,7 +198,7 @@ def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> E
             "INVALID_STATUS",
             f"status: a run ends COMPLETED, FAILED, CANCELLED or TIMEOUT, not {req.status.value}",
         )
-    ended = timestamp(req.ended_at, "endedAt", clock.now_iso())
+    ended = clock.field_time(req.ended_at, "endedAt", clock.now_iso())
     with db.write() as conn:
         row = require_run(conn, account_id, run_id)
         if row.status != req.status.value:
@@ -419,7 +387,7 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
     """
     now = clock.now_iso()
     with db.write() as conn:
-        existing = _run_row(conn, account_id, req.id) if req.id else None
+        existing = run_row(conn, account_id, req.id) if req.id else None
         if existing is None:
             require_customer(conn, account_id, req.customer_id, "customerId")
             existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)

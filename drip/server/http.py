@@ -1,0 +1,158 @@
+"""Reading request bodies and writing responses, with the limits and error shapes of the API.
+
+Bodies are read here (not by FastAPI's body parameters) so that every failure has our JSON error
+shape: a body over ``MAX_BODY_BYTES`` is 413 (checked from Content-Length and again while
+reading), JSON nested deeper than ``MAX_DEPTH`` or malformed is 400, a body that is not an
+object or fails a model is 422 naming the field. An empty body counts as ``{}`` where the body
+is optional. (The OpenAPI document still declares each body's model: see ``routes``.)
+
+``SecurityHeaders`` adds a Content-Security-Policy, anti-framing and ``nosniff`` headers to
+every HTML response (the dashboard, ``/docs``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import pydantic_core
+from fastapi import Request, Response
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ApiError, describe_validation_error
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "SecurityHeaders",
+    "decode",
+    "json_response",
+    "parse",
+    "read_body",
+    "read_object",
+]
+
+#: largest request body accepted (bytes); an SDK ingest batch (5,000 events) is ~1.2 MiB
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+#: deepest JSON nesting accepted: the limit of pydantic-core's parser, which stops there
+#: instead of recursing further (Python's ``json`` would recurse until a RecursionError)
+MAX_DEPTH = 200
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing more than ``MAX_BODY_BYTES``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(
+                400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number"
+            ) from None
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> ApiError:
+    return ApiError(
+        413, "PAYLOAD_TOO_LARGE", f"The request body is larger than {MAX_BODY_BYTES} bytes"
+    )
+
+
+def _check_depth(raw: bytes) -> None:
+    """400 when ``raw`` nests deeper than ``MAX_DEPTH``: pydantic-core's parser stops at that
+    depth, in C, without recursing further. (Other faults are left to ``json``, which accepts
+    what the checks of the items judge one by one, such as lone surrogates.)"""
+    try:
+        pydantic_core.from_json(raw)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise ApiError(
+                400, "JSON_TOO_DEEP", f"The request body nests JSON deeper than {MAX_DEPTH} levels"
+            ) from None
+
+
+def decode(raw: bytes) -> Any:
+    """Parse JSON bytes; an empty body is ``{}``."""
+    if not raw.strip():
+        return {}
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_depth(raw)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from None
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (``{}`` when empty)."""
+    data = decode(await read_body(request))
+    if not isinstance(data, dict):
+        raise ApiError(422, "VALIDATION_ERROR", "The request body must be a JSON object")
+    return data
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate ``data`` with a wire model; 422 naming the field when it does not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", describe_validation_error(exc)) from None
+
+
+def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Response:
+    """Render a wire model with every key present (``None`` as ``null``), camelCase."""
+    if isinstance(model, BaseModel):
+        content = model.model_dump_json(by_alias=True)
+    else:
+        content = json.dumps(model, separators=(",", ":"))
+    return Response(content=content, status_code=status, media_type="application/json")
+
+
+class SecurityHeaders:
+    """ASGI middleware: security headers on every HTML response (pure ASGI, so the API's JSON
+    responses pay one dictionary look-up, not a second response object)."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+    #: for HTML pages that set no policy of their own (``/docs`` loads Swagger UI's assets)
+    DEFAULT_CSP = b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                names = {name.lower() for name, _ in headers}
+                content_type = dict(headers).get(b"content-type", b"")
+                if content_type.startswith(b"text/html"):
+                    headers.extend(h for h in self.HEADERS if h[0] not in names)
+                    if b"content-security-policy" not in names:
+                        headers.append((b"content-security-policy", self.DEFAULT_CSP))
+                    message = {**message, "headers": headers}
+                elif b"x-content-type-options" not in names:
+                    message = {**message, "headers": [*headers, self.HEADERS[0]]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

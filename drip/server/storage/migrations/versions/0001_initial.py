@@ -1,0 +1,193 @@
+"""Initial schema: the tables of drip-sdk 0.2 (created by ``create_all`` before migrations).
+
+A database created by 0.2 has these tables and no ``alembic_version``; ``upgrade`` stamps it at
+this revision instead of creating them again. Written out in full (not read from
+``schema.py``) so that later changes to the tables never change what this revision does.
+
+Revision ID: 0001
+Revises:
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+
+revision = "0001"
+down_revision: str | None = None
+branch_labels = None
+depends_on = None
+
+# "INTEGER PRIMARY KEY" exactly, so SQLite uses the rowid; BIGINT identity elsewhere.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+_ID = String(256)
+_TIME = String(40)
+_JSON = JSON(none_as_null=True)
+_WITH_KEY = text("idempotency_key IS NOT NULL")
+
+
+def _seq() -> Column[int]:
+    return Column("seq", _SEQ, primary_key=True, autoincrement=True)
+
+
+def _account() -> Column[int]:
+    return Column("account_id", Integer, nullable=False)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "accounts",
+        _seq(),
+        Column("name", String(256), nullable=False, unique=True),
+        Column("created_at", _TIME, nullable=False),
+    )
+
+    op.create_table(
+        "api_keys",
+        _seq(),
+        _account(),
+        # SHA-256 hex of the key; the key itself is never stored
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("kind", String(8), nullable=False),  # "secret" | "public"
+        Column("hint", String(16), nullable=False),  # the first characters, for listings
+        Column("created_at", _TIME, nullable=False),
+    )
+
+    op.create_table(
+        "customers",
+        _seq(),
+        _account(),
+        Column("id", _ID, nullable=False),
+        Column("external_customer_id", _ID),
+        Column("onchain_address", _ID),
+        Column("is_internal", Boolean, nullable=False, default=False),
+        Column("status", String(16), nullable=False),
+        Column("meta", _JSON),
+        Column("created_at", _TIME, nullable=False),
+        Column("updated_at", _TIME, nullable=False),
+        Index("uq_customers_id", "account_id", "id", unique=True),
+        Index("uq_customers_external", "account_id", "external_customer_id", unique=True),
+        Index("uq_customers_onchain", "account_id", "onchain_address", unique=True),
+    )
+
+    op.create_table(
+        "workflows",
+        _seq(),
+        _account(),
+        Column("id", _ID, nullable=False),
+        Column("name", _ID, nullable=False),
+        Column("slug", _ID, nullable=False),
+        Column("product_surface", String(32), nullable=False),
+        Column("description", Text),
+        Column("meta", _JSON),
+        Column("is_active", Boolean, nullable=False, default=True),
+        Column("created_at", _TIME, nullable=False),
+        Index("uq_workflows_id", "account_id", "id", unique=True),
+        Index("uq_workflows_slug", "account_id", "slug", unique=True),
+    )
+
+    op.create_table(
+        "runs",
+        _seq(),
+        _account(),
+        Column("id", _ID, nullable=False),
+        Column("customer_id", _ID, nullable=False),
+        Column("workflow_id", _ID, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("external_run_id", _ID),
+        Column("correlation_id", _ID),
+        Column("parent_run_id", _ID),
+        Column("meta", _JSON),
+        Column("error_message", Text),
+        Column("error_code", _ID),
+        Column("started_at", _TIME, nullable=False),
+        Column("ended_at", _TIME),
+        Column("created_at", _TIME, nullable=False),
+        Index("uq_runs_id", "account_id", "id", unique=True),
+        Index("ix_runs_external", "account_id", "customer_id", "external_run_id"),
+    )
+
+    #: run events; ``meter`` is the event's meter, or its event type when it named none
+    op.create_table(
+        "events",
+        _seq(),
+        _account(),
+        Column("id", _ID, nullable=False),
+        Column("run_id", _ID, nullable=False),
+        Column("customer_id", _ID, nullable=False),
+        Column("event_type", _ID, nullable=False),
+        Column("meter", _ID, nullable=False),
+        Column("quantity", Float, nullable=False),
+        Column("units", _ID),
+        Column("description", Text),
+        Column("cost_units", Float),
+        Column("cost_currency", String(16)),
+        Column("correlation_id", _ID),
+        Column("parent_event_id", _ID),
+        Column("span_id", _ID),
+        Column("idempotency_key", _ID),
+        Column("meta", _JSON),
+        Column("timestamp", _TIME, nullable=False),
+        Column("duration_ms", Float),
+        Column("outcome", _ID),
+        Column("error_type", _ID),
+        Index("uq_events_id", "account_id", "id", unique=True),
+        Index(
+            "uq_events_key",
+            "account_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=_WITH_KEY,
+            postgresql_where=_WITH_KEY,
+        ),
+        Index("ix_events_run", "account_id", "run_id"),
+    )
+
+    #: ``family`` is "usage" (POST /usage/internal[/batch], ingest) or "charge" (POST /usage)
+    op.create_table(
+        "usage_records",
+        _seq(),
+        _account(),
+        Column("id", _ID, nullable=False),
+        Column("family", String(16), nullable=False),
+        Column("customer_id", _ID, nullable=False),
+        Column("usage_type", _ID, nullable=False),
+        Column("quantity", Float, nullable=False),
+        Column("units", _ID),
+        Column("description", Text),
+        Column("correlation_id", _ID),
+        Column("idempotency_key", _ID),
+        Column("meta", _JSON),
+        Column("timestamp", _TIME, nullable=False),
+        Column("charge_id", _ID),
+        Column("amount_micros", BigInteger),  # charges: USDC in millionths
+        Column("charge_status", String(32)),
+        Index("uq_usage_id", "account_id", "id", unique=True),
+        Index(
+            "uq_usage_key",
+            "account_id",
+            "family",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=_WITH_KEY,
+            postgresql_where=_WITH_KEY,
+        ),
+        Index("ix_usage_customer", "account_id", "customer_id"),
+    )
+
+
+def downgrade() -> None:
+    for name in ("usage_records", "events", "runs", "workflows", "customers", "api_keys"):
+        op.drop_table(name)
+    op.drop_table("accounts")

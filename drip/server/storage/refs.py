@@ -1,0 +1,115 @@
+"""Scoped look-ups: the customers, runs and workflows a request names, read once per request.
+
+Every function takes the account's internal id and filters by it, so an id that belongs to
+another account is simply not found. These are the only copies of these queries: the resource
+modules (customers, usage, runs, timeline, ingest) all read references through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from ..errors import ApiError
+from .bulk import chunked
+from .schema import customers, runs, workflows
+
+__all__ = [
+    "customer_row",
+    "existing_customers",
+    "known_runs",
+    "require_customer",
+    "require_run",
+    "run_row",
+    "workflow_ids",
+    "workflow_row",
+]
+
+
+def customer_row(conn: Connection, account_id: int, customer_id: str) -> Row[Any] | None:
+    """The customer's row, or None."""
+    return conn.execute(
+        select(customers).where(customers.c.account_id == account_id, customers.c.id == customer_id)
+    ).first()
+
+
+def require_customer(conn: Connection, account_id: int, customer_id: str, field: str) -> Row[Any]:
+    """The customer row named in a request body, or 422 CUSTOMER_NOT_FOUND."""
+    row = customer_row(conn, account_id, customer_id)
+    if row is None:
+        raise ApiError.missing_reference("customer", customer_id, field)
+    return row
+
+
+def existing_customers(conn: Connection, account_id: int, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are customers of the account (one query per 500 ids)."""
+    found: set[str] = set()
+    for part in chunked(sorted(set(ids))):
+        found.update(
+            conn.execute(
+                select(customers.c.id).where(
+                    customers.c.account_id == account_id, customers.c.id.in_(part)
+                )
+            ).scalars()
+        )
+    return found
+
+
+def known_runs(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, list[str]]:
+    """run id -> [customer id, status] for the ids that exist (one query per 500 ids)."""
+    found: dict[str, list[str]] = {}
+    for part in chunked(sorted(set(ids))):
+        for rid, customer_id, status in conn.execute(
+            select(runs.c.id, runs.c.customer_id, runs.c.status).where(
+                runs.c.account_id == account_id, runs.c.id.in_(part)
+            )
+        ):
+            found[rid] = [customer_id, status]
+    return found
+
+
+def run_row(conn: Connection, account_id: int, run_id: str) -> Row[Any] | None:
+    """The run with its workflow's name (``workflow_name``), or None."""
+    return conn.execute(
+        select(runs, workflows.c.name.label("workflow_name"))
+        .join(
+            workflows,
+            (workflows.c.account_id == runs.c.account_id) & (workflows.c.id == runs.c.workflow_id),
+            isouter=True,
+        )
+        .where(runs.c.account_id == account_id, runs.c.id == run_id)
+    ).first()
+
+
+def require_run(conn: Connection, account_id: int, run_id: str) -> Row[Any]:
+    """The run named in the path, or 404 RUN_NOT_FOUND."""
+    row = run_row(conn, account_id, run_id)
+    if row is None:
+        raise ApiError.not_found("run", run_id)
+    return row
+
+
+def workflow_row(conn: Connection, account_id: int, ref: str) -> Row[Any] | None:
+    """The workflow named by id or slug, or None."""
+    return conn.execute(
+        select(workflows).where(
+            workflows.c.account_id == account_id,
+            (workflows.c.id == ref) | (workflows.c.slug == ref),
+        )
+    ).first()
+
+
+def workflow_ids(conn: Connection, account_id: int, refs: Iterable[str]) -> dict[str, str]:
+    """ref (id or slug) -> workflow id, for the refs that exist."""
+    found: dict[str, str] = {}
+    for part in chunked(sorted(set(refs))):
+        for wid, slug in conn.execute(
+            select(workflows.c.id, workflows.c.slug).where(
+                workflows.c.account_id == account_id,
+                workflows.c.id.in_(part) | workflows.c.slug.in_(part),
+            )
+        ):
+            found[wid] = found[slug] = wid
+    return found

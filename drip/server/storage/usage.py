@@ -1,0 +1,202 @@
+"""Usage records (tracked, not billed), charges (priced and settled at once) and the per-meter
+usage summary.
+
+Idempotency is the unique index on (account, family, key): the insert says whether it went in
+(``INSERT … ON CONFLICT DO NOTHING RETURNING id``, the same on SQLite and PostgreSQL, never a
+driver's row count), and a repeat answers with the first record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, func, select
+
+from drip._ids import new_id
+from drip.models import (
+    ChargeInfo,
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    MeterTotal,
+    TrackUsageBatchResult,
+    TrackUsageRequest,
+    TrackUsageResult,
+    UsageSummary,
+)
+
+from .. import clock
+from ..errors import ApiError
+from ..pricing import Pricing, format_usdc
+from .bulk import insert_ignore
+from .database import Database
+from .refs import customer_row, require_customer
+from .schema import events, usage_records
+
+__all__ = ["charge", "track_usage", "usage_summary"]
+
+
+def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple[Row[Any], bool]:
+    """Insert a usage record or charge; (stored row, duplicate) — a repeated key gives the first."""
+    u = usage_records
+    key = values["idempotency_key"]
+    with db.write() as conn:
+        require_customer(conn, account_id, values["customer_id"], "customerId")
+        inserted = conn.execute(
+            insert_ignore(db.dialect, u).values(values).returning(u.c.id)
+        ).scalar()
+        if inserted is not None:
+            where = u.c.id == inserted
+        elif key is not None:
+            where = (u.c.family == values["family"]) & (u.c.idempotency_key == key)
+        else:
+            where = None
+        row = (
+            None
+            if where is None
+            else conn.execute(select(u).where(u.c.account_id == account_id, where)).first()
+        )
+    if row is None:  # the id itself collided: only possible with a forged client id
+        raise ApiError(409, "USAGE_ID_CONFLICT", "A usage record with this id already exists")
+    return row, inserted is None
+
+
+def track_usage(
+    db: Database, account_id: int, req: TrackUsageRequest, *, batch: bool
+) -> TrackUsageResult | TrackUsageBatchResult:
+    """``POST /usage/internal`` (and ``/batch``): record usage, no billing."""
+    key = req.idempotency_key or (new_id("idem") if batch else None)
+    row, duplicate = _store_usage(
+        db,
+        account_id,
+        {
+            "account_id": account_id,
+            "id": new_id("use"),
+            "family": "usage",
+            "customer_id": req.customer_id,
+            "usage_type": req.usage_type,
+            "quantity": req.quantity,
+            "units": req.units,
+            "description": req.description,
+            "idempotency_key": key,
+            "meta": req.metadata,
+            "timestamp": clock.field_time(req.timestamp, "timestamp", clock.now_iso()),
+        },
+    )
+    message = "Duplicate request: the first result is returned" if duplicate else "Usage tracked"
+    if batch:
+        return TrackUsageBatchResult(
+            success=True,
+            customer_id=row.customer_id,
+            usage_type=row.usage_type,
+            quantity=row.quantity,
+            idempotency_key=row.idempotency_key,
+            pending_events=0,  # stored before the answer: nothing is left pending
+            message=message,
+        )
+    return TrackUsageResult(
+        success=True,
+        usage_event_id=row.id,
+        customer_id=row.customer_id,
+        usage_type=row.usage_type,
+        quantity=row.quantity,
+        is_internal=True,
+        message=message,
+        is_duplicate=duplicate,
+    )
+
+
+def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) -> ChargeResult:
+    """``POST /usage``: a usage record priced at the meter's flat price, settled at once."""
+    if req.quantity < 0:
+        raise ApiError(422, "VALIDATION_ERROR", "quantity: a charge quantity must be >= 0")
+    row, duplicate = _store_usage(
+        db,
+        account_id,
+        {
+            "account_id": account_id,
+            "id": new_id("use"),
+            "family": "charge",
+            "customer_id": req.customer_id,
+            "usage_type": req.usage_type,
+            "quantity": req.quantity,
+            "idempotency_key": req.idempotency_key,
+            "meta": req.metadata,
+            "timestamp": clock.now_iso(),
+            "charge_id": new_id("chg"),
+            "amount_micros": pricing.micros(req.usage_type, req.quantity),
+            "charge_status": ChargeStatus.CONFIRMED.value,
+        },
+    )
+    return ChargeResult(
+        success=True,
+        usage_event_id=row.id,
+        is_duplicate=duplicate,
+        charge=ChargeInfo(
+            id=row.charge_id,
+            amount_usdc=format_usdc(row.amount_micros or 0),
+            status=ChargeStatus(row.charge_status),
+        ),
+    )
+
+
+def usage_summary(
+    db: Database, account_id: int, customer_id: str | None, meter: str | None
+) -> UsageSummary:
+    """Per-meter totals over usage records, charges and run events (the event's meter)."""
+    u, e = usage_records, events
+    u_where = [u.c.account_id == account_id]
+    e_where = [e.c.account_id == account_id]
+    if customer_id is not None:
+        u_where.append(u.c.customer_id == customer_id)
+        e_where.append(e.c.customer_id == customer_id)
+    if meter is not None:
+        u_where.append(u.c.usage_type == meter)
+        e_where.append(e.c.meter == meter)
+    totals: dict[str, dict[str, Any]] = {}
+
+    def slot(name: str) -> dict[str, Any]:
+        return totals.setdefault(
+            name, {"quantity": 0.0, "usage_records": 0, "charges": 0, "run_events": 0, "micros": 0}
+        )
+
+    with db.read() as conn:
+        if customer_id is not None and customer_row(conn, account_id, customer_id) is None:
+            raise ApiError.not_found("customer", customer_id)
+        for name, family, count, quantity, micros in conn.execute(
+            select(
+                u.c.usage_type,
+                u.c.family,
+                func.count(),
+                func.sum(u.c.quantity),
+                func.sum(u.c.amount_micros),
+            )
+            .where(*u_where)
+            .group_by(u.c.usage_type, u.c.family)
+        ):
+            t = slot(name)
+            t["quantity"] += quantity or 0
+            t["charges" if family == "charge" else "usage_records"] += count
+            t["micros"] += micros or 0
+        for name, count, quantity in conn.execute(
+            select(e.c.meter, func.count(), func.sum(e.c.quantity))
+            .where(*e_where)
+            .group_by(e.c.meter)
+        ):
+            t = slot(name)
+            t["quantity"] += quantity or 0
+            t["run_events"] += count
+    return UsageSummary(
+        customer_id=customer_id,
+        meters=[
+            MeterTotal(
+                meter=name,
+                quantity=t["quantity"],
+                usage_records=t["usage_records"],
+                charges=t["charges"],
+                run_events=t["run_events"],
+                amount_usdc=format_usdc(int(t["micros"])),
+            )
+            for name, t in sorted(totals.items())
+        ],
+    )
