@@ -6,7 +6,14 @@ import enum
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 #: Largest metadata object accepted, as compact JSON bytes (client and server agree on it).
@@ -104,3 +111,24 @@ class PingResult(DripModel):
     status: str
     latency_ms: int
     timestamp: int | None = None
+
+
+#: the rule of every request that names a customer, said once for client and server
+ONE_CUSTOMER = "give exactly one of customer_id and external_customer_id"
+
+
+class CustomerRef(DripModel):
+    """Base of the requests that name a customer: by Drip's id (``cus_…``) or by your own.
+
+    ``external_customer_id`` (extension) is the id your system knows (``user_123``); the server
+    finds the account's customer with it, or creates it on first use unless that is turned off.
+    """
+
+    customer_id: Name | None = None
+    external_customer_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_customer(self) -> CustomerRef:
+        if (self.customer_id is None) == (self.external_customer_id is None):
+            raise ValueError(ONE_CUSTOMER)
+        return self

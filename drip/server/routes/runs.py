@@ -21,6 +21,7 @@ from ..http import json_response, parse, read_object
 from ..openapi import body
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
+from ..storage.customers import customer_filter
 
 router = APIRouter(prefix="/v1")
 
@@ -28,7 +29,12 @@ router = APIRouter(prefix="/v1")
 @router.post("/runs", openapi_extra=body(StartRunRequest))
 async def start_run(request: Request, who: Caller) -> Response:
     req = parse(StartRunRequest, await read_object(request))
-    run = await run_in_threadpool(storage_runs.start_run, state(request).db, who.account_id, req)
+    srv = state(request)
+    run = await run_in_threadpool(
+        lambda: storage_runs.start_run(
+            srv.db, who.account_id, req, create_customers=srv.settings.auto_create_customers
+        )
+    )
     return json_response(run, 200 if run.is_duplicate else 201)
 
 
@@ -38,19 +44,26 @@ async def list_runs(
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
 ) -> Response:
-    """Newest first (extension, for the dashboard and the CLI)."""
-    body = await run_in_threadpool(
-        storage_reads.list_runs, state(request).db, who.account_id, limit, customer_id
+    """Newest first (extension, for the dashboard and the CLI). ``customerId`` takes Drip's id
+    or the customer's external id; an unknown customer is a 404."""
+    db = state(request).db
+    customer_id = await run_in_threadpool(
+        customer_filter, db, who.account_id, customer_id, external_customer_id
     )
+    body = await run_in_threadpool(storage_reads.list_runs, db, who.account_id, limit, customer_id)
     return json_response(body)
 
 
 @router.post("/runs/record", openapi_extra=body(RecordRunRequest))
 async def record_run(request: Request, who: Caller) -> Response:
     req = parse(RecordRunRequest, await read_object(request))
+    srv = state(request)
     result = await run_in_threadpool(
-        storage_runs.record_run, state(request).db, who.account_id, req
+        lambda: storage_runs.record_run(
+            srv.db, who.account_id, req, create_customers=srv.settings.auto_create_customers
+        )
     )
     return json_response(result, 201)
 

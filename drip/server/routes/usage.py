@@ -13,6 +13,7 @@ from ..deps import Caller, state
 from ..http import json_response, parse, read_object
 from ..openapi import body
 from ..storage import usage
+from ..storage.customers import customer_filter
 
 router = APIRouter(prefix="/v1")
 
@@ -20,8 +21,15 @@ router = APIRouter(prefix="/v1")
 @router.post("/usage/internal", openapi_extra=body(TrackUsageRequest))
 async def track_usage(request: Request, who: Caller) -> Response:
     req = parse(TrackUsageRequest, await read_object(request))
+    srv = state(request)
     result = await run_in_threadpool(
-        lambda: usage.track_usage(state(request).db, who.account_id, req, batch=False)
+        lambda: usage.track_usage(
+            srv.db,
+            who.account_id,
+            req,
+            batch=False,
+            create_customers=srv.settings.auto_create_customers,
+        )
     )
     return json_response(result)
 
@@ -29,8 +37,15 @@ async def track_usage(request: Request, who: Caller) -> Response:
 @router.post("/usage/internal/batch", openapi_extra=body(TrackUsageRequest))
 async def track_usage_batch(request: Request, who: Caller) -> Response:
     req = parse(TrackUsageRequest, await read_object(request))
+    srv = state(request)
     result = await run_in_threadpool(
-        lambda: usage.track_usage(state(request).db, who.account_id, req, batch=True)
+        lambda: usage.track_usage(
+            srv.db,
+            who.account_id,
+            req,
+            batch=True,
+            create_customers=srv.settings.auto_create_customers,
+        )
     )
     return json_response(result, 202)
 
@@ -39,7 +54,15 @@ async def track_usage_batch(request: Request, who: Caller) -> Response:
 async def charge(request: Request, who: Caller) -> Response:
     req = parse(ChargeRequest, await read_object(request))
     srv = state(request)
-    result = await run_in_threadpool(usage.charge, srv.db, who.account_id, srv.pricing, req)
+    result = await run_in_threadpool(
+        lambda: usage.charge(
+            srv.db,
+            who.account_id,
+            srv.pricing,
+            req,
+            create_customers=srv.settings.auto_create_customers,
+        )
+    )
     return json_response(result)
 
 
@@ -49,9 +72,13 @@ async def usage_summary(
     who: Caller,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     meter: str | None = None,
+    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
 ) -> Response:
-    """Secret keys only: totals across every customer are not for a browser."""
-    result = await run_in_threadpool(
-        usage.usage_summary, state(request).db, who.account_id, customer_id, meter
+    """Secret keys only: totals across every customer are not for a browser. ``customerId``
+    takes Drip's id or the customer's external id; an unknown customer is a 404."""
+    db = state(request).db
+    customer_id = await run_in_threadpool(
+        customer_filter, db, who.account_id, customer_id, external_customer_id
     )
+    result = await run_in_threadpool(usage.usage_summary, db, who.account_id, customer_id, meter)
     return json_response(result)

@@ -35,8 +35,9 @@ from drip.models import (
 from .. import clock
 from ..errors import ApiError, describe_validation_error
 from .bulk import bulk_insert_ignore, chunked, insert_ignore
+from .customers import named_customer
 from .database import Database
-from .refs import known_runs, require_customer, require_run, run_row
+from .refs import known_runs, require_run, run_row
 from .schema import events, runs
 from .workflows import resolve_workflow
 
@@ -120,6 +121,7 @@ def run_result(row: Row[Any], duplicate: bool) -> RunResult:
     return RunResult(
         id=row.id,
         customer_id=row.customer_id,
+        external_customer_id=getattr(row, "external_customer_id", None),
         workflow_id=row.workflow_id,
         workflow_name=row.workflow_name or "",
         status=RunStatus(row.status),
@@ -149,15 +151,17 @@ def _by_external_id(
     return None if rid is None else run_row(conn, account_id, rid)
 
 
-def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
+def start_run(
+    db: Database, account_id: int, req: StartRunRequest, *, create_customers: bool = True
+) -> RunResult:
     """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run."""
     now = clock.now_iso()
     started = clock.field_time(req.started_at, "startedAt", now)
     with db.write() as conn:
         existing = run_row(conn, account_id, req.id) if req.id else None
         if existing is None:
-            require_customer(conn, account_id, req.customer_id, "customerId")
-            existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+            customer_id = named_customer(conn, account_id, req, create_customers)
+            existing = _by_external_id(conn, account_id, customer_id, req.external_run_id)
         if existing is not None:
             return run_result(existing, duplicate=True)
         workflow = resolve_workflow(conn, account_id, req.workflow_id, "workflowId")
@@ -166,7 +170,7 @@ def start_run(db: Database, account_id: int, req: StartRunRequest) -> RunResult:
             insert_ignore(db.dialect, runs).values(
                 account_id=account_id,
                 id=run_id,
-                customer_id=req.customer_id,
+                customer_id=customer_id,
                 workflow_id=workflow.id,
                 status=RunStatus.RUNNING.value,
                 external_run_id=req.external_run_id,
@@ -379,7 +383,9 @@ def _status_mark(status: str) -> str:
     return {"COMPLETED": "\u2713", "FAILED": "\u2717"}.get(status, "\u25cb")
 
 
-def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRunResult:
+def record_run(
+    db: Database, account_id: int, req: RecordRunRequest, *, create_customers: bool = True
+) -> RecordRunResult:
     """``POST /runs/record``: a whole run in one transaction.
 
     A repeated client ``id`` or (customer, externalRunId) returns the stored run and reports
@@ -389,8 +395,8 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
     with db.write() as conn:
         existing = run_row(conn, account_id, req.id) if req.id else None
         if existing is None:
-            require_customer(conn, account_id, req.customer_id, "customerId")
-            existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+            customer_id = named_customer(conn, account_id, req, create_customers)
+            existing = _by_external_id(conn, account_id, customer_id, req.external_run_id)
         if existing is not None:
             run_id, created, duplicates = existing.id, 0, len(req.events)
         else:
@@ -401,7 +407,7 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
                 runs.insert().values(
                     account_id=account_id,
                     id=run_id,
-                    customer_id=req.customer_id,
+                    customer_id=customer_id,
                     workflow_id=workflow.id,
                     status=req.status.value,
                     external_run_id=req.external_run_id,
@@ -417,7 +423,7 @@ def record_run(db: Database, account_id: int, req: RecordRunRequest) -> RecordRu
             rows = [
                 event_row(
                     account_id,
-                    req.customer_id,
+                    customer_id,
                     run_id,
                     e.event_type,
                     id=None,

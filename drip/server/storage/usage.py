@@ -18,6 +18,7 @@ from drip.models import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    CustomerRef,
     MeterTotal,
     TrackUsageBatchResult,
     TrackUsageRequest,
@@ -29,19 +30,23 @@ from .. import clock
 from ..errors import ApiError
 from ..pricing import Pricing, format_usdc
 from .bulk import insert_ignore
+from .customers import named_customer
 from .database import Database
-from .refs import customer_row, require_customer
+from .refs import customer_row
 from .schema import events, usage_records
 
 __all__ = ["charge", "track_usage", "usage_summary"]
 
 
-def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple[Row[Any], bool]:
-    """Insert a usage record or charge; (stored row, duplicate) — a repeated key gives the first."""
+def _store_usage(
+    db: Database, account_id: int, values: dict[str, Any], req: CustomerRef, create: bool
+) -> tuple[Row[Any], bool]:
+    """Insert a usage record or charge for the customer ``req`` names (an external id is found
+    or created in this transaction); (stored row, duplicate) — a repeated key gives the first."""
     u = usage_records
     key = values["idempotency_key"]
     with db.write() as conn:
-        require_customer(conn, account_id, values["customer_id"], "customerId")
+        values["customer_id"] = named_customer(conn, account_id, req, create)
         inserted = conn.execute(
             insert_ignore(db.dialect, u).values(values).returning(u.c.id)
         ).scalar()
@@ -62,7 +67,12 @@ def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple
 
 
 def track_usage(
-    db: Database, account_id: int, req: TrackUsageRequest, *, batch: bool
+    db: Database,
+    account_id: int,
+    req: TrackUsageRequest,
+    *,
+    batch: bool,
+    create_customers: bool = True,
 ) -> TrackUsageResult | TrackUsageBatchResult:
     """``POST /usage/internal`` (and ``/batch``): record usage, no billing."""
     key = req.idempotency_key or (new_id("idem") if batch else None)
@@ -73,7 +83,6 @@ def track_usage(
             "account_id": account_id,
             "id": new_id("use"),
             "family": "usage",
-            "customer_id": req.customer_id,
             "usage_type": req.usage_type,
             "quantity": req.quantity,
             "units": req.units,
@@ -82,6 +91,8 @@ def track_usage(
             "meta": req.metadata,
             "timestamp": clock.field_time(req.timestamp, "timestamp", clock.now_iso()),
         },
+        req,
+        create_customers,
     )
     message = "Duplicate request: the first result is returned" if duplicate else "Usage tracked"
     if batch:
@@ -106,7 +117,14 @@ def track_usage(
     )
 
 
-def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) -> ChargeResult:
+def charge(
+    db: Database,
+    account_id: int,
+    pricing: Pricing,
+    req: ChargeRequest,
+    *,
+    create_customers: bool = True,
+) -> ChargeResult:
     """``POST /usage``: a usage record priced at the meter's flat price, settled at once."""
     if req.quantity < 0:
         raise ApiError(422, "VALIDATION_ERROR", "quantity: a charge quantity must be >= 0")
@@ -117,7 +135,6 @@ def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) 
             "account_id": account_id,
             "id": new_id("use"),
             "family": "charge",
-            "customer_id": req.customer_id,
             "usage_type": req.usage_type,
             "quantity": req.quantity,
             "idempotency_key": req.idempotency_key,
@@ -127,6 +144,8 @@ def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) 
             "amount_micros": pricing.micros(req.usage_type, req.quantity),
             "charge_status": ChargeStatus.CONFIRMED.value,
         },
+        req,
+        create_customers,
     )
     return ChargeResult(
         success=True,
