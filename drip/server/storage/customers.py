@@ -179,14 +179,13 @@ def external_customers(
 def _by_external(conn: Connection, account_id: int, refs: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for part in chunked(refs):
-        found.update(
-            conn.execute(
-                select(customers.c.external_customer_id, customers.c.id).where(
-                    customers.c.account_id == account_id,
-                    customers.c.external_customer_id.in_(part),
-                )
-            ).tuples()
-        )
+        for external, customer_id in conn.execute(
+            select(customers.c.external_customer_id, customers.c.id).where(
+                customers.c.account_id == account_id,
+                customers.c.external_customer_id.in_(part),
+            )
+        ):
+            found[external] = customer_id
     return found
 
 
