@@ -1,4 +1,4 @@
-"""The ``drip`` command: ``serve``, ``keys create``, ``demo``, ``runs``, ``timeline``,
+"""The ``drip`` command: ``serve``, ``db``, ``keys create``, ``demo``, ``runs``, ``timeline``,
 ``usage`` and ``import``, one module each.
 
 Imports are lazy so that ``drip --help`` stays fast: the server (FastAPI, SQLAlchemy, uvicorn)
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import DripError
-from . import backfill, demo, keys, runs, serve, usage
+from . import backfill, db, demo, keys, runs, serve, usage
 from ._common import CommandError
 
 __all__ = ["main"]
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"drip-sdk {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, keys, demo, runs, usage, backfill):
+    for module in (serve, db, keys, demo, runs, usage, backfill):
         module.add(commands)
     return parser
 

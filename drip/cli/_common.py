@@ -40,7 +40,7 @@ def add_db_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--database-url",
         metavar="URL",
-        help="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/drip",
+        help="database URL, e.g. postgresql://user:pass@host/drip (psycopg 3)",
     )
 
 

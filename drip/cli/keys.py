@@ -18,7 +18,7 @@ def _create(args: argparse.Namespace) -> int:
     url = database_url(args, must_exist=True)
     db = Database(url)
     try:
-        db.create_tables()
+        db.upgrade()
         print(KeyStore(db).create_key(args.account, public=args.public))
     finally:
         db.dispose()

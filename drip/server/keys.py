@@ -33,6 +33,11 @@ class Principal:
     #: the key's row (``api_keys.seq``): what a public key's runs are owned by
     key_id: int = 0
 
+    @property
+    def owner(self) -> int | None:
+        """The id runs started by this caller are owned by (public keys only)."""
+        return self.key_id if self.public else None
+
 
 def hash_key(key: str) -> str:
     """The stored form of a key (SHA-256, hex)."""

@@ -6,13 +6,17 @@ unit. Amounts are computed in Decimal and kept as integer millionths of a USDC.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
-__all__ = ["MICROS", "Pricing", "format_usdc", "parse_price"]
+__all__ = ["MAX_MICROS", "MICROS", "Pricing", "format_usdc", "parse_price"]
 
 MICROS = Decimal(1_000_000)
+#: the largest charge stored (micros in a signed 64-bit column): about 9.2 trillion USDC
+MAX_MICROS = 2**63 - 1
+_WIDE = Context(prec=800, Emax=999_999, Emin=-999_999)
 
 
 def format_usdc(micros: int) -> str:
@@ -62,7 +66,8 @@ class Pricing:
     def micros(self, meter: str, quantity: float) -> int:
         """The cost of ``quantity`` units of ``meter`` in millionths of a USDC."""
         price = self.prices.get(meter, self.default)
-        if not price:
-            return 0
-        amount = Decimal(repr(float(quantity))) * price * MICROS
-        return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        if not price or not math.isfinite(quantity):
+            return 0  # a non-finite quantity never reaches a charge (``storage.usage``)
+        # wide enough for any finite float: reads of huge stored quantities never raise
+        amount = _WIDE.multiply(_WIDE.multiply(Decimal(repr(float(quantity))), price), MICROS)
+        return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_WIDE))

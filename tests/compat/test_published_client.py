@@ -22,6 +22,7 @@ PUBLISHED = "drip-sdk==0.1.2"
 VENV = Path(os.environ.get("DRIP_COMPAT_VENV") or Path(tempfile.gettempdir()) / "drip-compat-0.1.2")
 IN_CI = bool(os.environ.get("CI"))
 SCRIPT = Path(__file__).with_name("published_client_script.py")
+PUBLIC_SCRIPT = Path(__file__).with_name("published_public_key_script.py")
 _OFFLINE = (
     "connection",
     "network is unreachable",
@@ -92,5 +93,33 @@ def test_published_client_against_the_local_server(
         "charge",
         "401 bad key",
         "core async timeline",
+    ):
+        assert name in checks
+
+
+def test_published_client_with_a_public_key(
+    published_python: Path, account: Any, tmp_path: Path
+) -> None:
+    """The seed README's public-key flows keep working; reads are refused with 403."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIP_", "PYTHON"))}
+    result = subprocess.run(
+        [str(published_python), str(PUBLIC_SCRIPT), account.base_url, account.public_key],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"published client failed:\n{result.stdout}\n{result.stderr}"
+    checks = json.loads(result.stdout.strip().splitlines()[-1])["checks"]
+    for name in (
+        "create_customer",
+        "track_usage",
+        "track_usage batch",
+        "charge",
+        "end_run (own run)",
+        "record_run",
+        "list_customers refused",
+        "get_run_timeline refused",
     ):
         assert name in checks

@@ -29,7 +29,7 @@ async def post_ingest(request: Request, who: Caller) -> Response:
     # validation runs in the worker thread too, so a big batch never stalls the event loop
     srv = state(request)
     outcome = await run_in_threadpool(
-        ingest, srv.db, who.account_id, raw, srv.settings.auto_create_customers
+        ingest, srv.db, who.account_id, raw, who.owner, srv.settings.auto_create_customers
     )
     return Response(content=answer(outcome, compact), media_type="application/json")
 

@@ -32,7 +32,11 @@ async def start_run(request: Request, who: Caller) -> Response:
     srv = state(request)
     run = await run_in_threadpool(
         lambda: storage_runs.start_run(
-            srv.db, who.account_id, req, create_customers=srv.settings.auto_create_customers
+            srv.db,
+            who.account_id,
+            req,
+            who.owner,
+            create_customers=srv.settings.auto_create_customers,
         )
     )
     return json_response(run, 200 if run.is_duplicate else 201)
@@ -62,7 +66,11 @@ async def record_run(request: Request, who: Caller) -> Response:
     srv = state(request)
     result = await run_in_threadpool(
         lambda: storage_runs.record_run(
-            srv.db, who.account_id, req, create_customers=srv.settings.auto_create_customers
+            srv.db,
+            who.account_id,
+            req,
+            who.owner,
+            create_customers=srv.settings.auto_create_customers,
         )
     )
     return json_response(result, 201)
@@ -72,7 +80,7 @@ async def record_run(request: Request, who: Caller) -> Response:
 async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     req = parse(EndRunRequest, await read_object(request))
     result = await run_in_threadpool(
-        storage_runs.end_run, state(request).db, who.account_id, run_id, req
+        storage_runs.end_run, state(request).db, who.account_id, run_id, req, who.owner
     )
     return json_response(result)
 

@@ -37,7 +37,7 @@ from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
 from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text
 from .customers import AUTO_CREATE_OFF, external_customers
 from .database import Database
-from .refs import existing_customers, known_runs, workflow_ids
+from .refs import existing_customers, known_runs, not_owned, workflow_ids
 from .schema import customers, events, runs, usage_records, workflows
 from .workflows import resolve_workflow
 
@@ -71,8 +71,8 @@ def _references(
     run_refs: set[str],
     customer_refs: set[str],
     workflow_refs: set[str],
-) -> tuple[dict[str, list[str]], set[str], dict[str, str]]:
-    """The runs (id -> [customer, status]), customers and workflows (ref -> id) a batch refers
+) -> tuple[dict[str, list[Any]], set[str], dict[str, str]]:
+    """The runs (id -> [customer, status, started_by]), customers and workflows (ref -> id) a batch refers
     to that exist: one ``UNION ALL`` query for a usual batch, one query each for a huge one."""
     if max(len(run_refs), len(customer_refs), len(workflow_refs)) > IN_CHUNK:
         return (
@@ -83,31 +83,35 @@ def _references(
     parts = []
     if run_refs:
         parts.append(
-            select(literal_column("'r'"), runs.c.id, runs.c.customer_id, runs.c.status).where(
-                runs.c.account_id == account_id, runs.c.id.in_(sorted(run_refs))
-            )
+            select(
+                literal_column("'r'"),
+                runs.c.id,
+                runs.c.customer_id,
+                runs.c.status,
+                runs.c.started_by,
+            ).where(runs.c.account_id == account_id, runs.c.id.in_(sorted(run_refs)))
         )
     if customer_refs:
         parts.append(
-            select(literal_column("'c'"), customers.c.id, null(), null()).where(
+            select(literal_column("'c'"), customers.c.id, null(), null(), null()).where(
                 customers.c.account_id == account_id, customers.c.id.in_(sorted(customer_refs))
             )
         )
     if workflow_refs:
         refs = sorted(workflow_refs)
         parts.append(
-            select(literal_column("'w'"), workflows.c.id, workflows.c.slug, null()).where(
+            select(literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null()).where(
                 workflows.c.account_id == account_id,
                 workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
             )
         )
-    found_runs: dict[str, list[str]] = {}
+    found_runs: dict[str, list[Any]] = {}
     found_customers: set[str] = set()
     found_workflows: dict[str, str] = {}
     if parts:
-        for kind, ident, other, status in conn.execute(union_all(*parts)):
+        for kind, ident, other, status, started_by in conn.execute(union_all(*parts)):
             if kind == "r":
-                found_runs[ident] = [other, status]
+                found_runs[ident] = [other, status, started_by]
             elif kind == "c":
                 found_customers.add(ident)
             else:
@@ -139,10 +143,12 @@ class _Apply:
         conn: Connection,
         account_id: int,
         items: Sequence[Item | Rejected],
+        owner: int | None,
         create_customers: bool = True,
     ):
         self.conn = conn
         self.account_id = account_id
+        self.owner = owner  # a public key's id: it may end only the runs it started
         self.now = clock.now_iso()
         self.ids: list[str | None] = []
         self.statuses: list[str] = []
@@ -243,7 +249,7 @@ class _Apply:
             except ApiError as exc:
                 return self.result(rid, "rejected", exc.code, exc.message)
             workflow_id = self.workflows[ref] = row.id
-        self.runs[rid] = [customer_id, _RUNNING]
+        self.runs[rid] = [customer_id, _RUNNING, self.owner]
         self.run_rows.append(
             {
                 "account_id": self.account_id,
@@ -257,6 +263,7 @@ class _Apply:
                 "meta": it.get("metadata"),
                 "started_at": started,
                 "created_at": self.now,
+                "started_by": self.owner,
             }
         )
         return self.result(rid, "created")
@@ -353,6 +360,8 @@ class _Apply:
         run = self.runs.get(run_id)
         if run is None:
             return self.reject_missing(run_id, "run", run_id)
+        if self.owner is not None and run[2] != self.owner:
+            return self.result(run_id, "rejected", "RUN_NOT_OWNED", not_owned(run_id))
         if given not in TERMINAL_RUN_STATUSES:
             message = f"a run cannot end {status}"
             return self.result(run_id, "rejected", "INVALID_STATUS", message)
@@ -431,12 +440,19 @@ class Outcome(NamedTuple):
     problems: dict[int, tuple[str, str]]
 
 
-def ingest(db: Database, account_id: int, raw: bytes, create_customers: bool = True) -> Outcome:
+def ingest(
+    db: Database,
+    account_id: int,
+    raw: bytes,
+    owner: int | None = None,
+    create_customers: bool = True,
+) -> Outcome:
     """Validate and apply one ingest request body (the answer is written by the route).
+    ``owner``: the public key sending it, which may end only the runs it started.
     ``create_customers``: an unknown ``externalCustomerId`` creates the customer."""
     items, canonical = parse_batch(raw)
     with db.write() as conn:
-        batch = _Apply(conn, account_id, items, create_customers)
+        batch = _Apply(conn, account_id, items, owner, create_customers)
         batch.apply(items, canonical)
         batch.write()
     return Outcome(batch.ids, batch.statuses, batch.problems)

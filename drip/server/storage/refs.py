@@ -21,7 +21,9 @@ __all__ = [
     "customer_row",
     "existing_customers",
     "known_runs",
+    "not_owned",
     "require_customer",
+    "require_owner",
     "require_run",
     "run_row",
     "workflow_ids",
@@ -77,17 +79,29 @@ def existing_customers(conn: Connection, account_id: int, ids: Iterable[str]) ->
     return found
 
 
-def known_runs(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, list[str]]:
-    """run id -> [customer id, status] for the ids that exist (one query per 500 ids)."""
-    found: dict[str, list[str]] = {}
+def known_runs(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, list[Any]]:
+    """run id -> [customer id, status, started_by] for the ids that exist (one query per 500
+    ids)."""
+    found: dict[str, list[Any]] = {}
     for part in chunked(sorted(set(ids))):
-        for rid, customer_id, status in conn.execute(
-            select(runs.c.id, runs.c.customer_id, runs.c.status).where(
+        for rid, customer_id, status, started_by in conn.execute(
+            select(runs.c.id, runs.c.customer_id, runs.c.status, runs.c.started_by).where(
                 runs.c.account_id == account_id, runs.c.id.in_(part)
             )
         ):
-            found[rid] = [customer_id, status]
+            found[rid] = [customer_id, status, started_by]
     return found
+
+
+def require_owner(row: Row[Any], owner: int | None) -> None:
+    """403 RUN_NOT_OWNED when a public key (``owner``) would end a run it did not start."""
+    if owner is not None and row.started_by != owner:
+        raise ApiError(403, "RUN_NOT_OWNED", not_owned(row.id))
+
+
+def not_owned(run_id: str) -> str:
+    """The message of a refused run end."""
+    return f"run {run_id!r} was not started by this public key: only its own runs can be ended"
 
 
 def run_row(conn: Connection, account_id: int, run_id: str) -> Row[Any] | None:

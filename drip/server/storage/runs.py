@@ -37,7 +37,7 @@ from ..errors import ApiError, describe_validation_error
 from .bulk import bulk_insert_ignore, chunked, insert_ignore
 from .customers import named_customer
 from .database import Database
-from .refs import known_runs, require_run, run_row
+from .refs import known_runs, require_owner, require_run, run_row
 from .schema import events, runs
 from .workflows import resolve_workflow
 
@@ -152,9 +152,15 @@ def _by_external_id(
 
 
 def start_run(
-    db: Database, account_id: int, req: StartRunRequest, *, create_customers: bool = True
+    db: Database,
+    account_id: int,
+    req: StartRunRequest,
+    owner: int | None = None,
+    *,
+    create_customers: bool = True,
 ) -> RunResult:
-    """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run."""
+    """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run.
+    ``owner``: the public key starting it (only that key may end it)."""
     now = clock.now_iso()
     started = clock.field_time(req.started_at, "startedAt", now)
     with db.write() as conn:
@@ -179,6 +185,7 @@ def start_run(
                 meta=req.metadata,
                 started_at=started,
                 created_at=now,
+                started_by=owner,
             )
         )
         row = require_run(conn, account_id, run_id)
@@ -194,8 +201,11 @@ def run_totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, flo
     return int(count), float(quantity or 0), cost
 
 
-def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> EndRunResult:
-    """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing."""
+def end_run(
+    db: Database, account_id: int, run_id: str, req: EndRunRequest, owner: int | None = None
+) -> EndRunResult:
+    """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing. A
+    public key (``owner``) may end only the runs it started (403 RUN_NOT_OWNED)."""
     if req.status not in TERMINAL_RUN_STATUSES:
         raise ApiError(
             422,
@@ -205,6 +215,7 @@ def end_run(db: Database, account_id: int, run_id: str, req: EndRunRequest) -> E
     ended = clock.field_time(req.ended_at, "endedAt", clock.now_iso())
     with db.write() as conn:
         row = require_run(conn, account_id, run_id)
+        require_owner(row, owner)
         if row.status != req.status.value:
             meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
             conn.execute(
@@ -384,7 +395,12 @@ def _status_mark(status: str) -> str:
 
 
 def record_run(
-    db: Database, account_id: int, req: RecordRunRequest, *, create_customers: bool = True
+    db: Database,
+    account_id: int,
+    req: RecordRunRequest,
+    owner: int | None = None,
+    *,
+    create_customers: bool = True,
 ) -> RecordRunResult:
     """``POST /runs/record``: a whole run in one transaction.
 
@@ -418,6 +434,7 @@ def record_run(
                     started_at=now,
                     ended_at=now if terminal else None,
                     created_at=now,
+                    started_by=owner,
                 )
             )
             rows = [

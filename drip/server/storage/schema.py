@@ -128,6 +128,9 @@ runs = Table(
     Column("started_at", _TIME, nullable=False),
     Column("ended_at", _TIME),
     Column("created_at", _TIME, nullable=False),
+    # the public key (api_keys.seq) that started the run: only that key may end it; NULL when
+    # a secret key started it (revision 0002)
+    Column("started_by", Integer),
     Index("uq_runs_id", "account_id", "id", unique=True),
     Index("ix_runs_external", "account_id", "customer_id", "external_run_id"),
 )

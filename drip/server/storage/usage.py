@@ -8,6 +8,7 @@ driver's row count), and a repeat answers with the first record.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import Row, func, select
@@ -28,7 +29,7 @@ from drip.models import (
 
 from .. import clock
 from ..errors import ApiError
-from ..pricing import Pricing, format_usdc
+from ..pricing import MAX_MICROS, Pricing, format_usdc
 from .bulk import insert_ignore
 from .customers import named_customer
 from .database import Database
@@ -126,8 +127,15 @@ def charge(
     create_customers: bool = True,
 ) -> ChargeResult:
     """``POST /usage``: a usage record priced at the meter's flat price, settled at once."""
-    if req.quantity < 0:
+    if not 0 <= req.quantity < math.inf:
         raise ApiError(422, "VALIDATION_ERROR", "quantity: a charge quantity must be >= 0")
+    amount = pricing.micros(req.usage_type, req.quantity)
+    if amount > MAX_MICROS:
+        raise ApiError(
+            422,
+            "AMOUNT_TOO_LARGE",
+            f"quantity: the charge would be over {format_usdc(MAX_MICROS)} USDC",
+        )
     row, duplicate = _store_usage(
         db,
         account_id,
@@ -141,7 +149,7 @@ def charge(
             "meta": req.metadata,
             "timestamp": clock.now_iso(),
             "charge_id": new_id("chg"),
-            "amount_micros": pricing.micros(req.usage_type, req.quantity),
+            "amount_micros": amount,
             "charge_status": ChargeStatus.CONFIRMED.value,
         },
         req,
