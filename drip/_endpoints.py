@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -268,11 +269,54 @@ def charge(
     )
 
 
+#: what ``get_usage_summary(group_by=...)`` may name
+USAGE_GROUPS = ("meter", "customer", "workflow", "day", "hour", "model")
+
+
+def _instant(value: str | datetime | date | None, field: str) -> str | None:
+    """An ISO-8601 text for a query parameter (naive datetimes are taken as UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str) and value.strip():
+        return value
+    raise DripValidationError(
+        f"{field} must be an ISO-8601 string, a datetime or a date", field=field
+    )
+
+
 def get_usage_summary(
-    customer_id: str | None = None, meter: str | None = None
+    customer_id: str | None = None,
+    meter: str | None = None,
+    *,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    group_by: str | Sequence[str] | None = None,
 ) -> RequestSpec[m.UsageSummary]:
-    """Per-meter totals over usage records, charges and run events."""
-    params = {k: v for k, v in {"customerId": customer_id, "meter": meter}.items() if v}
+    """Totals per meter over usage records, charges and run events in ``[since, until)``;
+    ``group_by`` any of meter, customer, workflow, day, hour, model adds ``groups``."""
+    groups = [group_by] if isinstance(group_by, str) else list(group_by or ())
+    groups = [g.strip() for part in groups for g in part.split(",") if g.strip()]
+    for g in groups:
+        if g not in USAGE_GROUPS:
+            raise DripValidationError(
+                f"group_by: unknown grouping {g!r} (one of {', '.join(USAGE_GROUPS)})",
+                field="group_by",
+            )
+    params: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "customerId": customer_id,
+            "meter": meter,
+            "since": _instant(since, "since"),
+            "until": _instant(until, "until"),
+            "groupBy": ",".join(groups),
+        }.items()
+        if v
+    }
     return RequestSpec(
         "GET", "/usage/summary", _model(m.UsageSummary), params=params, retry_safe=True
     )
@@ -473,13 +517,38 @@ def record_run(
     )
 
 
-def list_runs(customer_id: str | None = None, limit: int = 50) -> RequestSpec[m.RunList]:
-    """The newest runs, optionally of one customer (``limit`` 1-1000)."""
+def list_runs(
+    customer_id: str | None = None,
+    limit: int = 50,
+    *,
+    workflow: str | None = None,
+    status: m.RunStatus | str | None = None,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    cursor: str | None = None,
+) -> RequestSpec[m.RunList]:
+    """One page of runs, newest start first (``limit`` 1-1000), filtered by customer,
+    workflow (id or slug), status and start time ``[since, until)``; pass the answer's
+    ``next_cursor`` as ``cursor`` for the next page."""
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise DripValidationError("limit must be an int between 1 and 1000", field="limit")
     params: dict[str, Any] = {"limit": limit}
-    if customer_id:
-        params["customerId"] = customer_id
+    if status is not None:
+        try:
+            params["status"] = m.RunStatus(status).value
+        except ValueError:
+            raise DripValidationError(
+                f"status: not a run status: {status!r}", field="status"
+            ) from None
+    for name, value in (
+        ("customerId", customer_id),
+        ("workflow", workflow),
+        ("since", _instant(since, "since")),
+        ("until", _instant(until, "until")),
+        ("cursor", cursor),
+    ):
+        if value:
+            params[name] = value
     return RequestSpec("GET", "/runs", _model(m.RunList), params=params, retry_safe=True)
 
 

@@ -30,27 +30,43 @@ def _group_by(text: str | None) -> list[str]:
 
 
 def _rows(summary: Any) -> list[dict[str, Any]]:
-    """The summary as flat rows (camelCase keys, as on the wire)."""
+    """The summary as flat rows (camelCase keys, as on the wire); quantities exact."""
     body = summary.model_dump(mode="json", by_alias=True, exclude_none=True)
-    groups = body.get("groups")
-    if isinstance(groups, list):
-        return [{**(g.pop("key", None) or {}), **g} for g in groups]
-    return list(body.get("meters") or [])
+    if body.get("groupBy"):
+        return list(body.get("groups") or [])
+    rows = list(body.get("meters") or [])
+    for row in rows:
+        row["quantity"] = row.pop("quantityDecimal", None) or row["quantity"]
+    return rows
+
+
+#: the wire key of each grouping, in the order of ``--by``
+_KEYS = {"customer": "customerId", "workflow": "workflowId"}
+_TAIL = ("kind", "quantity", "amountUsdc", "usageRecords", "charges", "runEvents")
 
 
 def _columns(rows: list[dict[str, Any]], by: list[str]) -> list[str]:
-    keys: list[str] = []
+    dims = [_KEYS.get(g, g) for g in by] or ["meter"]
+    if "customerId" in dims:
+        dims.insert(dims.index("customerId") + 1, "externalCustomerId")
+    present = {k for row in rows for k in row}
+    return [c for c in (*dims, *_TAIL) if c in present]
+
+
+def _name_customers(drip: Any, rows: list[dict[str, Any]]) -> None:
+    """Add each customer's own id beside Drip's (one listing, not one request per row)."""
+    if not any("customerId" in row for row in rows):
+        return
+    names, offset = {}, 0
+    while True:
+        page = drip.list_customers(limit=1000, offset=offset)
+        names.update({c.id: c.external_customer_id for c in page.data})
+        offset += len(page.data)
+        if len(page.data) < 1000:
+            break
     for row in rows:
-        keys += [k for k in row if k not in keys]
-    first = [k for k in keys if k in by or k in ("customerId", "externalCustomerId", "meter")]
-    order = {"customerId": "customer", "externalCustomerId": "customer"}
-
-    def rank(key: str) -> int:
-        group = order.get(key, key)
-        return by.index(group) if group in by else len(by)
-
-    first.sort(key=rank)
-    return first + [k for k in keys if k not in first]
+        if row.get("customerId") in names and names[row["customerId"]]:
+            row["externalCustomerId"] = names[row["customerId"]]
 
 
 def _number(value: Any) -> str:
@@ -65,8 +81,8 @@ def _usage(args: argparse.Namespace) -> int:
     extra = {"since": args.since, "until": args.until, "group_by": by or None}
     query.update({k: v for k, v in extra.items() if v})
     with client() as drip:
-        summary = drip.get_usage_summary(**query)
-    rows = _rows(summary)
+        rows = _rows(drip.get_usage_summary(**query))
+        _name_customers(drip, rows)
     columns = _columns(rows, by)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -82,7 +98,7 @@ def _usage(args: argparse.Namespace) -> int:
     window = f"{args.since or 'the beginning'} → {args.until or 'now'}"
     table = Table(title=f"usage, {window}", box=None, header_style="bold", title_justify="left")
     for name in columns:
-        numeric = any(isinstance(r.get(name), (int, float)) for r in rows)
+        numeric = name in _TAIL[1:]
         table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
     for row in rows:
         table.add_row(*(_number(row.get(c)) for c in columns))

@@ -114,7 +114,11 @@ class ChargeResult(DripModel):
 
 
 class MeterTotal(DripModel):
-    """Totals of one meter: ``quantity`` sums every source; the counts say where it came from."""
+    """Totals of one meter: ``quantity`` sums every source; the counts say where it came from.
+
+    ``kind`` is ``"meter"`` for metered usage and ``"event"`` for an event type recorded
+    without a meter (``run.event("report.sent")``); ``quantity_decimal`` is the exact total.
+    """
 
     meter: str
     quantity: float
@@ -122,13 +126,40 @@ class MeterTotal(DripModel):
     charges: int = 0
     run_events: int = 0
     amount_usdc: str = "0.000000"
+    kind: str = "meter"
+    quantity_decimal: str | None = None
+
+
+class UsageGroup(DripModel):
+    """One group of a summary asked with ``group_by``: the grouped dimensions are set (an
+    absent workflow or model is null), ``quantity`` is the exact decimal total as text."""
+
+    kind: str
+    quantity: str
+    meter: str | None = None
+    customer_id: str | None = None
+    workflow_id: str | None = None
+    model: str | None = None
+    #: ``YYYY-MM-DD`` (UTC) when grouped by day
+    day: str | None = None
+    #: the hour's start, ``YYYY-MM-DDTHH:00:00Z``, when grouped by hour
+    hour: str | None = None
+    usage_records: int = 0
+    charges: int = 0
+    run_events: int = 0
+    amount_usdc: str = "0.000000"
 
 
 class UsageSummary(DripModel):
-    """``GET /v1/usage/summary`` (extension)."""
+    """``GET /v1/usage/summary`` (extension): per-meter totals in ``[since, until)``, and
+    ``groups`` when ``group_by`` was given."""
 
     customer_id: str | None = None
     meters: list[MeterTotal]
+    since: str | None = None
+    until: str | None = None
+    group_by: list[str] = Field(default_factory=list)
+    groups: list[UsageGroup] = Field(default_factory=list)
 
     def total(self, meter: str) -> float:
         """The total quantity of one meter (0 when it has none)."""

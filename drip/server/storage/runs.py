@@ -34,10 +34,11 @@ from drip.models import (
 
 from .. import clock
 from ..errors import ApiError, describe_validation_error
-from .bulk import bulk_insert_ignore, chunked, insert_ignore
+from .bulk import bulk_insert_ignore, chunked, insert_ignore, max_seq
 from .customers import named_customer
 from .database import Database
 from .refs import known_runs, require_owner, require_run, run_row
+from .rollups import Rollup, model_of
 from .schema import events, runs
 from .workflows import resolve_workflow
 
@@ -86,8 +87,26 @@ def event_row(
         "meter": meter or event_type,
         "quantity": 1.0 if quantity is None else quantity,
         "timestamp": timestamp,
+        "event_only": True if meter is None else None,
         **fields,
     }
+
+
+def roll_events(conn: Connection, account_id: int, rows: Sequence[dict[str, Any]]) -> None:
+    """Add stored ``event_row`` rows to the rollups (same transaction)."""
+    rollup = Rollup()
+    for row in rows:
+        rollup.event(
+            row["run_id"],
+            row["customer_id"],
+            row["meter"],
+            bool(row["event_only"]),
+            row["timestamp"],
+            row["quantity"],
+            model_of(row.get("meta")),
+            row.get("cost_units"),
+        )
+    rollup.write(conn, account_id)
 
 
 def _request_event_row(
@@ -279,6 +298,8 @@ def emit_event(db: Database, account_id: int, req: EmitEventRequest) -> EventRes
             conn.execute(insert_ignore(db.dialect, events).values(row))
             existing = _find_event(conn, account_id, row["id"], None)
             assert existing is not None
+            # checked absent above, in this write transaction: the row went in
+            roll_events(conn, account_id, [row])
             return _event_result(existing, duplicate=False)
     return _event_result(existing, duplicate=True)
 
@@ -377,7 +398,17 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
                 by_key[item.idempotency_key] = row["id"]
             rows.append(row)
             results.append(BatchEventResult(id=row["id"], event_type=item.event_type))
-        bulk_insert_ignore(conn, events, rows)
+        before = max_seq(conn, events)
+        if bulk_insert_ignore(conn, events, rows) != len(rows):  # lost a race: roll what went in
+            went_in = set(
+                conn.execute(
+                    select(events.c.id).where(
+                        events.c.account_id == account_id, events.c.seq > before
+                    )
+                ).scalars()
+            )
+            rows = [row for row in rows if row["id"] in went_in]
+        roll_events(conn, account_id, rows)
     created = len(rows)
     duplicates = sum(r.is_duplicate for r in results)
     skipped = sum(r.skipped for r in results)
@@ -456,6 +487,7 @@ def record_run(
                 for e in req.events
             ]
             created, duplicates = bulk_insert_ignore(conn, events, rows), 0
+            roll_events(conn, account_id, rows)  # a new run: every event is new
         row = require_run(conn, account_id, run_id)
         _, _, cost = run_totals(conn, account_id, run_id)
     duration = clock.duration_ms(row.started_at, row.ended_at)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -32,8 +33,10 @@ __all__ = [
     "customers",
     "events",
     "metadata",
+    "run_meters",
     "runs",
     "usage_records",
+    "usage_rollups",
     "workflows",
 ]
 
@@ -133,6 +136,10 @@ runs = Table(
     Column("started_by", Integer),
     Index("uq_runs_id", "account_id", "id", unique=True),
     Index("ix_runs_external", "account_id", "customer_id", "external_run_id"),
+    # run lists, newest start first, keyset-paged on (started_at, seq): one index per filter
+    Index("ix_runs_started", "account_id", "started_at", "seq"),
+    Index("ix_runs_customer_started", "account_id", "customer_id", "started_at", "seq"),
+    Index("ix_runs_workflow_started", "account_id", "workflow_id", "started_at", "seq"),
 )
 
 #: run events; ``meter`` is the event's meter, or its event type when it named none
@@ -160,6 +167,9 @@ events = Table(
     Column("duration_ms", Float),
     Column("outcome", _ID),
     Column("error_type", _ID),
+    #: true when the event named no meter (``run.event()``): an event type, not a meter;
+    #: NULL (false) for metered events, so the SDK's usual row does not carry it
+    Column("event_only", Boolean),
     Index("uq_events_id", "account_id", "id", unique=True),
     Index(
         "uq_events_key",
@@ -169,7 +179,11 @@ events = Table(
         sqlite_where=_WITH_KEY,
         postgresql_where=_WITH_KEY,
     ),
-    Index("ix_events_run", "account_id", "run_id"),
+    # a run's events in time order, keyset-paged on (timestamp, seq)
+    Index("ix_events_run_time", "account_id", "run_id", "timestamp", "seq"),
+    # the partial hours at the edges of a usage window (whole hours come from usage_rollups)
+    Index("ix_events_time", "account_id", "timestamp"),
+    Index("ix_events_customer_time", "account_id", "customer_id", "timestamp"),
 )
 
 #: ``family`` is "usage" (POST /usage/internal[/batch], ingest) or "charge" (POST /usage)
@@ -203,4 +217,56 @@ usage_records = Table(
         postgresql_where=_WITH_KEY,
     ),
     Index("ix_usage_customer", "account_id", "customer_id"),
+    Index("ix_usage_time", "account_id", "timestamp"),
+    Index("ix_usage_customer_time", "account_id", "customer_id", "timestamp"),
+)
+
+# --------------------------------------------------------------------------------------------
+# rollups (maintained in the write transaction that stores the rows they sum; see rollups.py)
+
+#: an exact decimal: NUMERIC on PostgreSQL; text on SQLite (which has no decimal type), added
+#: by the ``drip_dec_add`` function the SQLite connections register
+DECIMAL = Numeric(asdecimal=True).with_variant(Text(), "sqlite")
+
+#: usage per (account, customer, hour, meter, kind, workflow, model). ``customer_id`` is ``*``
+#: on the account-wide rows (the same sums without the customer), so a whole-account summary
+#: reads hundreds of rows, not one per customer; ``kind`` is ``meter`` or ``event`` (an event
+#: type recorded without a meter); ``hour`` is ``YYYY-MM-DDTHH`` (UTC); an absent workflow or
+#: model is ``''`` (a unique index needs values).
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    _seq(),
+    _account(),
+    Column("customer_id", _ID, nullable=False),
+    Column("hour", String(13), nullable=False),
+    Column("meter", _ID, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("workflow_id", _ID, nullable=False),
+    Column("model", _ID, nullable=False),
+    Column("run_events", BigInteger, nullable=False),
+    Column("usage_records", BigInteger, nullable=False),
+    Column("charges", BigInteger, nullable=False),
+    Column("quantity", DECIMAL, nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Index(
+        "uq_usage_rollups",
+        *("account_id", "customer_id", "hour", "meter", "kind", "workflow_id", "model"),
+        unique=True,
+    ),
+)
+
+#: per run and meter: event count and exact quantity, for run lists and run totals
+run_meters = Table(
+    "run_meters",
+    metadata,
+    _seq(),
+    _account(),
+    Column("run_id", _ID, nullable=False),
+    Column("meter", _ID, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("quantity", DECIMAL, nullable=False),
+    Column("cost_units", DECIMAL, nullable=False),
+    Index("uq_run_meters", "account_id", "run_id", "meter", "kind", unique=True),
 )

@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from . import decimals
+
 __all__ = ["Checkpointer", "create", "in_memory", "migration_lock"]
 
 #: WAL size (pages) at which a commit checkpoints by itself, should the Checkpointer lag
@@ -107,6 +109,7 @@ def create(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        decimals.register_sqlite(dbapi_conn)  # exact sums in the rollups
         cursor = dbapi_conn.cursor()
         # first: N processes opening a fresh file at once wait for each other below
         cursor.execute("PRAGMA busy_timeout=30000")

@@ -1,5 +1,5 @@
-"""Usage records (tracked, not billed), charges (priced and settled at once) and the per-meter
-usage summary.
+"""Usage records (tracked, not billed) and charges (priced and settled at once); each new one
+is added to the rollups in its transaction (the summary that reads them is ``summary``).
 
 Idempotency is the unique index on (account, family, key): the insert says whether it went in
 (``INSERT … ON CONFLICT DO NOTHING RETURNING id``, the same on SQLite and PostgreSQL, never a
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, select
 
 from drip._ids import new_id
 from drip.models import (
@@ -20,11 +20,9 @@ from drip.models import (
     ChargeResult,
     ChargeStatus,
     CustomerRef,
-    MeterTotal,
     TrackUsageBatchResult,
     TrackUsageRequest,
     TrackUsageResult,
-    UsageSummary,
 )
 
 from .. import clock
@@ -33,10 +31,10 @@ from ..pricing import MAX_MICROS, Pricing, format_usdc
 from .bulk import insert_ignore
 from .customers import named_customer
 from .database import Database
-from .refs import customer_row
-from .schema import events, usage_records
+from .rollups import Rollup, model_of
+from .schema import usage_records
 
-__all__ = ["charge", "track_usage", "usage_summary"]
+__all__ = ["charge", "track_usage"]
 
 
 def _store_usage(
@@ -62,6 +60,18 @@ def _store_usage(
             if where is None
             else conn.execute(select(u).where(u.c.account_id == account_id, where)).first()
         )
+        if inserted is not None and row is not None:
+            rollup = Rollup()
+            rollup.usage_record(
+                row.customer_id,
+                row.usage_type,
+                row.timestamp,
+                row.quantity,
+                row.family,
+                row.amount_micros,
+                model_of(row.meta),
+            )
+            rollup.write(conn, account_id)
     if row is None:  # the id itself collided: only possible with a forged client id
         raise ApiError(409, "USAGE_ID_CONFLICT", "A usage record with this id already exists")
     return row, inserted is None
@@ -164,66 +174,4 @@ def charge(
             amount_usdc=format_usdc(row.amount_micros or 0),
             status=ChargeStatus(row.charge_status),
         ),
-    )
-
-
-def usage_summary(
-    db: Database, account_id: int, customer_id: str | None, meter: str | None
-) -> UsageSummary:
-    """Per-meter totals over usage records, charges and run events (the event's meter)."""
-    u, e = usage_records, events
-    u_where = [u.c.account_id == account_id]
-    e_where = [e.c.account_id == account_id]
-    if customer_id is not None:
-        u_where.append(u.c.customer_id == customer_id)
-        e_where.append(e.c.customer_id == customer_id)
-    if meter is not None:
-        u_where.append(u.c.usage_type == meter)
-        e_where.append(e.c.meter == meter)
-    totals: dict[str, dict[str, Any]] = {}
-
-    def slot(name: str) -> dict[str, Any]:
-        return totals.setdefault(
-            name, {"quantity": 0.0, "usage_records": 0, "charges": 0, "run_events": 0, "micros": 0}
-        )
-
-    with db.read() as conn:
-        if customer_id is not None and customer_row(conn, account_id, customer_id) is None:
-            raise ApiError.not_found("customer", customer_id)
-        for name, family, count, quantity, micros in conn.execute(
-            select(
-                u.c.usage_type,
-                u.c.family,
-                func.count(),
-                func.sum(u.c.quantity),
-                func.sum(u.c.amount_micros),
-            )
-            .where(*u_where)
-            .group_by(u.c.usage_type, u.c.family)
-        ):
-            t = slot(name)
-            t["quantity"] += quantity or 0
-            t["charges" if family == "charge" else "usage_records"] += count
-            t["micros"] += micros or 0
-        for name, count, quantity in conn.execute(
-            select(e.c.meter, func.count(), func.sum(e.c.quantity))
-            .where(*e_where)
-            .group_by(e.c.meter)
-        ):
-            t = slot(name)
-            t["quantity"] += quantity or 0
-            t["run_events"] += count
-    return UsageSummary(
-        customer_id=customer_id,
-        meters=[
-            MeterTotal(
-                meter=name,
-                quantity=t["quantity"],
-                usage_records=t["usage_records"],
-                charges=t["charges"],
-                run_events=t["run_events"],
-                amount_usdc=format_usdc(int(t["micros"])),
-            )
-            for name, t in sorted(totals.items())
-        ],
     )

@@ -1,0 +1,329 @@
+"""``GET /v1/usage/summary``: usage totals for a time window, grouped as asked, from rollups.
+
+The window is half-open, ``[since, until)``. Whole hours inside it are read from
+``usage_rollups`` (see :mod:`.rollups`): a customer's summary reads that customer's few rows per
+hour, a whole-account summary reads the account-wide rows, so neither grows with the number of
+events. The partial hours at a window's edges (a ``since`` or ``until`` that is not on the hour)
+are summed from the events and usage records themselves through their time indexes, so totals
+are exact for any window.
+
+Every total is split by ``kind``: ``meter`` for metered usage (``@metered``, ``track_usage``,
+charges, events that name a meter) and ``event`` for event types recorded without a meter
+(``run.event("report.sent")``, the published client's ``emit_event``), which are counts of
+things that happened rather than billable meters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, literal_column, select
+
+from drip.models import MeterTotal, UsageGroup, UsageSummary
+
+from .. import clock
+from ..errors import ApiError
+from ..pricing import format_usdc
+from . import decimals
+from .database import Database
+from .rollups import ACCOUNT, Rollup, model_of
+from .schema import customers, events, runs, usage_records, usage_rollups
+
+__all__ = ["GROUPS", "parse_group_by", "parse_instant", "usage_summary"]
+
+#: what ``group_by`` may name
+GROUPS = ("meter", "customer", "workflow", "day", "hour", "model")
+
+_Sums = list[Any]  # [run_events, usage_records, charges, whole quantity, fraction, micros]
+
+
+def parse_instant(value: str | None, field: str) -> str | None:
+    """An ISO-8601 date or date-time as the stored format (UTC); 422 naming the field."""
+    if value is None or value == "":
+        return None
+    try:
+        return clock.normalize(value, "")
+    except ValueError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", f"{field}: {exc}") from None
+
+
+def parse_group_by(value: str | Sequence[str] | None) -> list[str]:
+    """``meter,day`` (or repeated parameters) as a list; 422 naming an unknown grouping."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else [p for v in value for p in v.split(",")]
+    out: list[str] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if part not in GROUPS:
+            allowed = ", ".join(GROUPS)
+            raise ApiError(
+                422, "VALIDATION_ERROR", f"groupBy: unknown grouping {part!r} (one of {allowed})"
+            )
+        if part not in out:
+            out.append(part)
+    return out
+
+
+def _hour_start(moment: str) -> datetime:
+    return datetime.strptime(moment[:13], "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
+
+
+def _split(
+    since: str | None, until: str | None
+) -> tuple[str | None, str | None, list[tuple[str | None, str | None]]]:
+    """(first whole hour, end hour, edge windows): whole hours ``[lo, hi)`` as ``YYYY-MM-DDTHH``
+    keys, and the partial-hour windows to read from the rows themselves."""
+    lo = hi = None
+    edges: list[tuple[str | None, str | None]] = []
+    if since is not None:
+        start = _hour_start(since)
+        if clock.to_iso(start) != since:
+            start += timedelta(hours=1)
+            edges.append((since, clock.to_iso(start)))
+        lo = clock.to_iso(start)
+    if until is not None:
+        end = _hour_start(until)
+        if clock.to_iso(end) != until:
+            edges.append((clock.to_iso(end), until))
+        hi = clock.to_iso(end)
+    if lo is not None and hi is not None and hi <= lo:
+        # the window lies within one or two partial hours: read it all from the rows
+        return lo, lo, [(since, until)]
+    return lo, hi, edges
+
+
+class _Totals:
+    """Sums keyed by the requested grouping, and per (meter, kind) for ``meters``."""
+
+    def __init__(self, group_by: list[str]) -> None:
+        self.group_by = group_by
+        self.groups: dict[tuple[str, ...], _Sums] = {}
+        self.meters: dict[tuple[str, str], _Sums] = {}
+
+    def add(
+        self,
+        customer: str,
+        hour: str,
+        meter: str,
+        kind: str,
+        workflow: str,
+        model: str,
+        sums: Sequence[Any],
+        quantity: Any,
+    ) -> None:
+        values = {
+            "meter": meter,
+            "customer": customer,
+            "workflow": workflow,
+            "day": hour[:10],
+            "hour": hour,
+            "model": model,
+        }
+        keys: list[tuple[dict[Any, _Sums], Any]] = [(self.meters, (meter, kind))]
+        if self.group_by:
+            group = (kind, *(values[g] for g in self.group_by))
+            keys.append((self.groups, group))
+        for table, key in keys:
+            found = table.get(key)
+            if found is None:
+                found = table[key] = [0, 0, 0, 0, decimals.ZERO, 0]
+            found[0] += sums[0]
+            found[1] += sums[1]
+            found[2] += sums[2]
+            found[4] += quantity
+            found[5] += sums[5]
+
+    def summary(
+        self, customer_id: str | None, since: str | None, until: str | None
+    ) -> UsageSummary:
+        meters = [
+            MeterTotal(
+                meter=meter,
+                kind=kind,
+                quantity=float(sums[4]),
+                quantity_decimal=decimals.decimal_text(sums[4]),
+                usage_records=sums[1],
+                charges=sums[2],
+                run_events=sums[0],
+                amount_usdc=format_usdc(int(sums[5])),
+            )
+            for (meter, kind), sums in sorted(self.meters.items())
+        ]
+        groups = []
+        for key, sums in sorted(self.groups.items()):
+            dims = dict(zip(self.group_by, key[1:], strict=True))
+            groups.append(
+                UsageGroup(
+                    kind=key[0],
+                    meter=dims.get("meter"),
+                    customer_id=dims.get("customer"),
+                    workflow_id=dims.get("workflow") or None,
+                    model=dims.get("model") or None,
+                    day=dims.get("day"),
+                    hour=None if "hour" not in dims else dims["hour"] + ":00:00Z",
+                    quantity=decimals.decimal_text(sums[4]),
+                    usage_records=sums[1],
+                    charges=sums[2],
+                    run_events=sums[0],
+                    amount_usdc=format_usdc(int(sums[5])),
+                )
+            )
+        return UsageSummary(
+            customer_id=customer_id,
+            meters=meters,
+            since=since,
+            until=until,
+            group_by=self.group_by,
+            groups=groups,
+        )
+
+
+def _from_rollups(
+    conn: Connection,
+    totals: _Totals,
+    account_id: int,
+    customer_id: str | None,
+    meter: str | None,
+    lo: str | None,
+    hi: str | None,
+) -> None:
+    r = usage_rollups
+    where = [r.c.account_id == account_id]
+    if customer_id is not None:
+        where.append(r.c.customer_id == customer_id)
+    elif "customer" in totals.group_by:
+        where.append(r.c.customer_id != ACCOUNT)
+    else:
+        where.append(r.c.customer_id == ACCOUNT)
+    if meter is not None:
+        where.append(r.c.meter == meter)
+    if lo is not None:
+        where.append(r.c.hour >= lo[:13])
+    if hi is not None:
+        where.append(r.c.hour < hi[:13])
+    # grouped in SQL: a whole-account summary sums ~10k hourly rows into a few groups
+    blank: Any = literal_column("''")
+    wanted = set(totals.group_by)
+    dims = [
+        r.c.customer_id if "customer" in wanted else blank,
+        r.c.hour
+        if "hour" in wanted
+        else func.substr(r.c.hour, 1, 10)
+        if "day" in wanted
+        else blank,
+        r.c.meter,
+        r.c.kind,
+        r.c.workflow_id if "workflow" in wanted else blank,
+        r.c.model if "model" in wanted else blank,
+    ]
+    keys = [d for d in dims if d is not blank]
+    query = (
+        select(
+            *dims,
+            func.sum(r.c.run_events),
+            func.sum(r.c.usage_records),
+            func.sum(r.c.charges),
+            decimals.decimal_sum(conn.dialect.name, r.c.quantity),
+            func.sum(r.c.amount_micros),
+        )
+        .where(*where)
+        .group_by(*keys)
+    )
+    add, as_decimal = totals.add, decimals.as_decimal
+    for cus, hour, name, kind, workflow, model, ev, ur, ch, quantity, micros in conn.execute(query):
+        sums = (int(ev), int(ur), int(ch), 0, 0, int(micros))
+        add(cus, hour, name, kind, workflow, model, sums, as_decimal(quantity))
+
+
+def _time_range(column: Any, start: str | None, end: str | None) -> list[Any]:
+    where = []
+    if start is not None:
+        where.append(column >= start)
+    if end is not None:
+        where.append(column < end)
+    return where
+
+
+def _from_rows(
+    conn: Connection,
+    totals: _Totals,
+    account_id: int,
+    customer_id: str | None,
+    meter: str | None,
+    windows: Iterable[tuple[str | None, str | None]],
+) -> None:
+    """Partial hours: sum the stored rows the way ingest sums them into the rollups."""
+    e, u = events, usage_records
+    rollup = Rollup()
+    workflow_of: dict[str, str] = {}
+    for start, end in windows:
+        e_where = [e.c.account_id == account_id, *_time_range(e.c.timestamp, start, end)]
+        u_where = [u.c.account_id == account_id, *_time_range(u.c.timestamp, start, end)]
+        if customer_id is not None:
+            e_where.append(e.c.customer_id == customer_id)
+            u_where.append(u.c.customer_id == customer_id)
+        if meter is not None:
+            e_where.append(e.c.meter == meter)
+            u_where.append(u.c.usage_type == meter)
+        joined = e.outerjoin(
+            runs, and_(runs.c.account_id == e.c.account_id, runs.c.id == e.c.run_id)
+        )
+        for run_id, cus, name, only, ts, quantity, meta, workflow in conn.execute(
+            select(
+                e.c.run_id, e.c.customer_id, e.c.meter, e.c.event_only, e.c.timestamp,
+                e.c.quantity, e.c.meta, runs.c.workflow_id,
+            ).select_from(joined).where(*e_where)
+        ):  # fmt: skip
+            workflow_of[run_id] = workflow or ""
+            rollup.event(run_id, cus, name, bool(only), ts, quantity, model_of(_meta(meta)))
+        for cus, name, ts, quantity, family, micros, meta in conn.execute(
+            select(
+                u.c.customer_id, u.c.usage_type, u.c.timestamp, u.c.quantity, u.c.family,
+                u.c.amount_micros, u.c.meta,
+            ).where(*u_where)
+        ):  # fmt: skip
+            rollup.usage_record(cus, name, ts, quantity, family, micros, model_of(_meta(meta)))
+    for (cus, hour, name, kind, workflow, model), sums in rollup.hourly(workflow_of).items():
+        if cus != ACCOUNT:
+            totals.add(cus, hour, name, kind, workflow, model, sums, sums[4] + sums[3])
+
+
+def _meta(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def usage_summary(
+    db: Database,
+    account_id: int,
+    customer_id: str | None,
+    meter: str | None,
+    since: str | None = None,
+    until: str | None = None,
+    group_by: list[str] | None = None,
+) -> UsageSummary:
+    """Totals per meter (and per group) over usage records, charges and run events in
+    ``[since, until)``; ``since``/``until`` already in the stored format."""
+    if since is not None and until is not None and until < since:
+        raise ApiError(422, "VALIDATION_ERROR", "until: must not be before since")
+    totals = _Totals(group_by or [])
+    lo, hi, edges = _split(since, until)
+    with db.read() as conn:
+        if customer_id is not None and (
+            conn.execute(
+                select(customers.c.seq).where(
+                    customers.c.account_id == account_id, customers.c.id == customer_id
+                )
+            ).first()
+            is None
+        ):
+            raise ApiError.not_found("customer", customer_id)
+        if lo is None or hi is None or lo < hi:
+            _from_rollups(conn, totals, account_id, customer_id, meter, lo, hi)
+        if edges:
+            _from_rows(conn, totals, account_id, customer_id, meter, edges)
+    return totals.summary(customer_id, since, until)
