@@ -1,6 +1,6 @@
 // Usage: quantity over time per meter (one small chart each, since meters have different
 // units), for all customers or one, and a per-customer table for the same period.
-import { usageRows } from "./api.js";
+import { api, usageRows } from "./api.js";
 import { compact, go, h, num, s } from "./format.js";
 
 const RANGES = { "24h": [24 * 3600e3, "hour"], "7d": [7 * 86400e3, "day"],
@@ -33,7 +33,7 @@ export function barChart(points, bucket, meter) {
   const max = Math.max(...points.map((p) => p.q), 0) || 1;
   const bw = (W - L) / points.length;
   const y = (q) => T + (H - T - B) * (1 - q / max);
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none",
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`,
     role: "img", "aria-label": `${meter} per ${bucket}`, "data-meter": meter });
   for (const f of [0, 0.5, 1]) {
     svg.append(s("line", { class: "axis", x1: L, x2: W, y1: y(max * f), y2: y(max * f) }),
@@ -84,13 +84,15 @@ export async function meterCharts(query, customer) {
 
 async function customerTable(query) {
   const p = period(query);
-  const { rows } = await usageRows({ since: p.sinceIso, until: p.untilIso },
-    ["customer", "meter"]);
+  const [{ rows }, known] = await Promise.all([
+    usageRows({ since: p.sinceIso, until: p.untilIso }, ["customer", "meter"]),
+    api("/customers", { limit: 1000 })]);
+  const names = new Map((known.data || []).map((c) => [c.id, c.externalCustomerId]));
   const meters = [...new Set(rows.filter(isMeter).map((r) => r.meter))].sort();
   const people = new Map();
   for (const r of rows.filter(isMeter)) {
     const id = r.customerId;
-    if (!people.has(id)) people.set(id, { id, ext: r.externalCustomerId, q: {} });
+    if (!people.has(id)) people.set(id, { id, ext: names.get(id), q: {} });
     people.get(id).q[r.meter] = (people.get(id).q[r.meter] || 0) + r.quantity;
   }
   return h("table", { class: "grid", id: "customer-usage" },
