@@ -25,6 +25,7 @@ export function s(tag, attrs, ...children) {
 
 export function ms(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (v === 0) return "0";
   if (v >= 60000) return `${(v / 60000).toFixed(1)} min`;
   if (v >= 1000) return `${(v / 1000).toFixed(2)} s`;
   if (v >= 1) return `${v.toFixed(v >= 100 ? 0 : 1)} ms`;

@@ -60,8 +60,9 @@ function guideText(guides) {
 }
 
 function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== undefined).map(([k, v]) =>
-    h("div", {}, h("dt", {}, k), h("dd", { title: typeof v === "string" ? v : null }, v ?? "–"))));
+  return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== undefined).map(([k, v, wide]) =>
+    h("div", { class: wide ? "wide" : null }, h("dt", {}, k),
+      h("dd", { title: typeof v === "string" ? v : null }, v ?? "–"))));
 }
 
 function detail(row) {
@@ -140,14 +141,14 @@ export async function runView(view, runId) {
     h("div", { class: "card" },
       facts([
         ["customer", h("a", { href: `#/customers/${encodeURIComponent(root.customerId)}` },
-          customerLabel(root.customerId, root.externalCustomerId || root.customerName))],
+          customerLabel(root.customerId, root.externalCustomerId || root.customerName)), true],
         ["started", when(root.startedAt)],
         ["duration", ms(root.durationMs)],
         ["events", `${s.totalEvents ?? rows.length}`],
         ["quantity", s.totalQuantity],
         ["charged (USDC)", s.totalChargedUsdc],
         ["OpenTelemetry trace id", h("span", { class: "mono", id: "trace-id" },
-          root.correlationId || "–")],
+          root.correlationId || "–"), true],
         ["parent run", root.parentRunId ? h("a", { href: `#/runs/${root.parentRunId}`,
           class: "mono" }, root.parentRunId) : "–"],
       ]),
