@@ -13,7 +13,9 @@ import logging
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from drip._version import __version__
 
@@ -43,6 +45,19 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method our routes take at this request's path; a literal path (``/runs/record``)
+    hides the parametrised ones it also fits (``/runs/{run_id}``), as in the OpenAPI document."""
+    literal: set[str] = set()
+    parametrised: set[str] = set()
+    for router in (*ROUTERS, dashboard.router):
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+                found = parametrised if route.param_convertors else literal
+                found.update(route.methods or ())
+    return sorted(literal or parametrised)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
@@ -55,11 +70,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return json_response(error_body(422, "VALIDATION_ERROR", _validation_message(exc)), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
         message = "No such endpoint" if exc.status_code == 404 else str(exc.detail)
         body = error_body(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), message)
-        return json_response(body, exc.status_code)
+        response = json_response(body, exc.status_code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route with this path only
+            allowed = _allowed_methods(request)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:

@@ -11,13 +11,29 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-__all__ = ["body", "install_openapi"]
+__all__ = ["ErrorBody", "answers", "body", "install_openapi"]
 
 #: models named in request bodies, added to the document's components
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
 _REF = "#/components/schemas/{model}"
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (``errors.error_body``): a short kind, a message and a code, plus
+    ``existingCustomerId`` on a customer conflict and ``retryAfter`` on 429."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+    code: str
+
+
+def answers(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: ``model`` at each success status (200 by default)."""
+    return {status: {"model": model} for status in statuses or (200,)}
 
 
 def body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
@@ -42,6 +58,12 @@ def install_openapi(app: FastAPI) -> None:
                 title=app.title, version=app.version, routes=app.routes, description=None
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):  # replaced by ErrorBody
+                schemas.pop(unused, None)
+            schemas["ErrorBody"] = ErrorBody.model_json_schema()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    _error_answers(operation)
             for name, model in sorted(_BODY_MODELS.items()):
                 found = model.model_json_schema(by_alias=True, ref_template=_REF, mode="validation")
                 schemas.update(found.pop("$defs", {}))
@@ -50,3 +72,14 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _error_answers(operation: dict[str, Any]) -> None:
+    """Every error status answers ``ErrorBody`` (the validation errors FastAPI would document
+    are ours, not its ``HTTPValidationError``)."""
+    responses = operation.setdefault("responses", {})
+    responses.pop("422", None)
+    responses["default"] = {
+        "description": "An error (4xx or 5xx)",
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
+    }

@@ -1,4 +1,4 @@
-"""Migration 0003 (reads) on a database holding 0.2-era rows: indexes, rollups filled, same answers."""
+"""Migration 0003 on a database holding rows stored before it: indexes, rollups filled."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_upgrade_rolls_up_what_is_stored(database_url: str) -> None:
     db = Database(database_url)
     try:
         with db.migration_lock() as conn:
-            command.upgrade(migrations.config(conn), "0001")
+            command.upgrade(migrations.config(conn), "0002")
         old = MetaData()
         old.reflect(db.engine)
         assert "usage_rollups" not in old.tables and "event_only" not in old.tables["events"].c
@@ -61,7 +61,7 @@ def test_upgrade_rolls_up_what_is_stored(database_url: str) -> None:
                     usage_type="api_calls", quantity=2, timestamp=T0, amount_micros=2000,
                 )
             )  # fmt: skip
-        assert db.upgrade() == ["0002", "0003"]
+        assert db.upgrade() == ["0003"]
         names = {ix["name"] for ix in inspect(db.engine).get_indexes("events")}
         assert {"ix_events_run_time", "ix_events_time", "ix_events_customer_time"} <= names
         assert "ix_events_run" not in names

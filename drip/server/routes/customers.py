@@ -7,11 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from drip.models import CreateCustomerRequest, CreateWorkflowRequest, CustomerStatus
+from drip.models import (
+    CreateCustomerRequest,
+    CreateWorkflowRequest,
+    Customer,
+    CustomerList,
+    CustomerStatus,
+    Workflow,
+    WorkflowList,
+)
 
 from ..deps import Caller, state
 from ..http import json_response, parse, read_object
-from ..openapi import body
+from ..openapi import answers, body
 from ..storage import customers, workflows
 
 router = APIRouter(prefix="/v1")
@@ -20,7 +28,9 @@ router = APIRouter(prefix="/v1")
 MAX_OFFSET = 2**31 - 1
 
 
-@router.post("/customers", openapi_extra=body(CreateCustomerRequest))
+@router.post(
+    "/customers", openapi_extra=body(CreateCustomerRequest), responses=answers(Customer, 200, 201)
+)
 async def create_customer(request: Request, who: Caller) -> Response:
     req = parse(CreateCustomerRequest, await read_object(request))
     customer, created = await run_in_threadpool(
@@ -29,7 +39,7 @@ async def create_customer(request: Request, who: Caller) -> Response:
     return json_response(customer, 201 if created else 200)
 
 
-@router.get("/customers")
+@router.get("/customers", responses=answers(CustomerList))
 async def list_customers(
     request: Request,
     who: Caller,
@@ -43,7 +53,7 @@ async def list_customers(
     return json_response(result)
 
 
-@router.get("/customers/{customer_id}")
+@router.get("/customers/{customer_id}", responses=answers(Customer))
 async def get_customer(request: Request, who: Caller, customer_id: str) -> Response:
     customer = await run_in_threadpool(
         customers.get_customer, state(request).db, who.account_id, customer_id
@@ -51,13 +61,15 @@ async def get_customer(request: Request, who: Caller, customer_id: str) -> Respo
     return json_response(customer)
 
 
-@router.get("/workflows")
+@router.get("/workflows", responses=answers(WorkflowList))
 async def list_workflows(request: Request, who: Caller) -> Response:
     result = await run_in_threadpool(workflows.list_workflows, state(request).db, who.account_id)
     return json_response(result)
 
 
-@router.post("/workflows", openapi_extra=body(CreateWorkflowRequest))
+@router.post(
+    "/workflows", openapi_extra=body(CreateWorkflowRequest), responses=answers(Workflow, 200, 201)
+)
 async def create_workflow(request: Request, who: Caller) -> Response:
     """Idempotent on ``slug``: an existing slug answers 200 with the stored workflow."""
     req = parse(CreateWorkflowRequest, await read_object(request))

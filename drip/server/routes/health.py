@@ -15,11 +15,12 @@ from drip.models import Health
 
 from ..deps import authenticate
 from ..http import json_response
+from ..openapi import answers
 
 router = APIRouter()
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", responses=answers(Health))
 async def health(request: Request) -> Response:
     if request.headers.get("authorization"):
         await authenticate(request)

@@ -12,17 +12,17 @@ from json.encoder import encode_basestring_ascii
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from drip.models import IngestRequest
+from drip.models import IngestRequest, IngestResult
 
 from ..deps import Caller, state
 from ..http import read_body
-from ..openapi import body
+from ..openapi import answers, body
 from ..storage.ingest import Outcome, ingest
 
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/ingest", openapi_extra=body(IngestRequest))
+@router.post("/ingest", openapi_extra=body(IngestRequest), responses=answers(IngestResult))
 async def post_ingest(request: Request, who: Caller) -> Response:
     raw = await read_body(request)
     compact = request.query_params.get("results") == "compact"

@@ -10,16 +10,24 @@ from starlette.concurrency import run_in_threadpool
 from drip.models import (
     EmitEventRequest,
     EmitEventsBatchRequest,
+    EmitEventsBatchResult,
     EndRunRequest,
+    EndRunResult,
+    EventResult,
     RecordRunRequest,
+    RecordRunResult,
+    RunDetails,
+    RunList,
+    RunResult,
     RunStatus,
+    RunTimeline,
     StartRunRequest,
 )
 
 from ..deps import Caller, state
 from ..errors import ApiError
 from ..http import json_response, parse, read_object
-from ..openapi import body
+from ..openapi import answers, body
 from ..storage import run_list
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
@@ -29,7 +37,7 @@ from ..storage.summary import parse_instant
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/runs", openapi_extra=body(StartRunRequest))
+@router.post("/runs", openapi_extra=body(StartRunRequest), responses=answers(RunResult, 200, 201))
 async def start_run(request: Request, who: Caller) -> Response:
     req = parse(StartRunRequest, await read_object(request))
     srv = state(request)
@@ -45,7 +53,7 @@ async def start_run(request: Request, who: Caller) -> Response:
     return json_response(run, 200 if run.is_duplicate else 201)
 
 
-@router.get("/runs")
+@router.get("/runs", responses=answers(RunList))
 async def list_runs(
     request: Request,
     who: Caller,
@@ -83,7 +91,9 @@ async def list_runs(
     return json_response(body)
 
 
-@router.post("/runs/record", openapi_extra=body(RecordRunRequest))
+@router.post(
+    "/runs/record", openapi_extra=body(RecordRunRequest), responses=answers(RecordRunResult, 201)
+)
 async def record_run(request: Request, who: Caller) -> Response:
     req = parse(RecordRunRequest, await read_object(request))
     srv = state(request)
@@ -99,7 +109,7 @@ async def record_run(request: Request, who: Caller) -> Response:
     return json_response(result, 201)
 
 
-@router.patch("/runs/{run_id}", openapi_extra=body(EndRunRequest))
+@router.patch("/runs/{run_id}", openapi_extra=body(EndRunRequest), responses=answers(EndRunResult))
 async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     req = parse(EndRunRequest, await read_object(request))
     result = await run_in_threadpool(
@@ -108,7 +118,7 @@ async def end_run(request: Request, who: Caller, run_id: str) -> Response:
     return json_response(result)
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=answers(RunDetails))
 async def get_run(request: Request, who: Caller, run_id: str) -> Response:
     srv = state(request)
     body = await run_in_threadpool(
@@ -117,7 +127,7 @@ async def get_run(request: Request, who: Caller, run_id: str) -> Response:
     return json_response(body)
 
 
-@router.get("/runs/{run_id}/timeline")
+@router.get("/runs/{run_id}/timeline", responses=answers(RunTimeline))
 async def get_timeline(
     request: Request,
     who: Caller,
@@ -132,17 +142,23 @@ async def get_timeline(
     timeline = await run_in_threadpool(
         storage_reads.get_timeline, srv.db, srv.pricing, who.account_id, run_id, limit, cursor
     )
-    return json_response(timeline)
+    return Response(content=timeline, media_type="application/json")
 
 
-@router.post("/run-events", openapi_extra=body(EmitEventRequest))
+@router.post(
+    "/run-events", openapi_extra=body(EmitEventRequest), responses=answers(EventResult, 200, 201)
+)
 async def emit_event(request: Request, who: Caller) -> Response:
     req = parse(EmitEventRequest, await read_object(request))
     event = await run_in_threadpool(storage_runs.emit_event, state(request).db, who.account_id, req)
     return json_response(event, 200 if event.is_duplicate else 201)
 
 
-@router.post("/run-events/batch", openapi_extra=body(EmitEventsBatchRequest))
+@router.post(
+    "/run-events/batch",
+    openapi_extra=body(EmitEventsBatchRequest),
+    responses=answers(EmitEventsBatchResult, 201),
+)
 async def emit_events_batch(request: Request, who: Caller) -> Response:
     """Items are validated one by one (snake_case accepted); a bad item is skipped."""
     items = (await read_object(request)).get("events")

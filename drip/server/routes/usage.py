@@ -7,11 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from drip.models import ChargeRequest, TrackUsageRequest
+from drip.models import (
+    ChargeRequest,
+    ChargeResult,
+    TrackUsageBatchResult,
+    TrackUsageRequest,
+    TrackUsageResult,
+    UsageSummary,
+)
 
 from ..deps import Caller, state
 from ..http import json_response, parse, read_object
-from ..openapi import body
+from ..openapi import answers, body
 from ..storage import summary, usage
 from ..storage.customers import customer_filter
 from ..storage.summary import parse_group_by, parse_instant
@@ -19,7 +26,9 @@ from ..storage.summary import parse_group_by, parse_instant
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/usage/internal", openapi_extra=body(TrackUsageRequest))
+@router.post(
+    "/usage/internal", openapi_extra=body(TrackUsageRequest), responses=answers(TrackUsageResult)
+)
 async def track_usage(request: Request, who: Caller) -> Response:
     req = parse(TrackUsageRequest, await read_object(request))
     srv = state(request)
@@ -35,7 +44,11 @@ async def track_usage(request: Request, who: Caller) -> Response:
     return json_response(result)
 
 
-@router.post("/usage/internal/batch", openapi_extra=body(TrackUsageRequest))
+@router.post(
+    "/usage/internal/batch",
+    openapi_extra=body(TrackUsageRequest),
+    responses=answers(TrackUsageBatchResult, 202),
+)
 async def track_usage_batch(request: Request, who: Caller) -> Response:
     req = parse(TrackUsageRequest, await read_object(request))
     srv = state(request)
@@ -51,7 +64,7 @@ async def track_usage_batch(request: Request, who: Caller) -> Response:
     return json_response(result, 202)
 
 
-@router.post("/usage", openapi_extra=body(ChargeRequest))
+@router.post("/usage", openapi_extra=body(ChargeRequest), responses=answers(ChargeResult))
 async def charge(request: Request, who: Caller) -> Response:
     req = parse(ChargeRequest, await read_object(request))
     srv = state(request)
@@ -67,7 +80,7 @@ async def charge(request: Request, who: Caller) -> Response:
     return json_response(result)
 
 
-@router.get("/usage/summary")
+@router.get("/usage/summary", responses=answers(UsageSummary))
 async def usage_summary(
     request: Request,
     who: Caller,

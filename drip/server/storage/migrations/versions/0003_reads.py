@@ -8,8 +8,8 @@
 - ``usage_rollups`` and ``run_meters``, filled here from the rows already stored (in chunks, with
   the same code ingest uses, so the sums are exact and the same as for new rows).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""Hostile input gets a 4xx, never a 500; HTML answers carry security headers; the API
+documents itself only in local development; the app factory reads the environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from drip.server import create_app, start_server
+from drip.server.http import MAX_DEPTH
+from drip.server.settings import Settings
+
+DEEP = b"[" * 10_000 + b"]" * 10_000
+WRITES = [
+    ("POST", "/customers"),
+    ("POST", "/workflows"),
+    ("POST", "/usage/internal"),
+    ("POST", "/usage/internal/batch"),
+    ("POST", "/usage"),
+    ("POST", "/runs"),
+    ("POST", "/runs/record"),
+    ("PATCH", "/runs/run_x"),
+    ("POST", "/run-events"),
+    ("POST", "/run-events/batch"),
+    ("POST", "/ingest"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WRITES)
+def test_json_nested_10000_deep_is_a_400(api: httpx.Client, method: str, path: str) -> None:
+    response = api.request(method, path, content=DEEP)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "JSON_TOO_DEEP"
+
+
+def test_metadata_nested_within_the_limit_is_accepted(api: httpx.Client) -> None:
+    depth = MAX_DEPTH - 5
+    nested = '{"a":' * depth + "1" + "}" * depth
+    body = '{"externalCustomerId": "deep", "metadata": ' + nested + "}"
+    assert api.post("/customers", content=body).status_code == 201
+
+
+def test_a_huge_offset_is_a_422(api: httpx.Client) -> None:
+    response = api.get("/customers", params={"offset": "100000000000000000000"})
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("quantity", ["1e308", "1e20", "Infinity", "-1"])
+def test_a_charge_too_large_or_not_finite_is_a_422(
+    api: httpx.Client, customer_id: str, quantity: str
+) -> None:
+    body = f'{{"customerId": "{customer_id}", "usageType": "api_calls", "quantity": {quantity}}}'
+    response = api.post("/usage", content=body)
+    assert response.status_code == 422, response.text
+    assert api.get("/usage/summary").json()["meters"] == []  # nothing was stored
+
+
+def test_a_large_but_storable_charge_goes_in(api: httpx.Client, customer_id: str) -> None:
+    body = {"customerId": customer_id, "usageType": "api_calls", "quantity": 1e9}
+    response = api.post("/usage", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["charge"]["amountUsdc"] == "1000000.000000"
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items()}
+
+
+def test_html_answers_carry_security_headers(account: Any) -> None:
+    for path in ("/", "/docs"):
+        response = httpx.get(account.base_url + path)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        headers = _headers(response)
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    page = httpx.get(account.base_url + "/").headers["content-security-policy"]
+    assert "default-src 'none'" in page and "connect-src 'self'" in page
+    # the dashboard has no inline script or style at all: its own files only
+    assert "script-src 'self';" in page and "style-src 'self';" in page
+    assert "unsafe-inline" not in page
+
+
+def test_production_turns_the_docs_off(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIP_PRODUCTION", "1")
+    with start_server(f"sqlite:///{tmp_path / 'p.db'}") as server:
+        assert httpx.get(server.url + "/docs").status_code == 404
+        assert httpx.get(server.url + "/openapi.json").status_code == 404
+        assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_the_factory_reads_its_settings_from_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("DRIP_DATABASE_URL", url)
+    monkeypatch.setenv("DRIP_PRICES", "tokens=0.5,api_calls=0.001")
+    monkeypatch.setenv("DRIP_PRODUCTION", "1")
+    app = create_app()
+    try:
+        settings = app.state.drip.settings
+        assert settings.database_url == url and settings.production
+        assert app.state.drip.pricing.micros("tokens", 2) == 1_000_000
+        assert Settings.from_env(settings.to_env()) == settings
+    finally:
+        app.state.drip.db.dispose()
+
+
+def test_the_openapi_document_declares_every_request_body(account: Any) -> None:
+    document = httpx.get(account.base_url + "/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    for method, path in WRITES:
+        template = "/v1/runs/{run_id}" if path == "/runs/run_x" else f"/v1{path}"
+        operation = document["paths"][template][method.lower()]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.rsplit("/", 1)[1] in schemas, (method, path)
+    assert "customerId" in schemas["TrackUsageRequest"]["properties"]  # camelCase, as sent
