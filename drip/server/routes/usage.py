@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -26,22 +26,20 @@ from ..storage.summary import parse_group_by, parse_instant
 router = APIRouter(prefix="/v1")
 
 
+async def _track(request: Request, who: Caller, batch: bool) -> Any:
+    req = parse(TrackUsageRequest, await read_object(request))
+    srv = state(request)
+    create = srv.settings.auto_create_customers
+    return await run_in_threadpool(
+        lambda: usage.track_usage(srv.db, who.account_id, req, batch=batch, create_customers=create)
+    )
+
+
 @router.post(
     "/usage/internal", openapi_extra=body(TrackUsageRequest), responses=answers(TrackUsageResult)
 )
 async def track_usage(request: Request, who: Caller) -> Response:
-    req = parse(TrackUsageRequest, await read_object(request))
-    srv = state(request)
-    result = await run_in_threadpool(
-        lambda: usage.track_usage(
-            srv.db,
-            who.account_id,
-            req,
-            batch=False,
-            create_customers=srv.settings.auto_create_customers,
-        )
-    )
-    return json_response(result)
+    return json_response(await _track(request, who, batch=False))
 
 
 @router.post(
@@ -50,18 +48,7 @@ async def track_usage(request: Request, who: Caller) -> Response:
     responses=answers(TrackUsageBatchResult, 202),
 )
 async def track_usage_batch(request: Request, who: Caller) -> Response:
-    req = parse(TrackUsageRequest, await read_object(request))
-    srv = state(request)
-    result = await run_in_threadpool(
-        lambda: usage.track_usage(
-            srv.db,
-            who.account_id,
-            req,
-            batch=True,
-            create_customers=srv.settings.auto_create_customers,
-        )
-    )
-    return json_response(result, 202)
+    return json_response(await _track(request, who, batch=True), 202)
 
 
 @router.post("/usage", openapi_extra=body(ChargeRequest), responses=answers(ChargeResult))
