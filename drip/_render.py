@@ -62,12 +62,14 @@ def timeline_tree(timeline: RunTimeline, *, indent: str = "") -> str:
 
 def usage_table(summary: UsageSummary) -> str:
     """One line per meter: total quantity and where it came from."""
-    rows = [("meter", "quantity", "usage", "charges", "run events")]
-    for m in sorted(summary.meters, key=lambda m: m.meter):
+    # ``kind`` tells real meters from event types recorded by ``run.event()``
+    rows = [("meter", "kind", "quantity", "usage", "charges", "run events")]
+    for m in sorted(summary.meters, key=lambda m: (m.kind != "meter", m.meter)):
         rows.append(
             (
                 m.meter,
-                _quantity(m.quantity),
+                m.kind,
+                m.quantity_decimal or _quantity(m.quantity),
                 str(m.usage_records),
                 str(m.charges),
                 str(m.run_events),
