@@ -39,6 +39,8 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "MAX_NAME_LENGTH",
     "MAX_QUANTITY",
+    "ExternalId",
+    "check_customer",
     "check_metadata",
     "check_name",
     "check_quantity",
@@ -229,3 +231,39 @@ def check_metadata(metadata: Any, field: str = "metadata") -> dict[str, Any] | N
     if problem is not None:
         raise DripValidationError(f"{field} {problem}", field=field)
     return dict(metadata)
+
+
+class ExternalId(str):
+    """A customer named by the caller's own id (``external_customer_id=``).
+
+    It travels through the context like any customer id (it is a ``str``); only the record
+    encoders look at the type, to write ``externalCustomerId`` instead of ``customerId``. The
+    server finds the customer, or creates it on first use: no look-up on the caller's path.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ExternalId({str(self)!r})"
+
+
+def check_customer(
+    customer_id: Any, external_customer_id: Any, where: str, *, required: bool = False
+) -> str | None:
+    """The customer an instrumentation entry point names: Drip's id, an ``ExternalId``, or
+    None (inherit from the context); both at once, or neither when ``required``, is a
+    ``DripValidationError`` raised where the mistake is made."""
+    if customer_id is not None and external_customer_id is not None:
+        raise DripValidationError(
+            f"{where}: pass customer_id (Drip's cus_… id) or external_customer_id (your own "
+            "id), not both",
+            field="customer_id",
+        )
+    if external_customer_id is not None:
+        return ExternalId(check_name(external_customer_id, "external_customer_id"))
+    if customer_id is None and required:
+        raise DripValidationError(
+            f"{where}: pass customer_id (Drip's cus_… id) or external_customer_id (your own id)",
+            field="customer_id",
+        )
+    return check_name(customer_id, "customer_id", optional=True)

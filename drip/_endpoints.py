@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from . import models as m
 from ._checks import check_metadata, check_name, check_quantity
 from ._ids import idempotency_key, new_id
-from .errors import DripValidationError
+from .errors import DripAuthenticationError, DripValidationError
 
 __all__ = ["RawResponse", "RequestSpec"]
 
@@ -108,6 +108,25 @@ def _name(value: Any, name: str) -> str:
     return check_name(value, name)  # type: ignore[return-value]
 
 
+def _customer(customer_id: Any, external_customer_id: Any) -> dict[str, str]:
+    """The customer a write names: Drip's id or your own id, exactly one (the server finds or
+    creates the customer with an external id, so there is no look-up request here)."""
+    if (customer_id is None) == (external_customer_id is None):
+        raise DripValidationError(
+            f"{m.ONE_CUSTOMER} (customer_id is Drip's cus_… id, external_customer_id your own)",
+            field="customer_id",
+        )
+    if external_customer_id is not None:
+        return {"external_customer_id": _name(external_customer_id, "external_customer_id")}
+    return {"customer_id": _name(customer_id, "customer_id")}
+
+
+def _required(value: Any, name: str) -> Any:
+    if value is None:
+        raise DripValidationError(f"{name} is required", field=name)
+    return value
+
+
 def _model(model: type[M]) -> Callable[[RawResponse], M]:
     def parse(raw: RawResponse) -> M:
         # pydantic parses the JSON itself, in one pass (much faster for large batch answers)
@@ -121,10 +140,21 @@ def _model(model: type[M]) -> Callable[[RawResponse], M]:
 
 
 def ping() -> RequestSpec[m.PingResult]:
-    """Check the server: ``ok`` is true when it answers healthy. HTTP errors are reported, not raised."""
+    """Check the server and the key: ``ok`` is true when it answers healthy.
+
+    A key the server refuses (401) raises ``DripAuthenticationError``: ping is how users check
+    their setup. Other HTTP errors are reported in the result, not raised."""
 
     def parse(raw: RawResponse) -> m.PingResult:
         body = raw.body if isinstance(raw.body, dict) else {}
+        if raw.status_code == 401:
+            message = body.get("message") if isinstance(body.get("message"), str) else None
+            raise DripAuthenticationError(
+                message or "The server refused the API key",
+                status_code=401,
+                code=body.get("code") if isinstance(body.get("code"), str) else None,
+                body=raw.body,
+            )
         status = body.get("status")
         status = status if isinstance(status, str) else "unknown"
         if not 200 <= raw.status_code < 300:
@@ -195,20 +225,23 @@ def list_customers(
 
 
 def track_usage(
-    customer_id: str,
-    meter: str,
-    quantity: float,
+    customer_id: str | None = None,
+    meter: str | None = None,
+    quantity: float | None = None,
     idempotency_key: str | None = None,
     units: str | None = None,
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
+    *,
+    external_customer_id: str | None = None,
 ) -> RequestSpec[m.TrackUsageResult]:
-    """Record metered usage (no billing). A key is made when you pass none."""
+    """Record metered usage (no billing) for ``customer_id`` (``cus_…``) or your own
+    ``external_customer_id`` (exactly one). A key is made when you pass none."""
     req = build(
         m.TrackUsageRequest,
-        customer_id=_name(customer_id, "customer_id"),
-        usage_type=_name(meter, "meter"),
-        quantity=check_quantity(quantity),
+        **_customer(customer_id, external_customer_id),
+        usage_type=_name(_required(meter, "meter"), "meter"),
+        quantity=check_quantity(_required(quantity, "quantity")),
         idempotency_key=idempotency_key or _key("track"),
         units=units,
         description=description,
@@ -220,18 +253,21 @@ def track_usage(
 
 
 def charge(
-    customer_id: str,
-    meter: str,
-    quantity: float,
+    customer_id: str | None = None,
+    meter: str | None = None,
+    quantity: float | None = None,
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
+    *,
+    external_customer_id: str | None = None,
 ) -> RequestSpec[m.ChargeResult]:
-    """Record billable usage and charge it. A key is made when you pass none."""
+    """Record billable usage and charge it, for ``customer_id`` or ``external_customer_id``
+    (exactly one). A key is made when you pass none."""
     req = build(
         m.ChargeRequest,
-        customer_id=_name(customer_id, "customer_id"),
-        usage_type=_name(meter, "meter"),
-        quantity=check_quantity(quantity),
+        **_customer(customer_id, external_customer_id),
+        usage_type=_name(_required(meter, "meter"), "meter"),
+        quantity=check_quantity(_required(quantity, "quantity")),
         idempotency_key=idempotency_key or _key("chg"),
         metadata=check_metadata(metadata),
     )
@@ -321,19 +357,22 @@ def create_workflow(
 
 
 def start_run(
-    customer_id: str,
-    workflow_id: str,
+    customer_id: str | None = None,
+    workflow_id: str | None = None,
     external_run_id: str | None = None,
     correlation_id: str | None = None,
     parent_run_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     run_id: str | None = None,
+    *,
+    external_customer_id: str | None = None,
 ) -> RequestSpec[m.RunResult]:
-    """Start a run of a workflow (id or slug) for a customer. The run id is made here."""
+    """Start a run of a workflow (id or slug) for ``customer_id`` or ``external_customer_id``
+    (exactly one). The run id is made here."""
     req = build(
         m.StartRunRequest,
-        customer_id=_name(customer_id, "customer_id"),
-        workflow_id=_name(workflow_id, "workflow_id"),
+        **_customer(customer_id, external_customer_id),
+        workflow_id=_name(_required(workflow_id, "workflow_id"), "workflow_id"),
         external_run_id=external_run_id,
         correlation_id=correlation_id,
         parent_run_id=parent_run_id,
@@ -439,8 +478,8 @@ def emit_events_batch(events: Sequence[Mapping[str, Any]]) -> RequestSpec[m.Emit
 
 
 def record_run(
-    customer_id: str,
-    workflow: str,
+    customer_id: str | None = None,
+    workflow: str | None = None,
     events: Sequence[Mapping[str, Any] | Any] | None = None,
     status: m.RunStatus | str = m.RunStatus.COMPLETED,
     error_message: str | None = None,
@@ -448,8 +487,12 @@ def record_run(
     external_run_id: str | None = None,
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    *,
+    external_customer_id: str | None = None,
 ) -> RequestSpec[m.RecordRunResult]:
-    """Record a whole run (start, events, end) in one request."""
+    """Record a whole run (start, events, end) in one request, for ``customer_id`` or
+    ``external_customer_id`` (exactly one)."""
+    who = _customer(customer_id, external_customer_id)
     items: list[Any] = []
     for i, event in enumerate(events or ()):
         if event is Ellipsis:
@@ -463,8 +506,8 @@ def record_run(
         items.append(dict(event))
     req = build(
         m.RecordRunRequest,
-        customer_id=_name(customer_id, "customer_id"),
-        workflow=_name(workflow, "workflow"),
+        **who,
+        workflow=_name(_required(workflow, "workflow"), "workflow"),
         events=items,
         status=status,
         error_message=error_message,

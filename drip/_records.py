@@ -35,6 +35,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import otel
+from ._checks import ExternalId
 
 if TYPE_CHECKING:
     from ._scopes import Run
@@ -174,6 +175,14 @@ def encode_event(rec: Record, clock: Clock) -> str:
     return text + "}"
 
 
+def _customer(customer_id: str | None) -> str:
+    """The customer field of a record: an ``ExternalId`` is sent as such, for the server to
+    resolve (or create)."""
+    if type(customer_id) is ExternalId:
+        return f'"externalCustomerId":{dumps(customer_id)}'
+    return f'"customerId":{dumps(customer_id)}'
+
+
 def encode_usage(rec: Record, clock: Clock) -> str:
     """A metered call outside any run: a usage record; call details go in ``metadata.drip``."""
     _, m, customer_id, parent, seq, t0, t1, quantity, error, span, metadata = rec
@@ -189,7 +198,7 @@ def encode_usage(rec: Record, clock: Clock) -> str:
     if valid:
         details["spanId"] = f"{span.span_id:016x}"
     text = f'{{"type":"usage","id":"{event_id(seq, usage=True)}"'
-    text += f',"customerId":{dumps(customer_id)}{m.usage_head}'
+    text += f",{_customer(customer_id)}{m.usage_head}"
     text += f',"quantity":{0 if quantity is None else _number(quantity)}'
     if valid:
         text += f',"correlationId":"{span.trace_id:032x}"'
@@ -218,7 +227,7 @@ def encode_manual(rec: Record, clock: Clock) -> str:
 
 def encode_run_start(rec: Record, clock: Clock) -> str:
     run: Run = rec[1]
-    text = f'{{"type":"run.start","id":{dumps(run.id)},"customerId":{dumps(run.customer_id)}'
+    text = f'{{"type":"run.start","id":{dumps(run.id)},{_customer(run.customer_id)}'
     text += f',"workflow":{dumps(run.workflow)}'
     text += _optional(
         (

@@ -6,10 +6,11 @@ from collections import defaultdict
 
 from .models import RunTimeline, TimelineEvent, UsageSummary
 
-__all__ = ["timeline_tree", "usage_table"]
+__all__ = ["format_ms", "timeline_tree", "usage_table"]
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """A duration for people: µs, ms or s; ``-`` when unknown."""
     if value is None:
         return "-"
     if value >= 1000:
@@ -25,7 +26,7 @@ def _event_line(event: TimelineEvent) -> str:
     parts = [event.event_type, f"x{_quantity(event.quantity)}"]
     if event.units:
         parts[-1] += f" {event.units}"
-    parts.append(_ms(event.duration_ms))
+    parts.append(format_ms(event.duration_ms))
     if event.outcome and event.outcome != "ok":
         parts.append(
             f"{event.outcome.upper()}" + (f" {event.error_type}" if event.error_type else "")
@@ -36,7 +37,7 @@ def _event_line(event: TimelineEvent) -> str:
 def timeline_tree(timeline: RunTimeline, *, indent: str = "") -> str:
     """The run's header line, then its events as a tree by ``parent_event_id``."""
     head = f"{indent}run {timeline.run_id}  {timeline.workflow_name}  {timeline.status.value}"
-    head += f"  {_ms(timeline.duration_ms)}"
+    head += f"  {format_ms(timeline.duration_ms)}"
     if timeline.error_code:
         head += f"  {timeline.error_code}: {timeline.error_message or ''}"
     if timeline.correlation_id:
@@ -61,12 +62,14 @@ def timeline_tree(timeline: RunTimeline, *, indent: str = "") -> str:
 
 def usage_table(summary: UsageSummary) -> str:
     """One line per meter: total quantity and where it came from."""
-    rows = [("meter", "quantity", "usage", "charges", "run events")]
-    for m in sorted(summary.meters, key=lambda m: m.meter):
+    # ``kind`` tells real meters from event types recorded by ``run.event()``
+    rows = [("meter", "kind", "quantity", "usage", "charges", "run events")]
+    for m in sorted(summary.meters, key=lambda m: (m.kind != "meter", m.meter)):
         rows.append(
             (
                 m.meter,
-                _quantity(m.quantity),
+                m.kind,
+                m.quantity_decimal or _quantity(m.quantity),
                 str(m.usage_records),
                 str(m.charges),
                 str(m.run_events),

@@ -16,7 +16,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import otel
-from ._checks import check_metadata, check_name, check_text, clean_text, quantity_problem
+from ._checks import (
+    check_customer,
+    check_metadata,
+    check_name,
+    check_text,
+    clean_text,
+    quantity_problem,
+)
 from ._ids import new_id
 from ._recorder import DISCARD, Fallback, Lane, Recorder, resolve
 from ._records import encode_manual, encode_run_end, encode_run_start, event_id, next_seq
@@ -158,10 +165,13 @@ class RunContext:
         external_run_id: str | None = None,
         correlation_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        external_customer_id: str | None = None,
     ) -> None:
         self.workflow: str = check_name(workflow, "workflow")  # type: ignore[assignment]
         check = check_name  # None means "not given": only given values are checked
-        self.customer_id = None if customer_id is None else check(customer_id, "customer_id")
+        self.customer_id = check_customer(
+            customer_id, external_customer_id, f"drip.run({workflow!r})"
+        )
         self.external_run_id = (
             None if external_run_id is None else check(external_run_id, "external_run_id")
         )
@@ -190,8 +200,9 @@ class RunContext:
             try:
                 instr.report(
                     DripValidationError(
-                        f"drip.run({self.workflow!r}) has no customer: pass customer_id= or "
-                        "open it inside drip.customer(...); this run is not recorded",
+                        f"drip.run({self.workflow!r}) has no customer: pass customer_id= (or "
+                        "external_customer_id=) or open it inside drip.customer(...); this run "
+                        "is not recorded",
                         field="customer_id",
                     )
                 )
@@ -289,10 +300,15 @@ def _restore(token: Any) -> None:
 
 
 class CustomerScope:
-    """What ``drip.customer(id)`` returns: everything inside records for this customer."""
+    """What ``drip.customer(id)`` returns: everything inside records for this customer.
 
-    def __init__(self, customer_id: str) -> None:
-        self.customer_id: str = check_name(customer_id, "customer_id")  # type: ignore[assignment]
+    ``drip.customer(external_customer_id="user_123")`` names it by your own id instead.
+    """
+
+    def __init__(self, customer_id: str | None = None, *, external_customer_id: str | None = None):
+        self.customer_id: str = check_customer(  # type: ignore[assignment]
+            customer_id, external_customer_id, "drip.customer(...)", required=True
+        )
         self._tokens: list[Any] = []
 
     def __enter__(self) -> str:
@@ -309,20 +325,26 @@ class CustomerScope:
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__()
 
+    def _again(self) -> CustomerScope:
+        # a fresh scope per call (tokens are per entry); the id is already checked
+        scope = CustomerScope.__new__(CustomerScope)
+        scope.customer_id, scope._tokens = self.customer_id, []
+        return scope
+
     def __call__(self, fn: F) -> F:
         """Decorate a function (sync or async): its calls run for this customer."""
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def with_customer_async(*args: Any, **kwargs: Any) -> Any:
-                async with CustomerScope(self.customer_id):
+                async with self._again():
                     return await fn(*args, **kwargs)
 
             return with_customer_async  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def with_customer(*args: Any, **kwargs: Any) -> Any:
-            with CustomerScope(self.customer_id):
+            with self._again():
                 return fn(*args, **kwargs)
 
         return with_customer  # type: ignore[return-value]

@@ -156,9 +156,10 @@ class _TransportBase:
             kwargs["params"] = spec.params
         return kwargs
 
-    @staticmethod
-    def _network_error(exc: httpx.HTTPError, spec: RequestSpec[Any]) -> _Attempt:
-        where = f"{spec.method} {spec.path}"
+    def _network_error(self, exc: httpx.HTTPError, spec: RequestSpec[Any]) -> _Attempt:
+        # the full URL: "cannot reach /customers" does not say which server was tried
+        url = (self._root if spec.outside_v1 else self.settings.base_url) + spec.path
+        where = f"{spec.method} {url}"
         if isinstance(exc, httpx.TimeoutException):
             err: DripError = DripTimeoutError(f"Request timed out: {where} ({exc!r})")
         else:

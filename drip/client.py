@@ -128,9 +128,12 @@ class _ClientBase:
         """``with client.run(workflow=...)``: see ``drip.run``; records go to this client."""
         return RunContext(self._recorder, _none, workflow, **kwargs)
 
-    def customer(self, customer_id: str) -> CustomerScope:
-        """``with client.customer(id):`` sets the customer for everything inside."""
-        return CustomerScope(customer_id)
+    def customer(
+        self, customer_id: str | None = None, *, external_customer_id: str | None = None
+    ) -> CustomerScope:
+        """``with client.customer(id):`` sets the customer for everything inside
+        (``external_customer_id=``: by your own id)."""
+        return CustomerScope(customer_id, external_customer_id=external_customer_id)
 
     def flush(self, timeout: float | None = None) -> FlushReport:
         """Wait until every buffered record is delivered (or ``timeout``); returns a report."""

@@ -57,16 +57,18 @@ def metered(
     event_type: str | None = None,
     customer_id: str | Callable[..., str] | None = None,
     metadata: dict[str, Any] | None = None,
+    external_customer_id: str | Callable[..., str] | None = None,
 ) -> Callable[[F], F]:
     """Record one event per call of the decorated function (see the module docstring).
 
     ``quantity``: a number, or a callable receiving the return value. ``customer_id``: a
-    string, or a callable receiving the call's arguments (used outside runs). Works on
-    functions, coroutines, generators, async generators, methods, class- and staticmethods.
+    string, or a callable receiving the call's arguments (used outside runs);
+    ``external_customer_id`` the same with your own id (not both). Works on functions,
+    coroutines, generators, async generators, methods, class- and staticmethods.
     """
     return make_metered(
         None, default_recorder, meter, quantity=quantity, units=units, event_type=event_type,
-        customer_id=customer_id, metadata=metadata,
+        customer_id=customer_id, metadata=metadata, external_customer_id=external_customer_id,
     )  # fmt: skip
 
 
@@ -77,22 +79,29 @@ def run(
     external_run_id: str | None = None,
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    external_customer_id: str | None = None,
 ) -> RunContext:
     """A run of ``workflow``: ``with``/``async with`` it (yields a ``Run``), or decorate.
 
     Ends COMPLETED, FAILED (``error_code`` = the exception's class; it propagates unchanged)
     or CANCELLED (``CancelledError``, ``KeyboardInterrupt``). Inside a run it is a child run
     and inherits the customer; records go to the enclosing run's client, else the default.
+    ``customer_id`` is Drip's id; ``external_customer_id`` your own (the server finds or
+    creates that customer), not both.
     """
     return RunContext(
         None, default_recorder, workflow, customer_id=customer_id, external_run_id=external_run_id,
         correlation_id=correlation_id, metadata=metadata,
+        external_customer_id=external_customer_id,
     )  # fmt: skip
 
 
-def customer(customer_id: str) -> CustomerScope:
-    """``with drip.customer(id):`` (or ``async with``, or a decorator): the customer inside."""
-    return CustomerScope(customer_id)
+def customer(
+    customer_id: str | None = None, *, external_customer_id: str | None = None
+) -> CustomerScope:
+    """``with drip.customer(id):`` (or ``async with``, or a decorator): the customer inside.
+    ``drip.customer(external_customer_id="user_123")`` names it by your own id."""
+    return CustomerScope(customer_id, external_customer_id=external_customer_id)
 
 
 def flush(timeout: float | None = None) -> FlushReport:
@@ -155,6 +164,8 @@ class Instrumentation(Recorder):
         """``with instr.run(workflow)``: like ``drip.run``, recording here."""
         return RunContext(self, default_recorder, workflow, **options)
 
-    def customer(self, customer_id: str) -> CustomerScope:
+    def customer(
+        self, customer_id: str | None = None, *, external_customer_id: str | None = None
+    ) -> CustomerScope:
         """``with instr.customer(id)``: the customer for everything inside."""
-        return CustomerScope(customer_id)
+        return CustomerScope(customer_id, external_customer_id=external_customer_id)

@@ -338,3 +338,22 @@ def test_retry_after_http_date() -> None:
     assert transport_mod.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert transport_mod.parse_retry_after("2.5") == 2.5
     assert transport_mod.parse_retry_after("soon") is None
+
+
+def test_network_errors_name_the_full_url() -> None:
+    import socket
+
+    from drip import Drip
+    from drip.errors import DripNetworkError
+
+    with socket.socket() as sock:  # a free port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (
+        Drip(
+            api_key="sk_test_" + "0" * 32, base_url=f"http://127.0.0.1:{port}", max_retries=0
+        ) as client,
+        pytest.raises(DripNetworkError) as caught,
+    ):
+        client.get_customer("cus_1")
+    assert f"GET http://127.0.0.1:{port}/v1/customers/cus_1" in str(caught.value)

@@ -17,7 +17,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._checks import check_metadata, check_name, check_text, quantity_problem
+from .._checks import (
+    ExternalId,
+    check_customer,
+    check_metadata,
+    check_name,
+    check_text,
+    quantity_problem,
+)
 from .._recorder import Fallback, Recorder
 from .._records import MeterSpec
 from ..errors import DripValidationError
@@ -46,6 +53,7 @@ def make_metered(
     event_type: str | None = None,
     customer_id: str | Callable[..., str] | None = None,
     metadata: dict[str, Any] | None = None,
+    external_customer_id: str | Callable[..., str] | None = None,
 ) -> Callable[[F], F]:
     """``metered`` bound to ``recorder`` (a client's), or to ``fallback`` when None."""
     if callable(meter):
@@ -65,11 +73,20 @@ def make_metered(
     elif quantity_problem(quantity) is not None:
         raise DripValidationError(f"quantity {quantity_problem(quantity)}", field="quantity")
     customer_fn: Callable[..., Any] | None = None
+    where = f"@metered({meter!r})"
+    if customer_id is not None and external_customer_id is not None:
+        check_customer(customer_id, external_customer_id, where)  # raises: not both
     if callable(customer_id):
         customer_fn, customer_id = customer_id, None
+    elif callable(external_customer_id):
+        own = external_customer_id
+
+        def customer_fn(*args: Any, **kwargs: Any) -> Any:
+            found = own(*args, **kwargs)
+            return None if found is None else ExternalId(found)
+
     else:
-        # (the customers engineer adds external_customer_id= beside this)
-        check_name(customer_id, "customer_id", optional=True)
+        customer_id = check_customer(customer_id, external_customer_id, where)
 
     def decorate(fn: F) -> F:
         if isinstance(fn, (classmethod, staticmethod)):

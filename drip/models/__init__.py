@@ -14,8 +14,10 @@ from __future__ import annotations
 from ._base import (
     MAX_METADATA_BYTES,
     MAX_NAME_LENGTH,
+    ONE_CUSTOMER,
     TERMINAL_RUN_STATUSES,
     ChargeStatus,
+    CustomerRef,
     CustomerStatus,
     DripModel,
     Health,
@@ -81,6 +83,7 @@ from ._runs import (
 __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_NAME_LENGTH",
+    "ONE_CUSTOMER",
     "TERMINAL_RUN_STATUSES",
     "BatchEventResult",
     "ChargeInfo",
@@ -91,6 +94,7 @@ __all__ = [
     "CreateWorkflowRequest",
     "Customer",
     "CustomerList",
+    "CustomerRef",
     "CustomerStatus",
     "DripModel",
     "EmitEventRequest",

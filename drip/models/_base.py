@@ -5,7 +5,14 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 # the rules are drip._checks' (the one place for them); the models apply them on both sides
@@ -124,3 +131,24 @@ class PingResult(DripModel):
     status: str
     latency_ms: int
     timestamp: int | None = None
+
+
+#: the rule of every request that names a customer, said once for client and server
+ONE_CUSTOMER = "give exactly one of customer_id and external_customer_id"
+
+
+class CustomerRef(DripModel):
+    """Base of the requests that name a customer: by Drip's id (``cus_…``) or by your own.
+
+    ``external_customer_id`` (extension) is the id your system knows (``user_123``); the server
+    finds the account's customer with it, or creates it on first use unless that is turned off.
+    """
+
+    customer_id: Name | None = None
+    external_customer_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_customer(self) -> CustomerRef:
+        if (self.customer_id is None) == (self.external_customer_id is None):
+            raise ValueError(ONE_CUSTOMER)
+        return self

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from ._base import (
     MAX_NAME_LENGTH,
     ChargeStatus,
+    CustomerRef,
     CustomerStatus,
     DripModel,
     Metadata,
@@ -61,8 +62,7 @@ class CustomerList(DripModel):
 # usage and charges
 
 
-class TrackUsageRequest(DripModel):
-    customer_id: Name
+class TrackUsageRequest(CustomerRef):
     usage_type: Name
     quantity: Quantity
     idempotency_key: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
@@ -95,8 +95,7 @@ class TrackUsageBatchResult(DripModel):
     mode: str = "batch"
 
 
-class ChargeRequest(DripModel):
-    customer_id: Name
+class ChargeRequest(CustomerRef):
     usage_type: Name
     quantity: Quantity
     idempotency_key: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)

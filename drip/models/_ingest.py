@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from ._base import (
+    CustomerRef,
     DripModel,
     Metadata,
     Name,
@@ -18,10 +19,9 @@ from ._base import (
 # batch ingestion (extension): ``POST /v1/ingest``, one request per flush of the SDK's worker
 
 
-class IngestRunStart(DripModel):
+class IngestRunStart(CustomerRef):
     type: Literal["run.start"] = "run.start"
     id: Name
-    customer_id: Name
     #: workflow id or slug; an unknown slug creates the workflow
     workflow: Name
     parent_run_id: str | None = None
@@ -50,10 +50,9 @@ class IngestEvent(DripModel):
     metadata: Metadata | None = None
 
 
-class IngestUsage(DripModel):
+class IngestUsage(CustomerRef):
     type: Literal["usage"] = "usage"
     id: Name
-    customer_id: Name
     usage_type: Name
     quantity: Quantity
     units: str | None = None

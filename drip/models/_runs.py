@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ._base import (
     MAX_NAME_LENGTH,
+    CustomerRef,
     DripModel,
     Metadata,
     Name,
@@ -20,8 +21,7 @@ from ._base import (
 # runs and events
 
 
-class StartRunRequest(DripModel):
-    customer_id: Name
+class StartRunRequest(CustomerRef):
     #: a workflow id or slug (an unknown slug creates the workflow)
     workflow_id: Name
     external_run_id: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
@@ -37,6 +37,8 @@ class StartRunRequest(DripModel):
 class RunResult(DripModel):
     id: str
     customer_id: str
+    #: extension: the customer's own id, when it has one
+    external_customer_id: str | None = None
     workflow_id: str
     workflow_name: str
     status: RunStatus
@@ -156,8 +158,7 @@ class RecordRunEvent(DripModel):
     cost_units: Quantity | None = None
 
 
-class RecordRunRequest(DripModel):
-    customer_id: Name
+class RecordRunRequest(CustomerRef):
     workflow: Name
     events: list[RecordRunEvent] = Field(default_factory=list)
     status: RunStatus = RunStatus.COMPLETED
@@ -209,6 +210,8 @@ class RunDetails(DripModel):
     totals: RunTotals
     links: RunLinks = Field(alias="_links")
     customer_name: str | None = None
+    #: extension: the customer's own id (the same as ``customer_name``)
+    external_customer_id: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
     duration_ms: int | None = None
@@ -259,6 +262,8 @@ class RunTimeline(DripModel):
     events: list[TimelineEvent]
     summary: TimelineSummary
     customer_name: str | None = None
+    #: extension: the customer's own id (the same as ``customer_name``)
+    external_customer_id: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
     duration_ms: int | None = None

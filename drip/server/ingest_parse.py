@@ -69,7 +69,9 @@ class _RunStart(TypedDict):
     __pydantic_config__ = _CONFIG  # type: ignore[misc]
     type: Literal["run.start"]
     id: _Name
-    customer_id: _Name
+    # exactly one of the two: checked where the item is applied (a TypedDict has no validator)
+    customer_id: NotRequired[_Name]
+    external_customer_id: NotRequired[_Name]
     workflow: _Name
     parent_run_id: NotRequired[str | None]
     external_run_id: NotRequired[str | None]
@@ -102,7 +104,8 @@ class _Usage(TypedDict):
     __pydantic_config__ = _CONFIG  # type: ignore[misc]
     type: Literal["usage"]
     id: _Name
-    customer_id: _Name
+    customer_id: NotRequired[_Name]
+    external_customer_id: NotRequired[_Name]
     usage_type: _Name
     quantity: _Quantity
     units: NotRequired[str | None]

@@ -48,6 +48,7 @@ SCOPES: dict[tuple[str, str], tuple[Scope, str]] = {
     ("POST", "/v1/run-events/batch"): (PUBLIC, "emit events"),
     ("POST", "/v1/ingest"): (PUBLIC, "the SDK's batch (run ends: its own runs only)"),
     ("GET", "/"): (NONE, "the dashboard page (it holds no data; its reads need a secret key)"),
+    ("GET", "/assets/{name}"): (NONE, "the dashboard's scripts and stylesheet"),
     ("GET", "/docs"): (NONE, "API docs (local development only)"),
     ("GET", "/openapi.json"): (NONE, "the OpenAPI document (local development only)"),
 }

@@ -7,6 +7,8 @@ drip.server.app:create_app``) hands settings to every worker process:
 - ``DRIP_PRICES``: ``meter=price`` pairs, comma-separated; ``DRIP_DEFAULT_PRICE``
 - ``DRIP_PRODUCTION=1``: no ``/docs`` and no ``/openapi.json``
 - ``DRIP_MIGRATE=0``: do not upgrade the schema on start (``drip db upgrade`` does it)
+- ``DRIP_AUTO_CREATE_CUSTOMERS=0``: an unknown ``externalCustomerId`` is rejected (with its
+  reason) instead of creating the customer on first use
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Settings:
     default_price: str = "0"
     production: bool = False
     migrate: bool = True
+    #: a write naming an unknown external customer id creates that customer
+    auto_create_customers: bool = True
 
     @property
     def docs(self) -> bool:
@@ -51,6 +55,7 @@ class Settings:
             default_price=env.get("DRIP_DEFAULT_PRICE", "0"),
             production=env.get("DRIP_PRODUCTION", "").lower() in _TRUE,
             migrate=env.get("DRIP_MIGRATE", "1").lower() in _TRUE,
+            auto_create_customers=env.get("DRIP_AUTO_CREATE_CUSTOMERS", "1").lower() in _TRUE,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -61,4 +66,5 @@ class Settings:
             "DRIP_DEFAULT_PRICE": self.default_price,
             "DRIP_PRODUCTION": "1" if self.production else "0",
             "DRIP_MIGRATE": "1" if self.migrate else "0",
+            "DRIP_AUTO_CREATE_CUSTOMERS": "1" if self.auto_create_customers else "0",
         }

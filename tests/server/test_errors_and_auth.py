@@ -182,3 +182,22 @@ def test_other_accounts_ids_are_404(api: httpx.Client, live_server: Any, account
     assert api.get("/customers").json()["count"] == 0
     # the same external id is free in this account
     assert api.post("/customers", json={"externalCustomerId": "same-name"}).status_code == 201
+
+
+def test_health_checks_a_key_when_one_is_sent(account: Any) -> None:
+    import httpx
+
+    import drip
+    from drip.errors import DripAuthenticationError
+
+    assert httpx.get(f"{account.base_url}/health").json()["status"] == "healthy"
+    with drip.Drip(api_key=account.secret_key, base_url=account.base_url) as client:
+        assert client.ping().ok
+    bad = "sk_local_" + "0" * 48
+    answer = httpx.get(f"{account.base_url}/health", headers={"Authorization": f"Bearer {bad}"})
+    assert answer.status_code == 401
+    with (
+        drip.Drip(api_key=bad, base_url=account.base_url) as client,
+        pytest.raises(DripAuthenticationError, match="does not know"),
+    ):
+        client.ping()

@@ -114,6 +114,7 @@ def _usage(world: World, caller: str) -> tuple[str, dict[str, Any] | None]:
 REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/health"): lambda w, c: ("/health", None),
     ("GET", "/"): lambda w, c: ("/", None),
+    ("GET", "/assets/{name}"): lambda w, c: ("/assets/app.js", None),
     ("GET", "/docs"): lambda w, c: ("/docs", None),
     ("GET", "/openapi.json"): lambda w, c: ("/openapi.json", None),
     ("POST", "/v1/customers"): lambda w, c: (

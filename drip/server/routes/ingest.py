@@ -27,7 +27,10 @@ async def post_ingest(request: Request, who: Caller) -> Response:
     raw = await read_body(request)
     compact = request.query_params.get("results") == "compact"
     # validation runs in the worker thread too, so a big batch never stalls the event loop
-    outcome = await run_in_threadpool(ingest, state(request).db, who.account_id, raw, who.owner)
+    srv = state(request)
+    outcome = await run_in_threadpool(
+        ingest, srv.db, who.account_id, raw, who.owner, srv.settings.auto_create_customers
+    )
     return Response(content=answer(outcome, compact), media_type="application/json")
 
 

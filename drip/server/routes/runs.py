@@ -31,6 +31,7 @@ from ..openapi import answers, body
 from ..storage import run_list
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
+from ..storage.customers import customer_filter
 from ..storage.summary import parse_instant
 
 router = APIRouter(prefix="/v1")
@@ -39,8 +40,15 @@ router = APIRouter(prefix="/v1")
 @router.post("/runs", openapi_extra=body(StartRunRequest), responses=answers(RunResult, 200, 201))
 async def start_run(request: Request, who: Caller) -> Response:
     req = parse(StartRunRequest, await read_object(request))
+    srv = state(request)
     run = await run_in_threadpool(
-        storage_runs.start_run, state(request).db, who.account_id, req, who.owner
+        lambda: storage_runs.start_run(
+            srv.db,
+            who.account_id,
+            req,
+            who.owner,
+            create_customers=srv.settings.auto_create_customers,
+        )
     )
     return json_response(run, 200 if run.is_duplicate else 201)
 
@@ -56,11 +64,19 @@ async def list_runs(
     since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
     until: Annotated[str | None, Query(description="started before (ISO 8601)")] = None,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
+    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    parent_run_id: Annotated[str | None, Query(alias="parentRunId")] = None,
 ) -> Response:
-    """Newest start first, keyset-paged (extension, for the dashboard and the CLI)."""
+    """Newest start first, keyset-paged (extension, for the dashboard and the CLI).
+    ``customerId`` takes Drip's id or the customer's external id (an unknown one is a 404);
+    ``parentRunId`` lists a run's child runs."""
+    db = state(request).db
+    customer_id = await run_in_threadpool(
+        customer_filter, db, who.account_id, customer_id, external_customer_id
+    )
     body = await run_in_threadpool(
         lambda: run_list.list_runs(
-            state(request).db,
+            db,
             who.account_id,
             limit=limit,
             customer_id=customer_id,
@@ -69,6 +85,7 @@ async def list_runs(
             since=parse_instant(since, "since"),
             until=parse_instant(until, "until"),
             cursor=cursor,
+            parent_run_id=parent_run_id,
         )
     )
     return json_response(body)
@@ -79,8 +96,15 @@ async def list_runs(
 )
 async def record_run(request: Request, who: Caller) -> Response:
     req = parse(RecordRunRequest, await read_object(request))
+    srv = state(request)
     result = await run_in_threadpool(
-        storage_runs.record_run, state(request).db, who.account_id, req, who.owner
+        lambda: storage_runs.record_run(
+            srv.db,
+            who.account_id,
+            req,
+            who.owner,
+            create_customers=srv.settings.auto_create_customers,
+        )
     )
     return json_response(result, 201)
 

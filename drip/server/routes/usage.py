@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -20,20 +20,26 @@ from ..deps import Caller, state
 from ..http import json_response, parse, read_object
 from ..openapi import answers, body
 from ..storage import summary, usage
+from ..storage.customers import customer_filter
 from ..storage.summary import parse_group_by, parse_instant
 
 router = APIRouter(prefix="/v1")
+
+
+async def _track(request: Request, who: Caller, batch: bool) -> Any:
+    req = parse(TrackUsageRequest, await read_object(request))
+    srv = state(request)
+    create = srv.settings.auto_create_customers
+    return await run_in_threadpool(
+        lambda: usage.track_usage(srv.db, who.account_id, req, batch=batch, create_customers=create)
+    )
 
 
 @router.post(
     "/usage/internal", openapi_extra=body(TrackUsageRequest), responses=answers(TrackUsageResult)
 )
 async def track_usage(request: Request, who: Caller) -> Response:
-    req = parse(TrackUsageRequest, await read_object(request))
-    result = await run_in_threadpool(
-        lambda: usage.track_usage(state(request).db, who.account_id, req, batch=False)
-    )
-    return json_response(result)
+    return json_response(await _track(request, who, batch=False))
 
 
 @router.post(
@@ -42,18 +48,22 @@ async def track_usage(request: Request, who: Caller) -> Response:
     responses=answers(TrackUsageBatchResult, 202),
 )
 async def track_usage_batch(request: Request, who: Caller) -> Response:
-    req = parse(TrackUsageRequest, await read_object(request))
-    result = await run_in_threadpool(
-        lambda: usage.track_usage(state(request).db, who.account_id, req, batch=True)
-    )
-    return json_response(result, 202)
+    return json_response(await _track(request, who, batch=True), 202)
 
 
 @router.post("/usage", openapi_extra=body(ChargeRequest), responses=answers(ChargeResult))
 async def charge(request: Request, who: Caller) -> Response:
     req = parse(ChargeRequest, await read_object(request))
     srv = state(request)
-    result = await run_in_threadpool(usage.charge, srv.db, who.account_id, srv.pricing, req)
+    result = await run_in_threadpool(
+        lambda: usage.charge(
+            srv.db,
+            who.account_id,
+            srv.pricing,
+            req,
+            create_customers=srv.settings.auto_create_customers,
+        )
+    )
     return json_response(result)
 
 
@@ -69,13 +79,17 @@ async def usage_summary(
         list[str] | None,
         Query(alias="groupBy", description="meter, customer, workflow, day, hour, model"),
     ] = None,
+    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
 ) -> Response:
-    """Secret keys only: totals across every customer are not for a browser."""
+    """Secret keys only: totals across every customer are not for a browser. ``customerId``
+    takes Drip's id or the customer's external id; an unknown customer is a 404."""
     groups = parse_group_by(group_by)
     start, end = parse_instant(since, "since"), parse_instant(until, "until")
+    db = state(request).db
+    customer_id = await run_in_threadpool(
+        customer_filter, db, who.account_id, customer_id, external_customer_id
+    )
     result = await run_in_threadpool(
-        lambda: summary.usage_summary(
-            state(request).db, who.account_id, customer_id, meter, start, end, groups
-        )
+        lambda: summary.usage_summary(db, who.account_id, customer_id, meter, start, end, groups)
     )
     return json_response(result)

@@ -1,4 +1,10 @@
-"""Customers: create (with the conflict rules of the contract), read one, list a page.
+"""Customers: create (with the conflict rules of the contract), read one, list a page, and
+resolve the external ids that writes name (``externalCustomerId``).
+
+An external id a write names is found, or created on first use, inside the write's own
+transaction: ``INSERT … ON CONFLICT DO NOTHING`` on the unique (account, external id) index,
+then a read of whichever row won, so concurrent first uses create exactly one customer. The
+caller's request is the only request: nothing is looked up beforehand.
 
 Every function takes the account's internal id and scopes every statement by it: an id of
 another account is simply not found.
@@ -6,22 +12,43 @@ another account is simply not found.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, or_, select, update
 
 from drip._ids import new_id
-from drip.models import CreateCustomerRequest, Customer, CustomerList, CustomerStatus
+from drip.models import (
+    CreateCustomerRequest,
+    Customer,
+    CustomerList,
+    CustomerRef,
+    CustomerStatus,
+)
 
 from .. import clock
 from ..errors import ApiError
-from .bulk import insert_ignore
+from .bulk import chunked, insert_ignore
 from .cursors import decode_cursor, encode_cursor
 from .database import Database
-from .refs import customer_row
+from .refs import customer_by_either, customer_row, require_customer
 from .schema import customers
 
-__all__ = ["create_customer", "customer_model", "get_customer", "list_customers"]
+__all__ = [
+    "create_customer",
+    "customer_filter",
+    "customer_model",
+    "external_customers",
+    "get_customer",
+    "list_customers",
+    "named_customer",
+]
+
+#: the reason an unknown external id is refused when auto-creation is off
+AUTO_CREATE_OFF = (
+    "no customer with external id {ref!r} in this account, and this server does not create "
+    "customers on first use (DRIP_AUTO_CREATE_CUSTOMERS=0): create it first"
+)
 
 
 def customer_model(row: Row[Any], duplicate: bool = False) -> Customer:
@@ -122,11 +149,87 @@ def create_customer(
     )
 
 
-def get_customer(db: Database, account_id: int, customer_id: str) -> Customer:
+def external_customers(
+    conn: Connection, account_id: int, refs: Iterable[str], create: bool
+) -> dict[str, str]:
+    """external id -> customer id for ``refs``; missing ones are created when ``create``
+    (race-free: see the module docstring), else left out of the answer."""
+    wanted = sorted(set(refs))
+    found = _by_external(conn, account_id, wanted)
+    missing = [ref for ref in wanted if ref not in found]
+    if missing and create:
+        now = clock.now_iso()
+        for part in chunked(missing):
+            rows = [
+                {
+                    "account_id": account_id,
+                    "id": new_id("cus"),
+                    "external_customer_id": ref,
+                    "is_internal": False,
+                    "status": CustomerStatus.ACTIVE.value,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for ref in part
+            ]
+            conn.execute(insert_ignore(conn.dialect.name, customers), rows)
+        found.update(_by_external(conn, account_id, missing))
+    return found
+
+
+def _by_external(conn: Connection, account_id: int, refs: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in chunked(refs):
+        for external, customer_id in conn.execute(
+            select(customers.c.external_customer_id, customers.c.id).where(
+                customers.c.account_id == account_id,
+                customers.c.external_customer_id.in_(part),
+            )
+        ):
+            found[external] = customer_id
+    return found
+
+
+def named_customer(conn: Connection, account_id: int, req: CustomerRef, create: bool) -> str:
+    """The customer id a write request names (``customerId`` or ``externalCustomerId``);
+    422 CUSTOMER_NOT_FOUND naming the reason when there is none."""
+    if req.external_customer_id is None:
+        assert req.customer_id is not None  # CustomerRef holds exactly one
+        return str(require_customer(conn, account_id, req.customer_id, "customerId").id)
+    ref = req.external_customer_id
+    found = external_customers(conn, account_id, [ref], create).get(ref)
+    if found is None:
+        raise ApiError(
+            422, "CUSTOMER_NOT_FOUND", "externalCustomerId: " + AUTO_CREATE_OFF.format(ref=ref)
+        )
+    return found
+
+
+def customer_filter(
+    db: Database, account_id: int, customer_id: str | None, external_customer_id: str | None = None
+) -> str | None:
+    """The Drip id of the customer a read filters on (``customerId`` may be either id;
+    ``externalCustomerId`` is the external one), None for no filter; 404 for an unknown one."""
+    ref = external_customer_id or customer_id
+    if ref is None:
+        return None
     with db.read() as conn:
-        row = customer_row(conn, account_id, customer_id)
-    if row is None:
-        raise ApiError.not_found("customer", customer_id)
+        if external_customer_id is not None:
+            found = _by_external(conn, account_id, [external_customer_id]).get(ref)
+            if found is None:
+                raise ApiError(
+                    404,
+                    "CUSTOMER_NOT_FOUND",
+                    f"No customer with external id {ref!r} in this account",
+                )
+            return found
+        return str(customer_by_either(conn, account_id, ref).id)
+
+
+def get_customer(db: Database, account_id: int, customer_id: str) -> Customer:
+    """One customer, named by Drip's id or by its external id (404 when neither matches)."""
+    with db.read() as conn:
+        row = customer_by_either(conn, account_id, customer_id)
     return customer_model(row)
 
 

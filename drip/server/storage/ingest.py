@@ -30,12 +30,13 @@ from sqlalchemy import (
     update,
 )
 
-from drip.models import TERMINAL_RUN_STATUSES, RunStatus
+from drip.models import ONE_CUSTOMER, TERMINAL_RUN_STATUSES, RunStatus
 
 from .. import clock
 from ..errors import ApiError
 from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
 from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text
+from .customers import AUTO_CREATE_OFF, external_customers
 from .database import Database
 from .refs import existing_customers, known_runs, not_owned, workflow_ids
 from .rollups import Rollup, model_of
@@ -147,6 +148,7 @@ class _Apply:
         account_id: int,
         items: Sequence[Item | Rejected],
         owner: int | None,
+        create_customers: bool = True,
     ):
         self.conn = conn
         self.account_id = account_id
@@ -166,18 +168,29 @@ class _Apply:
         run_refs: set[str] = {item.get("run_id") for item in valid}  # type: ignore[misc]
         run_refs.discard(None)
         customer_refs: set[str] = set()
+        external_refs: set[str] = set()
         workflow_refs: set[str] = set()
         for item in valid:
             kind = item["type"]
             if kind == "run.start":
                 run_refs.add(item["id"])
-                customer_refs.add(item["customer_id"])
                 workflow_refs.add(item["workflow"])
-            elif kind == "usage":
-                customer_refs.add(item["customer_id"])
+            if kind in ("run.start", "usage"):
+                # the fast parse leaves absent keys out, the model parse sets them to None
+                if item.get("external_customer_id") is not None:
+                    external_refs.add(item["external_customer_id"])
+                elif item.get("customer_id") is not None:
+                    customer_refs.add(item["customer_id"])
         self.runs, self.customers, self.workflows = _references(
             conn, account_id, run_refs, customer_refs, workflow_refs
         )
+        #: external id -> customer id (found, or created on first use when allowed)
+        self.externals = (
+            external_customers(conn, account_id, external_refs, create_customers)
+            if external_refs
+            else {}
+        )
+        self.customers.update(self.externals.values())
         self.seen_events: set[str] = set()
         self.seen_usage: set[str] = set()
         self.rollup = Rollup()
@@ -189,6 +202,26 @@ class _Apply:
             self.problems[len(self.ids)] = (code, msg or "")
         self.ids.append(ident)
         self.statuses.append(status)
+
+    def customer_of(self, it: Item, ident: str) -> str | None:
+        """The customer id an item names (``customerId`` or ``externalCustomerId``, exactly
+        one), or None after rejecting the item with the reason."""
+        external = it.get("external_customer_id")
+        customer_id = it.get("customer_id")
+        if (external is None) == (customer_id is None):
+            self.result(ident, "rejected", "VALIDATION_ERROR", ONE_CUSTOMER)
+            return None
+        if external is not None:
+            found = self.externals.get(external)
+            if found is None:
+                self.result(
+                    ident, "rejected", "CUSTOMER_NOT_FOUND", AUTO_CREATE_OFF.format(ref=external)
+                )
+            return found
+        if customer_id not in self.customers:
+            self.reject_missing(ident, "customer", str(customer_id))
+            return None
+        return str(customer_id)
 
     def reject_missing(self, ident: str | None, kind: str, ref: str) -> None:
         message = f"no {kind} with id {ref!r} in this account"
@@ -205,11 +238,11 @@ class _Apply:
 
     def run_start(self, it: Item) -> None:
         rid: str = it["id"]
-        customer_id: str = it["customer_id"]
         if rid in self.runs:
             return self.result(rid, "duplicate")
-        if customer_id not in self.customers:
-            return self.reject_missing(rid, "customer", customer_id)
+        customer_id = self.customer_of(it, rid)
+        if customer_id is None:
+            return None
         started = self.time(it.get("started_at"), rid)
         if started is None:
             return None
@@ -306,9 +339,9 @@ class _Apply:
 
     def usage(self, it: Item) -> None:
         uid: str = it["id"]
-        customer_id: str = it["customer_id"]
-        if customer_id not in self.customers:
-            return self.reject_missing(uid, "customer", customer_id)
+        customer_id = self.customer_of(it, uid)
+        if customer_id is None:
+            return None
         if uid in self.seen_usage:
             return self.result(uid, "duplicate")
         ts = self.time(it.get("timestamp"), uid)
@@ -437,12 +470,19 @@ class Outcome(NamedTuple):
     problems: dict[int, tuple[str, str]]
 
 
-def ingest(db: Database, account_id: int, raw: bytes, owner: int | None = None) -> Outcome:
+def ingest(
+    db: Database,
+    account_id: int,
+    raw: bytes,
+    owner: int | None = None,
+    create_customers: bool = True,
+) -> Outcome:
     """Validate and apply one ingest request body (the answer is written by the route).
-    ``owner``: the public key sending it, which may end only the runs it started."""
+    ``owner``: the public key sending it, which may end only the runs it started.
+    ``create_customers``: an unknown ``externalCustomerId`` creates the customer."""
     items, canonical = parse_batch(raw)
     with db.write() as conn:
-        batch = _Apply(conn, account_id, items, owner)
+        batch = _Apply(conn, account_id, items, owner, create_customers)
         batch.apply(items, canonical)
         batch.write()
     return Outcome(batch.ids, batch.statuses, batch.problems)

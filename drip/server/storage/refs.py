@@ -17,6 +17,7 @@ from .bulk import chunked
 from .schema import customers, runs, workflows
 
 __all__ = [
+    "customer_by_either",
     "customer_or_404",
     "customer_row",
     "existing_customers",
@@ -36,6 +37,25 @@ def customer_row(conn: Connection, account_id: int, customer_id: str) -> Row[Any
     return conn.execute(
         select(customers).where(customers.c.account_id == account_id, customers.c.id == customer_id)
     ).first()
+
+
+def customer_by_either(conn: Connection, account_id: int, ref: str) -> Row[Any]:
+    """The customer a read names by Drip's id or by its external id, or 404 CUSTOMER_NOT_FOUND
+    (a filter on an unknown customer is an error, never an empty success)."""
+    c = customers
+    rows = conn.execute(
+        select(c)
+        .where(c.c.account_id == account_id, (c.c.id == ref) | (c.c.external_customer_id == ref))
+        .limit(2)
+    ).all()
+    if not rows:
+        raise ApiError(
+            404,
+            "CUSTOMER_NOT_FOUND",
+            f"No customer with id or external id {ref!r} in this account",
+        )
+    # Drip's own id wins should a customer's external id look like another's cus_ id
+    return next((r for r in rows if r.id == ref), rows[0])
 
 
 def customer_or_404(conn: Connection, account_id: int, customer_id: str) -> Row[Any]:
@@ -94,12 +114,22 @@ def not_owned(run_id: str) -> str:
 
 
 def run_row(conn: Connection, account_id: int, run_id: str) -> Row[Any] | None:
-    """The run with its workflow's name (``workflow_name``), or None."""
+    """The run with its workflow's name (``workflow_name``) and its customer's external id
+    (``external_customer_id``), or None."""
     return conn.execute(
-        select(runs, workflows.c.name.label("workflow_name"))
+        select(
+            runs,
+            workflows.c.name.label("workflow_name"),
+            customers.c.external_customer_id.label("external_customer_id"),
+        )
         .join(
             workflows,
             (workflows.c.account_id == runs.c.account_id) & (workflows.c.id == runs.c.workflow_id),
+            isouter=True,
+        )
+        .join(
+            customers,
+            (customers.c.account_id == runs.c.account_id) & (customers.c.id == runs.c.customer_id),
             isouter=True,
         )
         .where(runs.c.account_id == account_id, runs.c.id == run_id)

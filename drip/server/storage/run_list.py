@@ -22,7 +22,7 @@ from . import decimals
 from .cursors import decode_cursor, encode_cursor
 from .database import Database
 from .refs import customer_or_404
-from .schema import run_meters, runs, workflows
+from .schema import customers, run_meters, runs, workflows
 
 __all__ = ["list_runs"]
 
@@ -73,6 +73,7 @@ def list_runs(
     since: str | None = None,
     until: str | None = None,
     cursor: str | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     """One page: ``{"data": [RunSummary…], "count", "nextCursor", "hasMore"}`` (camelCase,
     built from the rows directly). ``since``/``until`` bound the start time, half-open."""
@@ -84,6 +85,9 @@ def list_runs(
         where.append(r.c.started_at >= since)
     if until is not None:
         where.append(r.c.started_at < until)
+    if parent_run_id is not None:
+        # a run's children (the dashboard's waterfall); few, found under the account's index
+        where.append(r.c.parent_run_id == parent_run_id)
     if cursor is not None:
         after = decode_cursor(cursor)
         where.append(tuple_(r.c.started_at, r.c.seq) < tuple_(*after))
@@ -107,12 +111,18 @@ def list_runs(
                 r.c.started_at,
                 r.c.ended_at,
                 workflows.c.name,
+                customers.c.external_customer_id,
             )
             .select_from(
                 r.outerjoin(
                     workflows,
                     and_(
                         workflows.c.account_id == r.c.account_id, workflows.c.id == r.c.workflow_id
+                    ),
+                ).outerjoin(
+                    customers,
+                    and_(
+                        customers.c.account_id == r.c.account_id, customers.c.id == r.c.customer_id
                     ),
                 )
             )
@@ -130,6 +140,7 @@ def list_runs(
             {
                 "id": row.id,
                 "customerId": row.customer_id,
+                "externalCustomerId": row.external_customer_id,
                 "workflowId": row.workflow_id,
                 "workflowName": row.name or "",
                 "status": row.status,

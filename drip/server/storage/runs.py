@@ -35,8 +35,9 @@ from drip.models import (
 from .. import clock
 from ..errors import ApiError, describe_validation_error
 from .bulk import bulk_insert_ignore, chunked, insert_ignore, max_seq
+from .customers import named_customer
 from .database import Database
-from .refs import known_runs, require_customer, require_owner, require_run, run_row
+from .refs import known_runs, require_owner, require_run, run_row
 from .rollups import Rollup, model_of
 from .schema import events, runs
 from .workflows import resolve_workflow
@@ -139,6 +140,7 @@ def run_result(row: Row[Any], duplicate: bool) -> RunResult:
     return RunResult(
         id=row.id,
         customer_id=row.customer_id,
+        external_customer_id=getattr(row, "external_customer_id", None),
         workflow_id=row.workflow_id,
         workflow_name=row.workflow_name or "",
         status=RunStatus(row.status),
@@ -169,20 +171,24 @@ def _by_external_id(
 
 
 def _stored_run(
-    conn: Connection, account_id: int, req: StartRunRequest | RecordRunRequest
-) -> Row[Any] | None:
+    conn: Connection,
+    account_id: int,
+    req: StartRunRequest | RecordRunRequest,
+    create_customers: bool,
+) -> tuple[Row[Any] | None, str]:
     """The run a start or record request repeats (same client id, or same customer and
-    externalRunId), after checking its customer exists."""
+    externalRunId) and the customer's Drip id (resolved from either id; 422 if unknown)."""
     existing = run_row(conn, account_id, req.id) if req.id else None
-    if existing is None:
-        require_customer(conn, account_id, req.customer_id, "customerId")
-        existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
-    return existing
+    if existing is not None:
+        return existing, str(existing.customer_id)
+    customer_id = named_customer(conn, account_id, req, create_customers)
+    return _by_external_id(conn, account_id, customer_id, req.external_run_id), customer_id
 
 
 def _run_values(
     account_id: int,
     run_id: str,
+    customer_id: str,
     req: StartRunRequest | RecordRunRequest,
     workflow_id: str,
     started: str,
@@ -193,7 +199,7 @@ def _run_values(
     return {
         "account_id": account_id,
         "id": run_id,
-        "customer_id": req.customer_id,
+        "customer_id": customer_id,
         "workflow_id": workflow_id,
         "status": RunStatus.RUNNING.value,
         "external_run_id": req.external_run_id,
@@ -206,19 +212,24 @@ def _run_values(
 
 
 def start_run(
-    db: Database, account_id: int, req: StartRunRequest, owner: int | None = None
+    db: Database,
+    account_id: int,
+    req: StartRunRequest,
+    owner: int | None = None,
+    *,
+    create_customers: bool = True,
 ) -> RunResult:
     """``POST /runs``; a repeated client id or (customer, externalRunId) returns the stored run.
     ``owner``: the public key starting it (only that key may end it)."""
     now = clock.now_iso()
     started = clock.field_time(req.started_at, "startedAt", now)
     with db.write() as conn:
-        existing = _stored_run(conn, account_id, req)
+        existing, customer_id = _stored_run(conn, account_id, req, create_customers)
         if existing is not None:
             return run_result(existing, duplicate=True)
         workflow = resolve_workflow(conn, account_id, req.workflow_id, "workflowId")
         run_id = req.id or new_id("run")
-        values = _run_values(account_id, run_id, req, workflow.id, started, now, owner)
+        values = _run_values(account_id, run_id, customer_id, req, workflow.id, started, now, owner)
         values["parent_run_id"] = req.parent_run_id
         conn.execute(insert_ignore(db.dialect, runs).values(values))
         row = require_run(conn, account_id, run_id)
@@ -440,7 +451,12 @@ def _status_mark(status: str) -> str:
 
 
 def record_run(
-    db: Database, account_id: int, req: RecordRunRequest, owner: int | None = None
+    db: Database,
+    account_id: int,
+    req: RecordRunRequest,
+    owner: int | None = None,
+    *,
+    create_customers: bool = True,
 ) -> RecordRunResult:
     """``POST /runs/record``: a whole run in one transaction.
 
@@ -449,14 +465,14 @@ def record_run(
     """
     now = clock.now_iso()
     with db.write() as conn:
-        existing = _stored_run(conn, account_id, req)
+        existing, customer_id = _stored_run(conn, account_id, req, create_customers)
         if existing is not None:
             run_id, created, duplicates = existing.id, 0, len(req.events)
         else:
             workflow = resolve_workflow(conn, account_id, req.workflow, "workflow")
             run_id = req.id or new_id("run")
             terminal = req.status in TERMINAL_RUN_STATUSES
-            values = _run_values(account_id, run_id, req, workflow.id, now, now, owner)
+            values = _run_values(account_id, run_id, customer_id, req, workflow.id, now, now, owner)
             values.update(
                 status=req.status.value,
                 error_message=req.error_message,
@@ -467,7 +483,7 @@ def record_run(
             rows = [
                 event_row(
                     account_id,
-                    req.customer_id,
+                    customer_id,
                     run_id,
                     e.event_type,
                     id=None,

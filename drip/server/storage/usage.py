@@ -19,6 +19,7 @@ from drip.models import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    CustomerRef,
     TrackUsageBatchResult,
     TrackUsageRequest,
     TrackUsageResult,
@@ -28,20 +29,23 @@ from .. import clock
 from ..errors import ApiError
 from ..pricing import MAX_MICROS, Pricing, format_usdc
 from .bulk import insert_ignore
+from .customers import named_customer
 from .database import Database
-from .refs import require_customer
 from .rollups import Rollup, model_of
 from .schema import usage_records
 
 __all__ = ["charge", "track_usage"]
 
 
-def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple[Row[Any], bool]:
-    """Insert a usage record or charge; (stored row, duplicate) — a repeated key gives the first."""
+def _store_usage(
+    db: Database, account_id: int, values: dict[str, Any], req: CustomerRef, create: bool
+) -> tuple[Row[Any], bool]:
+    """Insert a usage record or charge for the customer ``req`` names (an external id is found
+    or created in this transaction); (stored row, duplicate) — a repeated key gives the first."""
     u = usage_records
     key = values["idempotency_key"]
     with db.write() as conn:
-        require_customer(conn, account_id, values["customer_id"], "customerId")
+        values["customer_id"] = named_customer(conn, account_id, req, create)
         inserted = conn.execute(
             insert_ignore(db.dialect, u).values(values).returning(u.c.id)
         ).scalar()
@@ -74,7 +78,12 @@ def _store_usage(db: Database, account_id: int, values: dict[str, Any]) -> tuple
 
 
 def track_usage(
-    db: Database, account_id: int, req: TrackUsageRequest, *, batch: bool
+    db: Database,
+    account_id: int,
+    req: TrackUsageRequest,
+    *,
+    batch: bool,
+    create_customers: bool = True,
 ) -> TrackUsageResult | TrackUsageBatchResult:
     """``POST /usage/internal`` (and ``/batch``): record usage, no billing."""
     key = req.idempotency_key or (new_id("idem") if batch else None)
@@ -85,7 +94,6 @@ def track_usage(
             "account_id": account_id,
             "id": new_id("use"),
             "family": "usage",
-            "customer_id": req.customer_id,
             "usage_type": req.usage_type,
             "quantity": req.quantity,
             "units": req.units,
@@ -94,6 +102,8 @@ def track_usage(
             "meta": req.metadata,
             "timestamp": clock.field_time(req.timestamp, "timestamp", clock.now_iso()),
         },
+        req,
+        create_customers,
     )
     message = "Duplicate request: the first result is returned" if duplicate else "Usage tracked"
     if batch:
@@ -118,7 +128,14 @@ def track_usage(
     )
 
 
-def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) -> ChargeResult:
+def charge(
+    db: Database,
+    account_id: int,
+    pricing: Pricing,
+    req: ChargeRequest,
+    *,
+    create_customers: bool = True,
+) -> ChargeResult:
     """``POST /usage``: a usage record priced at the meter's flat price, settled at once."""
     if not 0 <= req.quantity < math.inf:
         raise ApiError(422, "VALIDATION_ERROR", "quantity: a charge quantity must be >= 0")
@@ -136,7 +153,6 @@ def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) 
             "account_id": account_id,
             "id": new_id("use"),
             "family": "charge",
-            "customer_id": req.customer_id,
             "usage_type": req.usage_type,
             "quantity": req.quantity,
             "idempotency_key": req.idempotency_key,
@@ -146,6 +162,8 @@ def charge(db: Database, account_id: int, pricing: Pricing, req: ChargeRequest) 
             "amount_micros": amount,
             "charge_status": ChargeStatus.CONFIRMED.value,
         },
+        req,
+        create_customers,
     )
     return ChargeResult(
         success=True,

@@ -4,6 +4,10 @@ It records two runs of a research agent inside an OpenTelemetry span (when the S
 installed): nested tool calls, an LLM step metered by tokens, a child run, async fetches in
 parallel, and one run that fails. Then it reads everything back from the server and prints each
 run's timeline as a tree with durations, and the usage per meter.
+
+Running it again does not record again (so its totals do not grow): it shows what the
+database already holds. ``drip demo --again`` records a new pair of runs and says so. It ends
+with the two commands that show the data in the dashboard.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._render import timeline_tree, usage_table
-from .client import Drip
+from .._render import timeline_tree, usage_table
+from ..client import Drip
 
-__all__ = ["main"]
+__all__ = ["add", "main"]
+
+DEMO_DB = os.path.join(".drip", "demo.db")
+DEMO_CUSTOMER = "demo-customer-acme"
 
 
 @contextmanager
@@ -101,23 +108,65 @@ def _run_agent(client: Drip, agent: ResearchAgent, customer_id: str) -> list[tup
     return shown
 
 
+def _recorded(client: Drip, customer_id: str) -> list[tuple[str, int]]:
+    """The demo runs already stored (the newest pair), in display order."""
+    runs = client.list_runs(customer_id=customer_id, limit=1000).data
+    tops = [r for r in runs if r.parent_run_id is None][:2]
+    shown: list[tuple[str, int]] = []
+    for top in reversed(tops):
+        shown.append((top.id, 0))
+        shown += [(r.id, 1) for r in reversed(runs) if r.parent_run_id == top.id]
+    return shown
+
+
+def _look_at_it(client: Drip) -> None:
+    db = client.settings.local_db
+    if not db:
+        print(f"See it in the dashboard of the server at {client.base_url.removesuffix('/v1')}/")
+        return
+    print("Look at this data in the dashboard (the demo's server stopped with it):")
+    print(f"  drip serve --db {os.path.relpath(db)}")
+    print(f"  then open http://127.0.0.1:8787/#key={client.settings.api_key}")
+
+
 def main(args: argparse.Namespace | None = None) -> int:
-    os.environ.setdefault("DRIP_BASE_URL", "local:.drip/demo.db")
+    """Record the demo's runs (once per database unless ``--again``) and show them."""
+    os.environ.setdefault("DRIP_BASE_URL", f"local:{DEMO_DB}")
+    again = bool(getattr(args, "again", False))
     client = Drip()
     print(f"drip demo: Drip API at {client.base_url}")
-    customer = client.create_customer(external_customer_id="demo-customer-acme")
-    agent = ResearchAgent(client)
-    with _otel_span("research-session") as trace_id:
-        shown = _run_agent(client, agent, customer.id)
-    report = client.flush(timeout=10)
-    print(f"delivered: {report}")
-    if trace_id:
-        print(f"OpenTelemetry trace id: {trace_id}")
+    customer = client.create_customer(external_customer_id=DEMO_CUSTOMER)
+    shown = [] if again else _recorded(client, customer.id)
+    if shown:
+        print(
+            "The demo runs are already in this database: showing them, not recording again "
+            "(`drip demo --again` adds a new pair of runs)."
+        )
+    else:
+        if again:
+            print("Recording a NEW pair of demo runs: the totals below include every earlier one.")
+        agent = ResearchAgent(client)
+        with _otel_span("research-session") as trace_id:
+            shown = _run_agent(client, agent, customer.id)
+        report = client.flush(timeout=10)
+        print(f"delivered: {report}")
+        if trace_id:
+            print(f"OpenTelemetry trace id: {trace_id}")
     print()
     for run_id, depth in shown:
         print(timeline_tree(client.get_run_timeline(run_id), indent="    " * depth))
         print()
     print(f"usage of customer {customer.id} ({customer.external_customer_id}):")
     print(usage_table(client.get_usage_summary(customer_id=customer.id)))
+    print()
+    _look_at_it(client)
     client.close()
     return 0
+
+
+def add(commands: Any) -> None:
+    demo = commands.add_parser("demo", help="run an instrumented sample agent")
+    demo.add_argument(
+        "--again", action="store_true", help="record a new pair of runs even if some exist"
+    )
+    demo.set_defaults(handler=main)

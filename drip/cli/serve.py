@@ -1,0 +1,105 @@
+"""``drip serve``: the local Drip server (API, health and dashboard) on one port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ._common import add_db_options, database_url
+
+__all__ = ["add"]
+
+DEFAULT_PORT = 8787
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..server import Pricing
+    from ..server.keys import KeyStore
+    from ..server.settings import Settings
+    from ..server.storage.database import Database
+
+    try:
+        Pricing.build(args.price or [], args.default_price)
+    except ValueError as exc:
+        print(f"drip serve: {exc}", file=sys.stderr)
+        return 2
+    url = database_url(args)
+    settings = Settings(
+        database_url=url,
+        prices=tuple(args.price or ()),
+        default_price=args.default_price,
+        production=args.production,
+        auto_create_customers=not args.no_auto_create_customers,
+    )
+    # migrate and make the first keys once, here; the workers find the schema at head
+    db = Database(url)
+    try:
+        db.upgrade()
+        created = KeyStore(db).bootstrap()
+    finally:
+        db.dispose()
+    base = f"http://{args.host}:{args.port}"
+    print(f"Drip local server on {base} (API at {base}/v1, dashboard at {base}/)")
+    print(f"database: {url}" + (f"; {args.workers} workers" if args.workers > 1 else ""))
+    if created is not None:
+        secret, public = created
+        print("A new database: created the 'default' account with these keys (shown once):")
+        print(f"  secret key: {secret}")
+        print(f"  public key: {public}")
+        print(f"  export DRIP_API_KEY={secret} DRIP_BASE_URL={base}")
+        print(f"  dashboard: {base}/#key={secret}")
+    else:
+        where = f" --db {args.db}" if args.db else ""
+        print(f"Need a key? drip keys create{where} (keys are stored hashed, never shown again)")
+    sys.stdout.flush()
+    # every worker process builds its app from these variables (create_app() reads them)
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "drip.server.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def add(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the local Drip server")
+    add_db_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 8787)")
+    serve.add_argument(
+        "--price",
+        action="append",
+        metavar="METER=PRICE",
+        help="flat price of a meter in USDC per unit, for charges (repeatable)",
+    )
+    serve.add_argument(
+        "--default-price", default="0", metavar="PRICE", help="price of meters not listed"
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="worker processes (default: 1)"
+    )
+    serve.add_argument("--production", action="store_true", help="no /docs and no /openapi.json")
+    serve.add_argument(
+        "--no-auto-create-customers",
+        action="store_true",
+        help="reject an unknown externalCustomerId instead of creating the customer",
+    )
+    serve.set_defaults(handler=_serve)

@@ -1,0 +1,159 @@
+// A run's page: facts, the error, and a waterfall of its events (nested by parent event) with
+// its child runs inline, on one time axis.
+import { api, listRuns } from "./api.js";
+import { customerLabel, h, ms, num, pill, t, when } from "./format.js";
+
+async function timelineOf(runId) {
+  return api(`/runs/${encodeURIComponent(runId)}/timeline`, { limit: 5000 });
+}
+
+async function childRuns(runId, depth) {
+  if (depth > 4) return [];  // runs nested deeper than this open on their own page
+  const page = await listRuns({ parentRunId: runId }, "", 100);
+  // the filter is applied here too, for servers that do not know `parentRunId`
+  const kids = page.runs.filter((r) => r.parentRunId === runId);
+  return Promise.all(kids.map(async (r) => {
+    const tl = await timelineOf(r.id);
+    return { timeline: tl, children: await childRuns(r.id, depth + 1) };
+  }));
+}
+
+/** Rows in display order: {kind, depth, start, end, item, last[]} for events and child runs. */
+function rowsOf(node, depth, out, guides) {
+  const events = node.timeline.events || [];
+  const ids = new Set(events.map((e) => e.id));
+  const kids = new Map();
+  const items = [];
+  for (const e of events) {
+    const p = e.parentEventId && ids.has(e.parentEventId) ? e.parentEventId : null;
+    if (!kids.has(p)) kids.set(p, []);
+    kids.get(p).push({ kind: "event", item: e, start: t(e.timestamp) });
+  }
+  for (const c of node.children) {
+    items.push({ kind: "run", item: c, start: t(c.timeline.startedAt) });
+  }
+  const top = [...(kids.get(null) || []), ...items].sort((a, b) => a.start - b.start);
+  const walk = (list, d, g) => list.forEach((entry, i) => {
+    const last = i === list.length - 1;
+    if (entry.kind === "event") {
+      const e = entry.item;
+      const end = e.durationMs != null ? entry.start + e.durationMs : null;
+      out.push({ kind: "event", depth: d, start: entry.start, end, item: e, guides: [...g, last] });
+      walk((kids.get(e.id) || []).sort((a, b) => a.start - b.start), d + 1, [...g, last]);
+    } else {
+      const tl = entry.item.timeline;
+      out.push({ kind: "run", depth: d, start: t(tl.startedAt), end: t(tl.endedAt), item: tl,
+        guides: [...g, last] });
+      rowsOf(entry.item, d + 1, out, [...g, last]);
+    }
+  });
+  walk(top, depth, guides);
+  return out;
+}
+
+function guideText(guides) {
+  // top-level rows carry no guide; deeper ones draw the tree like `drip timeline` does
+  const g = guides.slice(1);
+  let s = "";
+  for (let i = 0; i < g.length - 1; i++) s += g[i] ? "   " : "│  ";
+  return g.length ? s + (g[g.length - 1] ? "└─ " : "├─ ") : "";
+}
+
+function facts(pairs) {
+  return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== undefined).map(([k, v, wide]) =>
+    h("div", { class: wide ? "wide" : null }, h("dt", {}, k),
+      h("dd", { title: typeof v === "string" ? v : null }, v ?? "–"))));
+}
+
+function detail(row) {
+  const e = row.item;
+  const body = row.kind === "run"
+    ? { runId: e.runId, workflow: e.workflowName, status: e.status, startedAt: e.startedAt,
+      endedAt: e.endedAt, durationMs: e.durationMs, errorCode: e.errorCode,
+      errorMessage: e.errorMessage, summary: e.summary }
+    : e;
+  const shown = Object.fromEntries(Object.entries(body).filter(([, v]) => v !== null));
+  return h("div", { class: "detail", id: "detail" },
+    h("b", {}, row.kind === "run" ? `child run ${e.runId}` : `${e.eventType} · ${e.id}`),
+    h("pre", {}, JSON.stringify(shown, null, 2)));
+}
+
+export function waterfall(rows, t0, t1) {
+  const span = Math.max(t1 - t0, 1);
+  const pct = (v) => `${Math.max(0, Math.min(100, ((v - t0) / span) * 100))}%`;
+  const axis = h("div", { class: "wf-axis" }, h("div", {}, "event"),
+    h("div", { class: "wf-ticks" }, [0, 0.25, 0.5, 0.75, 1].map((f) => {
+      const el = h("span", {}, ms(span * f));
+      el.style.left = `${f * 100}%`;
+      return el;
+    })), h("div", { class: "wf-dur" }, "duration"));
+  const panel = h("div", {});
+  const lines = rows.map((row) => {
+    const failed = row.kind === "event" ? row.item.outcome === "error"
+      : ["FAILED", "TIMEOUT"].includes(row.item.status);
+    const bar = h("div", { class: "wf-bar" });
+    if (row.kind === "run") bar.classList.add("run");
+    else if (row.end === null) bar.classList.add("point");
+    else bar.classList.add(failed ? "error" : "ok");
+    bar.style.left = pct(row.start);
+    if (row.end !== null && Number.isFinite(row.end)) {
+      bar.style.width = `${Math.max(((row.end - row.start) / span) * 100, 0.3)}%`;
+    }
+    const e = row.item;
+    const name = row.kind === "run" ? `run · ${e.workflowName}` : e.eventType;
+    const sub = row.kind === "run" ? pill(e.status)
+      : h("span", { class: "wf-meter" }, e.meter ? `${num(e.quantity)} ${e.units || e.meter}` : "");
+    const dur = row.end !== null && Number.isFinite(row.end) ? ms(row.end - row.start) : "";
+    bar.title = `${name} · ${dur || "instant"}` + (failed && e.errorType ? ` · ${e.errorType}` : "");
+    const el = h("div", {
+      class: `wf-row${row.kind === "run" ? " is-run" : ""}${failed ? " failed" : ""}`,
+      dataset: { depth: row.depth, kind: row.kind, id: e.id || e.runId },
+    },
+    h("div", { class: "wf-label" }, h("span", { class: "wf-guide" }, guideText(row.guides)),
+      h("span", { class: "wf-name" }, name), sub,
+      failed && row.kind === "event" ? h("span", { class: "badge-err" }, e.errorType || "error")
+        : null),
+    h("div", { class: "wf-track" }, bar), h("div", { class: "wf-dur" }, dur));
+    el.addEventListener("click", () => {
+      for (const r of el.parentElement.querySelectorAll(".sel")) r.classList.remove("sel");
+      el.classList.add("sel");
+      panel.replaceChildren(detail(row));
+    });
+    return el;
+  });
+  return h("div", {}, h("div", { class: "wf", id: "waterfall" }, axis, lines), panel);
+}
+
+export async function runView(view, runId) {
+  const root = await timelineOf(runId);
+  const tree = { timeline: root, children: await childRuns(runId, 0) };
+  const rows = rowsOf(tree, 0, [], []);
+  const starts = [t(root.startedAt), ...rows.map((r) => r.start)].filter(Number.isFinite);
+  const ends = [t(root.endedAt), ...rows.map((r) => r.end ?? r.start)].filter(Number.isFinite);
+  if (root.status === "RUNNING") ends.push(Date.now());
+  const t0 = Math.min(...starts), t1 = Math.max(...ends);
+  const s = root.summary || {};
+  view.replaceChildren(
+    h("div", { class: "page-head" },
+      h("div", {}, h("h1", {}, root.workflowName || "run", " ", pill(root.status)),
+        h("span", { class: "mono muted" }, root.runId)),
+      h("a", { href: "#/runs" }, "← all runs")),
+    h("div", { class: "card" },
+      facts([
+        ["customer", h("a", { href: `#/customers/${encodeURIComponent(root.customerId)}` },
+          customerLabel(root.customerId, root.externalCustomerId || root.customerName)), true],
+        ["started", when(root.startedAt)],
+        ["duration", ms(root.durationMs)],
+        ["events", `${s.totalEvents ?? rows.length}`],
+        ["quantity", s.totalQuantity],
+        ["charged (USDC)", s.totalChargedUsdc],
+        ["OpenTelemetry trace id", h("span", { class: "mono", id: "trace-id" },
+          root.correlationId || "–"), true],
+        ["parent run", root.parentRunId ? h("a", { href: `#/runs/${root.parentRunId}`,
+          class: "mono" }, root.parentRunId) : "–"],
+      ]),
+      root.errorCode || root.errorMessage ? h("div", { class: "run-error", id: "run-error" },
+        h("b", {}, root.errorCode || "error"), ": ", root.errorMessage || "") : null),
+    h("div", { class: "card" }, h("h2", {}, "Waterfall"),
+      rows.length ? waterfall(rows, t0, t1) : h("p", { class: "empty" }, "No events yet.")));
+}

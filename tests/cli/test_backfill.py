@@ -1,0 +1,89 @@
+"""``drip import``: CSV / JSONL backfill, idempotent per row, with a summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import drip
+from drip.cli import main
+
+
+@pytest.fixture
+def env(account: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[drip.Drip]:
+    monkeypatch.setenv("DRIP_API_KEY", account.secret_key)
+    monkeypatch.setenv("DRIP_BASE_URL", account.base_url)
+    with drip.Drip() as client:
+        yield client
+
+
+def test_csv_import_is_idempotent_and_reports_rejections(
+    env: drip.Drip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    customer = env.create_customer(external_customer_id="backfill-user")
+    rows = ["customer_id,meter,quantity,timestamp,metadata.model"]
+    rows += [
+        f"{customer.id},llm_tokens,{100 + i},2026-11-{1 + i % 28:02d}T10:00:00Z,m1"
+        for i in range(40)
+    ]
+    rows.append(f"{customer.id},llm_tokens,100,2026-11-01T10:00:00Z,m1")  # same as row 1: kept
+    rows.append(f"{customer.id},llm_tokens,lots,2026-11-02,m1")  # bad quantity
+    rows.append(f"{customer.id},,5,2026-11-02,m1")  # no meter
+    rows.append(f"{customer.id},llm_tokens,5,yesterday,m1")  # bad timestamp
+    path = tmp_path / "usage.csv"
+    path.write_text("\n".join(rows) + "\n")
+    expected = sum(100 + i for i in range(40)) + 100
+
+    assert main(["import", str(path), "--batch-size", "7"]) == 1
+    out = capsys.readouterr().out
+    assert "41 imported, 0 duplicate" in out and "3 rejected" in out
+    assert "line 43: quantity 'lots' is not a number" in out
+    assert "line 44: meter is missing" in out
+    assert "line 45: timestamp 'yesterday'" in out
+    assert env.get_usage_summary(customer_id=customer.id).total("llm_tokens") == expected
+
+    # a re-run (say, after an interruption) stores nothing twice
+    assert main(["import", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "0 imported, 41 duplicate" in out
+    assert env.get_usage_summary(customer_id=customer.id).total("llm_tokens") == expected
+
+
+def test_interrupted_jsonl_import_completes_without_doubles(
+    env: drip.Drip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    customer = env.create_customer(external_customer_id="backfill-jsonl")
+    lines = [
+        json.dumps(
+            {
+                "customerId": customer.id,
+                "meter": "api_calls",
+                "quantity": 1,
+                "timestamp": f"2026-10-{1 + i % 30:02d}",
+                "metadata": {"n": i},
+            }
+        )
+        for i in range(30)
+    ]
+    head = tmp_path / "head.jsonl"
+    head.write_text("\n".join(lines[:12]) + "\n")  # what got through before the interruption
+    full = tmp_path / "all.jsonl"
+    full.write_text("\n".join(lines) + "\n\n")
+    assert main(["import", str(head)]) == 0
+    assert "12 imported" in capsys.readouterr().out
+    assert main(["import", str(full)]) == 0
+    assert "18 imported, 12 duplicate" in capsys.readouterr().out
+    assert env.get_usage_summary(customer_id=customer.id).total("api_calls") == 30
+
+
+def test_import_refuses_unknown_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", str(tmp_path / "none.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    other = tmp_path / "rows.txt"
+    other.write_text("x")
+    assert main(["import", str(other)]) == 2
+    assert ".csv or .jsonl" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""``drip runs``: a header, start time, duration, event count; filters; either customer id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import drip
+from drip.cli import main
+
+
+@pytest.fixture
+def client(account: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[drip.Drip]:
+    monkeypatch.setenv("DRIP_API_KEY", account.secret_key)
+    monkeypatch.setenv("DRIP_BASE_URL", account.base_url)
+    with drip.Drip() as c:
+        yield c
+
+
+def test_runs_table_filters_and_pages(
+    client: drip.Drip, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step = client.metered("steps")(lambda: None)
+    for i in range(5):
+        with client.run("nightly", external_customer_id="user_123" if i % 2 else "user_9"):
+            step()
+    try:
+        with client.run("agent", external_customer_id="user_123"):
+            step()
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert client.flush(timeout=10).ok
+    capsys.readouterr()
+
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "RUN", "WORKFLOW", "CUSTOMER", "STATUS", "STARTED", "DURATION", "EVENTS",
+    ]  # fmt: skip
+    assert len(lines) == 1 + 6
+    assert "Agent" in lines[1] and "FAILED" in lines[1] and "user_123 (cus_" in lines[1]
+    assert lines[1].split()[-1] == "1"  # one event
+
+    assert main(["runs", "--customer", "user_123", "--status", "COMPLETED"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 2 and all("Nightly" in r and "user_123" in r for r in rows)
+
+    assert main(["runs", "--limit", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "more: drip runs --cursor" in out
+    cursor = out.split("--cursor ")[1].split()[0]
+    assert main(["runs", "--limit", "4", "--cursor", cursor]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 2
+
+    assert main(["runs", "--customer", "ghost"]) == 1
+    assert "ghost" in capsys.readouterr().err

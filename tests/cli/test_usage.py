@@ -1,0 +1,81 @@
+"""``drip usage``: a table, ``--json`` and ``--csv`` over a window, grouped; either customer id."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import drip
+from drip.cli import main
+
+
+@pytest.fixture
+def client(account: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[drip.Drip]:
+    monkeypatch.setenv("DRIP_API_KEY", account.secret_key)
+    monkeypatch.setenv("DRIP_BASE_URL", account.base_url)
+    with drip.Drip() as c:
+        yield c
+
+
+def test_grouped_usage_as_table_json_and_csv(
+    client: drip.Drip, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ("alice", "llm_tokens", 100, "2026-11-30T10:00:00Z"),  # before the window
+        ("alice", "llm_tokens", 250, "2026-12-01T09:00:00Z"),
+        ("alice", "llm_tokens", 0.5, "2026-12-01T23:59:59Z"),
+        ("bob", "llm_tokens", 40, "2026-12-01T12:00:00Z"),
+        ("bob", "api_calls", 3, "2026-12-01T12:00:00Z"),
+        ("bob", "api_calls", 7, "2026-12-02T00:00:00Z"),  # the window is half-open
+    ]
+    data = tmp_path / "rows.csv"
+    data.write_text(
+        "external_customer_id,meter,quantity,timestamp\n"
+        + "\n".join(",".join(map(str, r)) for r in rows)
+        + "\n"
+    )
+    assert main(["import", str(data)]) == 0
+    capsys.readouterr()
+    window = ["--since", "2026-12-01", "--until", "2026-12-02"]
+
+    assert main(["usage", *window, "--by", "customer,meter", "--json"]) == 0
+    got = {
+        (r["externalCustomerId"], r["meter"]): r["quantity"]
+        for r in json.loads(capsys.readouterr().out)
+    }
+    assert got == {
+        ("alice", "llm_tokens"): "250.5",
+        ("bob", "llm_tokens"): "40",
+        ("bob", "api_calls"): "3",
+    }
+
+    assert main(["usage", *window, "--by", "meter", "--csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["meter"]: r["quantity"] for r in table} == {"llm_tokens": "290.5", "api_calls": "3"}
+    assert list(table[0])[:3] == ["meter", "kind", "quantity"]
+
+    assert main(["usage", *window, "--by", "customer,meter"]) == 0
+    out = capsys.readouterr().out
+    assert "usage, 2026-12-01 → 2026-12-02" in out and "customerId" in out
+    line = next(x for x in out.splitlines() if "alice" in x)
+    assert "llm_tokens" in line and "250.5" in line
+
+    assert main(["usage", "--customer", "bob", "--json"]) == 0  # either id
+    assert {r["meter"]: r["quantity"] for r in json.loads(capsys.readouterr().out)} == {
+        "api_calls": "10",
+        "llm_tokens": "40",
+    }
+
+
+def test_usage_refuses_unknown_groupings_and_customers(
+    client: drip.Drip, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["usage", "--by", "planet"]) == 2
+    assert "unknown ['planet']" in capsys.readouterr().err
+    assert main(["usage", "--customer", "nobody"]) == 1
+    assert "nobody" in capsys.readouterr().err
