@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import wrapt
 
-__all__ = ["IN_CALL", "Patches"]
+__all__ = ["IN_CALL", "Intercepted", "Patches", "method_wrapper"]
 
 #: True while a drip-wrapped LLM call is running in this context
 IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("drip_llm_call", default=False)
@@ -63,3 +63,51 @@ class Patches:
 
     def __bool__(self) -> bool:
         return bool(self._done)
+
+
+class Intercepted(Protocol):
+    """One intercepted SDK call, as a provider module begins it from the call's kwargs."""
+
+    kwargs: dict[str, Any]
+
+    def result(self, result: Any) -> Any: ...  # what the caller gets back (maybe a proxy)
+
+    def failed(self, exc: BaseException) -> None: ...
+
+
+def method_wrapper(begin: Callable[[dict[str, Any]], Intercepted], is_async: bool) -> Any:
+    """A wrapt wrapper that begins a call, runs the SDK method, and hands over its outcome.
+
+    SDK async methods are not always coroutine functions (openai's ``required_args`` wraps
+    them in a sync function that returns the coroutine), so the caller says which it is.
+    """
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if IN_CALL.get():
+            return wrapped(*args, **kwargs)
+        call = begin(kwargs)
+        token = IN_CALL.set(True)
+        try:
+            result = wrapped(*args, **call.kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        finally:
+            IN_CALL.reset(token)
+        return call.result(result)
+
+    async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if IN_CALL.get():
+            return await wrapped(*args, **kwargs)
+        call = begin(kwargs)
+        token = IN_CALL.set(True)
+        try:
+            result = await wrapped(*args, **call.kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        finally:
+            IN_CALL.reset(token)
+        return call.result(result)
+
+    return async_wrapper if is_async else wrapper

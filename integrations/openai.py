@@ -20,13 +20,13 @@ for usage gets the chunk, as usual.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any
 
 import wrapt
 
 from ._llm import AsyncStream, LLMCall, StreamState, SyncStream, Usage, count, safely
-from ._patches import IN_CALL, Patches
+from ._patches import Patches, method_wrapper
 from ._requires import requires
 
 openai = requires("openai", extra="openai")
@@ -156,42 +156,6 @@ class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc]
         return self._self_parsed
 
 
-def _sync_wrapper(meter: str, api: str) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if IN_CALL.get():
-            return wrapped(*args, **kwargs)
-        call = _Call(meter, api, kwargs)
-        token = IN_CALL.set(True)
-        try:
-            result = wrapped(*args, **call.kwargs)
-        except BaseException as exc:
-            call.failed(exc)
-            raise
-        finally:
-            IN_CALL.reset(token)
-        return call.result(result)
-
-    return wrapper
-
-
-def _async_wrapper(meter: str, api: str) -> Callable[..., Any]:
-    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if IN_CALL.get():
-            return await wrapped(*args, **kwargs)
-        call = _Call(meter, api, kwargs)
-        token = IN_CALL.set(True)
-        try:
-            result = await wrapped(*args, **call.kwargs)
-        except BaseException as exc:
-            call.failed(exc)
-            raise
-        finally:
-            IN_CALL.reset(token)
-        return call.result(result)
-
-    return wrapper
-
-
 def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
     """(owner, method, api, is_async) for every method drip meters."""
     from openai.resources.chat.completions import AsyncCompletions, Completions
@@ -211,8 +175,8 @@ def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
 def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
     """Meter one client's calls, or (``client=None``) every OpenAI client's; idempotent."""
     for owner, method, api, is_async in _targets(client):
-        wrapper = _async_wrapper(meter, api) if is_async else _sync_wrapper(meter, api)
-        _patches.wrap(owner, method, wrapper)
+        begin = functools.partial(_Call, meter, api)
+        _patches.wrap(owner, method, method_wrapper(begin, is_async))
 
 
 def uninstrument() -> None:
