@@ -122,8 +122,8 @@ class LLMCall:
         self._gen: Iterator[None] | None = _metered_lifetime(meter, units)(self)
         if context is None:
             next(self._gen)
-        else:
-            context.run(next, self._gen)
+        else:  # a copy: another thread may be running in ``context`` right now
+            context.copy().run(next, self._gen)
 
     @property
     def finished(self) -> bool:
