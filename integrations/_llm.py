@@ -79,7 +79,12 @@ def _lifetime(call: LLMCall) -> Iterator[None]:
     call.recording = event.recording and event is not call.outer
     if call.capture_context:
         call.context = contextvars.copy_context()
-    yield
+    try:
+        yield
+    except GeneratorExit:  # dropped without an end (a bug, or an SDK that never reported one)
+        if call.recording:
+            event.set_metadata(provider=call.provider, complete=False)
+        raise
     if call.recording:
         event.set_quantity(call.quantity)
         event.set_metadata(**call.metadata)
