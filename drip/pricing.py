@@ -56,6 +56,8 @@ _table: dict[str, Price] | None = None
 _date: str | None = None
 _overrides: dict[str, Price] = {}
 _warned: set[str] = set()
+#: model name as given -> its price (or None), so the hot path matches each name once
+_memo: dict[str, Price | None] = {}
 
 
 def _parse(name: str, entry: Any, source: str) -> Price:
@@ -121,6 +123,7 @@ def set_price(
     with _lock:
         _overrides[model.lower()] = price
         _warned.discard(model)
+        _memo.clear()
 
 
 def reset() -> None:
@@ -129,11 +132,23 @@ def reset() -> None:
     with _lock:
         _overrides.clear()
         _warned.clear()
+        _memo.clear()
         _table = None
 
 
 def get_price(model: str) -> Price | None:
     """The price of ``model`` (see the module docstring for name matching), or None."""
+    try:
+        return _memo[model]
+    except KeyError:
+        pass
+    price = _match(model)
+    if len(_memo) < 10_000:  # model names come from providers: bounded, but be safe
+        _memo[model] = price
+    return price
+
+
+def _match(model: str) -> Price | None:
     table = _table if _table is not None else _load()
     name = model.lower()
     candidates = [name]
