@@ -58,9 +58,7 @@ def response_events() -> list[dict[str, Any]]:
     created = {**response_obj("in_progress"), "usage": None}
     return [
         {"type": "response.created", "sequence_number": 0, "response": created},
-        {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m",
-         "output_index": 0, "content_index": 0, "delta": "hi", "logprobs": []},
-        {"type": "response.completed", "sequence_number": 2, "response": response_obj()},
+        {"type": "response.completed", "sequence_number": 1, "response": response_obj()},
     ]  # fmt: skip
 
 

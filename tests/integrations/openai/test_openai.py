@@ -229,3 +229,17 @@ def test_outside_a_run_it_is_usage_of_the_current_customer(recorder: Any, make_c
     summary = recorder.client.get_usage_summary(customer_id=recorder.customer, meter="llm_tokens")
     [meter] = summary.meters
     assert (meter.usage_records, meter.quantity) == (1, 150.0)
+
+
+def test_parse_and_the_responses_stream_helper(recorder: Any, make_client: Any) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        parsed = client.chat.completions.parse(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        with client.responses.stream(model="gpt-4.1", input="hi") as stream:
+            final = stream.get_final_response()
+    assert parsed.choices[0].message.content == "hello" and final.usage.total_tokens == 70
+    llm = [e for e in recorder.events(run.id) if e.meter == "llm_tokens"]
+    assert [(e.quantity, e.metadata["streamed"]) for e in llm] == [(150, False), (70, True)]
