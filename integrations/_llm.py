@@ -69,8 +69,21 @@ def safely(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception:
-        logger.exception("drip: could not read LLM usage with %s", getattr(fn, "__name__", fn))
+        logger.exception(
+            "drip: %s failed; the call is recorded without it", getattr(fn, "__name__", fn)
+        )
         return None
+
+
+def _cost(model: str | None, usage: Usage) -> float | None:
+    return pricing.cost(
+        model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )
 
 
 def _lifetime(call: LLMCall) -> Iterator[None]:
@@ -156,14 +169,7 @@ class LLMCall:
                 reasoning_tokens=usage.reasoning_tokens,
             )
             if self.recording:  # an unrecorded call must not warn about prices
-                price = pricing.cost(
-                    model,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cached_input_tokens=usage.cached_input_tokens,
-                    cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                    reasoning_tokens=usage.reasoning_tokens,
-                )
+                price = safely(_cost, model, usage)  # a bad DRIP_PRICES file: logged
                 if price is not None:
                     meta["cost_usd"] = price
         if not complete:

@@ -243,3 +243,23 @@ def test_parse_and_the_responses_stream_helper(recorder: Any, make_client: Any) 
     assert parsed.choices[0].message.content == "hello" and final.usage.total_tokens == 70
     llm = [e for e in recorder.events(run.id) if e.meter == "llm_tokens"]
     assert [(e.quantity, e.metadata["streamed"]) for e in llm] == [(150, False), (70, True)]
+
+
+def test_a_broken_price_file_never_breaks_the_call(
+    recorder: Any, make_client: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from drip import pricing
+
+    bad = tmp_path / "prices.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv("DRIP_PRICES", str(bad))
+    pricing.reset()
+    drip_openai.instrument()
+    try:
+        with drip.run("chat", customer_id=recorder.customer) as run:
+            assert ask(make_client()).usage.total_tokens == 150
+    finally:
+        monkeypatch.delenv("DRIP_PRICES")
+        pricing.reset()
+    event = only_llm(recorder.events(run.id))
+    assert event.quantity == 150 and "cost_usd" not in event.metadata
