@@ -34,6 +34,9 @@ __all__ = ["DripLogger"]
 
 #: calls begun and not yet reported; the oldest are let go of beyond this many
 MAX_PENDING = 10_000
+#: shared by every DripLogger, so two registered loggers still record each call once
+_pending: OrderedDict[str, LLMCall] = OrderedDict()
+_lock = threading.Lock()
 
 
 def _usage(response: Any) -> Usage | None:
@@ -62,18 +65,18 @@ class DripLogger(CustomLogger):  # type: ignore[misc]
     def __init__(self, *, meter: str = "llm_tokens", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.meter = meter
-        self._pending: OrderedDict[str, LLMCall] = OrderedDict()
-        self._lock = threading.Lock()
 
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> None:
         call_id = kwargs.get("litellm_call_id")
-        if not call_id or call_id in self._pending:
-            return  # both the sync and the async hook may fire for one call
+        if not call_id or call_id in _pending:
+            return  # both hooks may fire for one call, and two loggers may be registered
         call = LLMCall(self.meter, _provider(kwargs))
-        with self._lock:
-            self._pending[call_id] = call
-            while len(self._pending) > MAX_PENDING:
-                self._pending.popitem(last=False)  # let go: recorded as incomplete
+        with _lock:
+            if call_id in _pending:
+                return
+            _pending[call_id] = call
+            while len(_pending) > MAX_PENDING:
+                _pending.popitem(last=False)  # let go: recorded as incomplete
 
     async def async_log_pre_api_call(
         self, model: Any, messages: Any, kwargs: dict[str, Any]
@@ -81,8 +84,8 @@ class DripLogger(CustomLogger):  # type: ignore[misc]
         self.log_pre_api_call(model, messages, kwargs)
 
     def _take(self, kwargs: dict[str, Any]) -> LLMCall | None:
-        with self._lock:
-            return self._pending.pop(kwargs.get("litellm_call_id") or "", None)
+        with _lock:
+            return _pending.pop(kwargs.get("litellm_call_id") or "", None)
 
     def log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any

@@ -37,6 +37,12 @@ from agents.tracing import TracingProcessor  # noqa: E402  (after the check)
 __all__ = ["DripTracingProcessor"]
 
 CUSTOMER_KEY = "drip_customer_id"
+#: model calls begun and not yet ended, by span id, shared by every processor, so two
+#: registered processors still record each call once
+_calls: dict[str, LLMCall] = {}
+#: drip runs opened for traces (with the context they are open in), by trace id, shared too
+_traces: dict[str, tuple[contextvars.Context, Any]] = {}
+_lock = threading.Lock()
 _MODEL_CALLS = frozenset({"generation", "response"})
 
 
@@ -66,12 +72,9 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
 
     def __init__(self, *, meter: str = "llm_tokens") -> None:
         self.meter = meter
-        self._lock = threading.Lock()
-        self._traces: dict[str, tuple[contextvars.Context, Any]] = {}
-        self._calls: dict[str, LLMCall] = {}
 
     def on_trace_start(self, trace: Any) -> None:
-        if drip_context.current_run() is not None:
+        if drip_context.current_run() is not None or trace.trace_id in _traces:
             return
         metadata = getattr(trace, "metadata", None) or {}
         customer = metadata.get(CUSTOMER_KEY) or drip_context.current_customer_id()
@@ -79,13 +82,15 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
             return
         ctx = contextvars.copy_context()
         run = drip.run(str(getattr(trace, "name", None) or "agent"), customer_id=str(customer))
-        ctx.run(run.__enter__)
-        with self._lock:
-            self._traces[trace.trace_id] = (ctx, run)
+        with _lock:
+            if trace.trace_id in _traces:
+                return
+            ctx.run(run.__enter__)
+            _traces[trace.trace_id] = (ctx, run)
 
     def on_trace_end(self, trace: Any) -> None:
-        with self._lock:
-            opened = self._traces.pop(trace.trace_id, None)
+        with _lock:
+            opened = _traces.pop(trace.trace_id, None)
         if opened is not None:
             ctx, run = opened
             ctx.run(run.__exit__, None, None, None)
@@ -93,15 +98,18 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
     def on_span_start(self, span: Any) -> None:
         if getattr(span.span_data, "type", None) not in _MODEL_CALLS:
             return
-        with self._lock:
-            opened = self._traces.get(span.trace_id)
-        call = LLMCall(self.meter, "openai", context=None if opened is None else opened[0])
-        with self._lock:
-            self._calls[span.span_id] = call
+        with _lock:
+            opened = _traces.get(span.trace_id)
+        with _lock:
+            if span.span_id in _calls:
+                return  # another DripTracingProcessor has it
+            _calls[span.span_id] = LLMCall(
+                self.meter, "openai", context=None if opened is None else opened[0]
+            )
 
     def on_span_end(self, span: Any) -> None:
-        with self._lock:
-            call = self._calls.pop(span.span_id, None)
+        with _lock:
+            call = _calls.pop(span.span_id, None)
         if call is None:
             return
         data = span.span_data

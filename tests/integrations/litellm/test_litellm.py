@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
 litellm = pytest.importorskip("litellm")
 
+from drip.integrations import litellm as litellm_integration  # noqa: E402
 from drip.integrations.litellm import DripLogger  # noqa: E402
 
 import drip  # noqa: E402
@@ -66,7 +67,7 @@ def test_completion(recorder: Any, logger: DripLogger) -> None:
     assert (event.metadata["input_tokens"], event.metadata["output_tokens"]) == (
         response.usage.prompt_tokens, response.usage.completion_tokens,
     )  # fmt: skip
-    assert not logger._pending
+    assert not litellm_integration._pending
 
 
 def test_streamed_completion_joins_the_callers_run(recorder: Any) -> None:
@@ -87,7 +88,7 @@ async def test_acompletion_plain_and_streamed(recorder: Any, logger: DripLogger)
         )
         [c async for c in stream]
         for _ in range(200):  # LiteLLM reports an async stream from a task of this loop
-            if not logger._pending:
+            if not litellm_integration._pending:
                 break
             await asyncio.sleep(0.025)
     events = llm_events(recorder, run.id, 2)
@@ -104,3 +105,12 @@ def test_failure_is_an_error_event(recorder: Any) -> None:
         litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=Exception("x"))
     [event] = llm_events(recorder, run.id, 1)
     assert (event.outcome, event.error_type, event.quantity) == ("error", "InternalServerError", 0)
+
+
+def test_two_loggers_record_each_call_once(recorder: Any) -> None:
+    litellm.callbacks = [DripLogger(), DripLogger()]
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hello there")
+    time.sleep(0.5)  # give a second, wrong record time to arrive
+    [event] = llm_events(recorder, run.id, 1)
+    check(event, streamed=False)

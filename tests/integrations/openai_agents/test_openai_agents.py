@@ -129,3 +129,16 @@ async def test_failed_model_call_is_an_error_event(recorder: Any) -> None:
             await Runner.run(agent, "hi")
     [event] = llm_events(recorder, run.id)
     assert (event.outcome, event.error_type, event.quantity) == ("error", "AgentsSpanError", 0)
+
+
+async def test_two_processors_record_each_call_once(recorder: Any) -> None:
+    agents.set_trace_processors([DripTracingProcessor(), DripTracingProcessor()])
+    async with drip.run("agent", customer_id=recorder.customer) as run:
+        await Runner.run(chat_agent(), "hi")
+    assert [e.quantity for e in llm_events(recorder, run.id)] == [38]
+    config = RunConfig(trace_metadata={"drip_customer_id": recorder.customer})
+    await Runner.run(chat_agent(), "hi", run_config=config)  # a trace outside: one run
+    recorder.client.flush(30)
+    runs = recorder.client.list_runs(customer_id=recorder.customer).data
+    assert len(runs) == 2
+    assert [e.quantity for e in llm_events(recorder, runs[0].id)] == [38]
