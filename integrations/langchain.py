@@ -93,6 +93,11 @@ def _from_result(response: Any) -> tuple[Usage | None, str | None]:
     return None, model
 
 
+#: what every handler knows, by LangChain run id (a run id is unique across invocations)
+_NODES: dict[UUID, _Node] = {}
+_LOCK = threading.Lock()
+
+
 class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
     """A LangChain callback handler that meters LLM and tool calls into drip."""
 
@@ -104,8 +109,9 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
         super().__init__()
         self.meter = meter
         self.tool_meter = tool_meter
-        self._nodes: dict[UUID, _Node] = {}
-        self._lock = threading.Lock()
+        # shared by every handler: two DripCallbackHandlers on one invocation record once
+        self._nodes = _NODES
+        self._lock = _LOCK
 
     # -- the tree of LangChain runs ---------------------------------------------------------
 
@@ -117,6 +123,14 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
     def _add(self, run_id: UUID, node: _Node) -> None:
         with self._lock:
             self._nodes[run_id] = node
+
+    def _claim(self, run_id: UUID) -> bool:
+        """Take ``run_id`` for this handler; False if another drip handler already has it."""
+        with self._lock:
+            if run_id in self._nodes:
+                return False
+            self._nodes[run_id] = _Node(None)
+            return True
 
     def _pop(self, run_id: UUID) -> _Node | None:
         with self._lock:
@@ -134,6 +148,8 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not self._claim(run_id):
+            return
         if parent_run_id is not None or drip_context.current_run() is not None:
             self._add(run_id, _Node(self._parent_context(parent_run_id)))
             return
@@ -165,6 +181,8 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
         self, run_id: UUID, parent_run_id: UUID | None, metadata: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> None:  # fmt: skip
+        if not self._claim(run_id):
+            return
         metadata = metadata or {}
         params = kwargs.get("invocation_params") or {}
         provider = str(metadata.get("ls_provider") or "langchain")
@@ -235,6 +253,8 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
+        if not self._claim(run_id):
+            return
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
         call = LLMCall(
             self.tool_meter, "langchain", units=None,

@@ -186,3 +186,11 @@ def test_inside_a_drip_run_the_graph_joins_it(recorder: Any, model: Any) -> None
     recorder.client.flush(30)
     assert [r.id for r in recorder.client.list_runs(customer_id=recorder.customer).data] == [run.id]
     assert len(llm_events(recorder.events(run.id))) == 2
+
+
+def test_two_handlers_record_each_call_once(recorder: Any, model: Any) -> None:
+    handlers = [DripCallbackHandler(), DripCallbackHandler()]
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        model.invoke("hi", config={"callbacks": handlers})
+    [event] = llm_events(recorder.events(run.id))
+    check(event, streamed=False)
