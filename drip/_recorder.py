@@ -37,19 +37,20 @@ class Lane(Protocol):
 
     A metered call inside a run does, inline (no call into Python code)::
 
-        buf = lane._buf
-        if len(buf) < lane._soft:
-            buf.append(record)      # the fast lane: a C call
+        q = lane.q
+        if len(q) < lane.soft:
+            q.append(record)        # the fast lane: a C call
         else:
             lane.append(record)     # the slow lane: start the worker, wake it, back-pressure
 
-    so the fast lane costs no Python frame. ``_soft`` is how many records may wait before the
-    slow lane must see the next one (0 forces every record through ``append``); ``_buf`` may be
-    replaced (after ``fork()``) and is read again on every call. ``Delivery`` is a lane.
+    so the fast lane costs no Python frame. ``soft`` is how many records may wait before the
+    slow lane must see the next one (0 forces every record through ``append``); ``q`` may be
+    replaced (after ``fork()``) and is read again on every call. The delivery ``Buffer`` is a
+    lane.
     """
 
-    _buf: Any
-    _soft: int
+    q: Any
+    soft: int
 
     def append(self, record: Record) -> None: ...
 
@@ -57,12 +58,12 @@ class Lane(Protocol):
 class ListLane:
     """A lane into a list (or any ``append``-able) that never needs the slow lane."""
 
-    __slots__ = ("_buf", "_soft", "append")
+    __slots__ = ("append", "q", "soft")
 
-    def __init__(self, buf: Any) -> None:
-        self._buf = buf
-        self._soft = sys.maxsize
-        self.append: Callable[[Record], None] = buf.append
+    def __init__(self, q: Any) -> None:
+        self.q = q
+        self.soft = sys.maxsize
+        self.append: Callable[[Record], None] = q.append
 
 
 #: the lane of a run that is not recorded (its problem was reported once): keeps nothing
@@ -78,13 +79,16 @@ class Recorder:
         *,
         on_error: Callable[[BaseException], Any] | None = None,
         sender: Sender | None = None,
+        make_sender: Callable[[], Sender] | None = None,
     ) -> None:
         self.settings = settings
         self.strict = settings.strict
         self._on_error = on_error
-        self.delivery = Delivery(settings, sender=sender, on_error=on_error)
+        self.delivery = Delivery(
+            settings, sender=sender, on_error=on_error, make_sender=make_sender
+        )
         #: the hot path's way in (see ``Lane``), looked up once per run
-        self.lane: Lane = self.delivery
+        self.lane: Lane = self.delivery.buffer
         self.append: Callable[[Record], None] = self.delivery.append
         self._errors = 0
         self._last_error: str | None = None

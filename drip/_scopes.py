@@ -220,7 +220,11 @@ class RunContext:
         if exc is None:
             status, code, message = "COMPLETED", None, None
         elif isinstance(exc, CANCELLATIONS):
-            status, code, message = "CANCELLED", type(exc).__name__, clean_text(str(exc)) or None
+            status, code, message = (
+                "CANCELLED",
+                type(exc).__name__,
+                clean_text(str(exc)) or None,
+            )
         else:
             status, code = "FAILED", type(exc).__name__
             message = clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])

@@ -60,9 +60,9 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         else:
             rec = (encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
-            buf = lane._buf
-            if len(buf) < lane._soft:
-                buf.append(rec)
+            q = lane.q
+            if len(q) < lane.soft:
+                q.append(rec)
             else:
                 lane.append(rec)
         return result
@@ -103,9 +103,9 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
         else:
             rec = (encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
-            buf = lane._buf
-            if len(buf) < lane._soft:
-                buf.append(rec)
+            q = lane.q
+            if len(q) < lane.soft:
+                q.append(rec)
             else:
                 lane.append(rec)
         return result
