@@ -18,6 +18,19 @@ EXPECT = {
     "async_agent.py": ["5 requests, 15 tokens streamed", "'llm_tokens': 15.0"],
     "threads.py": ["loaded 900 rows in 9 metered calls", "total quantity on the server: 900"],
     "otel_correlation.py": ["correlation id"],
+    # -- LLM integrations (issue 9): exact tokens and cost, read back from the server
+    "llm_openai.py": [
+        "streamed text: 'Tides follow the moon.'",
+        "llm_tokens: 960 tokens, model=gpt-4o-mini-2024-07-18, cost_usd=0.000111, complete=True",
+        "llm_tokens: 0 tokens, model=gpt-4o-mini-2024-07-18, cost_usd=None, complete=False",
+    ],
+    "llm_anthropic.py": [
+        "llm_tokens: 3052 tokens (cache reads 3000), streamed=False, cost_usd=0.001536",
+        "llm_tokens: 3052 tokens (cache reads 3000), streamed=True, cost_usd=0.001536",
+    ],
+    "llm_langgraph.py": ["run 'Tide Agent' COMPLETED", "tool_calls: 1", "llm_tokens: 255 tokens"],
+    "llm_litellm.py": ["llm_tokens: 30 tokens, streamed=False", "streamed=True"],
+    "llm_openai_agents.py": ["llm_tokens: 149 tokens, cost_usd=2.64e-05"],
 }
 
 

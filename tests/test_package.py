@@ -27,7 +27,8 @@ def test_public_names_are_pinned() -> None:
 def test_import_drip_pulls_in_no_server_or_framework() -> None:
     code = (
         "import sys, drip; heavy = [m for m in sys.modules if m.split('.')[0] in "
-        "{'fastapi','starlette','sqlalchemy','uvicorn','flask','langchain_core','openai'} "
+        "{'fastapi','starlette','sqlalchemy','uvicorn','flask','langchain_core','openai',"
+        "'anthropic','litellm','agents','langgraph','langchain','httpx2'} "
         "or m.startswith('drip.server') or m.startswith('drip.integrations.')]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -51,6 +52,7 @@ def test_integrations_import_from_the_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "drip/integrations/__init__.py" in names
     assert "drip/py.typed" in names
+    assert "drip/data/prices.json" in names  # drip.pricing's shipped table
     assert not any(n.startswith("integrations/") for n in names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

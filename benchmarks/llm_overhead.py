@@ -1,0 +1,269 @@
+"""Caller overhead of metering an OpenAI call: drip vs none vs OpenLLMetry vs Logfire.
+
+    python benchmarks/llm_overhead.py [--json PATH]
+
+The same ``client.chat.completions.create`` (plain, and ``stream=True`` read to the end) on
+the real openai SDK over ``httpx2.MockTransport`` (no network), on four clients in one process,
+interleaved: uninstrumented; instrumented by drip (``drip.integrations.openai.instrument(client)``,
+inside a ``drip.run``, delivering to a real ``drip serve`` subprocess); instrumented by
+OpenLLMetry (``opentelemetry-instrumentation-openai``, OTel SDK, batch processor, an exporter
+that drops); instrumented by Logfire (``logfire.instrument_openai(client)``, nothing sent).
+The two peers are measured only if installed. Target: drip adds at most 5% to an
+uninstrumented mocked call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import _bench
+import httpx2
+import openai
+
+N = 50  # calls per timed block
+REPEATS = 21
+LIVE = "drip, live delivery"
+DEFERRED = "drip, delivery deferred"
+CONTROL = "control: wrapt pass-through"
+MODEL = "gpt-4o-mini-2024-07-18"
+USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+BASE = {"id": "c1", "created": 1, "model": MODEL}
+PLAIN = json.dumps(
+    {
+        **BASE,
+        "object": "chat.completion",
+        "usage": USAGE,
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}
+        ],
+    }
+)
+CHUNKS = [{**BASE, "object": "chat.completion.chunk",
+           "choices": [{"index": 0, "delta": {"content": f"w{i}"}, "finish_reason": None}]}
+          for i in range(8)]  # fmt: skip
+
+
+def answer(request: httpx2.Request) -> httpx2.Response:
+    body = json.loads(request.content)
+    if not body.get("stream"):
+        return httpx2.Response(200, content=PLAIN, headers={"content-type": "application/json"})
+    chunks = list(CHUNKS)
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**BASE, "object": "chat.completion.chunk", "choices": [], "usage": USAGE})
+    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return httpx2.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
+
+
+def client() -> openai.OpenAI:
+    return openai.OpenAI(
+        api_key="sk-bench", max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )  # fmt: skip
+
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def block(llm: openai.OpenAI, stream: bool, run: Any = None) -> Callable[[], tuple[int, int]]:
+    """N calls (inside ``run``, a ``drip.run(...)``, when given): wall and caller-thread CPU ns.
+
+    Both are reported: on a host shared with other busy processes the wall time of a
+    CPU-bound mocked call swings with scheduling, while the calling thread's CPU time is
+    what the instrumentation itself adds to the caller.
+    """
+    create = llm.chat.completions.create
+
+    def timed() -> tuple[int, int]:
+        if run is not None:
+            with run:
+                return calls()
+        return calls()
+
+    def calls() -> tuple[int, int]:
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        for _ in range(N):
+            if stream:
+                for _chunk in create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
+                    pass
+            else:
+                create(model="gpt-4o-mini", messages=MESSAGES)
+        return time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+
+    return timed
+
+
+def pinned() -> openai.OpenAI:
+    """A client whose ``create`` is the SDK's own, whatever is patched on the class later.
+
+    OpenLLMetry can only patch the classes (every client at once); pinning the original
+    method on the other clients keeps them out of it, so all cases run side by side, with no
+    switching on and off in between (its ``uninstrument`` leaves calls slower than before).
+    """
+    from openai.resources.chat.completions import Completions
+
+    llm = client()
+    resource = llm.chat.completions
+    vars(resource)["create"] = vars(Completions)["create"].__get__(resource)
+    return llm
+
+
+def openllmetry_client() -> openai.OpenAI | None:
+    try:
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+    except ImportError:
+        return None
+
+    class Drop(SpanExporter):  # type: ignore[misc]
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    return client()
+
+
+def logfire_client() -> openai.OpenAI | None:
+    try:
+        import logfire
+    except ImportError:
+        return None
+    logfire.configure(send_to_logfire=False, console=False, inspect_arguments=False)
+    llm = pinned()
+    logfire.instrument_openai(llm)  # this client only
+    return llm
+
+
+Case = tuple[str, Callable[[], tuple[int, int]]]
+
+
+def rotated(cases: list[Case], repeats: int) -> dict[str, list[tuple[int, int]]]:
+    """Interleaved like ``_bench.interleave``, starting each repeat with the next case, so no
+    case always runs first (the first block of a repeat measured slower here)."""
+    out: dict[str, list[tuple[int, int]]] = {name: [] for name, _ in cases}
+    for r in range(repeats):
+        for name, case in cases[r % len(cases) :] + cases[: r % len(cases)]:
+            out[name].append(case())
+    return out
+
+
+def _pct(table: dict[str, float], name: str) -> str:
+    return f"{100 * (table[name] - table['uninstrumented']) / table['uninstrumented']:+.1f}%"
+
+
+def passthrough() -> openai.OpenAI:
+    """A control: the same wrapt wrapping drip uses, doing nothing else."""
+    import wrapt
+
+    llm = pinned()
+    wrapt.wrap_function_wrapper(llm.chat.completions, "create", lambda w, i, a, k: w(*a, **k))
+    return llm
+
+
+def own_work(client: Any, customer: str, n: int = 2000) -> float:
+    """drip's own work for one call (begin, tokens, price, record), no SDK: median us."""
+    from drip.integrations._llm import LLMCall, Usage
+
+    usage = Usage(120, 30, 100, 0, 10)
+    samples = []
+    with client.run("bench-llm-own", customer_id=customer):
+        for _ in range(REPEATS):
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                LLMCall("llm_tokens", "openai").finish_tokens(MODEL, usage)
+            samples.append((time.perf_counter_ns() - t0) / n / 1000)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    args = _bench.arguments(__doc__.splitlines()[0])
+    _bench.header("llm_overhead.py", f"{REPEATS} repeats x {N} calls, interleaved, medians")
+    results = _bench.Results("llm_overhead")
+    os.environ.setdefault("OTEL_SDK_DISABLED", "false")
+    server = _bench.DripServer().start()
+    try:
+        from drip.integrations import openai as drip_openai
+
+        import drip
+        from drip._default import configure
+
+        live = configure(api_key=server.key, base_url=server.url)
+        deferred = drip.Drip(
+            api_key=server.key, base_url=server.url, flush_interval=3600, max_batch_items=100_000
+        )
+        customer = live.create_customer(external_customer_id="bench-llm").id
+        bare, metered = pinned(), pinned()  # one metered client; the run decides delivery
+        control = passthrough()
+        drip_openai.instrument(metered)  # this client only
+        lf = logfire_client()
+        otel_llm = openllmetry_client()  # last: it patches the class
+
+        rows: list[tuple[str, ...]] = []
+        plain_bare = 0.0
+        for stream in (False, True):
+            cases: list[Case] = [
+                ("uninstrumented", block(bare, stream)),
+                (CONTROL, block(control, stream)),
+                (LIVE, block(metered, stream, live.run("bench-llm", customer_id=customer))),
+                (DEFERRED, block(metered, stream, deferred.run("bench-llm", customer_id=customer))),
+            ]
+            if otel_llm is not None:
+                cases.append(("OpenLLMetry", block(otel_llm, stream)))
+            if lf is not None:
+                cases.append(("Logfire", block(lf, stream)))
+            for _, case in cases:
+                case()  # warm up
+            timed = rotated(cases, REPEATS)
+            kind = "stream" if stream else "plain"
+            wall = {n: statistics.median(w for w, _ in v) / N / 1000 for n, v in timed.items()}
+            cpu = {n: statistics.median(c for _, c in v) / N / 1000 for n, v in timed.items()}
+            for name in wall:
+                rows.append((kind, name, _bench.fmt(wall[name], 1),
+                             _pct(wall, name), _bench.fmt(cpu[name], 1), _pct(cpu, name)))  # fmt: skip
+            plain_bare = plain_bare or cpu["uninstrumented"]
+            for name in (LIVE, DEFERRED, CONTROL, "OpenLLMetry", "Logfire"):
+                if name not in wall:
+                    continue
+                target = name in (LIVE, DEFERRED)
+                for what, table in (("caller CPU", cpu), ("wall", wall)):
+                    pct = 100 * (table[name] - table["uninstrumented"]) / table["uninstrumented"]
+                    ok = pct <= 5 if target and what == "caller CPU" else None
+                    results.check(f"{name}, {kind}: {what} overhead", pct, "%",
+                                  "<= 5%" if ok is not None else "", ok)  # fmt: skip
+        own = own_work(deferred, customer)
+        own_pct = 100 * own / plain_bare
+        results.check("drip's own work per call (no SDK)", own, "us", "", None)
+        results.check("  ... as a share of an uninstrumented plain call (CPU)", own_pct, "%", "<= 5%",
+                      own_pct <= 5)  # fmt: skip
+        deferred.flush(60)
+        live.flush(60)
+        stats = [c.stats() for c in (live, deferred)]
+        deferred.close()
+        print()
+        print(_bench.table(["call", "instrumentation", "wall us", "wall +", "CPU us", "CPU +"],
+                           rows, title="OpenAI chat.completions.create on a mock transport:"))  # fmt: skip
+        sent = sum(x.sent for x in stats)
+        lost = sum(x.rejected + x.dropped for x in stats)
+        print(f"\ndrip delivered {sent} records to the server ({lost} rejected or dropped)")
+        if otel_llm is None:
+            print("OpenLLMetry not installed: pip install opentelemetry-instrumentation-openai")
+        if lf is None:
+            print("Logfire not installed: pip install logfire")
+    finally:
+        server.stop()
+    return results.finish(args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

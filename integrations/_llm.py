@@ -1,0 +1,314 @@
+"""What the LLM integrations share: token usage -> one drip event, and exact streams.
+
+One LLM call records one event (see ``LLMCall``): event type / meter ``meter``, units
+``tokens``, quantity = input + output tokens, metadata ``provider``, ``model``,
+``input_tokens``, ``output_tokens``, ``cached_input_tokens``, ``cache_creation_input_tokens``,
+``reasoning_tokens``, ``streamed``, ``complete`` and ``cost_usd`` when the model is priced
+(``drip.pricing``). Token counts are normalised so every provider means the same thing:
+``input_tokens`` includes cache reads and writes (Anthropic reports them apart, OpenAI
+includes them), ``output_tokens`` includes reasoning.
+
+The event is recorded through drip's public ``@metered`` on a one-step generator
+(``_lifetime``): a metered generator's event starts when it is first advanced, in the context
+current then (so it joins the current run, nests under the current metered call, or becomes a
+usage record of the current customer, with the same lenient/strict rule as ``@metered``), and
+ends when it finishes. That is exactly "an event whose end is decided later", which a stream
+needs, without reaching into drip's private recorder.
+
+Streams (``SyncStream`` / ``AsyncStream``, wrapt ``ObjectProxy`` subclasses, so the caller
+still holds an object that behaves as the SDK's) feed each item to a provider-specific
+``StreamState`` and finish the event exactly once: on exhaustion, on ``close()``, on leaving
+``with``, on an error while iterating, or when garbage-collected (``weakref.finalize``). A stream
+that ends before the provider's final usage records what was seen so far with
+``complete: false``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+
+import drip
+from drip import pricing
+
+__all__ = ["AsyncStream", "LLMCall", "StreamState", "SyncStream", "Usage", "safely"]
+
+logger = logging.getLogger("drip")
+
+
+@dataclass
+class Usage:
+    """Normalised token counts of one call (see the module docstring)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        """Billed tokens: input (cache included) + output (reasoning included)."""
+        return self.input_tokens + self.output_tokens
+
+
+def count(value: Any) -> int:
+    """A token count from an SDK field that may be None or missing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def safely(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call an extractor; a surprise in a provider's object is logged, never raised."""
+    try:
+        return fn(*args)
+    except Exception:
+        logger.exception(
+            "drip: %s failed; the call is recorded without it", getattr(fn, "__name__", fn)
+        )
+        return None
+
+
+def _cost(model: str | None, usage: Usage) -> float | None:
+    return pricing.cost(
+        model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+def _lifetime(call: LLMCall) -> Iterator[None]:
+    """The metered generator behind an ``LLMCall``: step one begins, step two ends."""
+    event = drip.current_event()
+    call.recording = event.recording and event is not call.outer
+    if call.capture_context:
+        call.context = contextvars.copy_context()
+    try:
+        yield
+    except GeneratorExit:  # dropped without an end (a bug, or an SDK that never reported one)
+        if call.recording:
+            event.set_metadata(provider=call.provider, complete=False)
+        raise
+    if call.recording:
+        event.set_quantity(call.quantity)
+        event.set_metadata(**call.metadata)
+    if call.error is not None:
+        raise call.error  # recorded as the event's outcome: error, with the exception's class
+
+
+_lifetimes: dict[tuple[str, str | None], Callable[[LLMCall], Iterator[None]]] = {}
+
+
+def _metered_lifetime(meter: str, units: str | None) -> Callable[[LLMCall], Iterator[None]]:
+    fn = _lifetimes.get((meter, units))
+    if fn is None:
+        fn = _lifetimes[(meter, units)] = drip.metered(meter, quantity=0, units=units)(_lifetime)
+    return fn
+
+
+class LLMCall:
+    """One metered call, begun now (in ``context`` if given) and finished exactly once."""
+
+    def __init__(
+        self,
+        meter: str,
+        provider: str,
+        *,
+        units: str | None = "tokens",
+        context: contextvars.Context | None = None,
+        capture_context: bool = False,
+    ) -> None:
+        self.provider = provider
+        self.quantity: float = 0
+        self.metadata: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.recording = False
+        self.capture_context = capture_context
+        #: the context of this call's event (children begun in it nest under it)
+        self.context: contextvars.Context | None = None
+        self.outer = drip.current_event() if context is None else context.run(drip.current_event)
+        self._lock = threading.Lock()
+        self._gen: Iterator[None] | None = _metered_lifetime(meter, units)(self)
+        if context is None:
+            next(self._gen)
+        else:  # a copy: another thread may be running in ``context`` right now
+            context.copy().run(next, self._gen)
+
+    @property
+    def finished(self) -> bool:
+        """True once the event has been recorded (or given up)."""
+        return self._gen is None
+
+    def finish_tokens(
+        self,
+        model: str | None,
+        usage: Usage | None,
+        *,
+        error: BaseException | None = None,
+        streamed: bool = False,
+        complete: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Finish as an LLM call: token metadata, cost, quantity (0 when usage is unknown)."""
+        meta: dict[str, Any] = {"provider": self.provider, "model": model, "streamed": streamed}
+        if usage is not None:
+            meta.update(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+            )
+            if self.recording:  # an unrecorded call must not warn about prices
+                price = safely(_cost, model, usage)  # a bad DRIP_PRICES file: logged
+                if price is not None:
+                    meta["cost_usd"] = price
+        if not complete:
+            meta["complete"] = False
+        if extra:
+            meta.update(extra)
+        self.finish(0 if usage is None else usage.total, meta, error)
+
+    def finish(
+        self, quantity: float, metadata: dict[str, Any], error: BaseException | None = None
+    ) -> None:
+        """Record the event now, once; later calls do nothing."""
+        with self._lock:
+            gen, self._gen = self._gen, None
+        if gen is None:
+            return
+        self.quantity, self.metadata, self.error = quantity, metadata, error
+        saved = None if error is None else (error.__traceback__, error.__context__)
+        try:
+            next(gen, None)
+        except BaseException as exc:
+            if exc is not error:
+                logger.exception("drip: recording an LLM call failed")
+        finally:
+            if error is not None and saved is not None:
+                # the caller's exception was raised again only to be recorded: leave it as it was
+                error.__traceback__, error.__context__ = saved
+
+
+class StreamState:
+    """What a provider's stream wrapper knows so far; subclasses read the items."""
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
+        self.usage: Usage | None = None
+        self.done = False  # the provider's final usage (or end marker) was seen
+
+    def feed(self, item: Any) -> bool:
+        """Read one item; False hides it from the caller (an item drip asked for)."""
+        return True
+
+
+class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Shared parts of the sync and async stream proxies."""
+
+    def __init__(self, wrapped: Any, call: LLMCall, state: StreamState) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_state = state
+        weakref.finalize(self, _end, call, state, None)
+
+    def _self_show(self, item: Any) -> bool:
+        try:
+            return self._self_state.feed(item)
+        except Exception:
+            logger.exception("drip: could not read a stream item; it is passed on as it is")
+            return True
+
+    def _self_end(self, error: BaseException | None = None) -> None:
+        _end(self._self_call, self._self_state, error)
+
+
+def _end(call: LLMCall, state: StreamState, error: BaseException | None) -> None:
+    if not call.finished:
+        call.finish_tokens(
+            state.model, state.usage, error=error, streamed=True, complete=state.done
+        )
+
+
+class SyncStream(_StreamBase):
+    """A sync stream (``Stream``) that records its call once, however it ends."""
+
+    def __iter__(self) -> SyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                item = self.__wrapped__.__next__()
+            except StopIteration:
+                self._self_end()
+                raise
+            except BaseException as exc:
+                self._self_end(exc)
+                raise
+            if self._self_show(item):
+                return item
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_end()
+
+    def __enter__(self) -> SyncStream:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            self._self_end()
+
+
+class AsyncStream(_StreamBase):
+    """An async stream (``AsyncStream``) that records its call once, however it ends."""
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            try:
+                item = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                self._self_end()
+                raise
+            except BaseException as exc:
+                self._self_end(exc)
+                raise
+            if self._self_show(item):
+                return item
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_end()
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> AsyncStream:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            self._self_end()

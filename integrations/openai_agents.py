@@ -1,0 +1,130 @@
+"""Meter the OpenAI Agents SDK: a ``TracingProcessor`` that records each model call once.
+
+::
+
+    import agents
+    from drip.integrations.openai_agents import DripTracingProcessor
+    agents.add_trace_processor(DripTracingProcessor())
+
+Each model call (a ``generation`` span from the Chat Completions model, a ``response`` span
+from the Responses model) records one event with its tokens. The SDK's aggregate spans (a
+turn's or a task's total) are never recorded, so nothing is counted twice.
+
+A trace (``Runner.run``) outside any ``drip.run`` becomes a run (workflow = the trace's name)
+for the customer in the trace metadata's ``drip_customer_id`` or the current
+``drip.customer``; inside a ``drip.run`` the calls join it.
+
+The SDK sends processors nothing while tracing is disabled (``RunConfig(tracing_disabled=
+True)``, ``OPENAI_AGENTS_DISABLE_TRACING=1``): then nothing is metered. Do not also instrument
+the OpenAI client the agent uses (``drip.integrations.openai``), or each call counts twice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import Any
+
+import drip
+from drip import context as drip_context
+
+from ._llm import LLMCall, Usage, count
+from ._requires import requires
+
+requires("agents", extra="openai-agents", integration="openai_agents")
+from agents.tracing import TracingProcessor  # noqa: E402  (after the check)
+
+__all__ = ["DripTracingProcessor"]
+
+CUSTOMER_KEY = "drip_customer_id"
+#: model calls begun and not yet ended, by span id, shared by every processor, so two
+#: registered processors still record each call once
+_calls: dict[str, LLMCall] = {}
+#: drip runs opened for traces (with the context they are open in), by trace id, shared too
+_traces: dict[str, tuple[contextvars.Context, Any]] = {}
+_lock = threading.Lock()
+_MODEL_CALLS = frozenset({"generation", "response"})
+
+
+class AgentsSpanError(Exception):
+    """A model call the Agents SDK marked as failed (its span's ``error``)."""
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    inputs = usage.get("input_tokens_details") or {}
+    outputs = usage.get("output_tokens_details") or {}
+    return Usage(
+        input_tokens=count(usage.get("input_tokens")),
+        output_tokens=count(usage.get("output_tokens")),
+        cached_input_tokens=count(inputs.get("cached_tokens")),
+        cache_creation_input_tokens=count(inputs.get("cache_write_tokens")),
+        reasoning_tokens=count(outputs.get("reasoning_tokens")),
+    )
+
+
+def _model(data: Any) -> str | None:
+    model = getattr(data, "model", None) or getattr(getattr(data, "response", None), "model", None)
+    return model if isinstance(model, str) else None
+
+
+class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
+    """An Agents SDK tracing processor that meters every model call into drip."""
+
+    def __init__(self, *, meter: str = "llm_tokens") -> None:
+        self.meter = meter
+
+    def on_trace_start(self, trace: Any) -> None:
+        if drip_context.current_run() is not None or trace.trace_id in _traces:
+            return
+        metadata = getattr(trace, "metadata", None) or {}
+        customer = metadata.get(CUSTOMER_KEY) or drip_context.current_customer_id()
+        if not customer:
+            return
+        ctx = contextvars.copy_context()
+        run = drip.run(str(getattr(trace, "name", None) or "agent"), customer_id=str(customer))
+        with _lock:
+            if trace.trace_id in _traces:
+                return
+            ctx.run(run.__enter__)
+            _traces[trace.trace_id] = (ctx, run)
+
+    def on_trace_end(self, trace: Any) -> None:
+        with _lock:
+            opened = _traces.pop(trace.trace_id, None)
+        if opened is not None:
+            ctx, run = opened
+            ctx.run(run.__exit__, None, None, None)
+
+    def on_span_start(self, span: Any) -> None:
+        if getattr(span.span_data, "type", None) not in _MODEL_CALLS:
+            return
+        with _lock:
+            opened = _traces.get(span.trace_id)
+        with _lock:
+            if span.span_id in _calls:
+                return  # another DripTracingProcessor has it
+            _calls[span.span_id] = LLMCall(
+                self.meter, "openai", context=None if opened is None else opened[0]
+            )
+
+    def on_span_end(self, span: Any) -> None:
+        with _lock:
+            call = _calls.pop(span.span_id, None)
+        if call is None:
+            return
+        data = span.span_data
+        usage = data.usage if isinstance(data.usage, dict) else None
+        error = None
+        if span.error:
+            error = AgentsSpanError(str(span.error.get("message") or span.error))
+        call.finish_tokens(
+            _model(data), None if usage is None else _usage(usage), error=error,
+            extra={"agents_span": data.type},
+        )  # fmt: skip
+
+    def shutdown(self) -> None:
+        """Nothing to release: records are delivered by drip's own worker."""
+
+    def force_flush(self) -> None:
+        """Flush drip's default client (the Agents SDK calls this before exiting)."""
+        drip.flush()

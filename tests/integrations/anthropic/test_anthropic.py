@@ -1,0 +1,154 @@
+"""drip.integrations.anthropic with the real anthropic SDK; only the network is faked."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import anthropic
+import pytest
+from anthropic.resources.messages import AsyncMessages, Messages
+from drip.integrations import anthropic as drip_anthropic
+
+import drip
+
+MODEL = "claude-sonnet-4-5-20250929"
+TOKENS = {
+    "provider": "anthropic", "model": MODEL, "input_tokens": 1210, "output_tokens": 15,
+    "cached_input_tokens": 1000, "cache_creation_input_tokens": 200, "reasoning_tokens": 0,
+}  # fmt: skip
+# claude-sonnet-4-5: 10 x 3 + 1000 reads x 0.3 + 200 writes x 3.75 + 15 x 15, per million
+COST = 1.305e-03
+ARGS: dict[str, Any] = {
+    "model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+}  # fmt: skip
+
+
+def only_llm(events: list[Any]) -> Any:
+    llm = [e for e in events if e.meter == "llm_tokens"]
+    assert len(llm) == 1, events
+    return llm[0]
+
+
+def check(event: Any, *, streamed: bool) -> None:
+    assert (event.quantity, event.units, event.outcome) == (1225, "tokens", "ok")
+    meta = event.metadata or {}
+    assert {k: meta.get(k) for k in TOKENS} == TOKENS
+    assert meta["streamed"] is streamed and "complete" not in meta
+    assert meta["cost_usd"] == pytest.approx(COST)
+
+
+def test_create(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        message = make_client().messages.create(**ARGS)
+    assert message.content[0].text == "hello"
+    check(only_llm(recorder.events(run.id)), streamed=False)
+
+
+async def test_async_create(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        await make_client(async_=True).messages.create(**ARGS)
+    check(only_llm(recorder.events(run.id)), streamed=False)
+
+
+def test_stream_counts_cumulative_usage_once(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        kinds = [e.type for e in make_client().messages.create(**ARGS, stream=True)]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    check(only_llm(recorder.events(run.id)), streamed=True)
+
+
+async def test_async_stream(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = await make_client(async_=True).messages.create(**ARGS, stream=True)
+        assert len([e async for e in stream]) == 7
+    check(only_llm(recorder.events(run.id)), streamed=True)
+
+
+def test_messages_stream_helper(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    client = make_client()
+    with (
+        drip.run("chat", customer_id=recorder.customer) as run,
+        client.messages.stream(**ARGS) as stream,
+    ):
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "hello" and final.usage.output_tokens == 15
+    check(only_llm(recorder.events(run.id)), streamed=True)
+
+
+async def test_async_messages_stream_helper(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    client = make_client(async_=True)
+    async with (
+        drip.run("chat", customer_id=recorder.customer) as run,
+        client.messages.stream(**ARGS) as stream,
+    ):
+        final = await stream.get_final_message()
+    assert final.content[0].text == "hello"
+    check(only_llm(recorder.events(run.id)), streamed=True)
+
+
+@pytest.mark.parametrize("how", ["break-and-gc", "helper-exit"])
+def test_abandoned_stream_records_what_was_reported(
+    recorder: Any, make_client: Any, how: str
+) -> None:
+    drip_anthropic.instrument()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        if how == "helper-exit":
+            with make_client().messages.stream(**ARGS) as stream:
+                next(iter(stream))
+        else:
+            stream = make_client().messages.create(**ARGS, stream=True)
+            for _ in stream:
+                break
+            del stream
+            gc.collect()
+    event = only_llm(recorder.events(run.id))
+    # message_start said: 1210 input (cache included), 1 output so far
+    assert event.quantity == 1211 and event.metadata["complete"] is False
+    assert (event.metadata["input_tokens"], event.metadata["output_tokens"]) == (1210, 1)
+
+
+def test_instrumenting_twice_records_once(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    drip_anthropic.instrument()
+    client = make_client()
+    drip_anthropic.instrument(client)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        client.messages.create(**ARGS)
+    assert only_llm(recorder.events(run.id)).quantity == 1225
+
+
+def test_uninstrument_restores_the_original_methods() -> None:
+    names = ("create", "stream", "parse")
+    originals = {(cls, n): vars(cls)[n] for cls in (Messages, AsyncMessages) for n in names}
+    drip_anthropic.instrument()
+    assert vars(Messages)["create"] is not originals[(Messages, "create")]
+    drip_anthropic.uninstrument()
+    assert {key: vars(key[0])[key[1]] for key in originals} == originals
+
+
+@pytest.mark.parametrize("api", ["create", "stream"])
+def test_provider_error_propagates_unchanged_and_the_event_is_error(
+    recorder: Any, make_client: Any, fake: Any, api: str
+) -> None:
+    drip_anthropic.instrument()
+    fake.status = 400
+    client = make_client()
+    with (
+        pytest.raises(anthropic.BadRequestError, match="boom"),
+        drip.run("chat", customer_id=recorder.customer) as run,
+    ):
+        if api == "create":
+            client.messages.create(**ARGS)
+        else:
+            with client.messages.stream(**ARGS):
+                pass
+    event = only_llm(recorder.events(run.id))
+    assert (event.outcome, event.error_type, event.quantity) == ("error", "BadRequestError", 0)

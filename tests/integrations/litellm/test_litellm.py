@@ -1,0 +1,116 @@
+"""DripLogger with real LiteLLM; the provider is LiteLLM's own ``mock_response``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+litellm = pytest.importorskip("litellm")
+
+from drip.integrations import litellm as litellm_integration  # noqa: E402
+from drip.integrations.litellm import DripLogger  # noqa: E402
+
+import drip  # noqa: E402
+
+# LiteLLM's own pydantic models warn when first built; not ours to fix
+pytestmark = pytest.mark.filterwarnings(r"ignore:Item.*ReadOnly. qualifier:UserWarning")
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(autouse=True)
+def logger() -> Iterator[DripLogger]:
+    saved = litellm.callbacks
+    handler = DripLogger()
+    litellm.callbacks = [handler]
+    yield handler
+    litellm.callbacks = saved
+
+
+def llm_events(recorder: Any, run_id: str, expected: int) -> list[Any]:
+    # LiteLLM reports sync calls from its own thread pool: wait for the report to land
+    deadline = time.monotonic() + 10
+    while True:
+        report = recorder.client.flush(30)
+        assert report.failed == 0, report
+        timeline = recorder.client.get_run_timeline(run_id)
+        events = [e for e in timeline.events if e.meter == "llm_tokens"]
+        if len(events) >= expected or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
+def check(event: Any, *, streamed: bool) -> None:
+    meta = event.metadata
+    assert event.outcome == "ok" and event.units == "tokens"
+    assert event.quantity == meta["input_tokens"] + meta["output_tokens"] > 0
+    assert (meta["provider"], meta["model"], meta["streamed"]) == (
+        "openai",
+        "gpt-4o-mini",
+        streamed,
+    )
+    assert meta["cost_usd"] > 0 and "complete" not in meta
+
+
+def test_completion(recorder: Any, logger: DripLogger) -> None:
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        response = litellm.completion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="hello there"
+        )
+    [event] = llm_events(recorder, run.id, 1)
+    check(event, streamed=False)
+    assert (event.metadata["input_tokens"], event.metadata["output_tokens"]) == (
+        response.usage.prompt_tokens, response.usage.completion_tokens,
+    )  # fmt: skip
+    assert not litellm_integration._pending
+
+
+def test_streamed_completion_joins_the_callers_run(recorder: Any) -> None:
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(litellm.completion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="hello there", stream=True
+        ))  # fmt: skip
+    assert len(chunks) > 2
+    [event] = llm_events(recorder, run.id, 1)
+    check(event, streamed=True)
+
+
+async def test_acompletion_plain_and_streamed(recorder: Any, logger: DripLogger) -> None:
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        await litellm.acompletion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hi")
+        stream = await litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="hello you", stream=True
+        )
+        [c async for c in stream]
+        for _ in range(200):  # LiteLLM reports an async stream from a task of this loop
+            if not litellm_integration._pending:
+                break
+            await asyncio.sleep(0.025)
+    events = llm_events(recorder, run.id, 2)
+    assert sorted(e.metadata["streamed"] for e in events) == [False, True]
+    for event in events:
+        check(event, streamed=event.metadata["streamed"])
+
+
+def test_failure_is_an_error_event(recorder: Any) -> None:
+    with (
+        pytest.raises(litellm.exceptions.InternalServerError),
+        drip.run("chat", customer_id=recorder.customer) as run,
+    ):
+        litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=Exception("x"))
+    [event] = llm_events(recorder, run.id, 1)
+    assert (event.outcome, event.error_type, event.quantity) == ("error", "InternalServerError", 0)
+
+
+def test_two_loggers_record_each_call_once(recorder: Any) -> None:
+    litellm.callbacks = [DripLogger(), DripLogger()]
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hello there")
+    time.sleep(0.5)  # give a second, wrong record time to arrive
+    [event] = llm_events(recorder, run.id, 1)
+    check(event, streamed=False)

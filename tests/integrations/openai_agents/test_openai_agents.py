@@ -1,0 +1,144 @@
+"""DripTracingProcessor with the real Agents SDK and openai client; only the network is fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import agents
+import httpx2
+import openai
+import pytest
+from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, RunConfig, Runner
+from drip.integrations.openai_agents import DripTracingProcessor
+
+import drip
+
+USAGE = {
+    "prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38,
+    "prompt_tokens_details": {"cached_tokens": 10},
+    "completion_tokens_details": {"reasoning_tokens": 3},
+}  # fmt: skip
+
+
+def answer(request: httpx2.Request) -> httpx2.Response:
+    body = json.loads(request.content)
+    if request.url.path.endswith("/responses"):
+        return httpx2.Response(200, json={
+            "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1",
+            "status": "completed", "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": [], "output": [{
+                "type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": "hi", "annotations": []}]}],
+            "usage": {"input_tokens": 50, "output_tokens": 20, "total_tokens": 70,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+        })  # fmt: skip
+    assert body["model"] == "gpt-4o-mini"
+    return httpx2.Response(200, json={
+        "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "hello"}}],
+        "usage": USAGE,
+    })  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def processor() -> Iterator[DripTracingProcessor]:
+    mine = DripTracingProcessor()
+    agents.set_trace_processors([mine])  # replaces the default exporter: nothing leaves
+    yield mine
+    agents.set_trace_processors([])
+
+
+def client() -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key="sk-test", http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
+    )
+
+
+def chat_agent() -> Agent:
+    return Agent(
+        name="helper",
+        model=OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client()),
+    )
+
+
+def llm_events(recorder: Any, run_id: str) -> list[Any]:
+    return [e for e in recorder.events(run_id) if e.meter == "llm_tokens"]
+
+
+async def test_each_model_call_records_once_in_the_callers_run(recorder: Any) -> None:
+    async with drip.run("agent", customer_id=recorder.customer) as run:
+        result = await Runner.run(chat_agent(), "hi")
+    assert result.final_output == "hello"
+    [event] = llm_events(recorder, run.id)
+    meta = event.metadata
+    assert (event.quantity, event.units, event.outcome) == (38, "tokens", "ok")
+    assert (meta["model"], meta["input_tokens"], meta["output_tokens"]) == ("gpt-4o-mini", 30, 8)
+    assert (meta["cached_input_tokens"], meta["reasoning_tokens"]) == (10, 3)
+    assert meta["agents_span"] == "generation"
+    # gpt-4o-mini: 20 x 0.15 + 10 cached x 0.075 + 8 x 0.6, per million
+    assert meta["cost_usd"] == pytest.approx(8.55e-06)
+
+
+def test_run_sync_with_the_responses_model(recorder: Any) -> None:
+    agent = Agent(name="r", model=OpenAIResponsesModel(model="gpt-4.1", openai_client=client()))
+
+    def in_a_thread() -> str:
+        with drip.run("agent", customer_id=recorder.customer) as run:
+            assert Runner.run_sync(agent, "hi").final_output == "hi"
+        # run_sync leaves the thread's event loop open by design: close it here
+        asyncio.get_event_loop_policy().get_event_loop().close()
+        return run.id
+
+    with ThreadPoolExecutor(1) as pool:
+        run_id = pool.submit(in_a_thread).result()
+    [event] = llm_events(recorder, run_id)
+    assert (event.quantity, event.metadata["agents_span"]) == (70, "response")  # fmt: skip
+
+
+async def test_a_trace_outside_any_run_becomes_one(recorder: Any) -> None:
+    config = RunConfig(workflow_name="support_agent",
+                       trace_metadata={"drip_customer_id": recorder.customer})  # fmt: skip
+    await Runner.run(chat_agent(), "hi", run_config=config)
+    await Runner.run(chat_agent(), "again", run_config=config)
+    recorder.client.flush(30)
+    runs = recorder.client.list_runs(customer_id=recorder.customer).data
+    assert len(runs) == 2
+    for run in runs:
+        assert recorder.run(run.id).workflow_name == "Support Agent"
+        assert [e.quantity for e in llm_events(recorder, run.id)] == [38]
+
+
+async def test_failed_model_call_is_an_error_event(recorder: Any) -> None:
+    def fail(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(400, json={"error": {"message": "bad", "type": "x"}})
+
+    bad = openai.AsyncOpenAI(
+        api_key="sk-test", http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(fail))
+    )
+    agent = Agent(
+        name="h", model=OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=bad)
+    )
+    with pytest.raises(openai.BadRequestError):
+        async with drip.run("agent", customer_id=recorder.customer) as run:
+            await Runner.run(agent, "hi")
+    [event] = llm_events(recorder, run.id)
+    assert (event.outcome, event.error_type, event.quantity) == ("error", "AgentsSpanError", 0)
+
+
+async def test_two_processors_record_each_call_once(recorder: Any) -> None:
+    agents.set_trace_processors([DripTracingProcessor(), DripTracingProcessor()])
+    async with drip.run("agent", customer_id=recorder.customer) as run:
+        await Runner.run(chat_agent(), "hi")
+    assert [e.quantity for e in llm_events(recorder, run.id)] == [38]
+    config = RunConfig(trace_metadata={"drip_customer_id": recorder.customer})
+    await Runner.run(chat_agent(), "hi", run_config=config)  # a trace outside: one run
+    recorder.client.flush(30)
+    runs = recorder.client.list_runs(customer_id=recorder.customer).data
+    assert len(runs) == 2
+    assert [e.quantity for e in llm_events(recorder, runs[0].id)] == [38]
