@@ -167,8 +167,8 @@ def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
 class RequestRun:
     """One metered request: its run is open from construction until ``finish``."""
 
-    __slots__ = ("_context", "_continued", "_meter", "_run", "done_ns", "method", "route",
-                 "start_ns", "status")  # fmt: skip
+    __slots__ = ("_context", "_continued", "_finished", "_meter", "_run", "done_ns", "error",
+                 "method", "route", "start_ns", "status")  # fmt: skip
 
     def __init__(
         self, meter: RequestMeter, context: Any, method: str, route: str, *, continued: bool
@@ -179,7 +179,10 @@ class RequestRun:
         self.method = method
         self.route = route
         self.status: int | None = None
+        #: how the handler failed, when the framework tells before the response ends
+        self.error: BaseException | None = None
         self.done_ns: int | None = None
+        self._finished = False
         self.start_ns = time.perf_counter_ns()
         self._run = context.__enter__()
 
@@ -191,29 +194,30 @@ class RequestRun:
     def finish(self, exc: BaseException | None = None) -> None:
         """Record the request event and end the run (FAILED on an exception or status >= 500).
 
-        Must be called in the context ``open`` was called in; never raises.
+        Must be called in the context ``open`` was called in; never raises; once only (a
+        second call does nothing).
         """
+        if self._finished:
+            return
+        self._finished = True
+        end = self.done_ns or time.perf_counter_ns()
+        status = self.status if self.status is not None else (500 if exc else None)
         try:
-            end = self.done_ns or time.perf_counter_ns()
-            status = self.status if self.status is not None else (500 if exc else None)
             metadata = {
                 "status_code": status,
                 "route": self.route,
                 "method": self.method,
                 "duration_ms": round((end - self.start_ns) / 1e6, 3),
             }
-            run = self._run
-            if run is not None:
-                run.event(self._meter.meter, self._meter.quantity, metadata=metadata)
+            self._run.event(self._meter.meter, self._meter.quantity, metadata=metadata)
         except Exception:
             logger.exception("drip: the request event could not be recorded")
-        finally:
-            if exc is None and status is not None and status >= 500:
-                exc = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
-            try:
-                self._context.__exit__(None if exc is None else type(exc), exc, None)
-            except Exception:
-                logger.exception("drip: the request's run could not be ended")
+        if exc is None and status is not None and status >= 500:
+            exc = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
+        try:
+            self._context.__exit__(None if exc is None else type(exc), exc, None)
+        except Exception:
+            logger.exception("drip: the request's run could not be ended")
 
 
 def _phrase(status: int) -> str:

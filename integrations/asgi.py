@@ -157,7 +157,7 @@ def _match(routes: Iterable[Any], scope: Scope, prefix: str) -> str | None:
                 return found
         if template is None:
             return None
-        return prefix.rstrip("/") + template
+        return prefix.rstrip("/") + str(template)
     return None
 
 
