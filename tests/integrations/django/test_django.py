@@ -34,10 +34,10 @@ if not settings.configured:
     )
     django.setup()
 
-from django.core.signals import got_request_exception
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.test import AsyncClient, Client, override_settings
-from django.urls import path
+from django.core.signals import got_request_exception  # noqa: E402 (after settings.configure)
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402 (after settings.configure)
+from django.test import AsyncClient, Client, override_settings  # noqa: E402 (after settings.configure)
+from django.urls import path  # noqa: E402 (after settings.configure)
 
 
 @drip.metered("db.queries")
