@@ -130,31 +130,44 @@ class RequestMeter:
             return False
         return self.include is None or _any_match(names, self.include)
 
+    def carried(self, baggage: str | None) -> Any:
+        """The caller's run carried in a ``baggage`` header, when trusted and present, else None.
+
+        A request that carries one continues that run: the customer callable is not asked,
+        since the baggage names the customer.
+        """
+        if not self.trust_baggage or not baggage:
+            return None
+        try:
+            continuation = drip_context.extract({"baggage": baggage})
+        except Exception:
+            logger.exception("drip: incoming baggage could not be read")
+            return None
+        return continuation if continuation.run_id is not None else None
+
     def open(
         self,
         customer: Any,
         method: str,
         route: str | None,
         request_id: str | None,
-        baggage: str | None = None,
+        carried: Any = None,
     ) -> RequestRun | None:
         """Open the request's run in the current context, or None when it is not metered.
 
-        ``customer`` is what the customer callable returned; ``baggage`` the incoming
-        ``baggage`` header, used only with ``trust_baggage=True``.
+        ``customer`` is what the customer callable returned; ``carried`` what ``carried``
+        found (then the caller's run is continued instead).
         """
+        label = route or UNMATCHED
         try:
+            if carried is not None:
+                return RequestRun(self, carried, method, label)
             options = customer_options(customer)
             if options is None:
                 return None
-            label = route or UNMATCHED
             workflow = self.workflow or f"{method} {label}"
-            if self.trust_baggage and baggage:
-                scope = drip_context.extract({"baggage": baggage})
-                if scope is not None:
-                    return RequestRun(self, scope, method, label, continued=True)
             context = drip.run(workflow, external_run_id=request_id or None, **options)
-            return RequestRun(self, context, method, label, continued=False)
+            return RequestRun(self, context, method, label)
         except Exception:
             logger.exception("drip: this request is served but not metered")
             return None
@@ -167,15 +180,13 @@ def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
 class RequestRun:
     """One metered request: its run is open from construction until ``finish``."""
 
-    __slots__ = ("_context", "_continued", "_finished", "_meter", "_run", "done_ns", "error",
-                 "method", "route", "start_ns", "status")  # fmt: skip
+    __slots__ = ("_context", "_finished", "_meter", "_run", "done_ns", "error", "method",
+                 "route", "start_ns", "status")  # fmt: skip
 
-    def __init__(
-        self, meter: RequestMeter, context: Any, method: str, route: str, *, continued: bool
-    ) -> None:
+    def __init__(self, meter: RequestMeter, context: Any, method: str, route: str) -> None:
+        """``context``: a ``drip.run(...)``, or the caller's run from ``carried`` (not ended)."""
         self._meter = meter
         self._context = context
-        self._continued = continued
         self.method = method
         self.route = route
         self.status: int | None = None

@@ -108,6 +108,17 @@ class DripMiddleware:
         route = route_template(scope, self.app)
         if not meter.wanted(route, scope.get("path", "")):
             return None
+        request_id = baggage = None
+        for name, value in scope.get("headers", ()):
+            if name == self._request_id:
+                request_id = value.decode("latin-1")
+            elif name == b"baggage" and meter.trust_baggage:
+                text = value.decode("latin-1")
+                baggage = text if baggage is None else f"{baggage},{text}"
+        method = scope.get("method", "GET")
+        carried = meter.carried(baggage)
+        if carried is not None:
+            return meter.open(None, method, route, request_id, carried)
         try:
             result = meter.customer(requests.Request(scope, receive))
             if inspect.isawaitable(result):
@@ -115,13 +126,7 @@ class DripMiddleware:
         except Exception:
             logger.exception("drip: the customer callable raised; the request is not metered")
             return None
-        request_id = baggage = None
-        for name, value in scope.get("headers", ()):
-            if name == self._request_id:
-                request_id = value.decode("latin-1")
-            elif name == b"baggage" and meter.trust_baggage:
-                baggage = value.decode("latin-1") if baggage is None else f"{baggage},{value}"
-        return meter.open(result, scope.get("method", "GET"), route, request_id, baggage)
+        return meter.open(result, method, route, request_id)
 
 
 def route_template(scope: Scope, app: Any = None) -> str | None:

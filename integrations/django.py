@@ -85,14 +85,14 @@ class DripMiddleware:
         return _end_with(request_run, response)
 
     async def __acall__(self, request: Any) -> Any:
-        route, customer = self._customer(request)
+        route, customer, carried = self._customer(request)
         if inspect.isawaitable(customer):
             try:
                 customer = await customer
             except Exception:
                 logger.exception("drip: the customer callable raised; the request is not metered")
                 customer = None
-        request_run = self._open(request, route, customer)
+        request_run = self._open(request, route, customer, carried)
         if request_run is None:
             return await self.get_response(request)
         try:
@@ -108,19 +108,24 @@ class DripMiddleware:
         if request_run is not None:
             request_run.error = exception
 
-    def _customer(self, request: Any) -> tuple[str | None, Any]:
-        """The request's route template, and its customer (None: not metered)."""
+    def _customer(self, request: Any) -> tuple[str | None, Any, Any]:
+        """The request's route template, its customer (None: not metered), the carried run."""
         route = _route(request)
         if not self._meter.wanted(route, request.META.get("SCRIPT_NAME", "") + request.path_info):
-            return route, None
+            return route, None, None
+        carried = self._meter.carried(request.META.get("HTTP_BAGGAGE"))
+        if carried is not None:
+            return route, None, carried
         try:
-            return route, self._meter.customer(request)
+            return route, self._meter.customer(request), None
         except Exception:
             logger.exception("drip: the customer callable raised; the request is not metered")
-            return route, None
+            return route, None, None
 
-    def _open(self, request: Any, route: str | None, customer: Any) -> RequestRun | None:
-        if customer is None:
+    def _open(
+        self, request: Any, route: str | None, customer: Any, carried: Any
+    ) -> RequestRun | None:
+        if customer is None and carried is None:
             return None
         meta = request.META
         request_run = self._meter.open(
@@ -128,7 +133,7 @@ class DripMiddleware:
             request.method or "GET",
             route,
             meta.get(self._request_id_key),
-            meta.get("HTTP_BAGGAGE") if self._meter.trust_baggage else None,
+            carried,
         )
         if request_run is not None:
             meta[META_KEY] = request_run

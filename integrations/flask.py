@@ -80,19 +80,18 @@ class DripFlask:
         meter = self._meter
         if not meter.wanted(route, request.script_root + request.path):
             return
-        try:
-            customer = meter.customer(request)
-        except Exception:
-            logger.exception("drip: the customer callable raised; the request is not metered")
-            return
         headers = request.headers
-        request_run = meter.open(
-            customer,
-            request.method,
-            route,
-            headers.get(self._request_id_header),
-            headers.get("baggage") if meter.trust_baggage else None,
-        )
+        request_id = headers.get(self._request_id_header)
+        carried = meter.carried(headers.get("baggage"))
+        if carried is not None:
+            request_run = meter.open(None, request.method, route, request_id, carried)
+        else:
+            try:
+                customer = meter.customer(request)
+            except Exception:
+                logger.exception("drip: the customer callable raised; the request is not metered")
+                return
+            request_run = meter.open(customer, request.method, route, request_id)
         if request_run is not None:
             request.environ[ENVIRON_KEY] = request_run
 
