@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
@@ -26,8 +27,8 @@ from typing import Any
 from . import context
 from ._baggage import merge, parse
 from ._instrumentation import resolve
-from ._records import encode_run_start, event_id
-from ._run import Run, _restore, check_name
+from ._records import encode_run_end, encode_run_start, event_id
+from ._run import CANCELLATIONS, MAX_ERROR_MESSAGE, Run, _restore, check_name
 from .context import SCOPE
 
 __all__ = ["Continuation", "RemoteRun", "extract", "inject"]
@@ -128,7 +129,10 @@ class Continuation:
         self.run_id = run_id if self.customer_id is not None else None
         self.parent_event_id = _valid(values.get("parent"), "parent_event_id", "evt_")
         self.workflow = _valid(values.get("workflow"), "workflow") or "remote"
+        #: the parent of the run itself (set by ``child``; a carried run's parent is unknown)
+        self.parent_run_id: str | None = None
         self._tokens: list[Any] = []
+        self._runs: list[Run | None] = []
 
     def __bool__(self) -> bool:
         return self.customer_id is not None
@@ -136,21 +140,63 @@ class Continuation:
     def __repr__(self) -> str:
         return f"<drip.context.Continuation run={self.run_id!r} customer={self.customer_id!r}>"
 
+    def child(self, workflow: str, run_id: str) -> Continuation:
+        """A run planned here, child of the carried one, to be continued by several executions.
+
+        For work that may run more than once under one run, such as a task queue's task and
+        its retries: every execution enters the returned continuation (same ``run_id``, so one
+        run on the server) and the last one calls ``end``. With only a customer carried, the
+        planned run has no parent.
+        """
+        planned = Continuation({})
+        planned.customer_id = self.customer_id
+        planned.run_id = check_name(run_id, "run_id")
+        planned.workflow = check_name(workflow, "workflow")  # type: ignore[assignment]
+        planned.parent_run_id = self.run_id
+        return planned
+
     def __enter__(self) -> Run | None:
         if self.customer_id is None:
             self._tokens.append(None)
+            self._runs.append(None)
             return None
         current = SCOPE.get()
         if self.run_id is None:  # a customer without a run: as drip.customer(...)
             self._tokens.append(SCOPE.set((self.customer_id, current[1], current[2])))
+            self._runs.append(None)
             return None
         instr = resolve(None)
-        run = RemoteRun(_Carried(self.workflow), instr, self.customer_id, None, None)  # type: ignore[arg-type]
+        run = RemoteRun(
+            _Carried(self.workflow),  # type: ignore[arg-type]
+            instr,
+            self.customer_id,
+            self.parent_run_id,
+            None,
+        )
         run._id = self.run_id
         run.remote_parent = self.parent_event_id
         run._append((encode_run_start, run))  # see the module docstring: first start wins
         self._tokens.append(SCOPE.set((self.customer_id, run, None)))
+        self._runs.append(run)
         return run
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """End the entered run here: COMPLETED, or as ``drip.run`` ends for ``exc``.
+
+        Only for a run this process owns (a planned ``child``); a run carried from a caller is
+        the caller's to end. Call it inside the ``with``.
+        """
+        run = self._runs[-1] if self._runs else None
+        if run is None:
+            return
+        if exc is None:
+            status, code, message = "COMPLETED", None, None
+        elif isinstance(exc, CANCELLATIONS):
+            status, code, message = "CANCELLED", type(exc).__name__, str(exc) or None
+        else:
+            status, code = "FAILED", type(exc).__name__
+            message = (str(exc) or repr(exc))[:MAX_ERROR_MESSAGE]
+        run._append((encode_run_end, run, status, code, message, time.perf_counter_ns()))
 
     def __exit__(
         self,
@@ -158,6 +204,7 @@ class Continuation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._runs.pop()
         token = self._tokens.pop()
         if token is not None:
             _restore(token)
