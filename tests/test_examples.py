@@ -18,6 +18,18 @@ EXPECT = {
     "async_agent.py": ["5 requests, 15 tokens streamed", "'llm_tokens': 15.0"],
     "threads.py": ["loaded 900 rows in 9 metered calls", "total quantity on the server: 900"],
     "otel_correlation.py": ["correlation id"],
+    # -- web integrations (issue 10) --
+    "fastapi_api.py": [
+        "acme: 6 requests, 48 tokens",
+        "globex: 1 requests, 27 tokens",
+        "streamed request run: COMPLETED",
+        "'route': '/stream/{topic}'",
+    ],
+    "two_services.py": [
+        "B trusts A: the same run; A's run holds ['api_calls', 'api_calls', "
+        "'reports', 'rows_scanned']",
+        "B does not: two runs",
+    ],
 }
 
 
