@@ -27,7 +27,9 @@ application's).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -129,17 +131,34 @@ class DripMiddleware:
         return meter.open(result, method, route, request_id)
 
 
+#: (router, method, path, root_path) -> template; bounded, as paths carry ids and are unbounded
+_templates: OrderedDict[tuple[int, str, str, str], str | None] = OrderedDict()
+_TEMPLATES_MAX = 2048
+
+
 def route_template(scope: Scope, app: Any = None) -> str | None:
     """The template of the route this request will reach (``/items/{item_id}``), or None.
 
     Asks the application's router (``scope["app"]``, set by Starlette and FastAPI, else
-    ``app``) the way it will ask itself, descending into mounts, whose prefix is kept.
+    ``app``) the way it will ask itself, descending into mounts, whose prefix is kept. Answers
+    are remembered per path (up to 2048, the oldest forgotten first), so a hot endpoint is
+    matched once.
     """
     router = getattr(scope.get("app") or app, "router", None)
     routes = getattr(router, "routes", None)
     if not routes:
         return None
-    return _match(routes, scope, scope.get("root_path", ""))
+    root_path = scope.get("root_path", "")
+    key = (id(router), scope.get("method", ""), scope.get("path", ""), root_path)
+    try:
+        return _templates[key]
+    except KeyError:
+        pass
+    template = _templates[key] = _match(routes, scope, root_path)
+    if len(_templates) > _TEMPLATES_MAX:
+        with contextlib.suppress(KeyError):  # another thread got there first
+            _templates.popitem(last=False)
+    return template
 
 
 def _match(routes: Iterable[Any], scope: Scope, prefix: str) -> str | None:
