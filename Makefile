@@ -23,6 +23,7 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check drip integrations tests examples benchmarks
 	$(BIN)/ruff format --check drip integrations tests examples benchmarks
 	$(BIN)/mypy --strict drip
+	$(BIN)/lint-imports --no-cache
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python benchmarks/run_all.py

@@ -108,7 +108,7 @@ def main() -> int:
     traced = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     stats1 = c1.stats()
-    sample = c1._instrumentation.delivery._buf[-2]  # the last event (before the run end)
+    sample = c1._recorder.delivery._buf[-2]  # the last event (before the run end)
     discard(c1)
 
     per_event = traced / N

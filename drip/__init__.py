@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
-from ._calls import EventHandle
-from ._default import LazyClient, configure
+from types import FunctionType
+
+from ._default import configure
+from ._metered import EventHandle
 from ._reports import DeliveryStats, FlushReport
-from ._run import Run
+from ._scopes import Run
 from ._version import __version__
 from .client import AsyncDrip, Drip
 from .errors import (
@@ -32,7 +34,16 @@ from .errors import (
     DripTimeoutError,
     DripValidationError,
 )
-from .instrument import current_event, customer, flush, metered, run, shutdown, stats
+from .instrument import (
+    LazyClient,
+    current_event,
+    customer,
+    flush,
+    metered,
+    run,
+    shutdown,
+    stats,
+)
 from .models import (
     ChargeResult,
     Customer,
@@ -104,3 +115,18 @@ __all__ = [
     "shutdown",
     "stats",
 ]
+
+# Public names say where users find them (``drip.Run``, not ``drip._scopes.Run``), in reprs,
+# tracebacks and docs. The wire models keep their module: pydantic resolves their annotations
+# there.
+for _name in __all__:
+    _obj = globals()[_name]
+    _where = getattr(_obj, "__module__", None)
+    if (
+        isinstance(_obj, (type, FunctionType))
+        and isinstance(_where, str)
+        and _where.startswith("drip.")
+        and not _where.startswith("drip.models")
+    ):
+        _obj.__module__ = "drip"
+del _name, _obj, _where

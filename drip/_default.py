@@ -2,17 +2,21 @@
 
 It is created on first use, from the environment, so ``@drip.metered`` applied at import time
 works before ``DRIP_API_KEY`` is set. ``configure()`` replaces it; ``reset_default_client()`` is
-for tests.
+for tests. ``default_recorder`` is what ``drip.instrument`` hands down to runs and metered calls
+as their fallback: the layers below never look the default client up themselves.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
+from ._recorder import Recorder, log_limited
 from .client import Drip
+from .errors import DripConfigurationError
 
-__all__ = ["configure", "default_client", "reset_default_client"]
+__all__ = ["configure", "default_client", "default_recorder", "reset_default_client"]
 
 _lock = threading.Lock()
 _client: Drip | None = None
@@ -58,24 +62,19 @@ def reset_default_client() -> None:
         old.close()
 
 
-_LAZY_ENTRY_POINTS = frozenset(
-    {"metered", "run", "customer", "flush", "shutdown", "stats", "current_event"}
-)
+_unconfigured_log: dict[str, float] = {}
 
 
-class LazyClient:
-    """The ``drip`` object: every attribute is the default client's, resolved on use.
+def default_recorder() -> Recorder | None:
+    """The default client's recorder; None when it cannot be configured (no API key).
 
-    The instrumentation entry points (``metered``, ``run``, ...) do not build the client:
-    they resolve it when a decorated function runs, so they work at import time.
+    A call that is then not recorded is logged (and raised under ``DRIP_STRICT=1``).
     """
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _LAZY_ENTRY_POINTS:
-            from . import instrument
-
-            return getattr(instrument, name)
-        return getattr(default_client(), name)
-
-    def __repr__(self) -> str:
-        return "<drip default client (lazy)>"
+    try:
+        return default_client()._recorder
+    except DripConfigurationError as exc:
+        problem = DripConfigurationError(f"drip is not configured, nothing is recorded: {exc}")
+        log_limited(_unconfigured_log, problem)
+        if os.environ.get("DRIP_STRICT", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise problem from exc
+        return None

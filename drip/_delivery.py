@@ -50,14 +50,12 @@ from ._config import Settings
 from ._pipeline import Call, Sender, SenderThread
 from ._records import KINDS, Clock, Record
 from ._reports import DeliveryStats, FlushReport
-from .errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError, DripRateLimitError
+from .errors import DripDeliveryError, DripError
 from .models import IngestResult
 
 __all__ = ["Delivery", "DeliveryStats", "FlushReport", "Sender"]
 
 logger = logging.getLogger("drip")
-
-_RETRY_STATUSES = frozenset({408, 425, 429})
 
 
 class _Marker:
@@ -551,20 +549,10 @@ class Delivery:
 
 
 def _retry_delay(exc: DripError, attempt: int) -> float | None:
-    """Seconds before the next attempt, or None when the failure is not worth repeating."""
-    from ._transport import backoff_delay
+    """Seconds before the next attempt, or None: the SDK's one retry policy."""
+    from ._transport import retry_delay
 
-    if isinstance(exc, DripAPIError):
-        retryable = (
-            exc.status_code in _RETRY_STATUSES
-            or exc.status_code >= 500
-            or (exc.status_code < 400 and exc.code == "INVALID_RESPONSE")
-        )
-        if not retryable:
-            return None
-        retry_after = exc.retry_after if isinstance(exc, DripRateLimitError) else None
-        return backoff_delay(attempt, retry_after)
-    return backoff_delay(attempt) if isinstance(exc, DripNetworkError) else None
+    return retry_delay(exc, attempt)
 
 
 def _after_fork_in_child() -> None:

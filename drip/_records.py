@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from . import otel
 
 if TYPE_CHECKING:
-    from ._run import Run
+    from ._scopes import Run
 
 __all__ = ["Clock", "MeterSpec", "event_id", "next_seq"]
 

@@ -26,9 +26,11 @@ from typing import Any
 
 from . import context
 from ._baggage import merge, parse
-from ._instrumentation import resolve
+from ._checks import check_name, clean_text
+from ._default import default_recorder
+from ._recorder import resolve
 from ._records import encode_run_end, encode_run_start, event_id
-from ._run import CANCELLATIONS, MAX_ERROR_MESSAGE, Run, _restore, check_name
+from ._scopes import CANCELLATIONS, MAX_ERROR_MESSAGE, Run, _restore
 from .context import SCOPE
 
 __all__ = ["Continuation", "RemoteRun", "extract", "inject"]
@@ -165,7 +167,7 @@ class Continuation:
             self._tokens.append(SCOPE.set((self.customer_id, current[1], current[2])))
             self._runs.append(None)
             return None
-        instr = resolve(None)
+        instr = resolve(None, default_recorder)
         run = RemoteRun(
             _Carried(self.workflow),  # type: ignore[arg-type]
             instr,
@@ -192,10 +194,10 @@ class Continuation:
         if exc is None:
             status, code, message = "COMPLETED", None, None
         elif isinstance(exc, CANCELLATIONS):
-            status, code, message = "CANCELLED", type(exc).__name__, str(exc) or None
+            status, code, message = "CANCELLED", type(exc).__name__, clean_text(str(exc)) or None
         else:
             status, code = "FAILED", type(exc).__name__
-            message = (str(exc) or repr(exc))[:MAX_ERROR_MESSAGE]
+            message = clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])
         run._append((encode_run_end, run, status, code, message, time.perf_counter_ns()))
 
     def __exit__(

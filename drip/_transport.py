@@ -4,11 +4,13 @@ The decisions (building the request, reading the answer, mapping an error, wheth
 to wait before another attempt) are plain methods of ``_TransportBase``; ``SyncTransport`` and
 ``AsyncTransport`` only differ in how they send and sleep.
 
-Retry rules: network errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and
-jitter, honouring ``Retry-After``, within ``max_retries`` extra attempts and ``max_retry_time``
-seconds — but only for requests that are safe to repeat (``RequestSpec.retry_safe``: GETs and
-writes carrying an idempotency key or a client-generated id). A connection that was never
-established is retried for every request, since nothing reached the server.
+The retry policy of the SDK, for client methods and the delivery worker alike (``retry_delay``):
+network errors, timeouts, 408, 425, 429, 5xx and a success answer that cannot be read are
+retried with exponential backoff and jitter, honouring ``Retry-After``. A client method retries
+within ``max_retries`` extra attempts and ``max_retry_time`` seconds, and only when the request
+is safe to repeat (``RequestSpec.retry_safe``: GETs and writes carrying an idempotency key or a
+client-generated id) or never reached the server (the connection was not established). The
+delivery worker asks the same ``retry_delay`` for its batches and keeps its own budget.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import httpx
 from pydantic import ValidationError
 
 from . import models as m
-from ._api import RawResponse, RequestSpec, ingest
 from ._config import Settings
+from ._endpoints import RawResponse, RequestSpec, ingest
 from ._version import __version__
 from .errors import (
     DripAPIError,
@@ -38,12 +40,20 @@ from .errors import (
     api_error_class,
 )
 
-__all__ = ["AsyncTransport", "IngestSender", "SyncTransport", "backoff_delay"]
+__all__ = [
+    "AsyncTransport",
+    "IngestSender",
+    "SyncTransport",
+    "backoff_delay",
+    "retry_delay",
+    "retryable",
+]
 
 T = TypeVar("T")
 
 USER_AGENT = f"drip-sdk-python/{__version__}"
-_RETRY_STATUSES = frozenset({408, 429})
+#: statuses worth another attempt besides 5xx: timeout, too early, too many requests
+RETRY_STATUSES = frozenset({408, 425, 429})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -59,6 +69,26 @@ def backoff_delay(
         return float(retry_after)
     ceiling = min(cap, base * float(2 ** min(attempt, 30)))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def retryable(error: DripError) -> bool:
+    """Whether another attempt may succeed where this one failed (the policy, in one place)."""
+    if isinstance(error, DripAPIError):
+        status = error.status_code
+        return (
+            status in RETRY_STATUSES
+            or status >= 500
+            or (status < 400 and error.code == "INVALID_RESPONSE")
+        )
+    return isinstance(error, DripNetworkError)  # timeouts included
+
+
+def retry_delay(error: DripError, attempt: int) -> float | None:
+    """Seconds before attempt ``attempt + 1`` after ``error``, or None: do not retry."""
+    if not retryable(error):
+        return None
+    retry_after = error.retry_after if isinstance(error, DripRateLimitError) else None
+    return backoff_delay(attempt, retry_after)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -165,18 +195,11 @@ class _TransportBase:
         limit = spec.max_attempts or self.settings.max_retries + 1
         if attempt + 1 >= limit:
             return None
-        err = failure.error
-        retry_after: float | None = None
-        if isinstance(err, DripAPIError):
-            if not (err.status_code in _RETRY_STATUSES or err.status_code >= 500):
-                return None
-            if isinstance(err, DripRateLimitError):
-                retry_after = err.retry_after
-        elif not isinstance(err, DripNetworkError):
-            return None
         if not (spec.retry_safe or failure.not_sent):
             return None
-        delay = backoff_delay(attempt, retry_after)
+        delay = retry_delay(failure.error, attempt)
+        if delay is None:
+            return None
         if time.monotonic() - started + delay > self.settings.max_retry_time:
             return None
         return delay

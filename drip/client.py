@@ -1,13 +1,14 @@
 """``Drip`` and ``AsyncDrip``: the typed client of the Drip API.
 
 Both are thin. Each method's parameters, validation and request body are written once, in
-``drip._api``; the classes below only bind those functions to a way of sending
+``drip._endpoints``; the classes below only bind those functions to a way of sending
 (``SyncTransport.send`` or ``await AsyncTransport.send``). Same names on both, awaited on
 ``AsyncDrip``.
 
 Both also carry the instrumentation (``client.metered``, ``client.run``, ``client.customer``,
-``client.flush``, ``client.shutdown``, ``client.stats``), created on first use; its background
-delivery is the same thread-based worker for both.
+``client.flush``, ``client.shutdown``, ``client.stats``): a ``Recorder`` created on first use,
+handed to the runs and metered calls made through the client; its background delivery is the
+same thread-based worker for both.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
-from . import _api
+from . import _endpoints as _api
 from ._config import OnError, Settings, resolve_settings
+from ._metered import make_metered
+from ._recorder import Recorder
+from ._scopes import CustomerScope, RunContext
 from ._transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
-    from ._instrumentation import Instrumentation
     from ._reports import DeliveryStats, FlushReport
-    from ._run import CustomerScope, RunContext
 
 __all__ = ["AsyncDrip", "Drip"]
 
@@ -77,54 +79,54 @@ class _ClientBase:
             settings = attach_local_server(settings)
         self.settings: Settings = settings
         self._on_error = on_error
-        self._instrumentation_obj: Instrumentation | None = None
-        self._instrumentation_lock = threading.Lock()
+        self._recorder_obj: Recorder | None = None
+        self._recorder_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         return self.settings.base_url
 
     @property
-    def _instrumentation(self) -> Instrumentation:
-        inst = self._instrumentation_obj
-        if inst is None:
-            with self._instrumentation_lock:
-                if self._instrumentation_obj is None:
-                    from ._instrumentation import Instrumentation
-
-                    self._instrumentation_obj = Instrumentation(
-                        self.settings, on_error=self._on_error, sender=None
-                    )
-                inst = self._instrumentation_obj
-        return inst
+    def _recorder(self) -> Recorder:
+        """This client's recorder, made on first use."""
+        recorder = self._recorder_obj
+        if recorder is None:
+            with self._recorder_lock:
+                if self._recorder_obj is None:
+                    self._recorder_obj = Recorder(self.settings, on_error=self._on_error)
+                recorder = self._recorder_obj
+        return recorder
 
     # -- instrumentation (documented in drip.instrument) ------------------------------------
 
     def metered(self, meter: str, **kwargs: Any) -> Callable[[F], F]:
         """``@client.metered(meter=...)``: see ``drip.metered``; records go to this client."""
-        return self._instrumentation.metered(meter, **kwargs)
+        return make_metered(self._recorder, _none, meter, **kwargs)
 
     def run(self, workflow: str, **kwargs: Any) -> RunContext:
         """``with client.run(workflow=...)``: see ``drip.run``; records go to this client."""
-        return self._instrumentation.run(workflow, **kwargs)
+        return RunContext(self._recorder, _none, workflow, **kwargs)
 
     def customer(self, customer_id: str) -> CustomerScope:
         """``with client.customer(id):`` sets the customer for everything inside."""
-        return self._instrumentation.customer(customer_id)
+        return CustomerScope(customer_id)
 
     def flush(self, timeout: float | None = None) -> FlushReport:
         """Wait until every buffered record is delivered (or ``timeout``); returns a report."""
-        if self._instrumentation_obj is None:
-            return self._instrumentation.flush(timeout)
-        return self._instrumentation_obj.flush(timeout)
+        return self._recorder.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> FlushReport:
         """Flush, then stop the background worker; returns a report."""
-        return self._instrumentation.shutdown(timeout)
+        return self._recorder.shutdown(timeout)
 
     def stats(self) -> DeliveryStats:
         """Counters of the instrumentation: recorded, sent, duplicates, rejected, dropped..."""
-        return self._instrumentation.stats()
+        return self._recorder.stats()
+
+
+def _none() -> Recorder | None:
+    """A client's runs and calls are bound to its recorder: no fallback is ever needed."""
+    return None
 
 
 def _signature(method: Any, fn: Callable[..., Any], awaitable: bool) -> None:
@@ -196,8 +198,8 @@ class Drip(_ClientBase):
 
     def close(self) -> None:
         """Flush the instrumentation (bounded) and close the HTTP connections."""
-        if self._instrumentation_obj is not None:
-            self._instrumentation_obj.shutdown(None)
+        if self._recorder_obj is not None:
+            self._recorder_obj.shutdown(None)
         self._transport.close()
 
     def __enter__(self) -> Drip:
@@ -249,10 +251,10 @@ class AsyncDrip(_ClientBase):
 
     async def aclose(self) -> None:
         """Flush the instrumentation (bounded) and close the HTTP connections."""
-        if self._instrumentation_obj is not None:
+        if self._recorder_obj is not None:
             # wait for the worker without blocking the event loop, then stop it
-            await self._instrumentation_obj.aflush(self.settings.shutdown_timeout)
-            self._instrumentation_obj.shutdown(0)
+            await self._recorder_obj.aflush(self.settings.shutdown_timeout)
+            self._recorder_obj.shutdown(0)
         await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncDrip:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from ._remote import Continuation
-    from ._run import Run
+    from ._scopes import Run
 
 __all__ = [
     "ContextThreadPoolExecutor",
@@ -45,7 +45,7 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: ``(customer_id, run, event_seq)``: the customer in effect, the open run (a ``drip._run.Run``)
+#: ``(customer_id, run, event_seq)``: the customer in effect, the open run (a ``drip.Run``)
 #: and the sequence number of the innermost metered call (its parent for nested calls).
 Scope = tuple[str | None, "Run | None", int | None]
 

@@ -21,28 +21,22 @@ quantity (``.add`` counts from 0), ``.set_metadata(**kw)`` / ``.metadata`` exten
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from ._api import check_metadata
-from ._calls import EventHandle, _Spec, current_event
-from ._instrumentation import resolve
-from ._records import MeterSpec
-from ._run import CustomerScope, RunContext, bad_quantity, check_name
-from ._wrappers import wrap_async_generator, wrap_coroutine, wrap_function, wrap_generator
-from .errors import DripValidationError
-
-if TYPE_CHECKING:
-    from ._delivery import DeliveryStats, FlushReport
-    from ._instrumentation import Instrumentation
+from ._default import default_client, default_recorder
+from ._delivery import DeliveryStats, FlushReport
+from ._metered import EventHandle, current_event, make_metered
+from ._recorder import Recorder, resolve
+from ._scopes import CustomerScope, RunContext
 
 __all__ = [
     "EventHandle",
+    "Instrumentation",
+    "LazyClient",
     "current_event",
     "customer",
     "flush",
-    "make_metered",
     "metered",
     "run",
     "shutdown",
@@ -50,66 +44,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _check_metadata(metadata: Any) -> dict[str, Any] | None:
-    """As the client checks metadata (JSON, size); a non-dict is a TypeError at decoration."""
-    if metadata is not None and not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    return check_metadata(metadata)
-
-
-def make_metered(
-    instr: Instrumentation | None,
-    meter: str,
-    *,
-    quantity: float | Callable[[Any], float] = 1,
-    units: str | None = None,
-    event_type: str | None = None,
-    customer_id: str | Callable[..., str] | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> Callable[[F], F]:
-    """``metered`` bound to a client (``instr``), or to the default client when None."""
-    if callable(meter):
-        raise TypeError("metered needs a meter name: write @drip.metered('meter'), not @metered")
-    check_name(meter, "meter")
-    event_type = check_name(event_type, "event_type", optional=True) or meter
-    if units is not None and not isinstance(units, str):
-        raise TypeError(f"units must be a string, got {type(units).__name__}")
-    spec_m = MeterSpec(meter, event_type, units, _check_metadata(metadata))
-    qfn: Callable[[Any], Any] | None = None
-    if callable(quantity):
-        qfn = quantity
-    elif isinstance(quantity, bool) or not isinstance(quantity, (int, float)):
-        raise TypeError(
-            f"quantity must be a number or a callable of the return value, "
-            f"got {type(quantity).__name__}"
-        )
-    elif bad_quantity(quantity) is not None:
-        raise DripValidationError(f"quantity {bad_quantity(quantity)}", field="quantity")
-    customer_fn: Callable[..., Any] | None = None
-    if callable(customer_id):
-        customer_fn, customer_id = customer_id, None
-    else:
-        check_name(customer_id, "customer_id", optional=True)
-
-    def decorate(fn: F) -> F:
-        if isinstance(fn, (classmethod, staticmethod)):
-            return type(fn)(decorate(fn.__func__))
-        if not callable(fn):
-            raise TypeError(f"metered can only decorate a callable, got {type(fn).__name__}")
-        spec = _Spec(instr, spec_m, getattr(fn, "__qualname__", repr(fn)))
-        spec.qfn, spec.qconst = qfn, None if qfn is not None else quantity  # type: ignore[assignment]
-        spec.customer, spec.customer_fn = customer_id, customer_fn
-        if inspect.isasyncgenfunction(fn):
-            return wrap_async_generator(fn, spec)  # type: ignore[no-any-return]
-        if inspect.isgeneratorfunction(fn):
-            return wrap_generator(fn, spec)  # type: ignore[no-any-return]
-        if inspect.iscoroutinefunction(fn):
-            return wrap_coroutine(fn, spec)  # type: ignore[return-value]
-        return wrap_function(fn, spec)  # type: ignore[return-value]
-
-    return decorate
 
 
 # -- the module-level API (re-exported by ``drip``) ---------------------------------------------
@@ -131,7 +65,7 @@ def metered(
     functions, coroutines, generators, async generators, methods, class- and staticmethods.
     """
     return make_metered(
-        None, meter, quantity=quantity, units=units, event_type=event_type,
+        None, default_recorder, meter, quantity=quantity, units=units, event_type=event_type,
         customer_id=customer_id, metadata=metadata,
     )  # fmt: skip
 
@@ -151,7 +85,7 @@ def run(
     and inherits the customer; records go to the enclosing run's client, else the default.
     """
     return RunContext(
-        None, workflow, customer_id=customer_id, external_run_id=external_run_id,
+        None, default_recorder, workflow, customer_id=customer_id, external_run_id=external_run_id,
         correlation_id=correlation_id, metadata=metadata,
     )  # fmt: skip
 
@@ -163,23 +97,64 @@ def customer(customer_id: str) -> CustomerScope:
 
 def flush(timeout: float | None = None) -> FlushReport:
     """Flush the default client's records (bounded by ``timeout``); returns a report."""
-    from ._delivery import FlushReport
-
-    instr = resolve(None)
-    return FlushReport(0, 0, 0) if instr is None else instr.flush(timeout)
+    recorder = resolve(None, default_recorder)
+    return FlushReport(0, 0, 0) if recorder is None else recorder.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> FlushReport:
     """Flush and stop the default client's delivery; returns a report."""
-    from ._delivery import FlushReport
-
-    instr = resolve(None)
-    return FlushReport(0, 0, 0) if instr is None else instr.shutdown(timeout)
+    recorder = resolve(None, default_recorder)
+    return FlushReport(0, 0, 0) if recorder is None else recorder.shutdown(timeout)
 
 
 def stats() -> DeliveryStats:
     """The default client's instrumentation counters."""
-    from ._delivery import DeliveryStats
+    recorder = resolve(None, default_recorder)
+    if recorder is None:
+        return DeliveryStats(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    return recorder.stats()
 
-    instr = resolve(None)
-    return DeliveryStats(0, 0, 0, 0, 0, 0, 0, 0, 0, 0) if instr is None else instr.stats()
+
+_ENTRY_POINTS: dict[str, Any] = {
+    "metered": metered,
+    "run": run,
+    "customer": customer,
+    "flush": flush,
+    "shutdown": shutdown,
+    "stats": stats,
+    "current_event": current_event,
+}
+
+
+class LazyClient:
+    """The ``drip`` object: every attribute is the default client's, resolved on use.
+
+    The instrumentation entry points (``metered``, ``run``, ...) do not build the client:
+    they resolve it when a decorated function runs, so they work at import time.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        entry = _ENTRY_POINTS.get(name)
+        if entry is not None:
+            return entry
+        return getattr(default_client(), name)
+
+    def __repr__(self) -> str:
+        return "<drip default client (lazy)>"
+
+
+class Instrumentation(Recorder):
+    """A recorder with its own entry points, without an HTTP client: for tests and for a
+    custom ``sender``. ``Drip`` / ``AsyncDrip`` offer the same methods."""
+
+    def metered(self, meter: str, **options: Any) -> Callable[[F], F]:
+        """``@instr.metered(meter)``: like ``drip.metered``, recording here."""
+        return make_metered(self, default_recorder, meter, **options)
+
+    def run(self, workflow: str, **options: Any) -> RunContext:
+        """``with instr.run(workflow)``: like ``drip.run``, recording here."""
+        return RunContext(self, default_recorder, workflow, **options)
+
+    def customer(self, customer_id: str) -> CustomerScope:
+        """``with instr.customer(id)``: the customer for everything inside."""
+        return CustomerScope(customer_id)

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from ._config import resolve_settings
-from ._instrumentation import Instrumentation, _overrides
+from ._recorder import Recorder, overrides
 from ._records import Clock
 from .models import IngestEvent, IngestItem, IngestRunEnd, IngestRunStart, IngestUsage
 
@@ -46,7 +46,7 @@ class Capture:
         settings = resolve_settings(
             api_key="sk_drip_testing_capture", base_url="http://127.0.0.1:9", strict=strict, env={}
         )
-        self.instrumentation = Instrumentation(settings, on_error=self._on_error)
+        self.instrumentation = Recorder(settings, on_error=self._on_error)
         self.records: list[tuple[Any, ...]] = []
         #: the hot path appends straight to our list: no buffer, no worker, nothing sent
         self.instrumentation.append = self.records.append
@@ -101,11 +101,11 @@ class Capture:
 def capture(*, strict: bool = True) -> Iterator[Capture]:
     """Capture every drip record inside the block (all clients), in memory; strict mode on."""
     cap = Capture(strict=strict)
-    _overrides.append(cap.instrumentation)
+    overrides.append(cap.instrumentation)
     try:
         yield cap
     finally:
-        _overrides.remove(cap.instrumentation)
+        overrides.remove(cap.instrumentation)
 
 
 try:

@@ -97,7 +97,9 @@ async def test_track_usage_unknown_customer(client: Client) -> None:
         await client.track_usage(customer_id="cus_nobody", meter="api_calls", quantity=1)
 
 
-@pytest.mark.parametrize("quantity", [float("nan"), float("inf"), "3", True, None])
+@pytest.mark.parametrize(
+    "quantity", [float("nan"), float("inf"), "3", True, None, -5, -0.5, 10**400, 1e16]
+)
 async def test_bad_quantity_is_refused_before_sending(client: Client, quantity: Any) -> None:
     with pytest.raises(DripValidationError) as info:
         await client.track_usage(customer_id="cus_1", meter="m", quantity=quantity)

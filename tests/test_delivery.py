@@ -24,7 +24,6 @@ import pytest
 
 from drip import instrument as drip
 from drip._config import resolve_settings
-from drip._instrumentation import Instrumentation
 from drip.errors import (
     DripAuthenticationError,
     DripDeliveryError,
@@ -32,6 +31,7 @@ from drip.errors import (
     DripRateLimitError,
     DripServerError,
 )
+from drip.instrument import Instrumentation
 from drip.models import IngestResult
 
 Behaviour = Callable[[list[dict[str, Any]]], Any]
@@ -336,7 +336,7 @@ def _script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
         import json, os, sys, time
         from drip import instrument as drip
         from drip._config import resolve_settings
-        from drip._instrumentation import Instrumentation
+        from drip.instrument import Instrumentation
         from drip.models import IngestResult
 
         OUT = sys.argv[1]

@@ -17,9 +17,9 @@ import pytest
 
 from drip import instrument as drip
 from drip._config import resolve_settings
-from drip._instrumentation import Instrumentation
 from drip.context import EMPTY, SCOPE
 from drip.errors import DripValidationError
+from drip.instrument import Instrumentation
 from drip.models import IngestEvent
 from drip.testing import Capture, capture
 
@@ -608,6 +608,8 @@ def test_no_customer_lenient_runs_the_function_and_reports(
         (lambda r: float("nan"), "must be finite"),
         (lambda r: "12", "must be a number, got str"),
         (lambda r: True, "must be a number, got bool"),
+        (lambda r: -3, "must be >= 0"),
+        (lambda r: 10**400, "must be at most"),
     ],
 )
 def test_bad_quantity_at_call_time(quantity: Any, message: str) -> None:
@@ -618,6 +620,10 @@ def test_bad_quantity_at_call_time(quantity: Any, message: str) -> None:
     with capture(strict=False) as lenient, drip.run("wf", customer_id="c"):
         assert f() == 1  # the host application goes on
     assert [e.quantity for e in lenient.events] == [0] and message in str(lenient.errors[0])
+    # recorded, but not as a success: outcome error, and the reason travels with the event
+    event = lenient.events[0]
+    assert (event.outcome, event.error_type) == ("error", "DripValidationError")
+    assert event.metadata is not None and message in event.metadata["dripError"]
     with (
         capture() as strict,
         drip.run("wf", customer_id="c"),

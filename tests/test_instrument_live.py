@@ -27,9 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from drip import Drip, RunStatus
 from drip import instrument as drip
 from drip._default import configure, reset_default_client
-from drip._instrumentation import Instrumentation
 from drip._transport import IngestSender
 from drip.errors import DripDeliveryError, DripNetworkError, DripRateLimitError, DripServerError
+from drip.instrument import Instrumentation
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ async def test_1000_tasks_and_16_threads_each_in_their_own_run(client: Drip, cus
         t.start()
     for t in threads:
         t.join()
-    report = await client._instrumentation.aflush(60)
+    report = await client._recorder.aflush(60)
     assert report.ok, report
     expected = {run_id: (i, 3) for i, run_id in enumerate(task_runs)}
     expected.update({run_id: (1000 + t, 50) for t, run_id in thread_runs.items()})

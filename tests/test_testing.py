@@ -11,8 +11,8 @@ import pytest
 
 from drip import instrument as drip
 from drip._config import resolve_settings
-from drip._instrumentation import Instrumentation
 from drip.errors import DripValidationError
+from drip.instrument import Instrumentation
 from drip.testing import Capture, capture, drip_capture  # noqa: F401 - the fixture
 
 

@@ -3,40 +3,60 @@
 from __future__ import annotations
 
 import enum
-import math
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-#: Largest metadata object accepted, as compact JSON bytes (client and server agree on it).
-MAX_METADATA_BYTES = 16 * 1024
-#: Longest identifier-like string (ids, keys, meters, event types).
-MAX_NAME_LENGTH = 256
+# the rules are drip._checks' (the one place for them); the models apply them on both sides
+from drip._checks import (
+    MAX_METADATA_BYTES,
+    MAX_NAME_LENGTH,
+    MAX_QUANTITY,
+    metadata_problem,
+    quantity_problem,
+    text_problem,
+)
+
+__all__ = ["MAX_METADATA_BYTES", "MAX_NAME_LENGTH", "MAX_QUANTITY"]
 
 
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a bool")
+def _quantity(value: Any) -> Any:
+    if isinstance(value, str):  # the wire has always taken a numeric string ("4")
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number, got {value[:40]!r}") from None
+    problem = quantity_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number (not NaN or infinity)")
-    return value
-
-
-def _non_empty(value: str) -> str:
+def _name(value: str) -> str:
     if not value.strip():
         raise ValueError("must be a non-empty string")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-#: A usage quantity: a finite number. bool is refused (``True`` is not a quantity).
-Quantity = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_finite)]
-Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_non_empty)]
-Metadata = dict[str, Any]
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    problem = metadata_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: A quantity as a request carries it: a finite number, >= 0, at most ``MAX_QUANTITY``; a
+#: bool is refused (``True`` is not a quantity)
+Quantity = Annotated[float, BeforeValidator(_quantity)]
+Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_name)]
+#: metadata as a request carries it: checked (JSON, size, depth, storable text)
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+#: metadata as the server answers it: never re-checked, so an answer always parses
+StoredMetadata = dict[str, Any]
 
 
 class DripModel(BaseModel):

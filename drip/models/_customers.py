@@ -12,6 +12,7 @@ from ._base import (
     Metadata,
     Name,
     Quantity,
+    StoredMetadata,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -43,7 +44,7 @@ class Customer(DripModel):
     onchain_address: str | None = None
     is_internal: bool = False
     status: CustomerStatus | None = CustomerStatus.ACTIVE
-    metadata: Metadata | None = None
+    metadata: StoredMetadata | None = None
     #: true when ``create_customer`` answered an existing customer (see ``return_existing``)
     is_duplicate: bool = False
 

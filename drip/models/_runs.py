@@ -13,6 +13,7 @@ from ._base import (
     Name,
     Quantity,
     RunStatus,
+    StoredMetadata,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class RunDetails(DripModel):
     error_message: str | None = None
     error_code: str | None = None
     correlation_id: str | None = None
-    metadata: Metadata | None = None
+    metadata: StoredMetadata | None = None
     parent_run_id: str | None = None
     external_run_id: str | None = None
 
@@ -215,7 +216,7 @@ class TimelineEvent(DripModel):
     meter: str | None = None
     charge: dict[str, Any] | None = None
     #: carries ``quantity`` and ``units`` too, for the published client
-    metadata: Metadata | None = None
+    metadata: StoredMetadata | None = None
 
 
 class TimelineSummary(DripModel):
@@ -243,4 +244,4 @@ class RunTimeline(DripModel):
     error_code: str | None = None
     correlation_id: str | None = None
     parent_run_id: str | None = None
-    metadata: Metadata | None = None
+    metadata: StoredMetadata | None = None

@@ -17,10 +17,18 @@ A body the twin refuses is parsed again item by item with the models, whose erro
 reported (anything the models accept that the twin does not, such as a name starting with a
 space, is still accepted this way, only slower). ``tests/server/test_ingest_parse.py`` holds the
 twin to the models' field lists.
+
+Poison isolation: nothing in one item can fail the batch. The rules are ``drip._checks``' (the
+SDK checks the same before it queues): a quantity must be finite, ``>= 0`` and at most
+``MAX_QUANTITY``; metadata must fit the size and depth limits; no string anywhere in an item
+may hold a lone surrogate (what bytes that are not UTF-8 decode to) or NUL. A body with such
+escapes (``\\udcff``, ``\\u0000``) or bytes skips the twin, and the item that holds one is
+rejected alone (``INVALID_TEXT``), with the field named; the rest of the batch is stored.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -28,7 +36,8 @@ from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, Validati
 from pydantic.alias_generators import to_camel
 from typing_extensions import NotRequired, TypedDict
 
-from drip.models import MAX_NAME_LENGTH, IngestItem, RunStatus
+from drip._checks import MAX_NAME_LENGTH, MAX_QUANTITY, find_bad_text, metadata_problem
+from drip.models import IngestItem, RunStatus
 
 from .errors import ApiError, describe_validation_error
 from .wire import decode
@@ -45,7 +54,7 @@ _CONFIG = ConfigDict(
     alias_generator=to_camel, populate_by_name=True, extra="ignore", cache_strings="keys"
 )
 _Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH, pattern=r"^[!-~]")]
-_Quantity = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Quantity = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_QUANTITY)]
 #: the wire's own timestamp format (what ``clock.is_canonical`` takes as is), ASCII digits
 _Time = Annotated[
     str,
@@ -148,15 +157,39 @@ def _ident(item: Any) -> str | None:
     return None
 
 
+#: a JSON escape of NUL or of a surrogate (a pair is fine, but rare enough to take the slow way)
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
+
+
+def _text_ident(item: Any) -> str | None:
+    """The item's id for its rejection; an id that cannot be stored is sent back escaped."""
+    ident = _ident(item)
+    if ident is None or find_bad_text(ident) is None:
+        return ident
+    return ident.encode("utf-8", "backslashreplace").decode("ascii").replace("\x00", "\\x00")
+
+
 def parse_batch(raw: bytes) -> tuple[list[Item | Rejected], bool]:
     """Validate a request body: each item as a dict, or a rejection for an item that does not
     fit its model; and whether the fast schema took the whole body (then every item is valid
     and every timestamp given is in the wire format)."""
-    fast = True
-    try:
-        parsed: list[Item | Rejected] = _FAST.validate_json(raw)["items"]  # type: ignore[assignment]
-    except ValidationError:
-        parsed, fast = _parse_each(decode(raw)), False
+    fast = _SUSPECT.search(raw) is None
+    parsed: list[Item | Rejected] = []
+    if fast:
+        try:
+            parsed = _FAST.validate_json(raw)["items"]  # type: ignore[assignment]
+        except ValueError:  # ValidationError, or bytes that are not UTF-8
+            fast = False
+        else:
+            for i, item in enumerate(parsed):  # metadata rules the schema cannot express
+                meta = item.get("metadata")  # type: ignore[union-attr]
+                problem = None if meta is None else metadata_problem(meta)
+                if problem is not None:
+                    parsed[i] = Rejected(
+                        _ident(item), "VALIDATION_ERROR", f"items[{i}].metadata {problem}"
+                    )
+    if not fast:
+        parsed = _parse_each(decode(raw))
     if len(parsed) > MAX_ITEMS:
         raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} items per request")
     return parsed, fast
@@ -168,6 +201,10 @@ def _parse_each(data: Any) -> list[Item | Rejected]:
         raise ApiError(422, "VALIDATION_ERROR", "items: must be a list of ingest items")
     out: list[Item | Rejected] = []
     for i, item in enumerate(items):
+        bad_text = find_bad_text(item, f"items[{i}]")
+        if bad_text is not None:
+            out.append(Rejected(_text_ident(item), "INVALID_TEXT", bad_text))
+            continue
         try:
             model = _ITEM.validate_python(item)
         except ValidationError as exc:

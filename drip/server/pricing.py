@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 __all__ = ["MICROS", "Pricing", "format_usdc", "parse_price"]
 
 MICROS = Decimal(1_000_000)
+#: wide enough for any float quantity times any price: a cost is never an InvalidOperation
+#: (the ingest checks bound quantities; rows stored before them must still be readable)
+_WIDE = Context(prec=1000, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def format_usdc(micros: int) -> str:
     """Millionths of a USDC as the wire's 6-decimal string (``"0.001000"``)."""
-    return str((Decimal(micros) / MICROS).quantize(Decimal("0.000001")))
+    amount = _WIDE.divide(Decimal(micros), MICROS)
+    return str(amount.quantize(Decimal("0.000001"), context=_WIDE))
 
 
 def parse_price(text: str) -> tuple[str, Decimal]:
@@ -64,5 +68,7 @@ class Pricing:
         price = self.prices.get(meter, self.default)
         if not price:
             return 0
-        amount = Decimal(repr(float(quantity))) * price * MICROS
-        return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        amount = _WIDE.multiply(_WIDE.multiply(Decimal(repr(float(quantity))), price), MICROS)
+        if not amount.is_finite():  # an infinite quantity stored before the checks
+            return 0
+        return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_WIDE))

@@ -10,7 +10,6 @@ Idempotency keys are made here, once per call, so every retry of that call reuse
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -19,6 +18,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ValidationError
 
 from . import models as m
+from ._checks import check_metadata, check_name, check_quantity
 from ._ids import idempotency_key, new_id
 from .errors import DripValidationError
 
@@ -95,44 +95,16 @@ def build(model: type[M], **values: Any) -> M:
         raise DripValidationError(f"{name}: {msg}", field=name) from None
 
 
-def check_metadata(metadata: Any, name: str = "metadata") -> dict[str, Any] | None:
-    """Metadata must be a JSON-serialisable dict no larger than MAX_METADATA_BYTES."""
-    if metadata is None:
-        return None
-    if not isinstance(metadata, Mapping):
-        raise DripValidationError(
-            f"{name} must be a dict, got {type(metadata).__name__}", field=name
-        )
-    try:
-        size = len(json.dumps(metadata, allow_nan=False, separators=(",", ":")))
-    except (TypeError, ValueError) as exc:
-        raise DripValidationError(f"{name} is not JSON-serialisable: {exc}", field=name) from None
-    if size > m.MAX_METADATA_BYTES:
-        raise DripValidationError(
-            f"{name} is {size} bytes as JSON; the limit is {m.MAX_METADATA_BYTES}", field=name
-        )
-    return dict(metadata)
-
-
-def check_quantity(value: Any, name: str = "quantity") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DripValidationError(
-            f"{name} must be a number, got {type(value).__name__}", field=name
-        )
-    if not math.isfinite(value):
-        raise DripValidationError(f"{name} must be finite, got {value!r}", field=name)
-    return float(value)
-
-
-def check_name(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise DripValidationError(f"{name} must be a non-empty string", field=name)
-    return value
-
-
 def _segment(value: str, name: str) -> str:
     """A path segment, escaped so an id cannot address another resource."""
-    return quote(check_name(value, name), safe="")
+    return quote(_name(value, name), safe="")
+
+
+def _name(value: Any, name: str) -> str:
+    """A required name; a non-string is a validation error here (a client method's argument)."""
+    if not isinstance(value, str):
+        raise DripValidationError(f"{name} must be a non-empty string", field=name)
+    return check_name(value, name)  # type: ignore[return-value]
 
 
 def _model(model: type[M]) -> Callable[[RawResponse], M]:
@@ -226,8 +198,8 @@ def track_usage(
     """Record metered usage (no billing). A key is made when you pass none."""
     req = build(
         m.TrackUsageRequest,
-        customer_id=check_name(customer_id, "customer_id"),
-        usage_type=check_name(meter, "meter"),
+        customer_id=_name(customer_id, "customer_id"),
+        usage_type=_name(meter, "meter"),
         quantity=check_quantity(quantity),
         idempotency_key=idempotency_key or _key("track"),
         units=units,
@@ -249,8 +221,8 @@ def charge(
     """Record billable usage and charge it. A key is made when you pass none."""
     req = build(
         m.ChargeRequest,
-        customer_id=check_name(customer_id, "customer_id"),
-        usage_type=check_name(meter, "meter"),
+        customer_id=_name(customer_id, "customer_id"),
+        usage_type=_name(meter, "meter"),
         quantity=check_quantity(quantity),
         idempotency_key=idempotency_key or _key("chg"),
         metadata=check_metadata(metadata),
@@ -309,8 +281,8 @@ def start_run(
     """Start a run of a workflow (id or slug) for a customer. The run id is made here."""
     req = build(
         m.StartRunRequest,
-        customer_id=check_name(customer_id, "customer_id"),
-        workflow_id=check_name(workflow_id, "workflow_id"),
+        customer_id=_name(customer_id, "customer_id"),
+        workflow_id=_name(workflow_id, "workflow_id"),
         external_run_id=external_run_id,
         correlation_id=correlation_id,
         parent_run_id=parent_run_id,
@@ -370,8 +342,8 @@ def emit_event(
     metadata: dict[str, Any] | None = None,
 ) -> RequestSpec[m.EventResult]:
     """Record one event in a run. A key is made when you pass none."""
-    check_name(run_id, "run_id")
-    check_name(event_type, "event_type")
+    _name(run_id, "run_id")
+    _name(event_type, "event_type")
     req = _event(
         {
             "run_id": run_id,
@@ -440,8 +412,8 @@ def record_run(
         items.append(dict(event))
     req = build(
         m.RecordRunRequest,
-        customer_id=check_name(customer_id, "customer_id"),
-        workflow=check_name(workflow, "workflow"),
+        customer_id=_name(customer_id, "customer_id"),
+        workflow=_name(workflow, "workflow"),
         events=items,
         status=status,
         error_message=error_message,

@@ -1,7 +1,7 @@
 """The four wrappers ``@metered`` chooses from: function, coroutine, generator, async generator.
 
 The function and coroutine wrappers inline the common case (a call inside a run with a fixed
-quantity) and hand everything else to ``drip._calls``. Generators run each step in their own
+quantity) and hand everything else to the general path (``_call``). Generators run each step in their own
 copy of the context (``Context.run``; for async generators each synchronous slice of each step),
 so what the body sets never leaks into the consumer and the consumer's later changes never
 reach the body.
@@ -11,34 +11,28 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from . import otel as _otel
-from ._calls import (
-    _begin_in,
-    _general_async,
-    _general_sync,
-    _get,
-    _handles,
-    _in_run,
-    _perf,
-    _reset,
-    _set,
-    _span,
-    _Spec,
-)
-from ._records import encode_event, next_seq
+from .. import otel as _otel
+from .._records import encode_event, next_seq
+from ..context import SCOPE
+from ._call import Spec, begin_in, general_async, general_sync, handles, in_run
 
 __all__ = ["wrap_async_generator", "wrap_coroutine", "wrap_function", "wrap_generator"]
 
+_get, _set, _reset = SCOPE.get, SCOPE.set, SCOPE.reset
+_perf = time.perf_counter_ns
+_span = _otel.span_context
 
-def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+
+def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     if spec.qfn is not None:  # the quantity comes from the result: always the general path
 
         @functools.wraps(fn)
         def metered_by_result(*args: Any, **kwargs: Any) -> Any:
-            return _general_sync(spec, fn, args, kwargs)
+            return general_sync(spec, fn, args, kwargs)
 
         return metered_by_result
     m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
@@ -47,7 +41,7 @@ def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     def metered_call(*args: Any, **kwargs: Any) -> Any:
         customer, run, parent = _get()
         if run is None:
-            return _general_sync(spec, fn, args, kwargs)
+            return general_sync(spec, fn, args, kwargs)
         seq = next_seq()
         token = _set((customer, run, seq))
         span = None if _otel.CV is None else _span()
@@ -57,12 +51,12 @@ def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
+            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
             raise
         t1 = _perf()
         _reset(token)
-        if _handles:  # current_event() may have been used inside
-            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
+        if handles:  # current_event() may have been used inside
+            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
             run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
         return result
@@ -70,12 +64,12 @@ def wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     return metered_call
 
 
-def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[..., Any]:
+def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..., Any]:
     if spec.qfn is not None:
 
         @functools.wraps(fn)
         async def metered_by_result(*args: Any, **kwargs: Any) -> Any:
-            return await _general_async(spec, fn, args, kwargs)
+            return await general_async(spec, fn, args, kwargs)
 
         return metered_by_result
     m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
@@ -84,7 +78,7 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[.
     async def metered_call(*args: Any, **kwargs: Any) -> Any:
         customer, run, parent = _get()
         if run is None:
-            return await _general_async(spec, fn, args, kwargs)
+            return await general_async(spec, fn, args, kwargs)
         seq = next_seq()
         token = _set((customer, run, seq))
         span = None if _otel.CV is None else _span()
@@ -94,12 +88,12 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[.
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
+            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
             raise
         t1 = _perf()
         _reset(token)
-        if _handles:
-            _in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
+        if handles:
+            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
             run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
         return result
@@ -107,11 +101,11 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: _Spec) -> Callable[.
     return metered_call
 
 
-def wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], spec: _Spec) -> Any:
+def wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], spec: Spec) -> Any:
     @functools.wraps(fn)
     def metered_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         ctx = contextvars.copy_context()
-        call = _begin_in(ctx, spec, args, kwargs)
+        call = begin_in(ctx, spec, args, kwargs)
         gen = fn(*args, **kwargs)
         sent: Any = None
         thrown: BaseException | None = None
@@ -178,11 +172,11 @@ async def _in_context(ctx: contextvars.Context, step: Any) -> Any:
             value, thrown = None, exc
 
 
-def wrap_async_generator(fn: Callable[..., Any], spec: _Spec) -> Any:
+def wrap_async_generator(fn: Callable[..., Any], spec: Spec) -> Any:
     @functools.wraps(fn)
     async def metered_async_generator(*args: Any, **kwargs: Any) -> Any:
         ctx = contextvars.copy_context()
-        call = _begin_in(ctx, spec, args, kwargs)
+        call = begin_in(ctx, spec, args, kwargs)
         agen = fn(*args, **kwargs)
         sent: Any = None
         thrown: BaseException | None = None

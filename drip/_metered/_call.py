@@ -1,7 +1,13 @@
 """One metered call: its event handle (``current_event()``), and the general path.
 
-The general path (``_Call``) serves every case the inline fast paths in ``drip._wrappers`` do
-not: usage records outside runs, generators, quantity callables, ``current_event()`` handles.
+The general path (``Call``) serves every case the inline fast paths in ``_wrap`` do not: usage
+records outside runs, generators, quantity callables, ``current_event()`` handles.
+
+A quantity that cannot be recorded (the quantity callable raised or returned NaN, a negative
+number, ...) is never recorded as a silent 0 with outcome ``ok``: the event is recorded with
+quantity 0, outcome ``error``, ``errorType`` ``"DripValidationError"`` (unless the call itself
+raised) and the reason in ``metadata["dripError"]``; the problem is also reported (strict mode
+raises it, after the record is made).
 """
 
 from __future__ import annotations
@@ -13,26 +19,37 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import otel as _otel
-from ._instrumentation import resolve
-from ._records import MeterSpec, encode_event, encode_usage, event_id, next_seq
-from ._run import bad_quantity, check_name
-from .context import SCOPE, Scope
-from .errors import DripValidationError
+from .. import otel as _otel
+from .._checks import check_name, clean_text, quantity_problem
+from .._recorder import Fallback, Recorder, resolve
+from .._records import MeterSpec, encode_event, encode_usage, event_id, next_seq
+from ..context import SCOPE, Scope
+from ..errors import DripValidationError
 
 if TYPE_CHECKING:
-    from ._instrumentation import Instrumentation
-    from ._run import Run
+    from .._scopes import Run
 
-__all__ = ["EventHandle", "current_event"]
+__all__ = [
+    "Call",
+    "EventHandle",
+    "Spec",
+    "begin_in",
+    "current_event",
+    "general_async",
+    "general_sync",
+    "handles",
+    "in_run",
+]
 
 logger = logging.getLogger("drip")
 
 _get, _set, _reset = SCOPE.get, SCOPE.set, SCOPE.reset
 _perf = time.perf_counter_ns
 _span = _otel.span_context
+#: the longest reason kept in an event's ``metadata["dripError"]``
+MAX_REASON = 500
 #: handles given out by ``current_event()``, by sequence number; popped when the call ends
-_handles: dict[int, EventHandle] = {}
+handles: dict[int, EventHandle] = {}
 _handle_lock = threading.Lock()
 
 
@@ -90,8 +107,9 @@ class EventHandle:
         if self._closed:
             logger.warning("drip: event %s already ended; a later quantity is ignored", self.id)
             return False
-        if bad_quantity(n) is not None:
-            self._bad = f"{n!r} ({bad_quantity(n)})"
+        problem = quantity_problem(n)
+        if problem is not None:
+            self._bad = f"{n!r} ({problem})"
             return False
         return True
 
@@ -131,19 +149,20 @@ def current_event() -> EventHandle:
     _, run, seq = _get()
     if seq is None:
         return _NO_EVENT
-    handle = _handles.get(seq)
+    handle = handles.get(seq)
     if handle is None:
-        handle = _handles.setdefault(seq, EventHandle(seq, run is None))
+        handle = handles.setdefault(seq, EventHandle(seq, run is None))
     return handle
 
 
-class _Spec:
+class Spec:
     """Everything one ``@metered(...)`` fixed at decoration time."""
 
-    __slots__ = ("customer", "customer_fn", "instr", "m", "name", "qconst", "qfn")
+    __slots__ = ("customer", "customer_fn", "fallback", "instr", "m", "name", "qconst", "qfn")
 
-    def __init__(self, instr: Instrumentation | None, m: MeterSpec, name: str) -> None:
+    def __init__(self, instr: Recorder | None, fallback: Fallback, m: MeterSpec, name: str) -> None:
         self.instr = instr
+        self.fallback = fallback
         self.m = m
         self.name = name
         self.qconst: float | None = 1
@@ -152,15 +171,15 @@ class _Spec:
         self.customer_fn: Callable[..., Any] | None = None
 
 
-class _Call:
+class Call:
     """One metered call on the general path (usage records, generators, callables, handles)."""
 
     __slots__ = ("enc", "instr", "owner", "parent", "scope", "seq", "sink", "span", "spec", "t0")
 
     def __init__(
         self,
-        spec: _Spec,
-        instr: Instrumentation | None,
+        spec: Spec,
+        instr: Recorder | None,
         sink: Callable[[Any], None],
         enc: Any,
         owner: Any,
@@ -179,7 +198,7 @@ class _Call:
         """Record the call; a quantity problem is reported after (raised only if nothing was)."""
         spec = self.spec
         quantity, meta, problem = spec.qconst, spec.m.metadata, None
-        handle = _handles.pop(self.seq, None) if _handles else None
+        handle = handles.pop(self.seq, None) if handles else None
         if handle is not None:
             handle._closed = True
             if handle._metadata:
@@ -194,19 +213,25 @@ class _Call:
                     quantity = spec.qfn(result)
                 except Exception as error:
                     problem = f"the quantity callable raised {error!r}"
-        if quantity is not None and bad_quantity(quantity) is not None:
-            problem = f"the quantity {bad_quantity(quantity)}"
-            quantity = None
+        if quantity is not None:
+            bad = quantity_problem(quantity)
+            if bad is not None:
+                problem, quantity = f"the quantity {bad}", None
         if quantity is None:
             quantity = 0  # unknown (the call failed, or see the problem): say so, not 1
         error_type = None if exc is None else type(exc).__name__
+        if problem is not None:
+            # recorded, but never as a silent success: outcome error, and the reason
+            error_type = error_type or "DripValidationError"
+            reason = clean_text(problem[:MAX_REASON])
+            meta = {**meta, "dripError": reason} if meta else {"dripError": reason}
         self.sink((
             self.enc, spec.m, self.owner, self.parent, self.seq, self.t0, t1, quantity,
             error_type, self.span, meta,
         ))  # fmt: skip
         if problem is not None and self.instr is not None:
             err = DripValidationError(
-                f"@metered({spec.m.meter!r}) on {spec.name}: {problem}; recorded with quantity 0",
+                f"@metered({spec.m.meter!r}) on {spec.name}: {problem}; recorded with quantity 0 and outcome error",
                 field="quantity",
             )
             try:
@@ -216,24 +241,24 @@ class _Call:
                     raise  # strict mode, and no exception of the caller's to hide
 
 
-def _in_run(
-    spec: _Spec, customer: str | None, run: Run, parent: int | None, seq: int, span: Any, t0: int
-) -> _Call:
+def in_run(
+    spec: Spec, customer: str | None, run: Run, parent: int | None, seq: int, span: Any, t0: int
+) -> Call:
     """The general path for a call of a run that the fast path began."""
-    return _Call(
-        spec, run._instr, run._append, encode_event, run, (customer, run, seq), parent, seq,
+    return Call(
+        spec, run._recorder, run._append, encode_event, run, (customer, run, seq), parent, seq,
         span, t0,
     )  # fmt: skip
 
 
-def _begin(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
+def _begin(spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
     """Start a metered call in the current context (None: it cannot be recorded)."""
     scope = _get()
     customer, run, parent = scope
     if run is not None:
         seq = next_seq()
-        return _in_run(spec, customer, run, parent, seq, _otel.span_context(), _perf())
-    instr = resolve(spec.instr)
+        return in_run(spec, customer, run, parent, seq, _otel.span_context(), _perf())
+    instr = resolve(spec.instr, spec.fallback)
     if instr is None:
         return None
     if spec.customer_fn is not None:
@@ -265,13 +290,13 @@ def _begin(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call 
     seq = next_seq()
     _otel.refresh()
     span = None if _otel.CV is None else _span()
-    return _Call(
+    return Call(
         spec, instr, instr.append, encode_usage, customer, (customer, None, seq), parent, seq,
         span, _perf(),
     )  # fmt: skip
 
 
-def _general_sync(spec: _Spec, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+def general_sync(spec: Spec, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     call = _begin(spec, args, kwargs)
     if call is None:
         return fn(*args, **kwargs)
@@ -289,8 +314,8 @@ def _general_sync(spec: _Spec, fn: Callable[..., Any], args: Any, kwargs: Any) -
     return result
 
 
-async def _general_async(
-    spec: _Spec, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+async def general_async(
+    spec: Spec, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
 ) -> Any:
     call = _begin(spec, args, kwargs)
     if call is None:
@@ -309,10 +334,10 @@ async def _general_async(
     return result
 
 
-def _begin_in(ctx: contextvars.Context, spec: _Spec, args: Any, kwargs: Any) -> _Call | None:
+def begin_in(ctx: contextvars.Context, spec: Spec, args: Any, kwargs: Any) -> Call | None:
     """Begin a generator's call inside its own context, and make it current there."""
 
-    def begin() -> _Call | None:
+    def begin() -> Call | None:
         call = _begin(spec, args, kwargs)
         if call is not None:
             _set(call.scope)  # the context is the generator's own: never reset

@@ -9,23 +9,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import math
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from . import otel
+from ._checks import check_metadata, check_name, check_text, clean_text, quantity_problem
 from ._ids import new_id
-from ._instrumentation import resolve
+from ._recorder import Fallback, Recorder, resolve
 from ._records import encode_manual, encode_run_end, encode_run_start, event_id, next_seq
 from .context import SCOPE
 from .errors import DripValidationError
-from .models import MAX_NAME_LENGTH
-
-if TYPE_CHECKING:
-    from ._instrumentation import Instrumentation
 
 __all__ = ["CustomerScope", "Run", "RunContext"]
 
@@ -34,32 +30,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 MAX_ERROR_MESSAGE = 2000
 _perf = time.perf_counter_ns
-
-
-def check_name(value: Any, field: str, *, optional: bool = False) -> str | None:
-    """A meter, workflow, event type or id: a non-empty string of at most 256 characters."""
-    if type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace():
-        return value  # the common case, without allocating
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{field} must be a string, got {type(value).__name__}")
-    if not value.strip() or len(value) > MAX_NAME_LENGTH:
-        raise DripValidationError(
-            f"{field} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
-            f"got {value!r}",
-            field=field,
-        )
-    return value
-
-
-def bad_quantity(value: Any) -> str | None:
-    """Why ``value`` is not a quantity (a finite int or float, not a bool), or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"must be a number, got {type(value).__name__}"
-    if not math.isfinite(value):
-        return f"must be finite, got {value!r}"
-    return None
 
 
 _id_lock = threading.Lock()
@@ -76,8 +46,8 @@ class Run:
         "_append",
         "_context",
         "_id",
-        "_instr",
         "_json",
+        "_recorder",
         "_t0",
         "_token",
         "correlation_id",
@@ -95,7 +65,7 @@ class Run:
     def __init__(
         self,
         context: RunContext,
-        instr: Instrumentation | None,
+        recorder: Recorder | None,
         customer_id: str | None,
         parent_run_id: str | None,
         correlation_id: str | None,
@@ -108,8 +78,8 @@ class Run:
         self.correlation_id = correlation_id
         self.metadata = context.metadata
         self._context = context
-        self._instr = instr
-        self._append: Callable[[Any], None] = _discard if instr is None else instr.append
+        self._recorder = recorder
+        self._append: Callable[[Any], None] = _discard if recorder is None else recorder.append
         self._t0 = _perf()
         self._token: Any = None
         self._json: str | None = None  # set by the delivery worker
@@ -144,14 +114,15 @@ class Run:
         """
         try:
             check_name(event_type, "event_type")
-            problem = None if quantity is None else bad_quantity(quantity)
+            problem = None if quantity is None else quantity_problem(quantity)
             if problem:
                 raise DripValidationError(f"quantity {problem}", field="quantity")
-            if metadata is not None and not isinstance(metadata, dict):
-                raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+            check_text(units, "units")
+            check_text(description, "description")
+            metadata = check_metadata(metadata)
         except (DripValidationError, TypeError) as exc:
-            if self._instr is not None:
-                self._instr.report(exc)
+            if self._recorder is not None:
+                self._recorder.report(exc)
             return None
         _, run, parent = SCOPE.get()
         seq = next_seq()
@@ -185,7 +156,8 @@ class RunContext:
 
     def __init__(
         self,
-        instr: Instrumentation | None,
+        recorder: Recorder | None,
+        fallback: Fallback,
         workflow: str,
         *,
         customer_id: str | None = None,
@@ -204,14 +176,16 @@ class RunContext:
         )
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        self.metadata = metadata
-        self._instr = instr
+        self.metadata = check_metadata(metadata)
+        self._recorder = recorder
+        self._fallback = fallback
         self._open: list[Run] = []
 
     def start(self) -> Run:
         """Open a run in the current context (what ``__enter__`` does)."""
         customer, parent, _ = SCOPE.get()
-        instr = resolve(self._instr or (parent._instr if parent is not None else None))
+        bound = self._recorder or (parent._recorder if parent is not None else None)
+        instr = resolve(bound, self._fallback)
         customer = self.customer_id or customer
         correlation = self.correlation_id or (parent.correlation_id if parent else None)
         if correlation is None:
@@ -252,10 +226,10 @@ class RunContext:
         if exc is None:
             status, code, message = "COMPLETED", None, None
         elif isinstance(exc, CANCELLATIONS):
-            status, code, message = "CANCELLED", type(exc).__name__, str(exc) or None
+            status, code, message = "CANCELLED", type(exc).__name__, clean_text(str(exc)) or None
         else:
             status, code = "FAILED", type(exc).__name__
-            message = (str(exc) or repr(exc))[:MAX_ERROR_MESSAGE]
+            message = clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])
         run._append((encode_run_end, run, status, code, message, _perf()))
         _restore(run._token)
 

@@ -1,0 +1,158 @@
+"""``drip._checks``: the one set of rules for names, quantities, metadata and text.
+
+The same functions guard client methods, ``@metered``, ``run``, ``run.event`` and the server's
+ingest parser; these tests pin the rules themselves, and that each entry point uses them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from drip import instrument as drip
+from drip._checks import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_QUANTITY,
+    check_metadata,
+    check_name,
+    check_quantity,
+    check_text,
+    clean_text,
+    metadata_problem,
+    quantity_problem,
+    text_problem,
+)
+from drip.errors import DripValidationError
+from drip.testing import capture
+
+LONE = b"f\xff".decode("utf-8", "surrogateescape")
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("value", [0, 1, 2.5, MAX_QUANTITY, float(MAX_QUANTITY), 0.0])
+def test_good_quantities(value: Any) -> None:
+    assert quantity_problem(value) is None
+    assert check_quantity(value) == float(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-5, "must be >= 0"),
+        (-0.001, "must be >= 0"),
+        (math.nan, "must be finite"),
+        (math.inf, "must be finite"),
+        (-math.inf, "must be finite"),
+        (MAX_QUANTITY + 1, "must be at most"),
+        (1e27, "must be at most"),
+        (10**400, "must be at most"),  # too large for a float: no OverflowError
+        (True, "must be a number, got bool"),
+        ("3", "must be a number, got str"),
+        (None, "must be a number, got NoneType"),
+    ],
+)
+def test_bad_quantities(value: Any, message: str) -> None:
+    assert message in (quantity_problem(value) or "")
+    with pytest.raises(DripValidationError, match=message) as info:
+        check_quantity(value, "events.0.quantity")
+    assert info.value.field == "events.0.quantity"
+
+
+def test_names() -> None:
+    assert check_name("tokens", "meter") == "tokens"
+    assert check_name("café", "meter") == "café"  # non-ASCII is fine, only unstorable is not
+    assert check_name(None, "meter", optional=True) is None
+    with pytest.raises(TypeError, match="meter must be a string"):
+        check_name(3, "meter")
+    for bad in ("", "  ", "x" * 257, LONE, "a\x00b"):
+        with pytest.raises(DripValidationError) as info:
+            check_name(bad, "meter")
+        assert info.value.field == "meter"
+
+
+def test_text() -> None:
+    assert text_problem("plain") is None and text_problem("é") is None
+    assert "lone surrogate" in (text_problem(LONE) or "")
+    assert "NUL" in (text_problem("a\x00") or "")
+    assert clean_text(LONE) == "f\ufffd" and clean_text("a\x00") == "a\ufffd"
+    assert clean_text("ok") == "ok"
+    assert check_text(None, "units") is None
+    with pytest.raises(DripValidationError, match="units holds a lone surrogate"):
+        check_text(LONE, "units")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "must be a dict"),
+        ({"x": math.nan}, "nan"),
+        ({"x": [1, math.inf]}, "inf"),
+        ({"x": object()}, "not JSON-serialisable"),
+        ({1: "x"}, "key that is not a string"),
+        ({"x": "y" * MAX_METADATA_BYTES}, "bytes as JSON"),
+        ({"x": LONE}, "lone surrogate"),
+        ({LONE: 1}, "lone surrogate"),
+        ({"x": ["a\x00"]}, "NUL"),
+        (nested(MAX_METADATA_DEPTH + 1), "nested deeper"),
+        (nested(5000), "nested deeper"),  # no RecursionError
+    ],
+)
+def test_bad_metadata(value: Any, message: str) -> None:
+    assert message in (metadata_problem(value) or "")
+    with pytest.raises(DripValidationError, match="metadata"):
+        check_metadata(value)
+
+
+def test_good_metadata() -> None:
+    meta = {"a": [1, 2.5, None, True, {"b": "é"}], "deep": nested(MAX_METADATA_DEPTH - 1)}
+    assert metadata_problem(nested(MAX_METADATA_DEPTH)) is None
+    assert metadata_problem(meta) is None
+    copy = check_metadata(meta)
+    assert copy == meta and copy is not meta
+    assert check_metadata(None) is None
+
+
+# -- every entry point asks the same rules ------------------------------------------------------
+
+
+def test_run_event_refuses_what_metered_refuses() -> None:
+    big = {"x": "y" * 50_000}
+    with pytest.raises(DripValidationError, match="metadata"):
+        drip.metered("m", metadata=big)
+    with pytest.raises(DripValidationError, match="metadata"):
+        drip.metered("m", metadata={"x": math.nan})
+    with capture(strict=False) as cap, drip.run("wf", customer_id="c") as run:
+        assert run.event("e", metadata=big) is None
+        assert run.event("e", metadata={"x": math.nan}) is None
+        assert run.event("e", quantity=-1) is None
+        assert run.event("e", units=LONE) is None
+        assert run.event("ok", quantity=2, metadata={"fine": 1}) is not None
+    assert [e.event_type for e in cap.events] == ["ok"]
+    assert len(cap.errors) == 4
+
+
+def test_run_and_metered_check_at_decoration() -> None:
+    with pytest.raises(DripValidationError, match="metadata"):
+        drip.run("wf", customer_id="c", metadata={"x": LONE})
+    with pytest.raises(DripValidationError, match="quantity"):
+        drip.metered("m", quantity=-1)
+    with pytest.raises(DripValidationError, match="units"):
+        drip.metered("m", units="a\x00")
+    with pytest.raises(DripValidationError, match="workflow"):
+        drip.run(LONE, customer_id="c")
+
+
+def test_a_failed_run_with_odd_text_still_ends() -> None:
+    with capture() as cap, pytest.raises(ValueError), drip.run("wf", customer_id="c"):
+        raise ValueError(LONE + "\x00")
+    end = cap.run_ends[0]
+    assert end.status == "FAILED" and end.error_message == "f\ufffd\ufffd"
