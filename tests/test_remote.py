@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import drip
 from drip import Drip, RunStatus
-from drip._baggage import MAX_BYTES, MAX_MEMBERS, merge, parse
+from drip._baggage import MAX_BYTES, parse
 from drip._default import reset_default_client
 from drip.context import current_customer_id, current_run, extract, inject
 
@@ -99,15 +99,6 @@ def test_bad_or_oversized_baggage_is_ignored(b_client: Drip) -> None:
     assert not extract({"baggage": big})
     with extract({"baggage": ""}) as nothing:
         assert nothing is None and current_run() is None
-
-
-def test_merge_keeps_within_w3c_limits() -> None:
-    full = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS))
-    assert merge(full, {"run": "run_1"}) == full  # a 65th member would break the limit
-    long = "k=" + "v" * (MAX_BYTES - 10)
-    assert merge(long, {"run": "run_1", "customer": "cus_1"}) == long
-    assert merge("drip.run=old, x=1", {"run": "run_2"}) == "x=1,drip.run=run_2"
-    assert parse(merge(None, {"customer": "cus 42/é"})) == {"customer": "cus 42/é"}
 
 
 def test_inject_adds_opentelemetry_traceparent_alongside() -> None:

@@ -208,3 +208,26 @@ def test_settings_mistakes_are_improperly_configured() -> None:
         pytest.raises(ImproperlyConfigured, match="exclud"),
     ):
         DripMiddleware(lambda r: r)
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_trusted_baggage_continues_the_callers_run(
+    live: Drip, customers: list[str], trust: bool
+) -> None:
+    from drip.context import inject
+
+    with (
+        override_settings(DRIP_MIDDLEWARE={"trust_baggage": trust}),
+        drip.run("caller", customer_id=customers[0]) as caller,
+    ):
+        headers = dict(inject({}))
+        response = Client().get("/v1/items/9/", headers={"x-customer": customers[1], **headers})
+    assert response.json() == {"item": 9}
+    mine = runs_of(live, customers[0])
+    theirs = runs_of(live, customers[1])
+    assert [r.id for r in mine] == [caller.id]
+    if trust:
+        assert theirs == []
+        assert live.get_run(caller.id).totals.event_count == 2  # B's request and query
+    else:
+        assert len(theirs) == 1 and live.get_run(caller.id).totals.event_count == 0

@@ -169,3 +169,25 @@ def test_init_app_for_factories(live: Drip, customers: list[str]) -> None:
     assert app.extensions["drip"] is ext
     assert get(app, "/v1/ping").get_data() == b"/v1/ping"
     assert len(runs_of(live, customers[0])) == 1
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_trusted_baggage_continues_the_callers_run(
+    live: Drip, customers: list[str], trust: bool
+) -> None:
+    from drip.context import inject
+
+    app = make_app(trust_baggage=trust)
+    with drip.run("caller", customer_id=customers[0]) as caller:
+        headers = dict(inject({}))
+        response = get(app, "/v1/items/9", customers[1], **headers)
+    assert response.json == {"item": 9}
+    mine = runs_of(live, customers[0])
+    theirs = runs_of(live, customers[1])
+    if trust:  # one run, the caller's: B's request and its query are events of it
+        assert [r.id for r in mine] == [caller.id] and theirs == []
+        meters = sorted(e.meter or "" for e in live.get_run_timeline(caller.id).events)
+        assert meters == ["api_calls", "db.queries"]
+    else:  # the header's customer, in B's own run
+        assert [r.id for r in mine] == [caller.id] and len(theirs) == 1
+        assert live.get_run(caller.id).totals.event_count == 0
