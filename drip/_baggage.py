@@ -1,7 +1,8 @@
 """W3C ``baggage`` headers: drip's members in, drip's members out, within the spec's limits.
 
 drip carries a run to another process as baggage list-members whose keys start with ``drip.``
-(``drip.run``, ``drip.customer``, ``drip.parent``, ``drip.workflow``), values percent-encoded.
+(``drip.run``, ``drip.customer`` or ``drip.customer_ext`` for a customer named by the
+application's own id, ``drip.parent``, ``drip.workflow``), values percent-encoded.
 Other members of the header (the application's, OpenTelemetry's) are kept as they are.
 
 Limits (w3.org/TR/baggage, "Limits"): a header is propagated whole up to 8192 bytes and 64

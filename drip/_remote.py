@@ -24,7 +24,7 @@ from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
-from . import context
+from . import _checks, context
 from ._baggage import merge, parse
 from ._checks import check_name, clean_text
 from ._default import default_recorder
@@ -91,13 +91,29 @@ def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
         if parent is not None:
             values["parent"] = parent
     if customer is not None:
-        values["customer"] = customer
+        # a customer named by the application's own id travels as such, for the server to
+        # resolve on the other side too
+        values["customer_ext" if _is_external(customer) else "customer"] = customer
     if values:
         current, key = _header(headers)
         merged = merge(current, values)
         if merged is not None and merged != current:
             headers[key] = merged
     return headers
+
+
+def _is_external(customer: str) -> bool:
+    external = getattr(_checks, "ExternalId", None)  # the str subclass for external ids
+    return external is not None and type(customer) is external
+
+
+def _customer(values: Mapping[str, str]) -> str | None:
+    """The carried customer: a Drip id, or the application's own id when the SDK has them."""
+    external = getattr(_checks, "ExternalId", None)
+    if values.get("customer_ext") is not None and external is not None:
+        checked = _valid(values["customer_ext"], "external_customer_id")
+        return None if checked is None else external(checked)
+    return _valid(values.get("customer"), "customer_id")
 
 
 def extract(headers: Any) -> Continuation:
@@ -126,7 +142,7 @@ class Continuation:
     """
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        self.customer_id = _valid(values.get("customer"), "customer_id")
+        self.customer_id = _customer(values)
         run_id = _valid(values.get("run"), "run_id", "run_")
         self.run_id = run_id if self.customer_id is not None else None
         self.parent_event_id = _valid(values.get("parent"), "parent_event_id", "evt_")

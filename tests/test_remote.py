@@ -107,3 +107,22 @@ def test_inject_adds_opentelemetry_traceparent_alongside() -> None:
         headers = inject({})
     trace_id = f"{span.get_span_context().trace_id:032x}"
     assert headers["traceparent"].split("-")[1] == trace_id
+
+
+def test_a_customer_named_by_its_external_id_travels_as_such(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from drip import _checks
+    from drip.context import SCOPE
+
+    external = type("ExternalId", (str,), {})  # what the SDK uses for external_customer_id=
+    monkeypatch.setattr(_checks, "ExternalId", external, raising=False)
+    token = SCOPE.set((external("user_123"), None, None))
+    try:
+        headers = inject({})
+    finally:
+        SCOPE.reset(token)
+    assert parse(headers["baggage"]) == {"customer_ext": "user_123"}
+    carried = extract(headers)
+    assert carried.customer_id == "user_123" and type(carried.customer_id) is external
+    assert extract({"baggage": "drip.customer=cus_1"}).customer_id.__class__ is str
