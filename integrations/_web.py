@@ -9,7 +9,8 @@ One metered request is one run:
 
 - workflow: the middleware's ``workflow`` or ``"<METHOD> <route template>"``;
 - ``external_run_id``: the request id header, when the request has one;
-- one ``meter`` event with metadata ``status_code``, ``route``, ``method``, ``duration_ms``;
+- one ``meter`` event with metadata ``status_code``, ``route``, ``method``, ``duration_ms`` (and
+  ``incomplete: true`` when the client went away before the last body chunk);
 - status >= 500 or an exception ends it FAILED (the exception is the framework's to handle);
   4xx end it COMPLETED with the status recorded.
 
@@ -214,12 +215,14 @@ class RequestRun:
         end = self.done_ns or time.perf_counter_ns()
         status = self.status if self.status is not None else (500 if exc else None)
         try:
-            metadata = {
+            metadata: dict[str, Any] = {
                 "status_code": status,
                 "route": self.route,
                 "method": self.method,
                 "duration_ms": round((end - self.start_ns) / 1e6, 3),
             }
+            if self.done_ns is None and exc is None and status is not None:
+                metadata["incomplete"] = True  # the client left before the last chunk
             self._run.event(self._meter.meter, self._meter.quantity, metadata=metadata)
         except Exception:
             logger.exception("drip: the request event could not be recorded")

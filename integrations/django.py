@@ -155,6 +155,7 @@ def _end_with(request_run: RequestRun, response: Any) -> Any:
     """End the run now, or, for a streamed response, once its content has been sent."""
     request_run.status = response.status_code
     if not getattr(response, "streaming", False):
+        request_run.response_done()  # the body is complete, in memory
         request_run.finish(request_run.error)
         return response
     content = response.streaming_content

@@ -145,6 +145,7 @@ def test_a_stream_is_metered_after_its_content(live: Drip, customers: list[str])
     [request_event] = [e for e in timeline.events if e.meter == "api_calls"]
     meta = request_event.metadata or {}
     assert meta["duration_ms"] >= 60 and meta["route"] == "/stream/"
+    assert "incomplete" not in meta
 
 
 def test_an_exception_fails_the_run_and_reaches_djangos_handler(

@@ -141,6 +141,7 @@ def test_a_stream_is_metered_after_its_last_chunk(
     meta = request.metadata or {}
     assert meta["duration_ms"] >= 60  # three chunks of 20 ms each were inside the request
     assert (meta["status_code"], meta["route"], meta["method"]) == (200, "/stream", "GET")
+    assert "incomplete" not in meta
 
 
 def _ts(value: Any) -> float:
@@ -285,3 +286,32 @@ def test_duration_covers_a_slow_handler(live: Drip, customers: list[str]) -> Non
     [run] = runs_of(live, customers[0])
     [event] = live.get_run_timeline(run.id).events
     assert (event.metadata or {})["duration_ms"] >= 50
+
+
+def test_a_client_leaving_mid_stream_ends_the_run_marked_incomplete(
+    live: Drip, customers: list[str]
+) -> None:
+    app = make_app()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/stream", "raw_path": b"/stream", "query_string": b"",
+             "root_path": "", "headers": [(b"x-customer", customers[0].encode())]}  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    asked: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        asked.append(1)
+        if len(asked) == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        while not any(m["type"] == "http.response.body" for m in sent):
+            await asyncio.sleep(0.005)
+        return {"type": "http.disconnect"}  # the client goes away after the first chunk
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in sent)
+    [run] = runs_of(live, customers[0])
+    [request] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+    assert (request.metadata or {}).get("incomplete") is True

@@ -113,6 +113,7 @@ def test_a_stream_is_metered_when_its_generator_finishes(live: Drip, customers: 
     meta = request_event.metadata or {}
     assert meta["duration_ms"] >= 60 and meta["status_code"] == 200
     assert (meta["route"], meta["method"]) == ("/stream", "GET")
+    assert "incomplete" not in meta
 
 
 def test_an_exception_fails_the_run_and_reaches_flasks_handler(
@@ -191,3 +192,19 @@ def test_trusted_baggage_continues_the_callers_run(
     else:  # the header's customer, in B's own run
         assert [r.id for r in mine] == [caller.id] and len(theirs) == 1
         assert live.get_run(caller.id).totals.event_count == 0
+
+
+def test_a_stream_abandoned_by_the_client_ends_the_run_marked_incomplete(
+    live: Drip, customers: list[str]
+) -> None:
+    app = make_app()
+    with app.test_client() as client:
+        response = client.get("/stream", headers={"x-customer": customers[0]}, buffered=False)
+        assert next(iter(response.response)) == b"chunk 0\n"
+        response.close()  # what the server does when the client goes away
+    [run] = runs_of(live, customers[0])
+    timeline = live.get_run_timeline(run.id)
+    assert timeline.status is RunStatus.COMPLETED
+    [request] = [e for e in timeline.events if e.meter == "api_calls"]
+    assert (request.metadata or {}).get("incomplete") is True
+    assert len([e for e in timeline.events if e.meter == "stream.chunks"]) == 1
