@@ -20,7 +20,10 @@ middleware's own context, ``send`` is watched for the final chunk, and the run e
 application returns, in the context it was opened in.
 
 The route template is found before the application runs (the router's own ``matches``, through
-mounts), so it can name the run and be matched by ``include``/``exclude``. The ``customer``
+mounts), so it can name the run and be matched by ``include``/``exclude``. An ASGI app without a
+Starlette-style router (``app.router.routes``) gets no template: its requests are labelled
+``<unmatched>`` (a raw path would be unbounded and may carry personal data), so give it a
+``workflow=`` and match ``include``/``exclude`` against raw paths. The ``customer``
 callable receives a Starlette ``Request``; read headers, not the body (the body is the
 application's).
 """

@@ -315,3 +315,9 @@ def test_a_client_leaving_mid_stream_ends_the_run_marked_incomplete(
     [run] = runs_of(live, customers[0])
     [request] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
     assert (request.metadata or {}).get("incomplete") is True
+
+
+def test_fastapi_and_asgi_name_the_same_class() -> None:
+    from drip.integrations import asgi, fastapi
+
+    assert fastapi.DripMiddleware is asgi.DripMiddleware
