@@ -13,8 +13,8 @@ from __future__ import annotations
 from types import FunctionType
 
 from ._default import configure
+from ._delivery import DeliveryStats, FlushReport
 from ._metered import EventHandle
-from ._reports import DeliveryStats, FlushReport
 from ._scopes import Run
 from ._version import __version__
 from .client import AsyncDrip, Drip

@@ -49,6 +49,15 @@ class Settings:
     max_batch_bytes: int
     max_buffer: int
     shutdown_timeout: float
+    # -- delivery (drip._delivery) --
+    #: directory of the disk spool (None: no spool)
+    spool_dir: str | None = None
+    #: the spool's size bound; when it is full the buffer fills and the caller waits
+    spool_max_bytes: int = 256 * 1024 * 1024
+    #: ``block`` (default: a full buffer makes the caller wait) or ``drop`` (opt-in)
+    overflow: str = "block"
+    #: flush on SIGTERM (chaining an installed handler); DRIP_HANDLE_SIGNALS=0 opts out
+    handle_signals: bool = True
 
     @property
     def key_kind(self) -> str:
@@ -149,6 +158,10 @@ def resolve_settings(
     max_batch_bytes: int | None = None,
     max_buffer: int | None = None,
     shutdown_timeout: float | None = None,
+    spool_dir: str | None = None,
+    spool_max_bytes: int | None = None,
+    overflow: str | None = None,
+    handle_signals: bool | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every setting once: argument > ``DRIP_*`` environment > default."""
@@ -183,4 +196,20 @@ def resolve_settings(
         ),
         max_buffer=max(1, int(_number("DRIP_MAX_BUFFER", max_buffer, env, 100_000))),
         shutdown_timeout=_number("DRIP_SHUTDOWN_TIMEOUT", shutdown_timeout, env, 5.0),
+        spool_dir=spool_dir or _env(env, "DRIP_SPOOL_DIR"),
+        spool_max_bytes=int(
+            _number("DRIP_SPOOL_MAX_BYTES", spool_max_bytes, env, 256 * 1024 * 1024)
+        ),
+        overflow=_overflow(overflow or _env(env, "DRIP_OVERFLOW")),
+        handle_signals=_flag("DRIP_HANDLE_SIGNALS", handle_signals, env)
+        if handle_signals is not None or _env(env, "DRIP_HANDLE_SIGNALS") is not None
+        else True,
     )
+
+
+def _overflow(value: str | None) -> str:
+    """What a full buffer does: ``block`` (the caller waits; default) or ``drop``."""
+    value = (value or "block").strip().lower()
+    if value not in ("block", "drop"):
+        raise DripConfigurationError(f"DRIP_OVERFLOW must be 'block' or 'drop', got {value!r}")
+    return value

@@ -14,20 +14,60 @@ raised in strict mode. Delivery problems never raise (see ``drip._delivery``).
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ._config import Settings
 from ._delivery import Delivery, DeliveryStats, FlushReport, Sender
 from ._records import Record
 
-__all__ = ["Fallback", "Recorder", "log_limited", "resolve"]
+__all__ = ["DISCARD", "Fallback", "Lane", "ListLane", "Recorder", "log_limited", "resolve"]
 
 logger = logging.getLogger("drip")
 
 #: hands down the recorder of last resort (the default client's), or None when there is none
 Fallback = Callable[[], "Recorder | None"]
+
+
+class Lane(Protocol):
+    """Where the hot path puts records: the contract between recording and delivery.
+
+    A metered call inside a run does, inline (no call into Python code)::
+
+        q = lane.q
+        if len(q) < lane.soft:
+            q.append(record)        # the fast lane: a C call
+        else:
+            lane.append(record)     # the slow lane: start the worker, wake it, back-pressure
+
+    so the fast lane costs no Python frame. ``soft`` is how many records may wait before the
+    slow lane must see the next one (0 forces every record through ``append``); ``q`` may be
+    replaced (after ``fork()``) and is read again on every call. The delivery ``Buffer`` is a
+    lane.
+    """
+
+    q: Any
+    soft: int
+
+    def append(self, record: Record) -> None: ...
+
+
+class ListLane:
+    """A lane into a list (or any ``append``-able) that never needs the slow lane."""
+
+    __slots__ = ("append", "q", "soft")
+
+    def __init__(self, q: Any) -> None:
+        self.q = q
+        self.soft = sys.maxsize
+        self.append: Callable[[Record], None] = q.append
+
+
+#: the lane of a run that is not recorded (its problem was reported once): keeps nothing
+DISCARD = ListLane(deque(maxlen=0))
 
 
 class Recorder:
@@ -39,12 +79,16 @@ class Recorder:
         *,
         on_error: Callable[[BaseException], Any] | None = None,
         sender: Sender | None = None,
+        make_sender: Callable[[], Sender] | None = None,
     ) -> None:
         self.settings = settings
         self.strict = settings.strict
         self._on_error = on_error
-        self.delivery = Delivery(settings, sender=sender, on_error=on_error)
-        #: the hot path's way in: a bound method, looked up once per run
+        self.delivery = Delivery(
+            settings, sender=sender, on_error=on_error, make_sender=make_sender
+        )
+        #: the hot path's way in (see ``Lane``), looked up once per run
+        self.lane: Lane = self.delivery.buffer
         self.append: Callable[[Record], None] = self.delivery.append
         self._errors = 0
         self._last_error: str | None = None

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from . import otel
 from ._checks import check_metadata, check_name, check_text, clean_text, quantity_problem
 from ._ids import new_id
-from ._recorder import Fallback, Recorder, resolve
+from ._recorder import DISCARD, Fallback, Lane, Recorder, resolve
 from ._records import encode_manual, encode_run_end, encode_run_start, event_id, next_seq
 from .context import SCOPE
 from .errors import DripValidationError
@@ -35,10 +35,6 @@ _perf = time.perf_counter_ns
 _id_lock = threading.Lock()
 
 
-def _discard(record: Any) -> None:
-    """The sink of a run that could not be recorded (the problem was reported once)."""
-
-
 class Run:
     """An open run: ``with drip.run("workflow") as run`` gives one; ``run.id`` is ready."""
 
@@ -47,6 +43,7 @@ class Run:
         "_context",
         "_id",
         "_json",
+        "_lane",
         "_recorder",
         "_t0",
         "_token",
@@ -79,7 +76,8 @@ class Run:
         self.metadata = context.metadata
         self._context = context
         self._recorder = recorder
-        self._append: Callable[[Any], None] = _discard if recorder is None else recorder.append
+        self._lane: Lane = DISCARD if recorder is None else recorder.lane
+        self._append: Callable[[Any], None] = self._lane.append
         self._t0 = _perf()
         self._token: Any = None
         self._json: str | None = None  # set by the delivery worker
@@ -226,7 +224,11 @@ class RunContext:
         if exc is None:
             status, code, message = "COMPLETED", None, None
         elif isinstance(exc, CANCELLATIONS):
-            status, code, message = "CANCELLED", type(exc).__name__, clean_text(str(exc)) or None
+            status, code, message = (
+                "CANCELLED",
+                type(exc).__name__,
+                clean_text(str(exc)) or None,
+            )
         else:
             status, code = "FAILED", type(exc).__name__
             message = clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])

@@ -312,8 +312,15 @@ class AsyncTransport(_TransportBase):
 class IngestSender:
     """One attempt at ``POST /v1/ingest`` for the delivery worker, which owns the retry loop."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
-        self._transport = SyncTransport(settings, transport=transport)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        # a given client (the Drip client's own) is shared, not closed here
+        self._transport = SyncTransport(settings, transport=transport, http_client=http_client)
 
     def __call__(self, body: bytes) -> m.IngestResult:
         return self._transport.send(ingest(body))

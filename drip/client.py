@@ -31,7 +31,7 @@ from ._scopes import CustomerScope, RunContext
 from ._transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
-    from ._reports import DeliveryStats, FlushReport
+    from ._delivery import DeliveryStats, FlushReport
 
 __all__ = ["AsyncDrip", "Drip"]
 
@@ -59,6 +59,10 @@ class _ClientBase:
         max_batch_bytes: int | None = None,
         max_buffer: int | None = None,
         shutdown_timeout: float | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int | None = None,
+        overflow: str | None = None,
+        handle_signals: bool | None = None,
     ) -> None:
         settings = resolve_settings(
             api_key=api_key,
@@ -72,6 +76,10 @@ class _ClientBase:
             max_batch_bytes=max_batch_bytes,
             max_buffer=max_buffer,
             shutdown_timeout=shutdown_timeout,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            overflow=overflow,
+            handle_signals=handle_signals,
         )
         if settings.local_db is not None:
             from ._local import attach_local_server
@@ -81,6 +89,17 @@ class _ClientBase:
         self._on_error = on_error
         self._recorder_obj: Recorder | None = None
         self._recorder_lock = threading.Lock()
+
+    def _ingest_sender(self) -> Any:
+        """The delivery worker's way to ``POST /v1/ingest``: through this client's transport
+        seam (``transport=`` / ``http_client=``), so a mock transport sees the batches."""
+        from ._transport import IngestSender
+
+        return IngestSender(self.settings, transport=self._worker_transport)
+
+    #: a sync-capable transport / client the delivery worker may use (set by the subclasses)
+    _worker_transport: httpx.BaseTransport | None = None
+    _given_http_client: httpx.Client | None = None
 
     @property
     def base_url(self) -> str:
@@ -93,7 +112,9 @@ class _ClientBase:
         if recorder is None:
             with self._recorder_lock:
                 if self._recorder_obj is None:
-                    self._recorder_obj = Recorder(self.settings, on_error=self._on_error)
+                    self._recorder_obj = Recorder(
+                        self.settings, on_error=self._on_error, make_sender=self._ingest_sender
+                    )
                 recorder = self._recorder_obj
         return recorder
 
@@ -177,6 +198,21 @@ class Drip(_ClientBase):
     ) -> None:
         super().__init__(api_key, base_url, **options)
         self._transport = SyncTransport(self.settings, http_client=http_client, transport=transport)
+        self._given_http_client = http_client
+        self._worker_transport = transport
+        if self.settings.spool_dir:
+            self._recorder  # noqa: B018 - replays what earlier processes left, now
+
+    def _ingest_sender(self) -> Any:
+        from ._transport import IngestSender
+
+        # The user's seam when there is one. Otherwise the worker opens its own connections
+        # (made again in a fork() child): sharing this client's pool across fork() would let
+        # two processes write on one socket.
+        given = self._given_http_client
+        if given is not None:
+            return IngestSender(self.settings, http_client=given)
+        return IngestSender(self.settings, transport=self._worker_transport)
 
     ping = _sync(_api.ping)
     create_customer = _sync(_api.create_customer)
@@ -230,6 +266,12 @@ class AsyncDrip(_ClientBase):
         self._transport = AsyncTransport(
             self.settings, http_client=http_client, transport=transport
         )
+        # the worker is a thread, not a task: it can use a transport that also sends
+        # synchronously (httpx.MockTransport does); otherwise it opens its own connection
+        if isinstance(transport, httpx.BaseTransport):
+            self._worker_transport = transport
+        if self.settings.spool_dir:
+            self._recorder  # noqa: B018 - replays what earlier processes left, now
 
     ping = _async(_api.ping)
     create_customer = _async(_api.create_customer)

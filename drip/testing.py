@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from ._config import resolve_settings
-from ._recorder import Recorder, overrides
+from ._recorder import ListLane, Recorder, overrides
 from ._records import Clock
 from .models import IngestEvent, IngestItem, IngestRunEnd, IngestRunStart, IngestUsage
 
@@ -49,6 +49,7 @@ class Capture:
         self.instrumentation = Recorder(settings, on_error=self._on_error)
         self.records: list[tuple[Any, ...]] = []
         #: the hot path appends straight to our list: no buffer, no worker, nothing sent
+        self.instrumentation.lane = ListLane(self.records)
         self.instrumentation.append = self.records.append
         #: call-time problems reported (in strict mode they were raised as well)
         self.errors: list[BaseException] = []

@@ -67,3 +67,12 @@ def test_integrations_import_from_the_wheel(tmp_path: Path) -> None:
     path, version = out.stdout.split()
     assert Path(path).is_relative_to(site)
     assert version == drip.__version__
+
+
+def test_public_names_say_drip() -> None:
+    # reprs, tracebacks and docs say drip.Run, not the private module that defines it
+    for name in ("Run", "EventHandle", "Drip", "AsyncDrip", "DripError", "FlushReport"):
+        assert getattr(drip, name).__module__ == "drip", name
+    assert drip.metered.__module__ == "drip" and repr(drip.Run) == "<class 'drip.Run'>"
+    # the wire models keep theirs: pydantic resolves their annotations there
+    assert drip.RunDetails.__module__.startswith("drip.models")

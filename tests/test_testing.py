@@ -44,7 +44,7 @@ def test_capture_takes_records_of_every_client_and_sends_nothing() -> None:
     with capture() as cap, client.run("wf", customer_id="c"):
         tokenize("x")
     assert len(cap.events) == 1 and client.flush(1).sent == 0
-    assert client.delivery._worker is None and sent == []
+    assert not client.delivery.started() and sent == []
 
 
 def test_capture_is_strict_by_default_and_can_be_lenient() -> None:

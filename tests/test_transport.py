@@ -258,18 +258,38 @@ async def test_conflict_exposes_existing_customer(make: Any) -> None:
     assert info.value.existing_customer_id == "cus_7"
 
 
-async def test_non_json_success_is_a_drip_error(make: Any) -> None:
+async def test_non_json_success_is_a_drip_error(make: Any, sleeps: list[float]) -> None:
     script = Script(httpx.Response(200, text="<html>proxy</html>"))
     with pytest.raises(DripAPIError) as info:
         await track(make(script))
     assert info.value.code == "INVALID_RESPONSE"
+    assert len(script.requests) == 4  # a garbled success is retried like a 5xx (one policy)
 
 
-async def test_wrong_shape_success_is_a_drip_error(make: Any) -> None:
+async def test_wrong_shape_success_is_a_drip_error(make: Any, sleeps: list[float]) -> None:
     script = Script(httpx.Response(200, json={"unexpected": True}))
     with pytest.raises(DripAPIError) as info:
         await track(make(script))
     assert info.value.code == "INVALID_RESPONSE"
+
+
+async def test_425_too_early_is_retried(make: Any, sleeps: list[float]) -> None:
+    script = Script(
+        httpx.Response(425, json={"message": "too early"}), httpx.Response(200, json=USAGE_OK)
+    )
+    assert (await track(make(script))).usage_event_id == "use_1"
+    assert len(script.requests) == 2 and len(sleeps) == 1
+
+
+def test_one_retry_policy_for_client_methods_and_delivery() -> None:
+    # the delivery sender asks the transport's own function: there is no second status list
+    from drip._delivery import sender
+
+    assert sender.retry_delay is transport_mod.retry_delay
+    retryable = [
+        s for s in range(400, 600) if transport_mod.retryable(DripAPIError("x", status_code=s))
+    ]
+    assert retryable == [408, 425, 429, *range(500, 600)]
 
 
 async def test_odd_error_bodies_never_break_the_error(make: Any, sleeps: list[float]) -> None:

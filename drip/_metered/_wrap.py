@@ -58,7 +58,13 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         if handles:  # current_event() may have been used inside
             in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
-            run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
+            rec = (encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta)
+            lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
+            q = lane.q
+            if len(q) < lane.soft:
+                q.append(rec)
+            else:
+                lane.append(rec)
         return result
 
     return metered_call
@@ -95,7 +101,13 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
         if handles:
             in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
-            run._append((encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta))
+            rec = (encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta)
+            lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
+            q = lane.q
+            if len(q) < lane.soft:
+                q.append(rec)
+            else:
+                lane.append(rec)
         return result
 
     return metered_call

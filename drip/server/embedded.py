@@ -76,6 +76,10 @@ def start_server(
     app = create_app(database_url, pricing=_pricing(prices))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this (Linux, macOS): without it Nagle's algorithm and the
+    # client's delayed ACK hold every answer ~40 ms (45 ms a request against 2.6 ms for
+    # ``drip serve``, whose sockets uvicorn opens itself).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")

@@ -1,0 +1,204 @@
+"""When the process stops or forks: atexit, SIGTERM, ``multiprocessing`` children, ``fork()``.
+
+* ``atexit``: every live delivery of this process is shut down with its ``shutdown_timeout``.
+* SIGTERM (how containers, systemd and Kubernetes stop a process): Python's default handler
+  kills the process without running ``atexit``. When the first delivery starts on the main
+  thread, a handler is installed that shuts every delivery down (bounded by
+  ``shutdown_timeout``) and then, if the previous handler was the default, restores it and
+  sends SIGTERM again, so the exit status is still the one SIGTERM gives. A handler the
+  application installed before is chained: deliveries are flushed (not closed, the application
+  may still record while it stops), then that handler runs. One installed later replaces this
+  one; it then decides how the process ends (a ``sys.exit`` runs ``atexit``). A handler set to
+  ``SIG_IGN`` is left alone. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
+* ``multiprocessing`` children end with ``os._exit`` (no ``atexit``) after their finalizers: a
+  finalizer shuts deliveries down there. ``Pool`` workers are stopped with SIGTERM when the
+  pool ends (``with Pool()``): the SIGTERM handler, inherited through fork, covers them. A
+  child ended by ``os._exit`` from user code, or by SIGKILL, gets no hook: the spool covers it.
+* ``fork()``: the child starts with an empty buffer (the parent sends what it recorded) and
+  re-sends the starts of runs the parent has not delivered yet (``unsent_run_starts``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import weakref
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .._records import encode_run_start
+
+if TYPE_CHECKING:
+    from . import Delivery
+
+__all__ = ["register", "started", "unsent_run_starts"]
+
+logger = logging.getLogger("drip")
+
+_live: weakref.WeakSet[Delivery] = weakref.WeakSet()
+
+
+def register(delivery: Delivery) -> None:
+    _live.add(delivery)
+
+
+def _mine() -> list[Delivery]:
+    pid = os.getpid()
+    return [d for d in list(_live) if d.pid == pid and d.started() and not d.buffer.closed]
+
+
+def started(delivery: Delivery) -> None:
+    """A delivery's threads started: make sure the exit hooks of this process are in place."""
+    _hook_multiprocessing_exit()
+    if delivery.settings.handle_signals:
+        _install_sigterm()
+
+
+_exiting = False
+
+
+def _shutdown_all() -> None:
+    global _exiting
+    _exiting = True  # a SIGTERM during this bounded flush lets it finish (see _on_sigterm)
+    for delivery in _mine():
+        delivery.shutdown()
+
+
+atexit.register(_shutdown_all)
+
+# -- SIGTERM ----------------------------------------------------------------------------------
+
+_previous: Any = None
+_installed_pid = 0
+
+
+def _install_sigterm() -> None:
+    global _previous, _installed_pid
+    if _installed_pid == os.getpid() or not hasattr(signal, "SIGTERM"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers; a later start on it will
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_sigterm:  # inherited through fork()
+        _installed_pid = os.getpid()
+        return
+    if current is signal.SIG_IGN or current is None:
+        return  # ignored on purpose, or set outside Python: not ours to change
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError) as exc:  # pragma: no cover - e.g. an embedded interpreter
+        logger.debug("drip: cannot install the SIGTERM handler: %s", exc)
+        return
+    _previous = current
+    _installed_pid = os.getpid()
+
+
+_stopping = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    if _stopping or _exiting:
+        # the process is already stopping and flushing (a second SIGTERM, or one that
+        # arrives during atexit or a multiprocessing child's exit, as ``Pool.terminate``
+        # sends): that bounded flush finishes and ends the process
+        return
+    _stopping = True
+    previous = _previous
+    chained = callable(previous) and previous is not signal.default_int_handler
+    if chained:
+        _stopping = False  # the application's handler may keep the process running
+    for delivery in _mine():
+        try:
+            if chained:
+                delivery.flush()
+            else:
+                delivery.shutdown()
+        except Exception:  # never stand between the process and its end
+            logger.exception("drip: flushing on SIGTERM failed")
+    if chained:
+        previous(signum, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+# -- multiprocessing --------------------------------------------------------------------------
+
+_mp_hooked_pid = 0
+
+
+def _hook_multiprocessing_exit() -> None:
+    """A multiprocessing child ends with ``os._exit`` (no atexit) after running its finalizers:
+    register the same shutdown there, once per process, if multiprocessing is in use."""
+    global _mp_hooked_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _mp_hooked_pid != os.getpid():
+        _mp_hooked_pid = os.getpid()
+        util.Finalize(None, _shutdown_all, exitpriority=100)
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+
+def _raw(rec: tuple[Any, ...], clock: object) -> str:
+    """The encoder of a record that is already JSON text (a re-sent run start)."""
+    text: str = rec[1]
+    return text
+
+
+def unsent_run_starts(delivery: Delivery) -> list[tuple[Any, ...]]:
+    """In a fork child, before its reset: the run starts the parent has not had acknowledged
+    (buffered, being encoded, or in an encoded batch), as records for the child's buffer."""
+    starts: list[tuple[Any, ...]] = []
+    for rec in [*delivery.encoding, *list(delivery.buffer.q)]:
+        if isinstance(rec, tuple) and rec and rec[0] is encode_run_start:
+            starts.append(rec)
+    if delivery.carry is not None and delivery.carry[1][0] is encode_run_start:
+        starts.append(delivery.carry[1])
+    texts: list[tuple[Any, ...]] = []
+    for batch in list(delivery.outbox):
+        body = batch.body
+        if body is None and batch.file is not None and delivery.spool is not None:
+            try:
+                body = delivery.spool.read(batch.file.path)
+            except Exception:
+                continue
+        if body is None or b'"run.start"' not in body:
+            continue
+        for item in json.loads(body)["items"]:
+            if item.get("type") == "run.start":
+                texts.append((_raw, json.dumps(item, separators=(",", ":"))))
+    return texts + starts
+
+
+def _before_fork() -> None:
+    """Give every run not delivered yet its id now: ids are made on first use, and a run
+    whose id the parent and the child each made later would be two runs."""
+    for delivery in list(_live):
+        if delivery.pid != os.getpid():
+            continue
+        with contextlib.suppress(Exception):  # never stand in the way of a fork
+            for rec in [*delivery.encoding, *list(delivery.buffer.q)]:
+                if isinstance(rec, tuple) and rec and rec[0] is encode_run_start:
+                    rec[1].id  # noqa: B018 - formats and keeps the id
+            if delivery.carry is not None and delivery.carry[1][0] is encode_run_start:
+                delivery.carry[1][1].id  # noqa: B018
+
+
+def _after_fork_in_child() -> None:
+    global _mp_hooked_pid, _stopping, _exiting
+    _mp_hooked_pid = 0
+    _stopping = _exiting = False
+    for delivery in list(_live):
+        delivery.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

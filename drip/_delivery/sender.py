@@ -1,0 +1,287 @@
+"""The sender thread: sends the worker's batches in order, one request in flight, and settles
+each one: delivered, rejected item by item, refused, or left for the spool.
+
+* Retries: the SDK's one retry policy (``drip._transport.retry_delay``: network errors,
+  timeouts, 408, 425, 429, 5xx) resends the *same bytes* (same ids, so the server
+  de-duplicates) with its backoff, honouring ``Retry-After``.
+* Budget: ``max_retry_time`` seconds of failure in a row (an outage, not one batch). Within it,
+  the outage is reported once (log + ``on_error``: at the first answer from a failing server,
+  or when a retry after a network error fails too) and retries are logged at DEBUG only.
+  Past it, without a spool, each batch gets one attempt and is then reported undelivered (the
+  first one at once, the rest of the outage in one report with the total when it ends or at
+  shutdown); with a spool nothing fails: the batch stays on disk and is retried (backoff capped
+  at 8 s) until the server answers or the process ends, and a later process replays it.
+* Poison isolation: a batch the server refuses as a whole (400, 413, 422) is split in halves and
+  each half sent again, down to the single record, which is then reported alone with the server's
+  reason; every other record is delivered. Items the server rejects one by one (compact answer)
+  are counted and reported alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .._transport import retry_delay
+from ..errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError
+from ..models import IngestResult
+from .spool import SpoolCorrupt
+from .worker import Batch
+
+if TYPE_CHECKING:
+    from . import Delivery
+
+__all__ = ["run_sender"]
+
+logger = logging.getLogger("drip")
+
+#: a whole batch refused with one of these may hold one bad record: split it to find it
+_SPLIT_STATUSES = frozenset({400, 413, 422})
+
+
+def run_sender(d: Delivery) -> None:
+    """The sender thread's body: settle batches in order until the worker is done."""
+    try:
+        _run(d)
+    finally:
+        if d.stop.is_set():
+            d.close_sender()
+
+
+def _run(d: Delivery) -> None:
+    while True:
+        with d.cond:
+            while not d.outbox:
+                if d.worker_done:
+                    return
+                d.cond.wait(0.1)
+            batch = d.outbox[0]
+        try:
+            left = bool(batch.count) and not _settle(d, batch)
+        except Exception as exc:  # a bug must not end delivery, nor lose count
+            logger.exception("drip: delivery sender error")
+            d.counters.undelivered += batch.count
+            d.reporter.failure("WORKER", batch.count, f"delivery sender error: {exc!r}")
+            left = False
+        if left:
+            # the shutdown deadline passed: keep the rest where it is (on disk, or counted
+            # undelivered by ``Delivery``) and release the flushes waiting for it
+            d.release_markers()
+            return
+        with d.cond:
+            d.outbox.popleft()
+            d.queued -= batch.count
+            d.cond.notify_all()
+        if batch.marker is not None:
+            batch.marker.set()
+
+
+def _settle(d: Delivery, batch: Batch) -> bool:
+    """Deliver one batch; False when it is left (shutdown deadline) for the spool or report."""
+    body = batch.body
+    file = batch.file
+    spool = d.spool
+    if body is None:
+        assert file is not None and spool is not None
+        try:
+            body = spool.read(file.path)
+        except (SpoolCorrupt, OSError) as exc:
+            kept = spool.set_aside(file)
+            d.counters.undelivered += batch.count
+            d.reporter.failure("SPOOL_CORRUPT", batch.count, f"{exc} (kept as {kept})")
+            batch.file = None
+            return True
+    if not _deliver(d, body, batch.count, durable=file is not None, sizes=batch.sizes):
+        return False
+    if file is not None and spool is not None:
+        spool.remove(file)
+        batch.file = None
+    return True
+
+
+def _deliver(
+    d: Delivery, body: bytes, count: int, *, durable: bool, sizes: list[int] | None = None
+) -> bool:
+    """POST ``body`` until it is answered or final; False when left at a shutdown deadline."""
+    attempt = 0
+    while True:
+        if d.gave_up():
+            return False
+        try:
+            d.in_request = True
+            try:
+                result = d.get_send()(body)
+            finally:
+                d.in_request = False
+        except DripError as exc:
+            delay = retry_delay(exc, attempt)
+            if delay is None:
+                if (
+                    count > 1
+                    and isinstance(exc, DripAPIError)
+                    and exc.status_code in _SPLIT_STATUSES
+                ):
+                    return _split(d, body, sizes, durable=durable)
+                d.counters.refused += count
+                d.reporter.failure("REFUSED", count, f"the server refused the batch: {exc}")
+                return True
+            if not _outage(d, exc, count, durable):
+                return True  # past the budget without a spool: counted and reported
+            d.counters.retries += 1
+            attempt += 1
+            logger.debug(
+                "drip: ingest attempt %d failed (%s); retry in %.2f s", attempt, exc, delay
+            )
+            if not d.sleep(delay):
+                return False
+            continue
+        except Exception as exc:  # a broken custom sender: do not loop on it
+            d.counters.refused += count
+            d.reporter.failure("REFUSED", count, f"the ingest sender failed: {exc!r}")
+            return True
+        _recovered(d)
+        d.counters.batches += 1
+        _account(d, result, count)
+        return True
+
+
+def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
+    """Note a retryable failure; False when the batch is to be given up (budget, no spool)."""
+    now = time.monotonic()
+    d.failures += 1
+    if d.down_since is None:
+        d.down_since = now
+    # a lone network error is often a stale keep-alive connection, retried at once: an outage
+    # is reported (once) when a retry fails too, or when the server itself answered
+    lone = d.failures == 1 and isinstance(exc, DripNetworkError)
+    if not (lone or d.outage_reported):
+        d.outage_reported = True
+        report = DripDeliveryError(
+            f"delivery is failing ({exc}); retrying for up to {d.settings.max_retry_time:g} s"
+            + (", then keeping records in the spool" if d.spool is not None else ""),
+            code="RETRYING",
+        )
+        report.__cause__ = exc
+        d.reporter.problem(report)
+    if now - d.down_since < d.settings.max_retry_time or durable:
+        return True
+    d.counters.undelivered += count
+    if d.outage_failed == 0:
+        d.reporter.failure(
+            "UNDELIVERED",
+            count,
+            f"the server failed for longer than the retry budget "
+            f"(max_retry_time={d.settings.max_retry_time:g} s) and there is no spool: {exc}",
+        )
+    d.outage_failed += count
+    return False
+
+
+def _recovered(d: Delivery) -> None:
+    d.failures = 0
+    d.outage_reported = False
+    if d.down_since is None:
+        return
+    d.down_since = None
+    report_outage(d)
+
+
+def report_outage(d: Delivery) -> None:
+    """The total given up during an outage beyond the first report (at its end or shutdown)."""
+    later, d.outage_failed = d.outage_failed, 0
+    if later:
+        logger.error("drip: %d drip records in all were not delivered during the outage", later)
+
+
+def _split(d: Delivery, body: bytes, sizes: list[int] | None, *, durable: bool) -> bool:
+    """Send the two halves of a refused batch, each on its own (down to single records)."""
+    parts = _items(body, sizes)
+    if parts is None:
+        d.counters.refused += len(sizes or ()) or 1
+        d.reporter.failure("REFUSED", len(sizes or ()) or 1, "a batch that cannot be split")
+        return True
+    items, bad = parts
+    if bad:
+        d.counters.refused += bad
+        d.reporter.failure("REFUSED", bad, "the end of a spooled batch is not valid JSON")
+    mid = len(items) // 2
+    for half in (items[:mid], items[mid:]):
+        if not half:
+            continue
+        part = b'{"items":[' + b",".join(half) + b"]}"
+        if not _deliver(d, part, len(half), durable=durable, sizes=[len(i) for i in half]):
+            return False
+    return True
+
+
+def _items(body: bytes, sizes: list[int] | None) -> tuple[list[bytes], int] | None:
+    """The items of a batch body as bytes, and how many at its end could not be read.
+
+    With ``sizes`` (batches this process encoded) the body is cut, not parsed, so one item
+    that is not JSON costs only itself. Without (a batch read back from the spool) items are
+    decoded one after another up to the first that is not JSON; the rest count as unreadable.
+    """
+    head = b'{"items":['
+    if not body.startswith(head):
+        return None
+    if sizes is not None:
+        items, at = [], len(head)
+        for n in sizes:
+            items.append(body[at : at + n])
+            at += n + 1
+        return items, 0
+    text = body.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    out: list[bytes] = []
+    at = len(head)
+    while at < len(text) and text[at] != "]":
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            return out, max(1, text.count('"type"', at))
+        out.append(text[at:end].encode())
+        at = end + 1 if end < len(text) and text[end] == "," else end
+    return out, 0
+
+
+def _account(d: Delivery, result: IngestResult, count: int) -> None:
+    """Count a batch's answer: full (an entry per item) or compact (a letter per item)."""
+    c = d.counters
+    rejected: list[DripDeliveryError] = []
+    for r in result.results:
+        if r.status == "rejected":
+            code = r.code or "REJECTED"
+            rejected.append(
+                DripDeliveryError(
+                    f"the server rejected item {r.index} ({r.id}): {code}: {r.message or ''}",
+                    code=code,
+                    item_id=r.id,
+                )
+            )
+    letters = result.statuses
+    if letters is None:
+        answered = len(result.results)
+        duplicates = sum(r.status == "duplicate" for r in result.results)
+        failed = len(rejected)
+    else:
+        answered = len(letters)
+        duplicates = letters.count("d")
+        failed = letters.count("r")
+    c.duplicates += duplicates
+    c.rejected += failed
+    c.sent += answered - duplicates - failed
+    if rejected:
+        logger.error(
+            "drip: the server rejected %d of %d records (first: %s)",
+            len(rejected),
+            count,
+            rejected[0],
+        )
+        for exc in rejected:
+            d.reporter.problem(exc, logging.DEBUG)
+    missing = count - answered
+    if missing > 0:  # should not happen; never count silently as sent
+        c.refused += missing
+        d.reporter.failure("REFUSED", missing, "the server's answer lacks their results")

@@ -1,0 +1,242 @@
+"""The disk spool: batches the server has not acknowledged, kept where a crash cannot reach.
+
+Layout: ``<spool_dir>/<16 hex of sha256(base URL, API key)>/``, so a later process replays only
+what was meant for the same server and account. Each process writes its own files::
+
+    <owner>.lock                       held (flock) while the owner process lives
+    <owner>-<seq>.batch                one encoded batch: a header line, then the body
+    <owner>-<seq>.tmp                  a batch being written (renamed to .batch when complete)
+
+``owner`` is ``<start time ns>-<pid>``, so names sort in the order batches were written. A batch
+file holds ``DRIP1 <records> <crc32> <bytes>\\n`` and the ``POST /v1/ingest`` body, byte for byte.
+
+Policy:
+
+* Written by the delivery worker, never on the caller's thread, before the batch is sent; removed
+  once the server has answered it (created, duplicate or rejected: all final).
+* Replayed by any later process with the same directory, key and base URL: on start it claims
+  (atomic rename) the batches of owners whose lock is free (the process is gone) and sends them
+  first. Ids were made on the client, so a batch sent twice is stored once (``duplicate``).
+* Bounded: ``spool_max_bytes`` (default 256 MiB) for the directory; when it is full no new batch
+  is written, the in-memory buffer fills, and the caller waits (back-pressure), as without a spool.
+* A file that fails its header or checksum is renamed ``.corrupt`` and reported, never sent and
+  never a crash; a ``.tmp`` left by a crash is removed and reported.
+* Durability: files are not ``fsync``-ed. A process crash (SIGKILL, OOM kill) keeps everything
+  written; an OS crash or power loss may lose the last seconds. What SIGKILL loses is what had
+  not been written yet: records of the last flush interval (``flush_interval``, 0.5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+import zlib
+from dataclasses import dataclass
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no replay of other processes' files
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Spool", "SpoolCorrupt", "SpoolFile"]
+
+_MAGIC = b"DRIP1"
+
+
+class SpoolCorrupt(Exception):
+    """A spool file that cannot be trusted (truncated, bad header, bad checksum)."""
+
+
+@dataclass
+class SpoolFile:
+    """One batch on disk."""
+
+    path: str
+    count: int
+    size: int
+
+
+class Spool:
+    """One process's view of its spool directory."""
+
+    def __init__(self, root: str, base_url: str, api_key: str | None, max_bytes: int) -> None:
+        digest = hashlib.sha256(f"{base_url}\0{api_key or ''}".encode()).hexdigest()[:16]
+        self.dir = os.path.join(os.path.abspath(root), digest)
+        os.makedirs(self.dir, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._lock_fd: int | None = None
+        self._take_ownership()
+
+    def _take_ownership(self) -> None:
+        """A fresh owner name and its lock (at start and in a ``fork()`` child)."""
+        if self._lock_fd is not None:
+            # the parent's flock stays held by the parent's descriptor
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+        self.owner = f"{time.time_ns():020d}-{os.getpid()}"
+        self._seq = 0
+        self.bytes = self._size()
+        fd = os.open(os.path.join(self.dir, self.owner + ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = fd
+
+    def after_fork(self) -> None:
+        self._take_ownership()
+
+    def _size(self) -> int:
+        total = 0
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.dir):
+                if entry.name.endswith((".batch", ".tmp")):
+                    with contextlib.suppress(OSError):
+                        total += entry.stat().st_size
+        return total
+
+    def has_room(self, size: int) -> bool:
+        return self.bytes + size <= self.max_bytes
+
+    def write(self, body: bytes, count: int) -> SpoolFile:
+        """Write one batch; the file appears complete or not at all."""
+        self._seq += 1
+        name = f"{self.owner}-{self._seq:010d}"
+        header = b"%s %d %08x %d\n" % (_MAGIC, count, zlib.crc32(body), len(body))
+        tmp = os.path.join(self.dir, name + ".tmp")
+        path = os.path.join(self.dir, name + ".batch")
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(body)
+        os.replace(tmp, path)
+        size = len(header) + len(body)
+        self.bytes += size
+        return SpoolFile(path, count, size)
+
+    @staticmethod
+    def read(path: str) -> bytes:
+        """The body of a batch file; ``SpoolCorrupt`` when it cannot be trusted."""
+        with open(path, "rb") as f:
+            data = f.read()
+        head, sep, body = data.partition(b"\n")
+        parts = head.split(b" ")
+        try:
+            if not sep or len(parts) != 4 or parts[0] != _MAGIC:
+                raise ValueError("bad header")
+            crc, size = int(parts[2], 16), int(parts[3])
+        except ValueError:
+            raise SpoolCorrupt(f"{path}: not a drip spool batch (bad header)") from None
+        if len(body) != size:
+            raise SpoolCorrupt(f"{path}: truncated ({len(body)} of {size} bytes)")
+        if zlib.crc32(body) != crc:
+            raise SpoolCorrupt(f"{path}: checksum mismatch")
+        return body
+
+    def remove(self, file: SpoolFile) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(file.path)
+        self.bytes = max(0, self.bytes - file.size)
+
+    def set_aside(self, file: SpoolFile) -> str:
+        """Keep a corrupt file for inspection, out of the replay's way."""
+        target = file.path[: -len(".batch")] + ".corrupt"
+        with contextlib.suppress(OSError):
+            os.replace(file.path, target)
+        self.bytes = max(0, self.bytes - file.size)
+        return target
+
+    # -- replay -------------------------------------------------------------------------------
+
+    def claim_orphans(self) -> tuple[list[SpoolFile], list[str]]:
+        """Take over the batches of owners that are gone, oldest first.
+
+        Returns the claimed files and the problems found (unreadable headers, ``.tmp`` files
+        a crash left behind), for the caller to report.
+        """
+        claimed: list[SpoolFile] = []
+        problems: list[str] = []
+        if fcntl is None:
+            return claimed, problems
+        try:
+            names = sorted(os.listdir(self.dir))
+        except OSError as exc:
+            return claimed, [f"cannot list the spool directory {self.dir}: {exc}"]
+        owners = {n[: -len(".lock")] for n in names if n.endswith(".lock")}
+        owners |= {_owner(n) for n in names if n.endswith((".batch", ".tmp"))}
+        owners.discard(self.owner)
+        for owner in sorted(owners):
+            if not self._gone(owner):
+                continue
+            took = False
+            for name in names:
+                if _owner(name) != owner:
+                    continue
+                took = True
+                path = os.path.join(self.dir, name)
+                if name.endswith(".tmp"):
+                    problems.append(
+                        f"{path}: a batch a crashed process was writing; its records are lost"
+                    )
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                elif name.endswith(".batch"):
+                    file = self._claim(path, problems)
+                    if file is not None:
+                        claimed.append(file)
+            lock = os.path.join(self.dir, owner + ".lock")
+            # a lock without batches may belong to a process that is just starting
+            with contextlib.suppress(OSError):
+                if took or time.time() - os.path.getmtime(lock) > 60:
+                    os.unlink(lock)
+        return claimed, problems
+
+    def close(self) -> None:
+        """At a clean exit: drop this process's lock file when it left no batch behind."""
+        prefix = self.owner + "-"
+        with contextlib.suppress(OSError):
+            if not any(n.startswith(prefix) for n in os.listdir(self.dir)):
+                os.unlink(os.path.join(self.dir, self.owner + ".lock"))
+
+    def _gone(self, owner: str) -> bool:
+        """True when no live process holds ``owner``'s lock."""
+        assert fcntl is not None
+        path = os.path.join(self.dir, owner + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return True  # already claimed (or never locked): the rename below decides
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # releases the probe's lock
+        return True
+
+    def _claim(self, path: str, problems: list[str]) -> SpoolFile | None:
+        self._seq += 1
+        target = os.path.join(self.dir, f"{self.owner}-{self._seq:010d}.batch")
+        try:
+            os.rename(path, target)  # atomic: of two replaying processes, one wins
+        except FileNotFoundError:
+            return None
+        try:
+            with open(target, "rb") as f:
+                head = f.readline(64)
+            parts = head.split(b" ")
+            if len(parts) != 4 or parts[0] != _MAGIC:
+                raise ValueError
+            count = int(parts[1])
+            size = os.path.getsize(target)
+        except (OSError, ValueError):
+            bad = SpoolFile(target, 0, 0)
+            problems.append(f"{path}: not a drip spool batch; kept as {self.set_aside(bad)}")
+            return None
+        return SpoolFile(target, count, size)
+
+
+def _owner(name: str) -> str:
+    """``<time>-<pid>`` of ``<time>-<pid>-<seq>.batch``."""
+    return "-".join(name.split("-")[:2])

@@ -1,0 +1,171 @@
+"""The worker thread: takes records out of the buffer, encodes them into batches, writes each
+batch to the spool (when there is one), and hands the batches to the sender thread in order.
+
+Encoding happens only here, once per record, into the JSON text of ``POST /v1/ingest``; a batch
+ends at ``max_batch_items`` records, ``max_batch_bytes`` bytes, or a flush marker. Without a
+spool the worker stays at most two batches ahead of the sender, so memory is bounded by the
+buffer plus two encoded batches, and a server that does not answer fills the buffer (the
+caller then waits: back-pressure). With a spool it writes every batch to disk at once — within
+one ``flush_interval`` of the record being made — and keeps only the next two bodies in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._records import KINDS, Clock
+from ..errors import DripDeliveryError
+from .buffer import Marker
+from .spool import SpoolFile
+
+if TYPE_CHECKING:
+    from . import Delivery
+
+__all__ = ["Batch", "run_worker"]
+
+logger = logging.getLogger("drip")
+
+#: encoded batches kept in memory ahead of the one being sent
+AHEAD = 2
+
+
+class Batch:
+    """One encoded batch (or only a flush marker, with ``count == 0``)."""
+
+    __slots__ = ("body", "count", "file", "marker", "sizes")
+
+    def __init__(
+        self,
+        body: bytes | None,
+        count: int,
+        marker: Marker | None,
+        file: SpoolFile | None = None,
+        sizes: list[int] | None = None,
+    ) -> None:
+        self.body = body
+        self.count = count
+        self.marker = marker
+        self.file = file
+        #: each item's length in bytes, so a refused batch can be split without parsing it
+        self.sizes = sizes
+
+
+def run_worker(d: Delivery) -> None:
+    """The worker thread's body."""
+    d.buffer.exempt.add(threading.get_ident())
+    clock = Clock()
+    interval = max(0.01, d.settings.flush_interval)
+    buf = d.buffer
+    while True:
+        buf.wake.wait(interval)
+        buf.wake.clear()
+        try:
+            _pump(d, clock)
+        except Exception as exc:  # a bug must not end delivery
+            logger.exception("drip: delivery worker error")
+            d.reporter.problem(DripDeliveryError(f"delivery worker error: {exc!r}", code="WORKER"))
+        if d.stop.is_set() and (d.gave_up() or not (buf.q or d.carry)):
+            break
+    with d.cond:
+        d.worker_done = True
+        d.cond.notify_all()
+
+
+def _room(d: Delivery) -> bool:
+    """Wait until another batch may be encoded; False when a shutdown deadline passed."""
+    with d.cond:
+        while True:
+            if d.spool is not None and not d.spool_failed and d.spool.has_room(0):
+                return True
+            if len(d.outbox) < AHEAD:  # no spool, or it is full: stay two batches ahead
+                return True
+            if d.gave_up():
+                return False
+            d.cond.wait(0.05)
+
+
+def _pump(d: Delivery, clock: Clock) -> None:
+    """Encode everything buffered, batch by batch, and hand it over."""
+    buf = d.buffer
+    while (buf.q or d.carry) and not (d.gave_up() and d.spool is None):
+        if not _room(d):
+            return
+        batch = _encode(d, clock)
+        buf.made_room()
+        spool = d.spool
+        body = batch.body
+        if (
+            body is not None
+            and spool is not None
+            and not d.spool_failed
+            and spool.has_room(len(body))
+        ):
+            d.spool_batch(batch)
+        with d.cond:
+            if batch.file is not None and len(d.outbox) >= AHEAD:
+                batch.body = None  # on disk: read back when its turn comes
+            d.outbox.append(batch)
+            d.queued += batch.count
+            d.encoding = []
+            d.cond.notify_all()
+
+
+def _encode(d: Delivery, clock: Clock) -> Batch:
+    """Encode one batch (by count and bytes), up to a flush marker."""
+    settings = d.settings
+    limit_items, limit_bytes = settings.max_batch_items, settings.max_batch_bytes
+    parts: list[str] = []
+    size = 12  # {"items":[]}
+    marker: Marker | None = None
+    clock.sync()
+    # kept on ``d`` so a fork() child can find run starts taken out but not yet handed over
+    taken: list[Any] = []
+    sizes: list[int] = []
+    d.encoding = taken
+    if d.carry is not None:
+        text, rec = d.carry
+        parts.append(text)
+        taken.append(rec)
+        size += len(text) + 1
+        sizes.append(len(text))
+        d.carry = None
+    pop, add_part, take, add_size = d.buffer.q.popleft, parts.append, taken.append, sizes.append
+    room = limit_items - len(parts)
+    while room > 0:  # per record: this loop runs for every event, locals only
+        try:
+            rec = pop()
+        except IndexError:
+            break
+        if rec.__class__ is Marker:
+            marker = rec
+            with d.buffer.lock:
+                d.buffer.markers -= 1
+            break
+        try:
+            text = rec[0](rec, clock)
+        except Exception as exc:
+            d.counters.refused += 1
+            d.reporter.problem(
+                DripDeliveryError(
+                    f"a drip {KINDS.get(rec[0], 'record')} could not be encoded: {exc!r}",
+                    code="ENCODE",
+                )
+            )
+            continue
+        n = len(text)
+        size += n + 1
+        if size > limit_bytes and parts:
+            d.carry = (text, rec)
+            break
+        add_part(text)
+        add_size(n)
+        take(rec)
+        room -= 1
+    if not parts:
+        return Batch(None, 0, marker)
+    text = ",".join(parts)
+    body = f'{{"items":[{text}]}}'.encode()
+    # item sizes in characters are sizes in bytes only for ASCII (what the encoders write)
+    return Batch(body, len(parts), marker, sizes=sizes if len(body) == len(text) + 12 else None)

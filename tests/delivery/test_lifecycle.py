@@ -1,0 +1,137 @@
+"""Stops and forks with real processes and signals; counts read from the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from drip import Drip
+
+N = 3_000  # records per case: enough that a lost buffer cannot hide
+
+SIGTERM_BODY = f"""
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=60)
+{{setup}}
+with client.run("stopped", customer_id=CUSTOMER):
+    for i in range({N}):
+        work(i)
+print("recorded", client.stats().pending, flush=True)
+time.sleep(600)  # SIGTERM arrives here
+"""
+
+
+def _run_until_sigterm(tmp_path: Path, kit: Any, account: Any, customer: str, setup: str) -> Any:
+    path = kit.script(tmp_path, SIGTERM_BODY.replace("{setup}", setup))
+    proc = kit.spawn(path, account, customer)
+    # nothing was sent yet: every record is in the buffer when the signal comes
+    assert kit.wait_line(proc, "recorded") == f"recorded {N + 2}"
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+def test_sigterm_with_the_default_handler_flushes_then_dies_by_sigterm(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    status, _, err = _run_until_sigterm(tmp_path, kit, account, customer, "")
+    assert status == -signal.SIGTERM, err  # the exit status SIGTERM gives
+    assert kit.stored(client, customer, "delivery.calls") == (N, 0)
+    [run] = client.list_runs(customer_id=customer).data
+    assert run.status.value == "COMPLETED"
+
+
+def test_sigterm_chains_the_applications_handler(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    setup = """
+def on_term(signum, frame):
+    print("app handler", flush=True)
+    sys.exit(7)
+signal.signal(signal.SIGTERM, on_term)
+"""
+    status, out, err = _run_until_sigterm(tmp_path, kit, account, customer, setup)
+    assert status == 7 and "app handler" in out, err  # the application's handler decided
+    assert kit.stored(client, customer, "delivery.calls") == (N, 0)
+
+
+def test_sigterm_opt_out_leaves_the_default_behaviour(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    body = SIGTERM_BODY.replace("flush_interval=60", "flush_interval=60, handle_signals=False")
+    path = kit.script(tmp_path, body.replace("{setup}", ""))
+    proc = kit.spawn(path, account, customer)
+    kit.wait_line(proc, "recorded")
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    # opted out: Python's default SIGTERM, no flush (what the table says without the hook)
+    assert kit.stored(client, customer, "delivery.calls") == (0, 0)
+
+
+def test_fork_inside_an_open_run_stores_every_child_event_in_that_run(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    body = """
+    client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=30)
+    with client.run("forked", customer_id=CUSTOMER) as run:
+        for i in range(100):
+            work(i)
+        # the run's start is still in the parent's buffer: nothing was sent yet
+        assert client.stats().sent == 0
+        pids = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                for i in range(2000):
+                    work(i)
+                report = client.flush(60)
+                os._exit(0 if report.ok and report.failed == 0 else 3)
+            pids.append(pid)
+        codes = [os.waitpid(pid, 0)[1] for pid in pids]
+        for i in range(100):
+            work(i)
+    print("run", run.id, codes, client.flush(60).ok, flush=True)
+    """
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    _, run_id, *rest = out.split(" ", 2)
+    assert rest == ["[0, 0, 0, 0] True\n"], out + err
+    details = client.get_run(run_id)
+    assert details.totals.event_count == 200 + 4 * 2000  # every child event, in that run
+    assert details.status.value == "COMPLETED"
+    assert kit.stored(client, customer, "delivery.calls") == (8200, 0)
+    assert len(client.list_runs(customer_id=customer).data) == 1  # one run, not five
+
+
+def test_multiprocessing_pool_children_deliver_everything(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    body = """
+    import multiprocessing
+
+    client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=30)
+
+    def task(n):
+        with client.run("pool-task", customer_id=CUSTOMER):
+            for i in range(100):
+                work(i)
+        return n
+
+    if __name__ == "__main__":
+        with client.run("pool-parent", customer_id=CUSTOMER):
+            work(0)  # the parent's buffer holds an open run when the pool forks
+            with multiprocessing.get_context("fork").Pool(4) as pool:
+                done = pool.map(task, range(80))
+        print("done", len(done), client.flush(60).ok, flush=True)
+    """
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert out.strip() == "done 80 True", out + err
+    # 80 tasks x 100 events in the children (ended by the pool's SIGTERM), 1 in the parent
+    assert kit.stored(client, customer, "delivery.calls") == (8001, 0)
+    runs = client.list_runs(customer_id=customer, limit=100).data
+    assert len(runs) == 81 and {r.status.value for r in runs} == {"COMPLETED"}
