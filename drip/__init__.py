@@ -65,6 +65,9 @@ from .models import (
 #: The lazy default client: reads DRIP_API_KEY / DRIP_BASE_URL on first use.
 drip = LazyClient()
 
+# -- propagation (issue 10): drip._remote hands drip.context.inject / extract their work --------
+from . import _remote  # noqa: E402, F401
+
 __all__ = [
     "AsyncDrip",
     "ChargeResult",

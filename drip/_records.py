@@ -149,7 +149,7 @@ def encode_event(rec: Record, clock: Clock) -> str:
         q = f',"quantity":{quantity}'
     else:
         q = f',"quantity":{_number(quantity)}'
-    if parent is None and span is None and error is None and not metadata:
+    if parent is None and span is None and error is None and not metadata and not run.remote_parent:
         # the common case in one f-string, the clock inlined: this runs for every event
         sec, ns = divmod(t0 + clock._offset, 1_000_000_000)
         if sec != clock._sec:
@@ -164,6 +164,8 @@ def encode_event(rec: Record, clock: Clock) -> str:
     text += m.event_head + q
     if parent is not None:
         text += f',"parentEventId":"evt_{_prefix}{parent & _SEQ_MASK:010x}"'
+    elif run.remote_parent:  # a top-level event of a run continued from another process
+        text += f',"parentEventId":{dumps(run.remote_parent)}'
     if span is not None and span.is_valid:
         text += f',"spanId":"{span.span_id:016x}"'
     us = (t1 - t0 + 500) // 1000
@@ -217,7 +219,7 @@ def encode_manual(rec: Record, clock: Clock) -> str:
         (
             ("units", units),
             ("description", description),
-            ("parentEventId", None if parent is None else event_id(parent)),
+            ("parentEventId", run.remote_parent if parent is None else event_id(parent)),
             ("spanId", otel.span_id_hex(span)),
             ("metadata", metadata or None),
         )

@@ -62,6 +62,10 @@ class Run:
         "workflow",
     )
 
+    #: the parent event of this run's top-level events when the run was continued from
+    #: another process (``drip.context.extract``); see ``drip._remote.RemoteRun``
+    remote_parent: str | None = None
+
     def __init__(
         self,
         context: RunContext,

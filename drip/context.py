@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
+    from ._remote import Continuation
     from ._scopes import Run
 
 __all__ = [
     "ContextThreadPoolExecutor",
     "current_customer_id",
     "current_run",
+    "extract",
+    "inject",
     "wrap",
 ]
 
@@ -84,3 +87,30 @@ class ContextThreadPoolExecutor(ThreadPoolExecutor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+# -- across processes: W3C baggage (drip._remote does the work; it hands itself down here) ------
+
+#: ``(inject, extract)`` of ``drip._remote``, set when ``drip`` is imported
+_propagation: Any = None
+
+
+def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Put the current run, customer and event into ``headers`` (W3C ``baggage``); returns them.
+
+    Call it on the headers of an outgoing request (``drip.integrations.httpx`` and
+    ``.requests`` do it for every call); the receiving service continues the run with
+    ``extract``. Keys are prefixed ``drip.``; the API key never travels. With OpenTelemetry in
+    use, its ``traceparent`` is injected too.
+    """
+    return _propagation[0](headers)  # type: ignore[no-any-return]
+
+
+def extract(headers: Any) -> Continuation:
+    """What a request's headers carry; ``with extract(request.headers):`` records into that run.
+
+    Inside, metered calls are events of the caller's run (their parent: the caller's event),
+    ``drip.run`` opens a child run of it, and the caller's customer is in effect. The run is
+    not ended here. Extract only from callers you trust: the baggage names who is billed.
+    """
+    return _propagation[1](headers)  # type: ignore[no-any-return]

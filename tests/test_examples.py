@@ -31,6 +31,18 @@ EXPECT = {
     "llm_langgraph.py": ["run 'Tide Agent' COMPLETED", "tool_calls: 1", "llm_tokens: 255 tokens"],
     "llm_litellm.py": ["llm_tokens: 30 tokens, streamed=False", "streamed=True"],
     "llm_openai_agents.py": ["llm_tokens: 149 tokens, cost_usd=2.64e-05"],
+    # -- web integrations (issue 10) --
+    "fastapi_api.py": [
+        "acme: 6 requests, 48 tokens",
+        "globex: 1 requests, 27 tokens",
+        "streamed request run: COMPLETED",
+        "'route': '/stream/{topic}'",
+    ],
+    "two_services.py": [
+        "B trusts A: the same run; A's run holds ['api_calls', 'api_calls', "
+        "'reports', 'rows_scanned']",
+        "B does not: two runs",
+    ],
 }
 
 

@@ -28,7 +28,8 @@ def test_import_drip_pulls_in_no_server_or_framework() -> None:
     code = (
         "import sys, drip; heavy = [m for m in sys.modules if m.split('.')[0] in "
         "{'fastapi','starlette','sqlalchemy','uvicorn','flask','langchain_core','openai',"
-        "'anthropic','litellm','agents','langgraph','langchain','httpx2'} "
+        "'anthropic','litellm','agents','langgraph','langchain','httpx2',"
+        "'django','celery','kombu','werkzeug','requests','asgiref'} "
         "or m.startswith('drip.server') or m.startswith('drip.integrations.')]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

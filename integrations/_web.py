@@ -1,0 +1,241 @@
+"""What every web integration does with one request, whatever the framework.
+
+A middleware (ASGI, Flask, Django) asks ``RequestMeter.open`` for a ``RequestRun`` when a request
+arrives and calls ``RequestRun.finish`` once the response is complete (after its last body
+chunk). Everything here is built on drip's public face: ``drip.run`` opens the run, ``Run.event``
+records the request, and the run ends through the context manager's own ``__exit__``.
+
+One metered request is one run:
+
+- workflow: the middleware's ``workflow`` or ``"<METHOD> <route template>"``;
+- ``external_run_id``: the request id header, when the request has one;
+- one ``meter`` event with metadata ``status_code``, ``route``, ``method``, ``duration_ms`` (and
+  ``incomplete: true`` when the client went away before the last body chunk);
+- status >= 500 or an exception ends it FAILED (the exception is the framework's to handle);
+  4xx end it COMPLETED with the status recorded.
+
+Instrumentation never breaks the host application: a customer callable that raises, or returns
+something that is not a customer, is logged on the ``drip`` logger and that request is served
+unmetered.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import http
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import drip
+from drip import context as drip_context
+
+__all__ = ["UNMATCHED", "HTTPServerError", "RequestMeter", "RequestRun", "customer_options"]
+
+logger = logging.getLogger("drip")
+
+#: the route label of a request no route matched (a fixed label: raw paths are unbounded and
+#: may carry personal data)
+UNMATCHED = "<unmatched>"
+
+
+class HTTPServerError(Exception):
+    """How a run ends when the response status is >= 500 and nothing raised.
+
+    Never raised into the application: it only names the run's ``error_code``.
+    """
+
+
+def customer_options(result: Any) -> dict[str, Any] | None:
+    """The ``drip.run`` keyword arguments for what a ``customer`` callable returned.
+
+    A string is a customer id; a mapping may hold ``customer_id`` or ``external_customer_id``;
+    None means "do not meter this request". Anything else is a TypeError naming what came back.
+    """
+    if result is None:
+        return None
+    if isinstance(result, str):
+        return {"customer_id": result}
+    if isinstance(result, Mapping):
+        options = {k: result[k] for k in ("customer_id", "external_customer_id") if k in result}
+        unknown = set(result) - set(options)
+        if unknown or not options:
+            raise TypeError(
+                "a customer mapping takes 'customer_id' or 'external_customer_id', got "
+                f"{sorted(map(str, result))}"
+            )
+        return options
+    raise TypeError(
+        "the customer callable must return a customer id (str), a mapping with "
+        f"'customer_id' or 'external_customer_id', or None; got {type(result).__name__}"
+    )
+
+
+def _patterns(value: Iterable[str] | str | None, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    patterns = tuple(value)
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"{name} takes route patterns (non-empty strings), got {pattern!r}")
+    return patterns
+
+
+class RequestMeter:
+    """The settings of one middleware, checked when it is installed (mistakes raise then)."""
+
+    __slots__ = ("customer", "exclude", "include", "meter", "quantity", "trust_baggage",
+                 "workflow")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        customer: Callable[[Any], Any],
+        workflow: str | None = None,
+        meter: str = "api_calls",
+        quantity: float = 1,
+        include: Iterable[str] | str | None = None,
+        exclude: Iterable[str] | str | None = None,
+        trust_baggage: bool = False,
+    ) -> None:
+        if not callable(customer):
+            raise TypeError(
+                "customer must be a callable receiving the request and returning a customer "
+                f"id (or None to skip the request), got {type(customer).__name__}"
+            )
+        if not isinstance(meter, str) or not meter.strip():
+            raise TypeError(f"meter must be a non-empty string, got {meter!r}")
+        if workflow is not None and (not isinstance(workflow, str) or not workflow.strip()):
+            raise TypeError(f"workflow must be a non-empty string or None, got {workflow!r}")
+        if isinstance(quantity, bool) or not isinstance(quantity, (int, float)):
+            raise TypeError(f"quantity must be a number, got {type(quantity).__name__}")
+        self.customer = customer
+        self.workflow = workflow
+        self.meter = meter
+        self.quantity = quantity
+        self.include = _patterns(include, "include")
+        self.exclude = _patterns(exclude, "exclude")
+        self.trust_baggage = bool(trust_baggage)
+
+    def wanted(self, route: str | None, path: str) -> bool:
+        """Whether a request to ``path`` (matched to ``route``) is metered at all.
+
+        A pattern (``fnmatch`` style: ``/health``, ``/internal/*``, ``/items/{item_id}``) is
+        compared with the route template and with the raw path.
+        """
+        names = (path,) if route is None or route == path else (route, path)
+        if self.exclude is not None and _any_match(names, self.exclude):
+            return False
+        return self.include is None or _any_match(names, self.include)
+
+    def carried(self, baggage: str | None) -> Any:
+        """The caller's run carried in a ``baggage`` header, when trusted and present, else None.
+
+        A request that carries one continues that run: the customer callable is not asked,
+        since the baggage names the customer.
+        """
+        if not self.trust_baggage or not baggage:
+            return None
+        try:
+            continuation = drip_context.extract({"baggage": baggage})
+        except Exception:
+            logger.exception("drip: incoming baggage could not be read")
+            return None
+        return continuation if continuation.run_id is not None else None
+
+    def open(
+        self,
+        customer: Any,
+        method: str,
+        route: str | None,
+        request_id: str | None,
+        carried: Any = None,
+    ) -> RequestRun | None:
+        """Open the request's run in the current context, or None when it is not metered.
+
+        ``customer`` is what the customer callable returned; ``carried`` what ``carried``
+        found (then the caller's run is continued instead).
+        """
+        label = route or UNMATCHED
+        try:
+            if carried is not None:
+                return RequestRun(self, carried, method, label)
+            options = customer_options(customer)
+            if options is None:
+                return None
+            workflow = self.workflow or f"{method} {label}"
+            context = drip.run(workflow, external_run_id=request_id or None, **options)
+            return RequestRun(self, context, method, label)
+        except Exception:
+            logger.exception("drip: this request is served but not metered")
+            return None
+
+
+def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in names)
+
+
+class RequestRun:
+    """One metered request: its run is open from construction until ``finish``."""
+
+    __slots__ = ("_context", "_finished", "_meter", "_run", "done_ns", "error", "method",
+                 "route", "start_ns", "status")  # fmt: skip
+
+    def __init__(self, meter: RequestMeter, context: Any, method: str, route: str) -> None:
+        """``context``: a ``drip.run(...)``, or the caller's run from ``carried`` (not ended)."""
+        self._meter = meter
+        self._context = context
+        self.method = method
+        self.route = route
+        self.status: int | None = None
+        #: how the handler failed, when the framework tells before the response ends
+        self.error: BaseException | None = None
+        self.done_ns: int | None = None
+        self._finished = False
+        self.start_ns = time.perf_counter_ns()
+        self._run = context.__enter__()
+
+    def response_done(self) -> None:
+        """The last body chunk has been sent: the request's duration ends here."""
+        if self.done_ns is None:
+            self.done_ns = time.perf_counter_ns()
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """Record the request event and end the run (FAILED on an exception or status >= 500).
+
+        Must be called in the context ``open`` was called in; never raises; once only (a
+        second call does nothing).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        end = self.done_ns or time.perf_counter_ns()
+        status = self.status if self.status is not None else (500 if exc else None)
+        try:
+            metadata: dict[str, Any] = {
+                "status_code": status,
+                "route": self.route,
+                "method": self.method,
+                "duration_ms": round((end - self.start_ns) / 1e6, 3),
+            }
+            if self.done_ns is None and exc is None and status is not None:
+                metadata["incomplete"] = True  # the client left before the last chunk
+            self._run.event(self._meter.meter, self._meter.quantity, metadata=metadata)
+        except Exception:
+            logger.exception("drip: the request event could not be recorded")
+        if exc is None and status is not None and status >= 500:
+            exc = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
+        try:
+            self._context.__exit__(None if exc is None else type(exc), exc, None)
+        except Exception:
+            logger.exception("drip: the request's run could not be ended")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""

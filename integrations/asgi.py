@@ -1,0 +1,215 @@
+"""Meter every request of an ASGI application: Starlette, FastAPI, Litestar, any ASGI app.
+
+::
+
+    from drip.integrations.asgi import DripMiddleware   # or drip.integrations.fastapi
+
+    def customer(request):                              # sync or async; None = don't meter
+        return request.headers.get("x-customer-id")
+
+    app.add_middleware(DripMiddleware, customer=customer, exclude=["/health"])
+
+Each metered request is one run (workflow ``"GET /items/{item_id}"`` by default) holding one
+``api_calls`` event recorded after the last body chunk, so a streamed response is metered when
+it has been sent; everything ``@drip.metered`` records in the handler lands in that run.
+
+Why pure ASGI and not ``BaseHTTPMiddleware``: that one runs the application in another task
+(context changes made there never come back) and returns as soon as the response *starts*, so
+it would meter a streamed response before its body exists. Here the application runs in the
+middleware's own context, ``send`` is watched for the final chunk, and the run ends after the
+application returns, in the context it was opened in.
+
+The route template is found before the application runs (the router's own ``matches``, through
+mounts), so it can name the run and be matched by ``include``/``exclude``. An ASGI app without a
+Starlette-style router (``app.router.routes``) gets no template: its requests are labelled
+``<unmatched>`` (a raw path would be unbounded and may carry personal data), so give it a
+``workflow=`` and match ``include``/``exclude`` against raw paths. The ``customer``
+callable receives a Starlette ``Request``; read headers, not the body (the body is the
+application's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from ._requires import requires
+from ._web import RequestMeter, RequestRun, logger
+
+requests = requires("starlette.requests", extra="fastapi", integration="asgi")
+routing = requires("starlette.routing", extra="fastapi", integration="asgi")
+
+__all__ = ["DripMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class DripMiddleware:
+    """Pure ASGI middleware: one run per metered request, one ``meter`` event when it is sent.
+
+    ``customer(request)`` (sync or async) returns a customer id, a mapping with
+    ``customer_id`` (or ``external_customer_id`` once the SDK supports it), or None to leave
+    the request unmetered. ``include``/``exclude`` take route patterns (``fnmatch`` style,
+    compared with the route template and the raw path). ``request_id_header`` names the header
+    whose value becomes the run's ``external_run_id``. With ``trust_baggage=True`` a request
+    carrying drip baggage (``drip.context.inject`` on the caller's side) continues the caller's
+    run instead of opening its own: only for callers you trust, since the baggage names the
+    customer to bill.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        customer: Callable[[Any], Any],
+        workflow: str | None = None,
+        meter: str = "api_calls",
+        quantity: float = 1,
+        include: Iterable[str] | str | None = None,
+        exclude: Iterable[str] | str | None = None,
+        trust_baggage: bool = False,
+        request_id_header: str = "x-request-id",
+    ) -> None:
+        self.app = app
+        self._meter = RequestMeter(
+            customer=customer, workflow=workflow, meter=meter, quantity=quantity,
+            include=include, exclude=exclude, trust_baggage=trust_baggage,
+        )  # fmt: skip
+        self._request_id = request_id_header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_run = await self._open(scope, receive)
+        if request_run is None:
+            return await self.app(scope, receive, send)
+
+        async def watch(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                request_run.status = message["status"]
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                await send(message)
+                request_run.response_done()
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except BaseException as exc:
+            request_run.finish(exc)
+            raise
+        request_run.finish()
+
+    async def _open(self, scope: Scope, receive: Receive) -> RequestRun | None:
+        meter = self._meter
+        route = route_template(scope, self.app)
+        if not meter.wanted(route, scope.get("path", "")):
+            return None
+        request_id = baggage = None
+        for name, value in scope.get("headers", ()):
+            if name == self._request_id:
+                request_id = value.decode("latin-1")
+            elif name == b"baggage" and meter.trust_baggage:
+                text = value.decode("latin-1")
+                baggage = text if baggage is None else f"{baggage},{text}"
+        method = scope.get("method", "GET")
+        carried = meter.carried(baggage)
+        if carried is not None:
+            return meter.open(None, method, route, request_id, carried)
+        try:
+            result = meter.customer(requests.Request(scope, receive))
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("drip: the customer callable raised; the request is not metered")
+            return None
+        return meter.open(result, method, route, request_id)
+
+
+#: (router, method, path, root_path) -> template; bounded, as paths carry ids and are unbounded
+_templates: OrderedDict[tuple[int, str, str, str], str | None] = OrderedDict()
+_TEMPLATES_MAX = 2048
+
+
+def route_template(scope: Scope, app: Any = None) -> str | None:
+    """The template of the route this request will reach (``/items/{item_id}``), or None.
+
+    Asks the application's router (``scope["app"]``, set by Starlette and FastAPI, else
+    ``app``) the way it will ask itself, descending into mounts, whose prefix is kept. Answers
+    are remembered per path (up to 2048, the oldest forgotten first), so a hot endpoint is
+    matched once.
+    """
+    router = getattr(scope.get("app") or app, "router", None)
+    routes = getattr(router, "routes", None)
+    if not routes:
+        return None
+    root_path = scope.get("root_path", "")
+    key = (id(router), scope.get("method", ""), scope.get("path", ""), root_path)
+    try:
+        return _templates[key]
+    except KeyError:
+        pass
+    template = _templates[key] = _match(routes, scope, root_path)
+    if len(_templates) > _TEMPLATES_MAX:
+        with contextlib.suppress(KeyError):  # another thread got there first
+            _templates.popitem(last=False)
+    return template
+
+
+def _match(routes: Iterable[Any], scope: Scope, prefix: str) -> str | None:
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # a custom route that cannot answer: not ours to break
+            continue
+        if getattr(match, "name", None) != "FULL":
+            continue
+        if "route" in child:  # FastAPI's APIRoute names itself
+            route = child["route"]
+        elif hasattr(route, "effective_route_contexts"):  # FastAPI >= 0.16x: include_router
+            return _included(route, scope, prefix)
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        inner = getattr(route, "routes", None)
+        if inner:  # a mount: ask what is mounted, under the mount's prefix
+            found = _match(inner, {**scope, **child}, child.get("root_path", prefix))
+            if found is not None:
+                return found
+        if template is None:
+            return None
+        return prefix.rstrip("/") + str(template)
+    return None
+
+
+#: compiled path patterns of FastAPI's included routes, by route context
+_compiled: dict[int, tuple[Any, Any]] = {}
+
+
+def _included(router: Any, scope: Scope, prefix: str) -> str | None:
+    """The template of a route of a FastAPI included router (its full path, prefixes and all).
+
+    Its ``matches`` says only *that* one of its routes matches; which one is found here the
+    way the router finds it: the first route context whose full path matches.
+    """
+    path = routing.get_route_path(scope)
+    method = scope.get("method")
+    partial = None
+    for context in router.effective_route_contexts():
+        entry = _compiled.get(id(context))
+        if entry is None or entry[0] is not context:
+            entry = _compiled[id(context)] = (context, routing.compile_path(context.path)[0])
+        if entry[1].match(path) is None:
+            continue
+        methods = getattr(context.original_route, "methods", None)
+        template = str(getattr(context, "path_format", None) or context.path)
+        if not methods or method in methods:
+            return prefix.rstrip("/") + template
+        partial = partial or template
+    return None if partial is None else prefix.rstrip("/") + partial

@@ -1,0 +1,185 @@
+"""Meter every request of a Django project, sync or async.
+
+::
+
+    # settings.py
+    MIDDLEWARE = ["drip.integrations.django.DripMiddleware", *MIDDLEWARE]
+    DRIP_CUSTOMER = "billing.customers.customer_for"   # def customer_for(request) -> str | None
+    DRIP_MIDDLEWARE = {"exclude": ["/health/"]}         # optional: the ASGI middleware's options
+
+Each metered request is one run (workflow ``"GET /items/<int:item_id>/"`` by default, the URL
+pattern with ``SCRIPT_NAME``) holding one ``api_calls`` event, recorded when the response is
+complete: for a ``StreamingHttpResponse``, when its content has been sent. A view exception ends
+the run FAILED and then goes on to Django's own handling (``process_exception`` returns None, so
+``handler500`` and ``DEBUG`` pages are untouched).
+
+The middleware is sync and async capable: under ASGI with async views it runs without a thread
+hop, and the ``customer`` callable may then be ``async def``. ``DRIP_MIDDLEWARE`` takes
+``workflow``, ``meter``, ``quantity``, ``include``, ``exclude``, ``trust_baggage`` and
+``request_id_header`` (default ``X-Request-ID``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from ._requires import requires
+from ._web import RequestMeter, RequestRun, logger
+
+django_conf = requires("django.conf", extra="django")
+django_urls = requires("django.urls", extra="django")
+django_exceptions = requires("django.core.exceptions", extra="django")
+django_module_loading = requires("django.utils.module_loading", extra="django")
+asgiref_sync = requires("asgiref.sync", extra="django")
+
+__all__ = ["DripMiddleware"]
+
+#: where the request's run is kept on ``request.META`` between the middleware's hooks
+META_KEY = "drip.request_run"
+_OPTIONS = {"workflow", "meter", "quantity", "include", "exclude", "trust_baggage",
+            "request_id_header"}  # fmt: skip
+
+
+class DripMiddleware:
+    """Django middleware: one run per metered request, one ``meter`` event when it is sent."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self._async = asgiref_sync.iscoroutinefunction(get_response)
+        if self._async:
+            asgiref_sync.markcoroutinefunction(self)
+        settings = django_conf.settings
+        path = getattr(settings, "DRIP_CUSTOMER", None)
+        if not path:
+            raise django_exceptions.ImproperlyConfigured(
+                "drip.integrations.django.DripMiddleware needs DRIP_CUSTOMER in settings: the "
+                "dotted path of a callable taking the request and returning a customer id "
+                "(or None to leave the request unmetered)"
+            )
+        options = dict(getattr(settings, "DRIP_MIDDLEWARE", None) or {})
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise django_exceptions.ImproperlyConfigured(
+                f"DRIP_MIDDLEWARE has unknown options {sorted(unknown)}; known: {sorted(_OPTIONS)}"
+            )
+        header = str(options.pop("request_id_header", "X-Request-ID"))
+        self._request_id_key = "HTTP_" + header.upper().replace("-", "_")
+        self._meter = RequestMeter(customer=django_module_loading.import_string(path), **options)
+
+    def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        request_run = self._open(request, *self._customer(request))
+        if request_run is None:
+            return self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException as exc:
+            request_run.finish(exc)
+            raise
+        return _end_with(request_run, response)
+
+    async def __acall__(self, request: Any) -> Any:
+        route, customer, carried = self._customer(request)
+        if inspect.isawaitable(customer):
+            try:
+                customer = await customer
+            except Exception:
+                logger.exception("drip: the customer callable raised; the request is not metered")
+                customer = None
+        request_run = self._open(request, route, customer, carried)
+        if request_run is None:
+            return await self.get_response(request)
+        try:
+            response = await self.get_response(request)
+        except BaseException as exc:
+            request_run.finish(exc)
+            raise
+        return _end_with(request_run, response)
+
+    def process_exception(self, request: Any, exception: Exception) -> None:
+        """Remember the view's exception for the run; Django handles it as without us."""
+        request_run = request.META.get(META_KEY)
+        if request_run is not None:
+            request_run.error = exception
+
+    def _customer(self, request: Any) -> tuple[str | None, Any, Any]:
+        """The request's route template, its customer (None: not metered), the carried run."""
+        route = _route(request)
+        if not self._meter.wanted(route, request.META.get("SCRIPT_NAME", "") + request.path_info):
+            return route, None, None
+        carried = self._meter.carried(request.META.get("HTTP_BAGGAGE"))
+        if carried is not None:
+            return route, None, carried
+        try:
+            return route, self._meter.customer(request), None
+        except Exception:
+            logger.exception("drip: the customer callable raised; the request is not metered")
+            return route, None, None
+
+    def _open(
+        self, request: Any, route: str | None, customer: Any, carried: Any
+    ) -> RequestRun | None:
+        if customer is None and carried is None:
+            return None
+        meta = request.META
+        request_run = self._meter.open(
+            customer,
+            request.method or "GET",
+            route,
+            meta.get(self._request_id_key),
+            carried,
+        )
+        if request_run is not None:
+            meta[META_KEY] = request_run
+        return request_run
+
+
+def _route(request: Any) -> str | None:
+    """The URL pattern this request resolves to (``/v1/items/<int:item_id>/``), or None."""
+    try:
+        match = django_urls.resolve(request.path_info, getattr(request, "urlconf", None))
+    except django_urls.Resolver404:
+        return None
+    except Exception:  # the view will meet the same problem and report it: not ours
+        return None
+    return str(request.META.get("SCRIPT_NAME", "")).rstrip("/") + "/" + str(match.route)
+
+
+def _end_with(request_run: RequestRun, response: Any) -> Any:
+    """End the run now, or, for a streamed response, once its content has been sent."""
+    request_run.status = response.status_code
+    if not getattr(response, "streaming", False):
+        request_run.response_done()  # the body is complete, in memory
+        request_run.finish(request_run.error)
+        return response
+    content = response.streaming_content
+    if getattr(response, "is_async", False):
+        response.streaming_content = _after_async(content, request_run)
+    else:
+        response.streaming_content = _after(content, request_run)
+    return response
+
+
+def _after(content: Iterator[bytes], request_run: RequestRun) -> Iterator[bytes]:
+    try:
+        yield from content
+        request_run.response_done()
+    finally:
+        request_run.finish(request_run.error)
+
+
+async def _after_async(
+    content: AsyncIterator[bytes], request_run: RequestRun
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in content:
+            yield chunk
+        request_run.response_done()
+    finally:
+        request_run.finish(request_run.error)

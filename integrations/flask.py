@@ -1,0 +1,149 @@
+"""Meter every request of a Flask application.
+
+::
+
+    from flask import Flask, request
+    from drip.integrations.flask import DripFlask
+
+    app = Flask(__name__)
+    DripFlask(app, customer=lambda request: request.headers.get("x-customer-id"))
+    # or, with an application factory:  drip_flask = DripFlask(customer=...); drip_flask.init_app(app)
+
+Each metered request is one run (workflow ``"GET /items/<int:item_id>"`` by default, the URL
+rule with the mount's ``SCRIPT_NAME``) holding one ``api_calls`` event, recorded when the
+response has been sent: for a streamed response, when its generator has finished.
+
+How: a ``before_request`` hook asks the ``customer`` callable (it receives ``flask.request``) and
+opens the run; the application's WSGI callable is wrapped so that the run ends when the server
+closes the response, which is after the last chunk. ``after_request`` and ``teardown_request``
+both run *before* a streamed body is generated, which is why they are not the end of the run; and
+because the run stays open in the serving thread's context until then, the stream's generator
+records into it too. An unhandled exception ends the run FAILED; Flask's own error handling
+(``errorhandler``, the 500 page, ``PROPAGATE_EXCEPTIONS``) is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ._requires import requires
+from ._web import RequestMeter, RequestRun, logger
+
+flask = requires("flask", extra="flask")
+
+__all__ = ["DripFlask"]
+
+#: where the request's run waits for the end of the response, in the WSGI environ
+ENVIRON_KEY = "drip.request_run"
+
+
+class DripFlask:
+    """Flask extension: one run per metered request, one ``meter`` event once it is sent.
+
+    Arguments as for ``drip.integrations.asgi.DripMiddleware``; ``customer`` receives
+    ``flask.request`` and returns a customer id, a mapping, or None to leave it unmetered.
+    """
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        customer: Callable[[Any], Any],
+        workflow: str | None = None,
+        meter: str = "api_calls",
+        quantity: float = 1,
+        include: Iterable[str] | str | None = None,
+        exclude: Iterable[str] | str | None = None,
+        trust_baggage: bool = False,
+        request_id_header: str = "X-Request-ID",
+    ) -> None:
+        self._meter = RequestMeter(
+            customer=customer, workflow=workflow, meter=meter, quantity=quantity,
+            include=include, exclude=exclude, trust_baggage=trust_baggage,
+        )  # fmt: skip
+        self._request_id_header = request_id_header
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:
+        """Install on ``app``: its request hooks, and the WSGI wrapper that ends each run."""
+        app.before_request(self._before)
+        app.teardown_request(self._teardown)
+        app.wsgi_app = _EndRuns(app.wsgi_app)
+        app.extensions["drip"] = self
+
+    def _before(self) -> None:
+        request = flask.request
+        rule = request.url_rule
+        route = None if rule is None else request.script_root + rule.rule
+        meter = self._meter
+        if not meter.wanted(route, request.script_root + request.path):
+            return
+        headers = request.headers
+        request_id = headers.get(self._request_id_header)
+        carried = meter.carried(headers.get("baggage"))
+        if carried is not None:
+            request_run = meter.open(None, request.method, route, request_id, carried)
+        else:
+            try:
+                customer = meter.customer(request)
+            except Exception:
+                logger.exception("drip: the customer callable raised; the request is not metered")
+                return
+            request_run = meter.open(customer, request.method, route, request_id)
+        if request_run is not None:
+            request.environ[ENVIRON_KEY] = request_run
+
+    @staticmethod
+    def _teardown(exc: BaseException | None) -> None:
+        # runs before a streamed body exists: only remember how the view ended
+        if exc is not None:
+            request_run = flask.request.environ.get(ENVIRON_KEY)
+            if request_run is not None:
+                request_run.error = exc
+
+
+class _EndRuns:
+    """Wraps ``app.wsgi_app``: a request's run ends when the server closes its response."""
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def watch(status: str, headers: Any, exc_info: Any = None) -> Any:
+            request_run = environ.get(ENVIRON_KEY)
+            if request_run is not None:
+                request_run.status = int(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.wsgi_app(environ, watch)
+        except BaseException as exc:  # PROPAGATE_EXCEPTIONS: the server sees it, as without us
+            request_run = environ.pop(ENVIRON_KEY, None)
+            if request_run is not None:
+                request_run.finish(exc)
+            raise
+        request_run = environ.pop(ENVIRON_KEY, None)
+        return body if request_run is None else _Body(body, request_run)
+
+
+class _Body:
+    """The response body, passed through; its end (``close``) ends the request's run."""
+
+    def __init__(self, body: Iterable[bytes], request_run: RequestRun) -> None:
+        self._body = body
+        self._request_run = request_run
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+        self._request_run.response_done()
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            request_run = self._request_run
+            request_run.finish(request_run.error)

@@ -1,0 +1,234 @@
+"""``DripMiddleware`` on a real Django project, through Django's test clients (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import types
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("django")
+
+import django
+from django.conf import settings
+
+import drip
+from drip import Drip, RunStatus
+
+urls = types.ModuleType("drip_test_django_urls")
+sys.modules[urls.__name__] = urls
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=urls.__name__,
+        MIDDLEWARE=["drip.integrations.django.DripMiddleware"],
+        DRIP_CUSTOMER=f"{urls.__name__}.customer",
+        DRIP_MIDDLEWARE={"exclude": ["/health/"]},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from django.core.signals import got_request_exception  # noqa: E402 (after settings.configure)
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402 (after settings.configure)
+from django.test import AsyncClient, Client, override_settings  # noqa: E402 (after settings.configure)
+from django.urls import path  # noqa: E402 (after settings.configure)
+
+
+@drip.metered("db.queries")
+def query(n: int) -> int:
+    return n
+
+
+@drip.metered("stream.chunks")
+def chunk(i: int) -> str:
+    time.sleep(0.02)
+    return f"chunk {i}\n"
+
+
+def customer(request: Any) -> str | None:
+    return request.headers.get("x-customer")
+
+
+def item(request: Any, item_id: int) -> JsonResponse:
+    return JsonResponse({"item": query(item_id)})
+
+
+async def async_item(request: Any, item_id: int) -> JsonResponse:
+    await asyncio.sleep(0)
+    return JsonResponse({"item": query(item_id)})
+
+
+def stream(request: Any) -> StreamingHttpResponse:
+    def body() -> Iterator[str]:
+        for i in range(3):
+            yield chunk(i)
+
+    return StreamingHttpResponse(body())
+
+
+async def async_stream(request: Any) -> StreamingHttpResponse:
+    async def body() -> AsyncIterator[str]:
+        for i in range(3):
+            await asyncio.sleep(0.02)
+            yield f"chunk {query(i)}\n"
+
+    return StreamingHttpResponse(body())
+
+
+def boom(request: Any) -> HttpResponse:
+    query(1)
+    raise LookupError("no such item")
+
+
+def unavailable(request: Any) -> HttpResponse:
+    return HttpResponse("later", status=503)
+
+
+def health(request: Any) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def handler500(request: Any) -> HttpResponse:
+    return HttpResponse("handled by handler500", status=500)
+
+
+urls.customer = customer  # type: ignore[attr-defined]
+urls.handler500 = handler500  # type: ignore[attr-defined]
+urls.urlpatterns = [  # type: ignore[attr-defined]
+    path("v1/items/<int:item_id>/", item),
+    path("async/items/<int:item_id>/", async_item),
+    path("stream/", stream),
+    path("async/stream/", async_stream),
+    path("boom/", boom),
+    path("unavailable/", unavailable),
+    path("health/", health),
+]
+
+
+def runs_of(live: Drip, customer_id: str) -> list[Any]:
+    assert live.flush(30).ok
+    return live.list_runs(customer_id=customer_id, limit=1000).data
+
+
+def test_200_requests_from_5_customers_are_counted_exactly(
+    live: Drip, customers: list[str], slug: Callable[[str], str]
+) -> None:
+    client = Client()
+    for i in range(200):
+        response = client.get(f"/v1/items/{i}/", headers={"x-customer": customers[i % 5]})
+        assert response.json() == {"item": i}
+    assert live.flush(30).ok
+    for cid in customers:
+        [meter] = live.get_usage_summary(customer_id=cid, meter="api_calls").meters
+        assert meter.run_events == 40 and meter.quantity == 40
+        [queries] = live.get_usage_summary(customer_id=cid, meter="db.queries").meters
+        assert queries.run_events == 40
+        runs = live.list_runs(customer_id=cid, limit=1000).data
+        assert len(runs) == 40 and {r.status for r in runs} == {RunStatus.COMPLETED}
+        assert {slug(r.workflow_id) for r in runs} == {"GET /v1/items/<int:item_id>/"}
+
+
+def test_a_stream_is_metered_after_its_content(live: Drip, customers: list[str]) -> None:
+    response = Client().get("/stream/", headers={"x-customer": customers[0], "x-request-id": "r1"})
+    assert b"".join(response.streaming_content) == b"chunk 0\nchunk 1\nchunk 2\n"
+    response.close()
+    [run] = runs_of(live, customers[0])
+    assert live.get_run(run.id).external_run_id == "r1"
+    timeline = live.get_run_timeline(run.id)
+    assert len([e for e in timeline.events if e.meter == "stream.chunks"]) == 3
+    [request_event] = [e for e in timeline.events if e.meter == "api_calls"]
+    meta = request_event.metadata or {}
+    assert meta["duration_ms"] >= 60 and meta["route"] == "/stream/"
+    assert "incomplete" not in meta
+
+
+def test_an_exception_fails_the_run_and_reaches_djangos_handler(
+    live: Drip, customers: list[str]
+) -> None:
+    reached: list[Any] = []
+
+    def receiver(sender: Any, request: Any = None, **kwargs: Any) -> None:
+        reached.append(sys.exc_info()[0])
+
+    got_request_exception.connect(receiver)
+    try:
+        response = Client(raise_request_exception=False).get(
+            "/boom/", headers={"x-customer": customers[1]}
+        )
+    finally:
+        got_request_exception.disconnect(receiver)
+    assert response.status_code == 500 and response.content == b"handled by handler500"
+    assert reached == [LookupError]
+    [run] = runs_of(live, customers[1])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "LookupError"
+    assert details.totals.event_count == 2
+
+
+def test_5xx_excluded_and_anonymous(live: Drip, customers: list[str]) -> None:
+    client = Client()
+    assert client.get("/unavailable/", headers={"x-customer": customers[2]}).status_code == 503
+    [run] = runs_of(live, customers[2])
+    assert live.get_run(run.id).error_code == "HTTPServerError"
+    assert client.get("/health/", headers={"x-customer": customers[3]}).content == b"ok"
+    assert client.get("/v1/items/1/").json() == {"item": 1}  # no customer: served, unmetered
+    assert client.get("/nowhere/", headers={"x-customer": customers[3]}).status_code == 404
+    runs = runs_of(live, customers[3])
+    assert len(runs) == 1  # the 404 is metered as "<unmatched>"; /health/ is excluded
+    [event] = live.get_run_timeline(runs[0].id).events
+    assert (event.metadata or {})["route"] == "<unmatched>"
+
+
+async def test_async_views_and_streams(live: Drip, customers: list[str]) -> None:
+    client = AsyncClient()
+    response = await client.get("/async/items/7/", headers={"x-customer": customers[4]})
+    assert response.json() == {"item": 7}
+    response = await client.get("/async/stream/", headers={"x-customer": customers[4]})
+    assert b"".join([c async for c in response.streaming_content]) == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert (await asyncio.to_thread(live.flush, 30)).ok
+    runs = live.list_runs(customer_id=customers[4], limit=10).data
+    assert len(runs) == 2
+    counts = sorted(live.get_run(r.id).totals.event_count for r in runs)
+    assert counts == [2, 4]  # query + request; three queries in the stream + request
+
+
+def test_settings_mistakes_are_improperly_configured() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from drip.integrations.django import DripMiddleware
+
+    with override_settings(DRIP_CUSTOMER=None), pytest.raises(ImproperlyConfigured, match="DRIP"):
+        DripMiddleware(lambda r: r)
+    with (
+        override_settings(DRIP_MIDDLEWARE={"exclud": []}),
+        pytest.raises(ImproperlyConfigured, match="exclud"),
+    ):
+        DripMiddleware(lambda r: r)
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_trusted_baggage_continues_the_callers_run(
+    live: Drip, customers: list[str], trust: bool
+) -> None:
+    from drip.context import inject
+
+    with (
+        override_settings(DRIP_MIDDLEWARE={"trust_baggage": trust}),
+        drip.run("caller", customer_id=customers[0]) as caller,
+    ):
+        headers = dict(inject({}))
+        response = Client().get("/v1/items/9/", headers={"x-customer": customers[1], **headers})
+    assert response.json() == {"item": 9}
+    mine = runs_of(live, customers[0])
+    theirs = runs_of(live, customers[1])
+    assert [r.id for r in mine] == [caller.id]
+    if trust:
+        assert theirs == []
+        assert live.get_run(caller.id).totals.event_count == 2  # B's request and query
+    else:
+        assert len(theirs) == 1 and live.get_run(caller.id).totals.event_count == 0

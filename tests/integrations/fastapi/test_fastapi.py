@@ -1,0 +1,323 @@
+"""``DripMiddleware`` on a real FastAPI app, through Starlette's TestClient, checked on the server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from drip.integrations.asgi import route_template
+from drip.integrations.fastapi import DripMiddleware
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+import drip
+from drip import Drip, RunStatus
+
+
+@drip.metered("db.queries")
+def query(n: int) -> int:
+    return n
+
+
+@drip.metered("stream.chunks")
+async def chunk(i: int) -> str:
+    await asyncio.sleep(0.02)
+    return f"chunk {i}\n"
+
+
+def header_customer(request: Request) -> str | None:
+    return request.headers.get("x-customer")
+
+
+def make_app(**options: Any) -> FastAPI:
+    app = FastAPI()
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/items/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"item": query(item_id)}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            for i in range(3):
+                yield await chunk(i)
+
+        return StreamingResponse(body())
+
+    @app.get("/boom")
+    async def boom() -> None:
+        query(1)
+        raise LookupError("no such item")
+
+    @app.get("/unavailable")
+    async def unavailable() -> PlainTextResponse:
+        return PlainTextResponse("later", status_code=503)
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(404, "nope")
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    @app.exception_handler(Exception)
+    async def handled(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"handled": type(exc).__name__}, status_code=500)
+
+    app.include_router(router)
+    app.add_middleware(DripMiddleware, customer=options.pop("customer", header_customer), **options)
+    return app
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    return make_app(exclude=["/health"])
+
+
+@pytest.fixture
+def http(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def runs_of(live: Drip, customer: str) -> list[Any]:
+    assert live.flush(30).ok
+    return live.list_runs(customer_id=customer, limit=1000).data
+
+
+def test_200_requests_from_5_customers_are_counted_exactly(
+    live: Drip, customers: list[str], http: TestClient, slug: Callable[[str], str]
+) -> None:
+    for i in range(200):
+        customer = customers[i % 5]
+        response = http.get(f"/v1/items/{i}", headers={"x-customer": customer})
+        assert response.json() == {"item": i}
+    assert live.flush(30).ok
+    for customer in customers:
+        summary = live.get_usage_summary(customer_id=customer, meter="api_calls")
+        [meter] = summary.meters
+        assert meter.run_events == 40 and meter.quantity == 40
+        queries = live.get_usage_summary(customer_id=customer, meter="db.queries").meters
+        assert queries[0].run_events == 40  # the handler's metered calls, in the request runs
+        runs = live.list_runs(customer_id=customer, limit=1000).data
+        assert len(runs) == 40
+        assert {slug(r.workflow_id) for r in runs} == {"GET /v1/items/{item_id}"}
+        assert {r.status for r in runs} == {RunStatus.COMPLETED}
+
+
+def test_request_id_header_is_the_external_run_id(
+    live: Drip, customers: list[str], http: TestClient
+) -> None:
+    http.get("/v1/items/7", headers={"x-customer": customers[0], "x-request-id": "req-77"})
+    [run] = runs_of(live, customers[0])
+    assert live.get_run(run.id).external_run_id == "req-77"
+
+
+def test_a_stream_is_metered_after_its_last_chunk(
+    live: Drip, customers: list[str], http: TestClient
+) -> None:
+    response = http.get("/stream", headers={"x-customer": customers[1]})
+    assert response.text == "chunk 0\nchunk 1\nchunk 2\n"
+    [run] = runs_of(live, customers[1])
+    timeline = live.get_run_timeline(run.id)
+    assert timeline.status is RunStatus.COMPLETED and timeline.workflow_name == "Get /Stream"
+    chunks = [e for e in timeline.events if e.meter == "stream.chunks"]
+    [request] = [e for e in timeline.events if e.meter == "api_calls"]
+    assert len(chunks) == 3
+    last_chunk_end = max(_ts(e.timestamp) + (e.duration_ms or 0) / 1000 for e in chunks)
+    assert _ts(request.timestamp) >= last_chunk_end
+    meta = request.metadata or {}
+    assert meta["duration_ms"] >= 60  # three chunks of 20 ms each were inside the request
+    assert (meta["status_code"], meta["route"], meta["method"]) == (200, "/stream", "GET")
+    assert "incomplete" not in meta
+
+
+def _ts(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def test_an_exception_fails_the_run_and_reaches_the_app_handler(
+    live: Drip, customers: list[str], http: TestClient
+) -> None:
+    response = http.get("/boom", headers={"x-customer": customers[2]})
+    assert response.status_code == 500 and response.json() == {"handled": "LookupError"}
+    [run] = runs_of(live, customers[2])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "LookupError"
+    assert "no such item" in (details.error_message or "")
+    metas = [e.metadata for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+    assert metas[0] is not None and metas[0]["status_code"] == 500
+
+
+def test_exceptions_propagate_unchanged_without_a_handler(live: Drip, customers: list[str]) -> None:
+    app = FastAPI()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise LookupError("raw")
+
+    app.add_middleware(DripMiddleware, customer=header_customer)
+    with TestClient(app) as client, pytest.raises(LookupError, match="raw"):
+        client.get("/boom", headers={"x-customer": customers[0]})
+    [run] = runs_of(live, customers[0])
+    assert run.status is RunStatus.FAILED
+
+
+def test_5xx_fails_the_run_4xx_completes_it(
+    live: Drip, customers: list[str], http: TestClient
+) -> None:
+    assert http.get("/unavailable", headers={"x-customer": customers[3]}).status_code == 503
+    assert http.get("/missing", headers={"x-customer": customers[4]}).status_code == 404
+    [failed] = runs_of(live, customers[3])
+    details = live.get_run(failed.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "HTTPServerError"
+    assert details.error_message == "HTTP 503 Service Unavailable"
+    [missing] = runs_of(live, customers[4])
+    assert missing.status is RunStatus.COMPLETED
+    [event] = live.get_run_timeline(missing.id).events
+    assert (event.metadata or {})["status_code"] == 404
+
+
+def test_excluded_routes_and_requests_without_customer_record_nothing(
+    live: Drip, customers: list[str], http: TestClient
+) -> None:
+    assert http.get("/health", headers={"x-customer": customers[0]}).json() == "ok"
+    assert http.get("/v1/items/3").json() == {"item": 3}  # no customer: served, not metered
+    assert runs_of(live, customers[0]) == []
+    assert live.stats().recorded == 0
+
+
+def test_include_meters_only_matching_routes(
+    live: Drip, customers: list[str], slug: Callable[[str], str]
+) -> None:
+    app = make_app(include=["/v1/*"])
+    with TestClient(app) as client:
+        client.get("/health", headers={"x-customer": customers[0]})
+        client.get("/v1/items/1", headers={"x-customer": customers[0]})
+    assert [slug(r.workflow_id) for r in runs_of(live, customers[0])] == ["GET /v1/items/{item_id}"]
+
+
+def test_a_failing_customer_callable_breaks_nothing(
+    live: Drip, customers: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(request: Request) -> str:
+        raise RuntimeError("customer lookup down")
+
+    with TestClient(make_app(customer=broken)) as client:
+        assert client.get("/v1/items/5").json() == {"item": 5}
+    assert "customer callable raised" in caplog.text
+    assert live.stats().recorded == 0
+
+
+def test_async_customer_and_mapping_and_options(
+    live: Drip, customers: list[str], slug: Callable[[str], str]
+) -> None:
+    async def lookup(request: Request) -> dict[str, str]:
+        await asyncio.sleep(0)
+        return {"customer_id": customers[0]}
+
+    app = make_app(customer=lookup, workflow="api", meter="requests", quantity=2)
+    with TestClient(app) as client:
+        client.get("/v1/items/1")
+    [run] = runs_of(live, customers[0])
+    assert slug(run.workflow_id) == "api"
+    [meter] = live.get_usage_summary(customer_id=customers[0], meter="requests").meters
+    assert meter.quantity == 2
+
+
+def test_settings_mistakes_raise_when_installed() -> None:
+    with pytest.raises(TypeError, match="customer must be a callable"):
+        DripMiddleware(FastAPI(), customer="cus_1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="include takes route patterns"):
+        DripMiddleware(FastAPI(), customer=header_customer, include=[""])
+
+
+def test_route_templates_through_mounts_and_plain_starlette() -> None:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    sub = Starlette(routes=[Route("/hello/{name}", hello)])
+    app = FastAPI()
+    app.mount("/sub", sub)
+    scope = {"type": "http", "path": "/sub/hello/ann", "root_path": "", "method": "GET",
+             "app": app}  # fmt: skip
+    assert route_template(scope) == "/sub/hello/{name}"
+    scope["path"] = "/nowhere"
+    assert route_template(scope) is None
+    assert route_template({"type": "http", "path": "/x"}, app=object()) is None
+
+
+def test_non_http_scopes_pass_through() -> None:
+    seen: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = DripMiddleware(inner, customer=header_customer)
+    asyncio.run(middleware({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["lifespan"]
+
+
+def test_duration_covers_a_slow_handler(live: Drip, customers: list[str]) -> None:
+    app = FastAPI()
+
+    @app.get("/slow")
+    def slow() -> str:
+        time.sleep(0.05)
+        return "done"
+
+    app.add_middleware(DripMiddleware, customer=header_customer)
+    with TestClient(app) as client:
+        client.get("/slow", headers={"x-customer": customers[0]})
+    [run] = runs_of(live, customers[0])
+    [event] = live.get_run_timeline(run.id).events
+    assert (event.metadata or {})["duration_ms"] >= 50
+
+
+def test_a_client_leaving_mid_stream_ends_the_run_marked_incomplete(
+    live: Drip, customers: list[str]
+) -> None:
+    app = make_app()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/stream", "raw_path": b"/stream", "query_string": b"",
+             "root_path": "", "headers": [(b"x-customer", customers[0].encode())]}  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    asked: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        asked.append(1)
+        if len(asked) == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        while not any(m["type"] == "http.response.body" for m in sent):
+            await asyncio.sleep(0.005)
+        return {"type": "http.disconnect"}  # the client goes away after the first chunk
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in sent)
+    [run] = runs_of(live, customers[0])
+    [request] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+    assert (request.metadata or {}).get("incomplete") is True
+
+
+def test_fastapi_and_asgi_name_the_same_class() -> None:
+    from drip.integrations import asgi, fastapi
+
+    assert fastapi.DripMiddleware is asgi.DripMiddleware

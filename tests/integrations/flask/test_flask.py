@@ -1,0 +1,210 @@
+"""``DripFlask`` on a real Flask app, through Flask's test client, checked on the real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("flask")
+
+from drip.integrations.flask import DripFlask
+from flask import Blueprint, Flask, Response, request
+
+import drip
+from drip import Drip, RunStatus
+
+
+@drip.metered("db.queries")
+def query(n: int) -> int:
+    return n
+
+
+@drip.metered("stream.chunks")
+def chunk(i: int) -> str:
+    time.sleep(0.02)
+    return f"chunk {i}\n"
+
+
+def make_app(**options: Any) -> Flask:
+    app = Flask(__name__)
+    api = Blueprint("api", __name__, url_prefix="/v1")
+
+    @api.get("/items/<int:item_id>")
+    def item(item_id: int) -> dict[str, int]:
+        return {"item": query(item_id)}
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def body() -> Iterator[str]:
+            for i in range(3):
+                yield chunk(i)
+
+        return Response(body())
+
+    @app.get("/boom")
+    def boom() -> None:
+        query(1)
+        raise LookupError("no such item")
+
+    @app.get("/unavailable")
+    def unavailable() -> tuple[str, int]:
+        return "later", 503
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.errorhandler(500)
+    def handled(error: Any) -> tuple[dict[str, str], int]:
+        return {"handled": type(error.original_exception).__name__}, 500
+
+    app.register_blueprint(api)
+    customer = options.pop("customer", lambda req: req.headers.get("x-customer"))
+    DripFlask(app, customer=customer, **options)
+    return app
+
+
+def runs_of(live: Drip, customer: str) -> list[Any]:
+    assert live.flush(30).ok
+    return live.list_runs(customer_id=customer, limit=1000).data
+
+
+def get(app: Flask, path: str, customer: str | None = None, **headers: str) -> Any:
+    if customer:
+        headers["x-customer"] = customer
+    with app.test_client() as client:
+        response = client.get(path, headers=headers)
+        response.get_data()
+        response.close()
+        return response
+
+
+def test_200_requests_from_5_customers_are_counted_exactly(
+    live: Drip, customers: list[str], slug: Callable[[str], str]
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    for i in range(200):
+        with client.get(f"/v1/items/{i}", headers={"x-customer": customers[i % 5]}) as response:
+            assert response.json == {"item": i}
+    assert live.flush(30).ok
+    for customer in customers:
+        [meter] = live.get_usage_summary(customer_id=customer, meter="api_calls").meters
+        assert meter.run_events == 40 and meter.quantity == 40
+        [queries] = live.get_usage_summary(customer_id=customer, meter="db.queries").meters
+        assert queries.run_events == 40
+        runs = live.list_runs(customer_id=customer, limit=1000).data
+        assert len(runs) == 40 and {r.status for r in runs} == {RunStatus.COMPLETED}
+        assert {slug(r.workflow_id) for r in runs} == {"GET /v1/items/<int:item_id>"}
+
+
+def test_a_stream_is_metered_when_its_generator_finishes(live: Drip, customers: list[str]) -> None:
+    response = get(make_app(), "/stream", customers[1], **{"X-Request-ID": "req-9"})
+    assert response.get_data(as_text=True) == "chunk 0\nchunk 1\nchunk 2\n"
+    [run] = runs_of(live, customers[1])
+    assert live.get_run(run.id).external_run_id == "req-9"
+    timeline = live.get_run_timeline(run.id)
+    assert timeline.status is RunStatus.COMPLETED
+    assert len([e for e in timeline.events if e.meter == "stream.chunks"]) == 3
+    [request_event] = [e for e in timeline.events if e.meter == "api_calls"]
+    meta = request_event.metadata or {}
+    assert meta["duration_ms"] >= 60 and meta["status_code"] == 200
+    assert (meta["route"], meta["method"]) == ("/stream", "GET")
+    assert "incomplete" not in meta
+
+
+def test_an_exception_fails_the_run_and_reaches_flasks_handler(
+    live: Drip, customers: list[str]
+) -> None:
+    response = get(make_app(), "/boom", customers[2])
+    assert response.status_code == 500 and response.json == {"handled": "LookupError"}
+    [run] = runs_of(live, customers[2])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "LookupError"
+    assert details.totals.event_count == 2  # the query before the error, and the request
+
+
+def test_a_propagated_exception_still_fails_the_run(live: Drip, customers: list[str]) -> None:
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+    with pytest.raises(LookupError, match="no such item"):
+        get(app, "/boom", customers[0])
+    [run] = runs_of(live, customers[0])
+    assert run.status is RunStatus.FAILED
+
+
+def test_5xx_fails_excluded_and_anonymous_record_nothing(live: Drip, customers: list[str]) -> None:
+    app = make_app(exclude="/health")
+    assert get(app, "/unavailable", customers[3]).status_code == 503
+    [run] = runs_of(live, customers[3])
+    assert live.get_run(run.id).error_code == "HTTPServerError"
+    assert get(app, "/health", customers[4]).get_data() == b"ok"
+    assert get(app, "/v1/items/2").json == {"item": 2}  # no customer: served, not metered
+    assert runs_of(live, customers[4]) == []
+    assert live.stats().recorded == 3  # the 503 run: start, request event, end
+
+
+def test_a_failing_customer_callable_breaks_nothing(
+    live: Drip, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(req: Any) -> str:
+        raise RuntimeError("customer lookup down")
+
+    assert get(make_app(customer=broken), "/v1/items/4").json == {"item": 4}
+    assert "customer callable raised" in caplog.text
+    assert live.stats().recorded == 0
+
+
+def test_init_app_for_factories(live: Drip, customers: list[str]) -> None:
+    ext = DripFlask(customer=lambda req: customers[0], include=["/v1/*"])
+    app = Flask(__name__)
+
+    @app.get("/v1/ping")
+    def ping() -> str:
+        return request.path
+
+    ext.init_app(app)
+    assert app.extensions["drip"] is ext
+    assert get(app, "/v1/ping").get_data() == b"/v1/ping"
+    assert len(runs_of(live, customers[0])) == 1
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_trusted_baggage_continues_the_callers_run(
+    live: Drip, customers: list[str], trust: bool
+) -> None:
+    from drip.context import inject
+
+    app = make_app(trust_baggage=trust)
+    with drip.run("caller", customer_id=customers[0]) as caller:
+        headers = dict(inject({}))
+        response = get(app, "/v1/items/9", customers[1], **headers)
+    assert response.json == {"item": 9}
+    mine = runs_of(live, customers[0])
+    theirs = runs_of(live, customers[1])
+    if trust:  # one run, the caller's: B's request and its query are events of it
+        assert [r.id for r in mine] == [caller.id] and theirs == []
+        meters = sorted(e.meter or "" for e in live.get_run_timeline(caller.id).events)
+        assert meters == ["api_calls", "db.queries"]
+    else:  # the header's customer, in B's own run
+        assert [r.id for r in mine] == [caller.id] and len(theirs) == 1
+        assert live.get_run(caller.id).totals.event_count == 0
+
+
+def test_a_stream_abandoned_by_the_client_ends_the_run_marked_incomplete(
+    live: Drip, customers: list[str]
+) -> None:
+    app = make_app()
+    with app.test_client() as client:
+        response = client.get("/stream", headers={"x-customer": customers[0]}, buffered=False)
+        assert next(iter(response.response)) == b"chunk 0\n"
+        response.close()  # what the server does when the client goes away
+    [run] = runs_of(live, customers[0])
+    timeline = live.get_run_timeline(run.id)
+    assert timeline.status is RunStatus.COMPLETED
+    [request] = [e for e in timeline.events if e.meter == "api_calls"]
+    assert (request.metadata or {}).get("incomplete") is True
+    assert len([e for e in timeline.events if e.meter == "stream.chunks"]) == 1

@@ -1,0 +1,75 @@
+"""``drip.integrations.requests``: baggage on outgoing calls, per session or for every session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("requests")
+
+import requests
+from drip.integrations import requests as drip_requests
+from requests.adapters import BaseAdapter
+
+import drip
+from drip._baggage import parse
+from drip.testing import capture
+
+
+class Recorder(BaseAdapter):
+    """The network, faked: records each prepared request and answers 200."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.seen.append(request)
+        response = requests.Response()
+        response.status_code = 200
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def session() -> tuple[requests.Session, Recorder]:
+    s = requests.Session()
+    recorder = Recorder()
+    s.mount("http://", recorder)
+    return s, recorder
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    with capture():
+        yield
+    drip_requests.uninstrument()
+
+
+def test_one_session() -> None:
+    s, rec = session()
+    other, other_rec = session()
+    drip_requests.instrument(s)
+    with drip.run("a", customer_id="cus_1") as run:
+        s.get("http://b/x")
+        other.get("http://b/y")
+    s.get("http://b/z")
+    assert parse(rec.seen[0].headers["baggage"])["run"] == run.id
+    assert "baggage" not in other_rec.seen[0].headers
+    assert "baggage" not in rec.seen[1].headers
+    drip_requests.uninstrument(s)
+    with drip.run("a", customer_id="cus_1"):
+        s.get("http://b/x")
+    assert "baggage" not in rec.seen[2].headers
+
+
+def test_every_session() -> None:
+    drip_requests.instrument()
+    s, rec = session()
+    with drip.customer("cus_3"):
+        s.get("http://b/x", headers={"Baggage": "k=v"})
+    assert rec.seen[0].headers["baggage"] == "k=v,drip.customer=cus_3"
