@@ -15,19 +15,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_DATABASE", "Settings", "sqlite_url"]
+__all__ = ["DEFAULT_DATABASE", "Settings"]
 
 #: the SQLite file used when no database is named
 DEFAULT_DATABASE = os.path.join(".drip", "drip.db")
 
 _TRUE = ("1", "true", "yes", "on")
-
-
-def sqlite_url(path: str) -> str:
-    """``sqlite:///`` URL of a file (its folder is created)."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return f"sqlite:///{path}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +42,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``DRIP_*`` variables (see the module docstring)."""
         env = os.environ if environ is None else environ
-        url = env.get("DRIP_DATABASE_URL") or sqlite_url(DEFAULT_DATABASE)
+        # no folder is made here: ``create_app(url)`` reads these settings too
+        url = env.get("DRIP_DATABASE_URL") or f"sqlite:///{os.path.abspath(DEFAULT_DATABASE)}"
         prices = tuple(p.strip() for p in env.get("DRIP_PRICES", "").split(",") if p.strip())
         return cls(
             database_url=url,

@@ -66,20 +66,26 @@ def published_python() -> Path:
     return _ensure_venv()
 
 
-def test_published_client_against_the_local_server(
-    published_python: Path, account: Any, tmp_path: Path
-) -> None:
+def _run(python: Path, script: Path, base_url: str, key: str, cwd: Path) -> list[str]:
+    """Run one script in the published client's virtualenv; the names of its passed checks."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIP_", "PYTHON"))}
     result = subprocess.run(
-        [str(published_python), str(SCRIPT), account.base_url, account.secret_key],
+        [str(python), str(script), base_url, key],
         capture_output=True,
         text=True,
-        cwd=tmp_path,  # so that this repository's own ``drip`` package is not importable
+        cwd=cwd,  # so that this repository's own ``drip`` package is not importable
         env=env,
         timeout=300,
     )
     assert result.returncode == 0, f"published client failed:\n{result.stdout}\n{result.stderr}"
-    checks = json.loads(result.stdout.strip().splitlines()[-1])["checks"]
+    checks: list[str] = json.loads(result.stdout.strip().splitlines()[-1])["checks"]
+    return checks
+
+
+def test_published_client_against_the_local_server(
+    published_python: Path, account: Any, tmp_path: Path
+) -> None:
+    checks = _run(published_python, SCRIPT, account.base_url, account.secret_key, tmp_path)
     for name in (
         "ping",
         "409 existingCustomerId",
@@ -101,17 +107,7 @@ def test_published_client_with_a_public_key(
     published_python: Path, account: Any, tmp_path: Path
 ) -> None:
     """The seed README's public-key flows keep working; reads are refused with 403."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIP_", "PYTHON"))}
-    result = subprocess.run(
-        [str(published_python), str(PUBLIC_SCRIPT), account.base_url, account.public_key],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"published client failed:\n{result.stdout}\n{result.stderr}"
-    checks = json.loads(result.stdout.strip().splitlines()[-1])["checks"]
+    checks = _run(published_python, PUBLIC_SCRIPT, account.base_url, account.public_key, tmp_path)
     for name in (
         "create_customer",
         "track_usage",

@@ -149,3 +149,24 @@ def test_summary_sums_usage_charges_and_run_events(api: httpx.Client, customer_i
     everyone = api.get("/usage/summary", params={"meter": "tokens"}).json()
     assert everyone["meters"][0]["quantity"] == 1123
     assert api.get("/usage/summary", params={"customerId": "cus_nobody"}).status_code == 404
+
+
+def test_records_without_a_key_are_never_duplicates_of_another_customers(
+    api: httpx.Client,
+) -> None:
+    """The PostgreSQL regression of issue 7: a driver row count of -1 made every first record
+    a "duplicate" and answered a keyless one with an older record of another customer."""
+    ids = [
+        api.post("/customers", json={"externalCustomerId": f"keyless-{n}"}).json()["id"]
+        for n in range(2)
+    ]
+    for path in ("/usage/internal", "/usage"):
+        for customer in ids:
+            body = {"customerId": customer, "usageType": "api_calls", "quantity": 2}
+            answer = api.post(path, json=body).json()
+            assert answer["isDuplicate"] is False, answer
+            if path == "/usage/internal":
+                assert answer["customerId"] == customer, answer
+    keyed = {"customerId": ids[0], "usageType": "api_calls", "quantity": 1, "idempotencyKey": "k"}
+    assert api.post("/usage", json=keyed).json()["isDuplicate"] is False
+    assert api.post("/usage", json=keyed).json()["isDuplicate"] is True

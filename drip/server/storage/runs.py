@@ -168,6 +168,43 @@ def _by_external_id(
     return None if rid is None else run_row(conn, account_id, rid)
 
 
+def _stored_run(
+    conn: Connection, account_id: int, req: StartRunRequest | RecordRunRequest
+) -> Row[Any] | None:
+    """The run a start or record request repeats (same client id, or same customer and
+    externalRunId), after checking its customer exists."""
+    existing = run_row(conn, account_id, req.id) if req.id else None
+    if existing is None:
+        require_customer(conn, account_id, req.customer_id, "customerId")
+        existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+    return existing
+
+
+def _run_values(
+    account_id: int,
+    run_id: str,
+    req: StartRunRequest | RecordRunRequest,
+    workflow_id: str,
+    started: str,
+    now: str,
+    owner: int | None,
+) -> dict[str, Any]:
+    """A new RUNNING run's row (a recorded run overrides status and end)."""
+    return {
+        "account_id": account_id,
+        "id": run_id,
+        "customer_id": req.customer_id,
+        "workflow_id": workflow_id,
+        "status": RunStatus.RUNNING.value,
+        "external_run_id": req.external_run_id,
+        "correlation_id": req.correlation_id,
+        "meta": req.metadata,
+        "started_at": started,
+        "created_at": now,
+        "started_by": owner,
+    }
+
+
 def start_run(
     db: Database, account_id: int, req: StartRunRequest, owner: int | None = None
 ) -> RunResult:
@@ -176,30 +213,14 @@ def start_run(
     now = clock.now_iso()
     started = clock.field_time(req.started_at, "startedAt", now)
     with db.write() as conn:
-        existing = run_row(conn, account_id, req.id) if req.id else None
-        if existing is None:
-            require_customer(conn, account_id, req.customer_id, "customerId")
-            existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+        existing = _stored_run(conn, account_id, req)
         if existing is not None:
             return run_result(existing, duplicate=True)
         workflow = resolve_workflow(conn, account_id, req.workflow_id, "workflowId")
         run_id = req.id or new_id("run")
-        conn.execute(
-            insert_ignore(db.dialect, runs).values(
-                account_id=account_id,
-                id=run_id,
-                customer_id=req.customer_id,
-                workflow_id=workflow.id,
-                status=RunStatus.RUNNING.value,
-                external_run_id=req.external_run_id,
-                correlation_id=req.correlation_id,
-                parent_run_id=req.parent_run_id,
-                meta=req.metadata,
-                started_at=started,
-                created_at=now,
-                started_by=owner,
-            )
-        )
+        values = _run_values(account_id, run_id, req, workflow.id, started, now, owner)
+        values["parent_run_id"] = req.parent_run_id
+        conn.execute(insert_ignore(db.dialect, runs).values(values))
         row = require_run(conn, account_id, run_id)
     return run_result(row, duplicate=False)
 
@@ -428,34 +449,21 @@ def record_run(
     """
     now = clock.now_iso()
     with db.write() as conn:
-        existing = run_row(conn, account_id, req.id) if req.id else None
-        if existing is None:
-            require_customer(conn, account_id, req.customer_id, "customerId")
-            existing = _by_external_id(conn, account_id, req.customer_id, req.external_run_id)
+        existing = _stored_run(conn, account_id, req)
         if existing is not None:
             run_id, created, duplicates = existing.id, 0, len(req.events)
         else:
             workflow = resolve_workflow(conn, account_id, req.workflow, "workflow")
             run_id = req.id or new_id("run")
             terminal = req.status in TERMINAL_RUN_STATUSES
-            conn.execute(
-                runs.insert().values(
-                    account_id=account_id,
-                    id=run_id,
-                    customer_id=req.customer_id,
-                    workflow_id=workflow.id,
-                    status=req.status.value,
-                    external_run_id=req.external_run_id,
-                    correlation_id=req.correlation_id,
-                    meta=req.metadata,
-                    error_message=req.error_message,
-                    error_code=req.error_code,
-                    started_at=now,
-                    ended_at=now if terminal else None,
-                    created_at=now,
-                    started_by=owner,
-                )
+            values = _run_values(account_id, run_id, req, workflow.id, now, now, owner)
+            values.update(
+                status=req.status.value,
+                error_message=req.error_message,
+                error_code=req.error_code,
+                ended_at=now if terminal else None,
             )
+            conn.execute(runs.insert().values(values))
             rows = [
                 event_row(
                     account_id,

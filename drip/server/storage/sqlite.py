@@ -9,6 +9,7 @@ a commit. Nothing here changes the ``sqlite3`` module for the rest of the proces
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,9 @@ def in_memory(url: str) -> bool:
 def create(url: str) -> Engine:
     """An engine whose write transactions begin with ``BEGIN IMMEDIATE``."""
     memory = in_memory(url)
+    if not memory:
+        folder = os.path.dirname(os.path.abspath(str(make_url(url).database)))
+        os.makedirs(folder, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
