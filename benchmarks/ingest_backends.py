@@ -1,313 +1,165 @@
-"""Ingest on SQLite and PostgreSQL, 1 and 4 server workers, 4 producer processes, side by side.
+"""Server-side ingest on SQLite and PostgreSQL, side by side in one run.
 
-Each configuration gets a fresh database (a new SQLite file; a new database on a throwaway
-PostgreSQL server this script starts in a temp dir on a free loopback port and stops at the end)
-and its own server, ``uvicorn --factory drip.server.app:create_app --workers W`` (what
-``drip serve --workers W`` runs; settings from ``DRIP_DATABASE_URL``). Four producer processes
-then record runs of metered events through the SDK at the same moment and flush. Measured:
-events/s from the first producer's first call to the last producer's flush, and the server's CPU
-per event (every server process, plus every PostgreSQL process for PostgreSQL) from
-``/proc/PID/stat``. Every trial checks that the server stored exactly what was sent. The
-configurations run interleaved, round after round, so a busy machine slows all of them alike.
+    python benchmarks/ingest_backends.py postgresql://postgres@127.0.0.1:5432/postgres [--rounds 3]
 
-PostgreSQL runs with ``synchronous_commit=off``, the durability SQLite has here (WAL with
-``synchronous=NORMAL``: a crash can lose the last commits, never corrupts).
-
-    python benchmarks/ingest_backends.py [--rounds 2] [--events 50000]
+For each round and each backend (interleaved: SQLite, PostgreSQL, SQLite, ...): a fresh
+database (a temp SQLite file; a new database on the PostgreSQL server named), ``drip serve``
+as a subprocess with one worker, then batches of 5,000 events of the SDK's usual shape
+(``POST /v1/ingest?results=compact``, one run start per batch) sent one after another from
+this process. It prints events/s and the server process's CPU per event (user + system, from
+``/proc``: Linux only; PostgreSQL's own processes are not counted), the medians, and the ratio
+PostgreSQL / SQLite. The numbers move with the machine's load; the ratio of one run is the
+result (issue 7's target: PostgreSQL at least 70% of SQLite's single-worker rate).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+import uuid
 from pathlib import Path
 
-import _bench
 import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-PRODUCERS = 4
-PER_RUN = 1_000
-TARGET_PG_SHARE = 0.70  # PostgreSQL W1 events/s over SQLite W1
+from drip.server.storage.postgres import driver_url
 
-PRODUCER = textwrap.dedent(
-    """
-    import json, sys, time
-    import drip
-    url, key, n, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    client = drip.Drip(api_key=key, base_url=url, max_buffer=n + 1000)
-    customer = client.create_customer(external_customer_id=name).id
-    fn = client.metered(meter="bench.ingest")(lambda x: x + 1)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    t0 = time.time()
-    for _ in range(n // %(per_run)d):
-        with client.run(workflow="bench-ingest", customer_id=customer):
-            for i in range(%(per_run)d):
-                fn(i)
-    report = client.flush(600)
-    t1 = time.time()
-    stats = client.stats()
-    print(json.dumps({"t0": t0, "t1": t1, "customer": customer, "failed": report.failed,
-                      "dropped": stats.dropped, "rejected": stats.rejected}), flush=True)
-    client.close()
-    """.replace("%(per_run)d", str(PER_RUN))
-)
+BATCH = 5_000
+BATCHES = 10
 
 
-def tree_cpu(roots: list[int]) -> float:
-    """user + system CPU seconds of these processes and all their descendants (Linux)."""
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry)] = int(fields[1])
-        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total = 0.0
-    for pid in cpu:
-        p = pid
-        while p > 1:
-            if p in roots:
-                total += cpu[pid]
-                break
-            p = parent.get(p, 0)
-    return total
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Postgres:
-    """A throwaway PostgreSQL server (as the ``postgres`` user when run as root)."""
-
-    def __init__(self) -> None:
-        self.bin = Path(shutil.which("pg_ctl") or "/usr/local/bin/pg_ctl").parent
-        self.dir = Path(tempfile.mkdtemp(prefix="drip-bench-pg-"))
-        self.port = _bench.free_port()
-        self.root = os.geteuid() == 0
-        if self.root:
-            shutil.chown(self.dir, "postgres")
-        self._as_owner(
-            str(self.bin / "initdb"),
-            "-D",
-            f"{self.dir}/data",
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        )
-        self._as_owner(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            f"{self.dir}/data",
-            "-l",
-            f"{self.dir}/log",
-            "-w",
-            "start",
-            "-o",
-            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c synchronous_commit=off "
-            "-c max_connections=200",
-        )
-        with open(f"{self.dir}/data/postmaster.pid") as pid_file:
-            self.pid = int(pid_file.readline())
-        self.count = 0
-
-    def _as_owner(self, *command: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if self.root else []
-        subprocess.run([*prefix, *command], check=True, capture_output=True)
-
-    def fresh(self) -> str:
-        """A new empty database: its URL."""
-        self.count += 1
-        name = f"bench{self.count}"
-        import psycopg
-
-        base = f"postgresql://postgres@127.0.0.1:{self.port}"
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return f"{base}/{name}"
-
-    def stop(self) -> None:
-        self._as_owner(
-            str(self.bin / "pg_ctl"), "-D", f"{self.dir}/data", "-m", "fast", "-w", "stop"
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[str, float]:
-    """One configuration, fresh database and server: events/s and server CPU us/event."""
-    tmp = Path(tempfile.mkdtemp(prefix="drip-bench-ingest-"))
-    stack = contextlib.ExitStack()
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp}/bench.db"
-            where = ["--db", f"{tmp}/bench.db"]
-        else:
-            assert pg is not None
-            url = pg.fresh()
-            where = ["--database-url", url]
-        key = subprocess.run(
-            _bench.drip_command("keys", "create", *where), capture_output=True, text=True,
-            check=True,
-        ).stdout.split()[-1]  # fmt: skip
-        port = _bench.free_port()
-        env = {**os.environ, "DRIP_DATABASE_URL": url}
-        log = stack.enter_context(open(tmp / "server.log", "wb"))  # noqa: SIM115
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "drip.server.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp / "server.log").read_text())
-            time.sleep(0.1)
-        time.sleep(1.0 if workers > 1 else 0.2)  # every worker up
-        per = events // PRODUCERS
-        producers = [
-            subprocess.Popen(
-                [sys.executable, "-c", PRODUCER, base, key, str(per), f"{backend}-{workers}-{i}"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(PRODUCERS)
-        ]
-        for p in producers:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        roots = [server.pid] + ([pg.pid] if pg is not None and backend == "postgresql" else [])
-        cpu0 = tree_cpu(roots)
-        for p in producers:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [
-            json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in producers
-        ]
-        cpu1 = tree_cpu(roots)
-        elapsed = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
-        with httpx.Client(base_url=f"{base}/v1", headers={"Authorization": f"Bearer {key}"}) as api:
-            stored = 0
-            for o in outs:
-                body = api.get("/usage/summary", params={"customerId": o["customer"]}).json()
-                stored += sum(m["runEvents"] for m in body["meters"])
-        lost = sum(o["failed"] + o["dropped"] + o["rejected"] for o in outs)
-        if stored != per * PRODUCERS or lost:
-            raise RuntimeError(
-                f"{backend} W{workers}: stored {stored} of {per * PRODUCERS}, {lost} lost"
-            )
-        return {"rate": stored / elapsed, "cpu_us": (cpu1 - cpu0) / stored * 1e6}
-    finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            server.wait(30)
-        stack.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--events", type=int, default=200_000, help="per trial, all producers")
-    parser.add_argument("--json", metavar="PATH")
-    args = parser.parse_args()
-    _bench.header("ingest_backends.py", f"{args.events:,} events per trial, {PRODUCERS} producers")
-    configs = [("sqlite", 1), ("postgresql", 1), ("sqlite", 4), ("postgresql", 4)]
-    got: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configs}
-    pg = Postgres()
-    try:
-        for r in range(args.rounds):
-            for backend, workers in configs:
-                result = trial(backend, workers, args.events, pg)
-                got[backend, workers].append(result)
-                print(
-                    f"  round {r + 1}: {backend:10s} W{workers}: {result['rate']:9,.0f} events/s, "
-                    f"server CPU {result['cpu_us']:5.1f} us/event",
-                    flush=True,
-                )
-    finally:
-        pg.stop()
-    rows = []
-    med = {c: statistics.median(x["rate"] for x in got[c]) for c in configs}
-    for backend, workers in configs:
-        rates = [x["rate"] for x in got[backend, workers]]
-        cpu = statistics.median(x["cpu_us"] for x in got[backend, workers])
-        rows.append(
-            [
-                backend,
-                f"W{workers} P{PRODUCERS}",
-                f"{med[backend, workers]:,.0f}",
-                " / ".join(f"{x:,.0f}" for x in rates),
-                f"{cpu:.1f}",
-                f"{med[backend, workers] / med['sqlite', 1]:.2f}x",
-            ]
-        )
-    print()
-    print(
-        _bench.table(
-            [
-                "backend",
-                "config",
-                "events/s (median)",
-                "per round",
-                "server CPU us/event",
-                "vs SQLite W1",
-            ],
-            rows,
-            title="Ingest through the SDK (4 producer processes), same rounds interleaved:",
-        )
-    )
-    out = _bench.Results("ingest_backends.py")
-    share = [
-        pgr["rate"] / sq["rate"]
-        for pgr, sq in zip(got["postgresql", 1], got["sqlite", 1], strict=True)
+def _body(customer_id: str) -> bytes:
+    run_id = f"run_{uuid.uuid4().hex}"
+    items: list[dict[str, object]] = [
+        {"type": "run.start", "id": run_id, "customerId": customer_id, "workflow": "bench"}
     ]
-    out.check(
-        "PostgreSQL W1 / SQLite W1 events/s (median of same-round ratios)",
-        statistics.median(share) * 100,
-        "%",
-        f">= {TARGET_PG_SHARE:.0%}",
-        statistics.median(share) >= TARGET_PG_SHARE,
+    items += [
+        {
+            "type": "event",
+            "id": f"evt_{uuid.uuid4().hex}",
+            "runId": run_id,
+            "eventType": "llm",
+            "meter": "tokens",
+            "quantity": 3.0,
+            "timestamp": "2026-12-02T00:00:00.000000Z",
+            "durationMs": 1.5,
+            "outcome": "ok",
+        }
+        for _ in range(BATCH - 1)
+    ]
+    return json.dumps({"items": items}).encode()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def measure(url: str) -> tuple[float, float]:
+    """(events/s, server CPU µs per event) of one fresh server over ``url``."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "drip.cli", "serve", "--database-url", url),
+            *("--port", str(port), "--log-level", "warning"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    return out.finish(args.json)
+    try:
+        assert server.stdout is not None
+        key = ""
+        while not key:
+            line = server.stdout.readline()
+            if not line:
+                raise RuntimeError("drip serve ended before printing a key")
+            if "secret key:" in line:
+                key = line.split("secret key:")[1].split()[0]
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=f"{base}/v1", headers=headers, timeout=300) as api:
+            customer = api.post("/customers", json={"externalCustomerId": "bench"}).json()["id"]
+            bodies = [_body(customer) for _ in range(BATCHES + 1)]
+            api.post("/ingest?results=compact", content=bodies[0])  # warm-up
+            cpu0, t0 = _cpu_seconds(server.pid), time.perf_counter()
+            for body in bodies[1:]:
+                answer = api.post("/ingest?results=compact", content=body)
+                assert answer.status_code == 200 and answer.json()["created"] == BATCH
+            elapsed, cpu = time.perf_counter() - t0, _cpu_seconds(server.pid) - cpu0
+        events = BATCH * BATCHES
+        return events / elapsed, cpu / events * 1e6
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _fresh_postgres(admin_url: str) -> tuple[str, str]:
+    name = f"drip_bench_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(driver_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    url = make_url(driver_url(admin_url)).set(database=name)
+    return url.render_as_string(hide_password=False), name
+
+
+def _drop_postgres(admin_url: str, name: str) -> None:
+    engine = create_engine(driver_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("postgres_url", help="a PostgreSQL server to make databases on")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, list[tuple[float, float]]] = {"sqlite": [], "postgresql": []}
+    for round_ in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sqlite"].append(measure(f"sqlite:///{tmp}/bench.db"))
+        url, name = _fresh_postgres(args.postgres_url)
+        try:
+            results["postgresql"].append(measure(url))
+        finally:
+            _drop_postgres(args.postgres_url, name)
+        for backend, found in results.items():
+            rate, cpu = found[-1]
+            print(f"round {round_} {backend:<10} {rate:>9,.0f} events/s {cpu:>6.1f} µs CPU/event")
+    rate = {k: statistics.median(r for r, _ in v) for k, v in results.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in results.items()}
+    print(
+        f"median     sqlite     {rate['sqlite']:>9,.0f} events/s {cpu['sqlite']:>6.1f} µs CPU/event"
+    )
+    print(
+        f"median     postgresql {rate['postgresql']:>9,.0f} events/s "
+        f"{cpu['postgresql']:>6.1f} µs CPU/event"
+    )
+    print(f"PostgreSQL / SQLite: {rate['postgresql'] / rate['sqlite']:.0%} of the rate")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
