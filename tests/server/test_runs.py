@@ -284,3 +284,12 @@ def test_list_runs_newest_first(api: httpx.Client, customer_id: str) -> None:
     ids = [start(api, customer_id)["id"] for _ in range(3)]
     listed = api.get("/runs", params={"limit": 2}).json()
     assert [r["id"] for r in listed["data"]] == ids[::-1][:2]
+
+
+def test_an_auto_created_workflow_titles_only_slugs() -> None:
+    from drip.server.storage.workflows import _title
+
+    assert _title("research-agent") == "Research Agent"
+    assert _title("qa_graph") == "Qa Graph"
+    assert _title("GET /items/{item_id}") == "GET /items/{item_id}"
+    assert _title("MyGraph") == "MyGraph"

@@ -37,7 +37,12 @@ def _looks_like_workflow_id(ref: str) -> bool:
 
 
 def _title(slug: str) -> str:
-    return slug.replace("_", " ").replace("-", " ").strip().title() or slug
+    """The display name of an auto-created workflow: a slug such as ``research-agent`` reads
+    "Research Agent"; anything else (``GET /items/{item_id}``, ``MyGraph``) is kept as given."""
+    words = slug.replace("_", "-").split("-")
+    if all(w and w.isascii() and w.isalnum() and w.islower() for w in words):
+        return " ".join(w.capitalize() for w in words)
+    return slug
 
 
 def _insert_workflow(

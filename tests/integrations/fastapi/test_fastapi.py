@@ -132,7 +132,7 @@ def test_a_stream_is_metered_after_its_last_chunk(
     assert response.text == "chunk 0\nchunk 1\nchunk 2\n"
     [run] = runs_of(live, customers[1])
     timeline = live.get_run_timeline(run.id)
-    assert timeline.status is RunStatus.COMPLETED and timeline.workflow_name == "Get /Stream"
+    assert timeline.status is RunStatus.COMPLETED and timeline.workflow_name == "GET /stream"
     chunks = [e for e in timeline.events if e.meter == "stream.chunks"]
     [request] = [e for e in timeline.events if e.meter == "api_calls"]
     assert len(chunks) == 3
