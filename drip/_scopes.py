@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,17 @@ _perf = time.perf_counter_ns
 
 
 _id_lock = threading.Lock()
+
+
+def _new_id_lock_in_child() -> None:
+    # another thread (the delivery worker formats run ids) may hold the lock at fork(): in the
+    # child that thread is gone and the lock would stay held, hanging the child's first run id
+    global _id_lock
+    _id_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_id_lock_in_child)
 
 
 class Run:

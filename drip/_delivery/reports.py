@@ -92,7 +92,9 @@ class Reporter:
 
     def __init__(self, on_error: Callable[[BaseException], object] | None) -> None:
         self.on_error = on_error
-        self._lock = threading.Lock()
+        #: re-entrant: the SIGTERM handler flushes (``flush_drops``) on the main thread, which
+        #: may be inside ``dropped`` holding this lock when the signal arrives
+        self._lock = threading.RLock()
         self._drops: dict[str, int] = {}
         self._last_drop_report = -1e9
 

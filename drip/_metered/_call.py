@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,16 @@ MAX_REASON = 500
 #: handles given out by ``current_event()``, by sequence number; popped when the call ends
 handles: dict[int, EventHandle] = {}
 _handle_lock = threading.Lock()
+
+
+def _new_handle_lock_in_child() -> None:
+    # a thread of the parent inside ``EventHandle.add`` at fork() would leave it held for ever
+    global _handle_lock
+    _handle_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_handle_lock_in_child)
 
 
 class EventHandle:

@@ -7,8 +7,10 @@ cannot reach the package index, and never under CI (``CI`` set), where it must r
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,21 +46,46 @@ def _installed() -> bool:
 
 
 def _ensure_venv() -> Path:
+    """Build the shared virtualenv once. Several test runs may start at the same time: the
+    build is serialized by an exclusive lock on a file beside it (the second run waits, then
+    finds it installed), and done in a temporary folder renamed into place, so a run never sees
+    a half-built virtualenv, nor one another run is clearing."""
     if _installed():
         return _python()
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    result = subprocess.run(
-        [str(_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", PUBLISHED],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).lower()
-        if not IN_CI and any(sign in output for sign in _OFFLINE):
-            pytest.skip(f"pip cannot reach the package index to install {PUBLISHED}")
-        pytest.fail(f"installing {PUBLISHED} failed:\n{result.stdout}\n{result.stderr}")
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(VENV.with_name(VENV.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _installed():
+            _build()
     return _python()
+
+
+def _build() -> None:
+    """Create the virtualenv in a sibling temporary folder, then rename it to ``VENV``."""
+    build = Path(tempfile.mkdtemp(prefix=VENV.name + ".build-", dir=VENV.parent))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(build)], check=True)
+        result = subprocess.run(
+            [str(build / "bin/python"), "-m", "pip", "install", "-q",
+             "--disable-pip-version-check", PUBLISHED],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )  # fmt: skip
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).lower()
+            if not IN_CI and any(sign in output for sign in _OFFLINE):
+                pytest.skip(f"pip cannot reach the package index to install {PUBLISHED}")
+            pytest.fail(f"installing {PUBLISHED} failed:\n{result.stdout}\n{result.stderr}")
+        # a broken leftover (no drip-sdk 0.1.2 in it) is replaced; the lock is ours
+        if VENV.exists():
+            shutil.rmtree(VENV)
+        # absolute paths in the venv's scripts name the build folder; the interpreter
+        # finds its site-packages from pyvenv.cfg next to it, so ``bin/python`` works
+        os.rename(build, VENV)
+    finally:
+        if build.exists():
+            shutil.rmtree(build, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

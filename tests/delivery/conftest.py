@@ -43,15 +43,20 @@ class FaultProxy:
 
     def up(self) -> None:
         sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        sock.listen(64)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self.port))
+            sock.listen(64)
+        except OSError:
+            sock.close()  # not left for the garbage collector (an unraisable ResourceWarning)
+            raise
         self.port = sock.getsockname()[1]
         self._listener = sock
         threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
 
     def down(self) -> None:
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             # shutdown wakes the thread blocked in accept(); close alone would leave the
             # socket listening until that accept returned
@@ -77,6 +82,12 @@ class FaultProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:
+                    # down() ran while this connection was being accepted: it must not
+                    # outlive the outage it belongs to
+                    client.close()
+                    server.close()
+                    continue
                 self._conns += [client, server]
             threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from drip import Drip
 
@@ -135,3 +139,39 @@ def test_multiprocessing_pool_children_deliver_everything(
     assert kit.stored(client, customer, "delivery.calls") == (8001, 0)
     runs = client.list_runs(customer_id=customer, limit=100).data
     assert len(runs) == 81 and {r.status.value for r in runs} == {"COMPLETED"}
+
+
+FORK_WHILE_ID_LOCK_HELD = """
+import os, signal, threading
+import drip._scopes as scopes
+from drip import Drip
+
+client = Drip("sk_test_fork", "http://127.0.0.1:9", handle_signals=False, shutdown_timeout=0)
+held, release = threading.Event(), threading.Event()
+
+def hold():  # as the delivery worker does while it formats a run id
+    with scopes._id_lock:
+        held.set()
+        release.wait()
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a hung child ends (status SIGALRM) instead of outliving the test
+    with client.run("after-fork", customer_id="cus_fork") as run:
+        print("child", run.id[:4], flush=True)
+    os._exit(0)
+release.set()
+_, status = os.waitpid(pid, 0)
+print("status", status, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_fork_while_another_thread_makes_a_run_id_does_not_hang_the_child() -> None:
+    """The run-id lock held by another thread at fork() is not inherited held."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_ID_LOCK_HELD], capture_output=True, text=True, timeout=90
+    )
+    assert result.stdout.split() == ["child", "run_", "status", "0"], result.stdout + result.stderr
