@@ -207,8 +207,73 @@ def _deep_problem(value: Any, depth: int) -> str | None:
     return None
 
 
+#: What one flat value can take as ASCII JSON, at most: a float's shortest repr
+#: (``-2.2250738585072014e-308``), an int in ``_FLAT_INT`` (``-9223372036854775808``),
+#: ``false``/``null``/``true``.
+_FLOAT_JSON_MAX = 24
+_INT_JSON_MAX = 20
+_FLAT_INT = 2**63
+_KEYWORD_JSON_MAX = 5
+_isfinite = math.isfinite
+
+
+def _flat_fits(value: dict[Any, Any]) -> bool:
+    """True when ``value`` is certainly valid metadata, without encoding it.
+
+    The common case (a small flat dict of plain ``str``/``int``/``float``/``bool``/None) is
+    proven valid from an upper bound of its JSON size: a string's characters escape to at most
+    6 bytes each (``\\u00XX``), or 12 outside ASCII (a surrogate pair). Anything else (a
+    nested value, a subclass, a bad character, a non-finite float, a big int, a bound over the
+    limit) returns False and takes the full check, which alone decides and words every refusal.
+    """
+    budget = MAX_METADATA_BYTES - 1  # "{" and "}", minus the comma the last item lacks
+    for key, item in value.items():
+        if key.__class__ is not str:
+            return False
+        if key.isascii():
+            if "\x00" in key:
+                return False
+            budget -= 6 * len(key) + 4  # two quotes, ":" and ","
+        elif _BAD_CHAR.search(key) is not None:
+            return False
+        else:
+            budget -= 12 * len(key) + 4
+        cls = item.__class__
+        if cls is str:
+            if item.isascii():
+                if "\x00" in item:
+                    return False
+                budget -= 6 * len(item) + 2
+            elif _BAD_CHAR.search(item) is not None:
+                return False
+            else:
+                budget -= 12 * len(item) + 2
+        elif cls is int:
+            if not -_FLAT_INT <= item < _FLAT_INT:
+                return False
+            budget -= _INT_JSON_MAX
+        elif cls is float:
+            if not _isfinite(item):
+                return False
+            budget -= _FLOAT_JSON_MAX
+        elif item is None or cls is bool:
+            budget -= _KEYWORD_JSON_MAX
+        else:
+            return False
+        if budget < 0:
+            return False
+    return True
+
+
 def metadata_problem(value: Any) -> str | None:
     """Why ``value`` is not valid metadata, or None. Used as is by the server's parser."""
+    if value.__class__ is dict and _flat_fits(value):
+        return None
+    return _full_metadata_problem(value)
+
+
+def _full_metadata_problem(value: Any) -> str | None:
+    """``metadata_problem`` for any value: deep checks, then the encoded size."""
     if not isinstance(value, Mapping):
         return f"must be a dict, got {type(value).__name__}"
     problem = _deep_problem(dict(value), 1)
