@@ -207,14 +207,12 @@ def _deep_problem(value: Any, depth: int) -> str | None:
     return None
 
 
-#: What one flat value can take as ASCII JSON, at most: a float's shortest repr
-#: (``-2.2250738585072014e-308``), an int in ``_FLAT_INT`` (``-9223372036854775808``),
-#: ``false``/``null``/``true``.
-_FLOAT_JSON_MAX = 24
-_INT_JSON_MAX = 20
+#: What one flat item can take as ASCII JSON beside its strings' characters, at most: a key's
+#: quotes, ":" and "," (4), then a float's shortest repr (``-2.2250738585072014e-308``, 24),
+#: which is more than an int in ``_FLAT_INT`` (``-9223372036854775808``, 20), a string's
+#: quotes (2), ``false`` or ``null`` (5).
+_ITEM_JSON_MAX = 4 + 24
 _FLAT_INT = 2**63
-_KEYWORD_JSON_MAX = 5
-_isfinite = math.isfinite
 
 
 def _flat_fits(value: dict[Any, Any]) -> bool:
@@ -226,43 +224,38 @@ def _flat_fits(value: dict[Any, Any]) -> bool:
     nested value, a subclass, a bad character, a non-finite float, a big int, a bound over the
     limit) returns False and takes the full check, which alone decides and words every refusal.
     """
-    budget = MAX_METADATA_BYTES - 1  # "{" and "}", minus the comma the last item lacks
+    narrow = wide = 0  # characters of keys and strings, ASCII and not
     for key, item in value.items():
         if key.__class__ is not str:
             return False
         if key.isascii():
             if "\x00" in key:
                 return False
-            budget -= 6 * len(key) + 4  # two quotes, ":" and ","
+            narrow += len(key)
         elif _BAD_CHAR.search(key) is not None:
             return False
         else:
-            budget -= 12 * len(key) + 4
+            wide += len(key)
         cls = item.__class__
         if cls is str:
             if item.isascii():
                 if "\x00" in item:
                     return False
-                budget -= 6 * len(item) + 2
+                narrow += len(item)
             elif _BAD_CHAR.search(item) is not None:
                 return False
             else:
-                budget -= 12 * len(item) + 2
+                wide += len(item)
         elif cls is int:
             if not -_FLAT_INT <= item < _FLAT_INT:
                 return False
-            budget -= _INT_JSON_MAX
         elif cls is float:
-            if not _isfinite(item):
+            if item - item != 0.0:  # NaN or an infinity (inf - inf is NaN)
                 return False
-            budget -= _FLOAT_JSON_MAX
-        elif item is None or cls is bool:
-            budget -= _KEYWORD_JSON_MAX
-        else:
+        elif item is not None and cls is not bool:
             return False
-        if budget < 0:
-            return False
-    return True
+    # "{" and "}", minus the "," the last item lacks
+    return 1 + 6 * narrow + 12 * wide + _ITEM_JSON_MAX * len(value) <= MAX_METADATA_BYTES
 
 
 def metadata_problem(value: Any) -> str | None:

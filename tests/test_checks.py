@@ -150,6 +150,10 @@ def _grow(value: dict[str, Any], by: int) -> dict[str, Any]:
     return {"x": value["x"] + "y" * by}
 
 
+#: short keys and long numbers: over the limit though its strings hold few characters
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+LONG_FLOATS = {f"{a}{b}": -2.2250738585072014e-308 for a in _ALNUM for b in _ALNUM[:20]}
+
 EDGES: list[Any] = [
     {},
     {"status_code": 200, "route": "/items/{id}", "method": "GET", "duration_ms": 1.25},
@@ -200,6 +204,7 @@ EDGES: list[Any] = [
     {f"k{i}": i for i in range(2000)},  # many small items, within the limit
     {f"k{i}": 1.5 for i in range(3000)},  # over the limit
     {f"k{i}": None for i in range(1600)},
+    LONG_FLOATS,
 ]
 
 
@@ -221,6 +226,9 @@ def test_fast_path_exact_limits() -> None:
         f"is {MAX_METADATA_BYTES + 1} bytes as JSON; the limit is {MAX_METADATA_BYTES}"
     )
     assert "not JSON-serialisable" in (metadata_problem({"x": 10**5000}) or "")
+    assert "bytes as JSON" in (metadata_problem(LONG_FLOATS) or "")
+    big_ints = {f"{a}{b}": -(2**63) for a in _ALNUM for b in _ALNUM[:20]}
+    assert "bytes as JSON" in (metadata_problem(big_ints) or "")
 
 
 def test_fast_path_matches_full_check_random() -> None:
