@@ -207,8 +207,66 @@ def _deep_problem(value: Any, depth: int) -> str | None:
     return None
 
 
+#: What one flat item can take as ASCII JSON beside its strings' characters, at most: a key's
+#: quotes, ":" and "," (4), then a float's shortest repr (``-2.2250738585072014e-308``, 24),
+#: which is more than an int in ``_FLAT_INT`` (``-9223372036854775808``, 20), a string's
+#: quotes (2), ``false`` or ``null`` (5).
+_ITEM_JSON_MAX = 4 + 24
+_FLAT_INT = 2**63
+
+
+def _flat_fits(value: dict[Any, Any]) -> bool:
+    """True when ``value`` is certainly valid metadata, without encoding it.
+
+    The common case (a small flat dict of plain ``str``/``int``/``float``/``bool``/None) is
+    proven valid from an upper bound of its JSON size: a string's characters escape to at most
+    6 bytes each (``\\u00XX``), or 12 outside ASCII (a surrogate pair). Anything else (a
+    nested value, a subclass, a bad character, a non-finite float, a big int, a bound over the
+    limit) returns False and takes the full check, which alone decides and words every refusal.
+    """
+    narrow = wide = 0  # characters of keys and strings, ASCII and not
+    for key, item in value.items():
+        if key.__class__ is not str:
+            return False
+        if key.isascii():
+            if "\x00" in key:
+                return False
+            narrow += len(key)
+        elif _BAD_CHAR.search(key) is not None:
+            return False
+        else:
+            wide += len(key)
+        cls = item.__class__
+        if cls is str:
+            if item.isascii():
+                if "\x00" in item:
+                    return False
+                narrow += len(item)
+            elif _BAD_CHAR.search(item) is not None:
+                return False
+            else:
+                wide += len(item)
+        elif cls is int:
+            if not -_FLAT_INT <= item < _FLAT_INT:
+                return False
+        elif cls is float:
+            if item - item != 0.0:  # NaN or an infinity (inf - inf is NaN)
+                return False
+        elif item is not None and cls is not bool:
+            return False
+    # "{" and "}", minus the "," the last item lacks
+    return 1 + 6 * narrow + 12 * wide + _ITEM_JSON_MAX * len(value) <= MAX_METADATA_BYTES
+
+
 def metadata_problem(value: Any) -> str | None:
     """Why ``value`` is not valid metadata, or None. Used as is by the server's parser."""
+    if value.__class__ is dict and _flat_fits(value):
+        return None
+    return _full_metadata_problem(value)
+
+
+def _full_metadata_problem(value: Any) -> str | None:
+    """``metadata_problem`` for any value: deep checks, then the encoded size."""
     if not isinstance(value, Mapping):
         return f"must be a dict, got {type(value).__name__}"
     problem = _deep_problem(dict(value), 1)

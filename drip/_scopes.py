@@ -134,9 +134,11 @@ class Run:
             problem = None if quantity is None else quantity_problem(quantity)
             if problem:
                 raise DripValidationError(f"quantity {problem}", field="quantity")
-            check_text(units, "units")
-            check_text(description, "description")
-            metadata = check_metadata(metadata)
+            if units is not None or description is not None:  # rare: skip two calls
+                check_text(units, "units")
+                check_text(description, "description")
+            if metadata is not None:
+                metadata = check_metadata(metadata)
         except (DripValidationError, TypeError) as exc:
             if self._recorder is not None:
                 self._recorder.report(exc)

@@ -6,11 +6,17 @@ ingest parser; these tests pin the rules themselves, and that each entry point u
 
 from __future__ import annotations
 
+import enum
+import json
 import math
+import random
+from collections import OrderedDict
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from drip import _checks
 from drip import instrument as drip
 from drip._checks import (
     MAX_METADATA_BYTES,
@@ -119,6 +125,151 @@ def test_good_metadata() -> None:
     copy = check_metadata(meta)
     assert copy == meta and copy is not meta
     assert check_metadata(None) is None
+
+
+# -- the flat fast path decides exactly as the full check --------------------------------------
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Tag(str):
+    pass
+
+
+def _at_limit(filler: str, per_char: int) -> dict[str, Any]:
+    """``{"x": filler * n}`` whose compact JSON is exactly ``MAX_METADATA_BYTES`` bytes."""
+    n, rest = divmod(MAX_METADATA_BYTES - len('{"x":""}'), per_char)
+    value = {"x": filler * n + "y" * rest}
+    assert len(json.dumps(value, separators=(",", ":"))) == MAX_METADATA_BYTES
+    return value
+
+
+def _grow(value: dict[str, Any], by: int) -> dict[str, Any]:
+    return {"x": value["x"] + "y" * by}
+
+
+#: short keys and long numbers: over the limit though its strings hold few characters
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+LONG_FLOATS = {f"{a}{b}": -2.2250738585072014e-308 for a in _ALNUM for b in _ALNUM[:20]}
+
+EDGES: list[Any] = [
+    {},
+    {"status_code": 200, "route": "/items/{id}", "method": "GET", "duration_ms": 1.25},
+    {"ok": True, "no": False, "none": None, "neg": -1, "zero": 0.0, "negzero": -0.0},
+    {"x": math.nan},
+    {"x": math.inf},
+    {"x": -math.inf},
+    {"x": 2**63 - 1},
+    {"x": -(2**63)},
+    {"x": 2**63},
+    {"x": -(2**63) - 1},
+    {"x": 10**400},  # JSON-able, 401 digits
+    {"x": 10**5000},  # beyond int -> str's digit limit: not JSON-serialisable
+    {"x": 5e-324, "y": -2.2250738585072014e-308, "z": 1.7976931348623157e308},
+    {"x": LONE},
+    {LONE: 1},
+    {"x": "a\x00"},
+    {"a\x00": 1},
+    {"x": "é\x00"},
+    {"x": "\ud83d"},  # a lone high surrogate
+    {"x": "\U0001f600" * 10},  # non-BMP: 12 JSON bytes per character
+    {"é": "ü", "k": "\u2028"},
+    {1: "x"},
+    {None: "x"},
+    {("a", 1): "x"},
+    {"x": object()},
+    {"x": b"bytes"},
+    {"x": [1, 2]},
+    {"x": {"y": 1}},
+    {"x": (1, 2)},
+    {"x": Colour.RED},
+    {"x": Tag("t")},
+    {Tag("k"): 1},
+    {"x": 1 + 2j},
+    OrderedDict(x=1),
+    MappingProxyType({"x": 1}),
+    MappingProxyType({"x": math.nan}),
+    [],
+    "metadata",
+    None,
+    _at_limit("y", 1),
+    _grow(_at_limit("y", 1), 1),
+    _at_limit("\n", 2),  # an escaped control character: 2 bytes
+    _at_limit("\x01", 6),  # \u0001: 6 bytes
+    _at_limit("é", 6),
+    _at_limit("\U0001f600", 12),
+    {"x": "y" * (MAX_METADATA_BYTES // 6)},  # the fast path's bound alone would refuse it
+    {f"k{i}": i for i in range(2000)},  # many small items, within the limit
+    {f"k{i}": 1.5 for i in range(3000)},  # over the limit
+    {f"k{i}": None for i in range(1600)},
+    LONG_FLOATS,
+]
+
+
+@pytest.mark.parametrize("value", EDGES, ids=range(len(EDGES)))
+def test_fast_path_matches_full_check(value: Any) -> None:
+    assert metadata_problem(value) == _checks._full_metadata_problem(value)
+
+
+def test_fast_path_exact_limits() -> None:
+    for filler, per_char in (("y", 1), ("\n", 2), ("\x01", 6), ("é", 6), ("\U0001f600", 12)):
+        assert metadata_problem(_at_limit(filler, per_char)) is None
+        over = {"x": _at_limit(filler, per_char)["x"] + filler}
+        size = MAX_METADATA_BYTES + per_char
+        assert metadata_problem(over) == (
+            f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"
+        )
+    over = _grow(_at_limit("y", 1), 1)
+    assert metadata_problem(over) == (
+        f"is {MAX_METADATA_BYTES + 1} bytes as JSON; the limit is {MAX_METADATA_BYTES}"
+    )
+    assert "not JSON-serialisable" in (metadata_problem({"x": 10**5000}) or "")
+    assert "bytes as JSON" in (metadata_problem(LONG_FLOATS) or "")
+    big_ints = {f"{a}{b}": -(2**63) for a in _ALNUM for b in _ALNUM[:20]}
+    assert "bytes as JSON" in (metadata_problem(big_ints) or "")
+
+
+def test_fast_path_matches_full_check_random() -> None:
+    rng = random.Random(20261202)
+    chars = [
+        "a",
+        "Z",
+        "0",
+        " ",
+        "\n",
+        "\x01",
+        "\x00",
+        '"',
+        "\\",
+        "é",
+        "\u2028",
+        "\U0001f600",
+        "\ud800",
+        "\udfff",
+    ]
+
+    def text() -> str:
+        return "".join(rng.choice(chars) for _ in range(rng.choice((0, 1, 3, 40, 900))))
+
+    def leaf() -> Any:
+        return rng.choice(
+            [
+                text,
+                lambda: rng.choice([0, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**30]),
+                lambda: rng.choice([0.5, -0.0, 1e308, math.nan, math.inf, -math.inf]),
+                lambda: rng.choice([True, False, None]),
+                lambda: rng.choice([[1], {"n": 1}, object(), Colour.RED, Tag("t")]),
+            ]
+        )()
+
+    for _ in range(3000):
+        value = {
+            (text() if rng.random() < 0.97 else rng.choice([1, None])): leaf()
+            for _ in range(rng.choice((0, 1, 4, 16, 60)))
+        }
+        assert metadata_problem(value) == _checks._full_metadata_problem(value), value
 
 
 # -- every entry point asks the same rules ------------------------------------------------------
