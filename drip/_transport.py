@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from . import models as m
 from ._config import Settings
-from ._endpoints import RawResponse, RequestSpec, ingest
+from ._endpoints import ingest
+from ._specs import RawResponse, RequestSpec
 from ._version import __version__
 from .errors import (
     DripAPIError,
