@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
 from . import _checks, context
 from ._baggage import merge, parse
-from ._checks import check_name, clean_text
+from ._checks import check_name
 from ._default import default_recorder
 from ._recorder import resolve
-from ._records import encode_run_end, encode_run_start, event_id
-from ._scopes import CANCELLATIONS, MAX_ERROR_MESSAGE, Run, _restore
+from ._records import encode_run_start, event_id
+from ._scopes import Run, _restore, end_run
 from .context import SCOPE
 
 __all__ = ["Continuation", "RemoteRun", "extract", "inject"]
@@ -207,14 +206,7 @@ class Continuation:
         run = self._runs[-1] if self._runs else None
         if run is None:
             return
-        if exc is None:
-            status, code, message = "COMPLETED", None, None
-        elif isinstance(exc, CANCELLATIONS):
-            status, code, message = "CANCELLED", type(exc).__name__, clean_text(str(exc)) or None
-        else:
-            status, code = "FAILED", type(exc).__name__
-            message = clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])
-        run._append((encode_run_end, run, status, code, message, time.perf_counter_ns()))
+        end_run(run, exc)
 
     def __exit__(
         self,

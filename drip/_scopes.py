@@ -167,6 +167,20 @@ class Run:
         return f"<drip.Run {self.id} workflow={self.workflow!r} customer={self.customer_id!r}>"
 
 
+def run_end(exc: BaseException | None) -> tuple[str, str | None, str | None]:
+    """How a run ends for ``exc``: (status, error code, error message)."""
+    if exc is None:
+        return "COMPLETED", None, None
+    if isinstance(exc, CANCELLATIONS):
+        return "CANCELLED", type(exc).__name__, clean_text(str(exc)) or None
+    return "FAILED", type(exc).__name__, clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])
+
+
+def end_run(run: Run, exc: BaseException | None) -> None:
+    """Record ``run``'s end, COMPLETED or as ``exc`` ends it (see ``run_end``)."""
+    run._append((encode_run_end, run, *run_end(exc), _perf()))
+
+
 class RunContext:
     """What ``drip.run(...)`` returns: a context manager (sync and async) and a decorator.
 
@@ -246,18 +260,7 @@ class RunContext:
                 return
             run = self._open[-1]
         self._open.remove(run)
-        if exc is None:
-            status, code, message = "COMPLETED", None, None
-        elif isinstance(exc, CANCELLATIONS):
-            status, code, message = (
-                "CANCELLED",
-                type(exc).__name__,
-                clean_text(str(exc)) or None,
-            )
-        else:
-            status, code = "FAILED", type(exc).__name__
-            message = clean_text((str(exc) or repr(exc))[:MAX_ERROR_MESSAGE])
-        run._append((encode_run_end, run, status, code, message, _perf()))
+        end_run(run, exc)
         _restore(run._token)
 
     def __enter__(self) -> Run:
