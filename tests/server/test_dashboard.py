@@ -19,9 +19,19 @@ import pytest
 from drip import Drip
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait as _Wait  # noqa: E402
+
+
+def WebDriverWait(driver: Any, timeout: float) -> Any:
+    """A wait that reads again when the dashboard re-rendered the element it was reading
+    (the pages refresh themselves)."""
+    return _Wait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".ci" / "artifacts" / "dashboard"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
