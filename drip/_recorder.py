@@ -39,14 +39,15 @@ class Lane(Protocol):
 
         q = lane.q
         if len(q) < lane.soft:
-            q.append(record)        # the fast lane: a C call
+            q.extend(record)        # the fast lane: a C call, the fast record kept flat
         else:
             lane.append(record)     # the slow lane: start the worker, wake it, back-pressure
 
-    so the fast lane costs no Python frame. ``soft`` is how many records may wait before the
-    slow lane must see the next one (0 forces every record through ``append``); ``q`` may be
-    replaced (after ``fork()``) and is read again on every call. The delivery ``Buffer`` is a
-    lane.
+    so the fast lane costs no Python frame. Only fast records (``drip._records.FAST``) take the
+    fast lane; every other record goes through ``append``. ``soft`` is how many elements may
+    wait before the slow lane must see the next record (0 forces every record through
+    ``append``); ``q`` may be replaced (after ``fork()``) and is read again on every call. The
+    delivery ``Buffer`` is a lane; ``drip._records.unflatten`` reads a lane's records back.
     """
 
     q: Any
@@ -56,7 +57,8 @@ class Lane(Protocol):
 
 
 class ListLane:
-    """A lane into a list (or any ``append``-able) that never needs the slow lane."""
+    """A lane into a list (or any ``append``-able, ``extend``-able) that never needs the slow
+    lane; its records are read back with ``drip._records.unflatten``."""
 
     __slots__ = ("append", "q", "soft")
 

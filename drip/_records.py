@@ -9,6 +9,7 @@ thread and the smallest to keep (about 220 bytes for an event, ints included); a
 
 Layouts::
 
+    fast    (FAST,          run_head, meter_tail, parent_seq, seq, t0, t1, span_id)
     event   (encode_event,  meter, run,         parent_seq, seq, t0, t1, quantity, error, span, metadata)
     usage   (encode_usage,  meter, customer_id, parent_seq, seq, t0, t1, quantity, error, span, metadata)
     manual  (encode_manual, run, parent_seq, seq, t, event_type, quantity, units, description, metadata, span)
@@ -17,6 +18,22 @@ Layouts::
 
 ``t0``/``t1``/``t`` are ``time.perf_counter_ns()`` values; the worker turns them into wall-clock
 time with one offset per batch. ``span`` is an OpenTelemetry ``SpanContext`` or None.
+
+The *fast* record is what a metered call inside a run makes on its common path (a fixed
+quantity, no error, no ``current_event()``). It holds only ints, strings and None: the run's JSON
+head (``Run._fast``, made once per run) and the meter's JSON tail with the quantity and static
+metadata (``MeterSpec.fast_tail``, made once per decorator) instead of the ``Run``, the
+``MeterSpec`` and the ``SpanContext``. The cyclic GC untracks such a tuple at the first young
+collection it survives, so thousands of buffered records are not traversed again by every later
+collection (they were: ~1,650 instructions per call). Its kind is the int ``FAST``; every other
+record starts with its encoder function. ``encode`` handles both.
+
+A lane keeps a fast record *flat*: its ``WIDTH`` elements are added with one ``extend`` (atomic
+under the GIL), and the record tuple itself is freed at once. So a metered call leaves no new
+GC-tracked object behind, and the cyclic GC's young collections (one per ~700 tracked objects
+kept) do not run at all in a tight loop of metered calls. Any other record takes one element,
+padded with ``WIDTH - 1`` Nones in the delivery buffer so that its length stays ``WIDTH`` times
+records; ``unflatten`` reads either form back.
 
 Event and usage ids are derived from a per-process sequence number: ``evt_`` + 12 hex digits of
 the process start time (ms) + 10 random hex digits drawn per process (again in a ``fork()``
@@ -32,6 +49,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import otel
@@ -40,7 +58,10 @@ from ._checks import ExternalId
 if TYPE_CHECKING:
     from ._scopes import Run
 
-__all__ = ["Clock", "MeterSpec", "event_id", "next_seq"]
+__all__ = [
+    "FAST", "PAD", "WIDTH", "Clock", "MeterSpec", "encode", "event_id", "next_seq", "run_head",
+    "unflatten",
+]  # fmt: skip
 
 Record = tuple[Any, ...]
 
@@ -101,6 +122,16 @@ class MeterSpec:
         self.usage_head = f',"usageType":{dumps(meter)}{units_json}'
         self.metadata_json = dumps(metadata) if metadata else None
 
+    def fast_tail(self, quantity: float | None) -> str:
+        """The JSON of a fast record's fixed fields: event type, meter, units, quantity and
+        static metadata (see the module doc)."""
+        tail = self.event_head
+        if quantity is not None:
+            tail += f',"quantity":{_number(quantity)}'
+        if self.metadata_json is not None:
+            tail += f',"metadata":{self.metadata_json}'
+        return tail
+
 
 class Clock:
     """perf_counter_ns -> ISO-8601 UTC text, with the second's prefix cached."""
@@ -125,7 +156,7 @@ class Clock:
         return f"{self._text}.{ns // 1000:06d}Z"
 
 
-def _run_head(run: Run) -> str:
+def run_head(run: Run) -> str:
     """``"runId":...`` plus the run's correlation id, as JSON; computed once per run."""
     head = run._json
     if head is None:
@@ -142,7 +173,7 @@ def _optional(pairs: tuple[tuple[str, Any], ...]) -> str:
 
 def encode_event(rec: Record, clock: Clock) -> str:
     _, m, run, parent, seq, t0, t1, quantity, error, span, metadata = rec
-    head = run._json or _run_head(run)
+    head = run._json or run_head(run)
     if quantity is None:
         q = ""
     elif quantity.__class__ is int:
@@ -175,6 +206,53 @@ def encode_event(rec: Record, clock: Clock) -> str:
         meta = m.metadata_json if metadata is m.metadata else dumps(metadata)
         text += f',"metadata":{meta}'
     return text + "}"
+
+
+#: the kind of a fast record (its first element); every other record starts with its encoder
+FAST = 0
+
+
+#: how many elements a fast record has, and a padded record takes, in a lane
+WIDTH = 8
+#: what follows any other record in the delivery buffer
+PAD = (None,) * (WIDTH - 1)
+
+
+def unflatten(elements: Iterable[Any]) -> Iterator[Any]:
+    """The records of a lane's elements (flat fast records, padded or bare other records)."""
+    it = iter(elements)
+    for x in it:
+        if x is FAST:
+            yield (x, *itertools.islice(it, WIDTH - 1))
+        elif x is not None:  # None is padding: no record starts with it
+            yield x
+
+
+def encode_fast(rec: Record, clock: Clock) -> str:
+    """A fast record (see the module doc) as its JSON item."""
+    _, head, tail, parent, seq, t0, t1, span_id = rec
+    sec, ns = divmod(t0 + clock._offset, 1_000_000_000)
+    if sec != clock._sec:
+        clock.iso(t0)
+    us = (t1 - t0 + 500) // 1000
+    text = f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}",{head}{tail}'
+    if parent is not None:
+        text += f',"parentEventId":"evt_{_prefix}{parent & _SEQ_MASK:010x}"'
+    if span_id is not None:
+        text += f',"spanId":"{span_id:016x}"'
+    return (
+        f'{text},"timestamp":"{clock._text}.{ns // 1000:06d}Z"'
+        f',"durationMs":{us // 1000}.{us % 1000:03d},"outcome":"ok"}}'
+    )
+
+
+def encode(rec: Record, clock: Clock) -> str:
+    """Any record as its JSON item."""
+    kind = rec[0]
+    if kind is FAST:
+        return encode_fast(rec, clock)
+    text: str = kind(rec, clock)
+    return text
 
 
 def _customer(customer_id: str | None) -> str:
@@ -211,7 +289,7 @@ def encode_usage(rec: Record, clock: Clock) -> str:
 def encode_manual(rec: Record, clock: Clock) -> str:
     """An event recorded with ``run.event(...)``."""
     _, run, parent, seq, t, event_type, quantity, units, description, metadata, span = rec
-    text = f'{{"type":"event","id":"{event_id(seq)}",{_run_head(run)}'
+    text = f'{{"type":"event","id":"{event_id(seq)}",{run_head(run)}'
     text += f',"eventType":{dumps(event_type)}'
     if quantity is not None:
         text += f',"quantity":{_number(quantity)}'
@@ -250,7 +328,8 @@ def encode_run_end(rec: Record, clock: Clock) -> str:
 
 
 #: what each kind of record is, for messages about it
-KINDS = {
+KINDS: dict[Any, str] = {
+    FAST: "event",
     encode_event: "event",
     encode_usage: "usage",
     encode_manual: "event",

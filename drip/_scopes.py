@@ -60,6 +60,7 @@ class Run:
     __slots__ = (
         "_append",
         "_context",
+        "_fast",
         "_id",
         "_json",
         "_lane",
@@ -100,6 +101,9 @@ class Run:
         self._t0 = _perf()
         self._token: Any = None
         self._json: str | None = None  # set by the delivery worker
+        #: the run's JSON head for fast records (``drip._records``), set by the first metered
+        #: call; None keeps metered calls on the general path (always, for a continued run)
+        self._fast: str | None = None
 
     @property
     def id(self) -> str:

@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 
 from ._config import resolve_settings
 from ._recorder import ListLane, Recorder, overrides
-from ._records import Clock
+from ._records import Clock, encode, unflatten
 from .models import IngestEvent, IngestItem, IngestRunEnd, IngestRunStart, IngestUsage
 
 __all__ = ["Capture", "capture", "drip_capture"]
@@ -47,7 +47,8 @@ class Capture:
             api_key="sk_drip_testing_capture", base_url="http://127.0.0.1:9", strict=strict, env={}
         )
         self.instrumentation = Recorder(settings, on_error=self._on_error)
-        self.records: list[tuple[Any, ...]] = []
+        #: the records as a lane keeps them (fast records flat: ``drip._records.unflatten``)
+        self.records: list[Any] = []
         #: the hot path appends straight to our list: no buffer, no worker, nothing sent
         self.instrumentation.lane = ListLane(self.records)
         self.instrumentation.append = self.records.append
@@ -61,7 +62,7 @@ class Capture:
     def items(self) -> list[dict[str, Any]]:
         """Every ingest item, in order, as the JSON the worker would send (camelCase)."""
         clock = Clock()
-        return [json.loads(rec[0](rec, clock)) for rec in list(self.records)]
+        return [json.loads(encode(rec, clock)) for rec in unflatten(list(self.records))]
 
     def _parsed(self) -> list[Any]:
         return _items.validate_python(self.items)

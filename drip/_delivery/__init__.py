@@ -209,7 +209,7 @@ class Delivery:
         if self.spool is not None:
             self.spool.after_fork()
         for rec in starts:
-            self.buffer.q.append(rec)
+            self.buffer.put(rec)
 
     # -- counts -------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The bounded in-process buffer: the only part of delivery the caller's thread touches.
 
-``append`` is a length check and a ``deque.append`` while the buffer is below its soft limit
-(no lock, no I/O). Past it, the slow path wakes the worker, and at ``max_buffer`` records:
+``append`` is a length check and a ``deque.extend`` while the buffer is below its soft limit
+(no lock, no I/O). The deque holds ``WIDTH`` elements per record (``drip._records``: a fast
+record flat, any other padded), so its length is ``WIDTH`` times the records and the bounds are kept in
+elements. Past it, the slow path wakes the worker, and at ``max_buffer`` records:
 
 * ``overflow="block"`` (the default): the caller waits until the worker has taken records
   out. The wait is bounded because the worker always makes room: it delivers, or spills to the
@@ -24,13 +26,21 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._records import encode_run_end, encode_run_start
+from .._records import FAST, PAD, WIDTH, Record, encode_run_end, encode_run_start
 from .reports import Counters, Reporter
 
 __all__ = ["Buffer", "Marker"]
 
 #: records never dropped by ``overflow="drop"``: a run's start and end
 _STRUCTURAL = frozenset({encode_run_start, encode_run_end})
+
+
+def flat(rec: Any) -> tuple[Any, ...]:
+    """A record as the ``WIDTH`` elements it takes in the buffer."""
+    if rec[0] is FAST:
+        out: tuple[Any, ...] = rec
+        return out
+    return (rec, *PAD)
 
 
 class Marker:
@@ -67,6 +77,7 @@ class Buffer:
         fork_check: Callable[[], None],
     ) -> None:
         self.max = max_buffer
+        self.limit = max_buffer * WIDTH  # in elements
         self.drop = overflow == "drop"
         self.reporter = reporter
         self._start = start
@@ -81,7 +92,7 @@ class Buffer:
         self.room = threading.Condition(threading.Lock())
         self.pid = os.getpid()
         self.q: deque[Any] = deque()
-        #: below this many records ``append`` takes the fast path; 0 until the worker runs,
+        #: below this many elements ``append`` takes the fast path; 0 until the worker runs,
         #: so the first record (and the first after a fork) starts it
         self.soft = 0
         self.markers = 0
@@ -94,7 +105,7 @@ class Buffer:
     def running(self, batch_items: int) -> None:
         """The worker runs: open the fast path."""
         self.batch = min(batch_items, self.max)
-        self.soft = self.batch
+        self.soft = self.batch * WIDTH
 
     def busy(self, busy: bool) -> None:
         """The worker is taking records out (True) or about to sleep (False).
@@ -105,7 +116,7 @@ class Buffer:
         """
         with self.lock:
             if not self.closed and self.soft:
-                self.soft = self.max if busy else self.batch
+                self.soft = (self.max if busy else self.batch) * WIDTH
 
     # -- the caller's side --------------------------------------------------------------------
 
@@ -113,14 +124,18 @@ class Buffer:
         """Buffer one record; never raises, never drops with the default settings."""
         q = self.q
         if len(q) < self.soft:
-            q.append(rec)
+            q.extend(flat(rec))  # one C call: a record's elements are never split
         else:
             self._append_slow(rec)
 
+    def put(self, rec: Record) -> None:
+        """Buffer one record without any check (a fork child's re-sent run starts)."""
+        self.q.extend(flat(rec))
+
     def _append_slow(self, rec: Any) -> None:
         q = self.q
-        if self.soft and len(q) < self.max:
-            q.append(rec)  # the worker runs and is behind: make sure it is awake
+        if self.soft and len(q) < self.limit:
+            q.extend(flat(rec))  # the worker runs and is behind: make sure it is awake
             if not self.wake.is_set():
                 self.wake.set()
             return
@@ -131,20 +146,20 @@ class Buffer:
                 self.counters.dropped += 1
                 self.reporter.dropped("CLOSED")
                 return
-            if len(self.q) < self.max:
-                self.q.append(rec)
+            if len(self.q) < self.limit:
+                self.q.extend(flat(rec))
                 self._start()
                 return
             if self.drop:
                 if rec[0] in _STRUCTURAL:  # kept past the bound: a run is never split
-                    self.q.append(rec)
+                    self.q.extend(flat(rec))
                     return
                 self.counters.dropped += 1
                 self.wake.set()
                 self.reporter.dropped("BUFFER_FULL")
                 return
         self._wait_for_room()
-        self.q.append(rec)
+        self.q.extend(flat(rec))
 
     def _wait_for_room(self) -> None:
         """Back-pressure: wait until the worker has taken records out (see the module doc)."""
@@ -154,7 +169,7 @@ class Buffer:
         with self.room:
             self.waiting += 1
             try:
-                while len(self.q) >= self.max and not self.closed:
+                while len(self.q) >= self.limit and not self.closed:
                     self.wake.set()
                     self.room.wait(0.05)
             finally:
@@ -172,9 +187,9 @@ class Buffer:
         marker = Marker()
         with self.lock:
             self.markers += 1
-            self.q.append(marker)
+            self.q.extend((marker, *PAD))
         self.wake.set()
         return marker
 
     def records(self) -> int:
-        return len(self.q) - self.markers
+        return len(self.q) // WIDTH - self.markers

@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._records import KINDS, Clock
+from .._records import FAST, KINDS, PAD, Clock, encode_fast
 from ..errors import DripDeliveryError
 from .buffer import Marker
 from .spool import SpoolFile
@@ -147,13 +147,20 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
             rec = pop()
         except IndexError:
             break
+        # the rest of the record's WIDTH elements are there: they were added in one extend
+        if rec is FAST:
+            rec = (rec, pop(), pop(), pop(), pop(), pop(), pop(), pop())
+        else:
+            for _ in PAD:
+                pop()
         if rec.__class__ is Marker:
             marker = rec
             with d.buffer.lock:
                 d.buffer.markers -= 1
             break
         try:
-            text = rec[0](rec, clock)
+            kind = rec[0]
+            text = encode_fast(rec, clock) if kind is FAST else kind(rec, clock)
         except Exception as exc:
             d.counters.refused += 1
             d.reporter.problem(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import otel as _otel
 from .._checks import check_name, clean_text, quantity_problem
 from .._recorder import Fallback, Recorder, resolve
-from .._records import MeterSpec, encode_event, encode_usage, event_id, next_seq
+from .._records import MeterSpec, encode_event, encode_usage, event_id, next_seq, run_head
 from ..context import SCOPE, Scope
 from ..errors import DripValidationError
 
@@ -255,7 +255,9 @@ class Call:
 def in_run(
     spec: Spec, customer: str | None, run: Run, parent: int | None, seq: int, span: Any, t0: int
 ) -> Call:
-    """The general path for a call of a run that the fast path began."""
+    """The general path for a call in a run (the first one opens the run's fast path)."""
+    if run._fast is None and not run.remote_parent:
+        run._fast = run_head(run)
     return Call(
         spec, run._recorder, run._append, encode_event, run, (customer, run, seq), parent, seq,
         span, t0,

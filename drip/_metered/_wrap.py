@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from .. import otel as _otel
-from .._records import encode_event, next_seq
+from .._records import FAST, next_seq
 from ..context import SCOPE
 from ._call import Spec, begin_in, general_async, general_sync, handles, in_run
 
@@ -35,12 +35,12 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             return general_sync(spec, fn, args, kwargs)
 
         return metered_by_result
-    m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
+    tail = spec.m.fast_tail(spec.qconst)
 
     @functools.wraps(fn)
     def metered_call(*args: Any, **kwargs: Any) -> Any:
         customer, run, parent = _get()
-        if run is None:
+        if run is None or (head := run._fast) is None:  # outside a run, or its first call
             return general_sync(spec, fn, args, kwargs)
         seq = next_seq()
         token = _set((customer, run, seq))
@@ -58,11 +58,12 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         if handles:  # current_event() may have been used inside
             in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
-            rec = (encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta)
+            # only ints, strings and None: the GC untracks it (see drip._records)
+            rec = (FAST, head, tail, parent, seq, t0, t1, None if span is None else span.span_id)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             if len(q) < lane.soft:
-                q.append(rec)
+                q.extend(rec)  # flat: the tuple is freed at once (see drip._records)
             else:
                 lane.append(rec)
         return result
@@ -78,12 +79,12 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
             return await general_async(spec, fn, args, kwargs)
 
         return metered_by_result
-    m, qconst, meta = spec.m, spec.qconst, spec.m.metadata
+    tail = spec.m.fast_tail(spec.qconst)
 
     @functools.wraps(fn)
     async def metered_call(*args: Any, **kwargs: Any) -> Any:
         customer, run, parent = _get()
-        if run is None:
+        if run is None or (head := run._fast) is None:  # outside a run, or its first call
             return await general_async(spec, fn, args, kwargs)
         seq = next_seq()
         token = _set((customer, run, seq))
@@ -101,11 +102,12 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
         if handles:
             in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
-            rec = (encode_event, m, run, parent, seq, t0, t1, qconst, None, span, meta)
+            # only ints, strings and None: the GC untracks it (see drip._records)
+            rec = (FAST, head, tail, parent, seq, t0, t1, None if span is None else span.span_id)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             if len(q) < lane.soft:
-                q.append(rec)
+                q.extend(rec)  # flat: the tuple is freed at once (see drip._records)
             else:
                 lane.append(rec)
         return result
