@@ -9,8 +9,8 @@ buffered. N metered calls inside one run are then measured two ways, each in a f
 * RSS (``/proc/self/statm``), tracemalloc off: resident set after minus before, divided by N.
   RSS moves in pages and arenas, so it is the coarser of the two.
 
-A breakdown of one record (``sys.getsizeof`` of the tuple, its integers and the deque slot)
-says where the bytes go. At the end the buffered records are discarded (``shutdown(0)``; the
+A breakdown of one record (its ``WIDTH`` deque slots, kept flat, and its integers; the
+strings are shared per run and per meter) says where the bytes go. At the end the buffered records are discarded (``shutdown(0)``; the
 drip logger is silenced for it).
 """
 
@@ -26,6 +26,7 @@ import tracemalloc
 import _bench
 
 import drip
+from drip._records import WIDTH
 
 N = 200_000
 TARGET = 300  # bytes per buffered event
@@ -108,16 +109,17 @@ def main() -> int:
     traced = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     stats1 = c1.stats()
-    sample = c1._recorder.delivery._buf[-2]  # the last event (before the run end)
+    # the last event (before the run end, which takes the last WIDTH elements), kept flat
+    elements = list(c1._recorder.delivery.buffer.q)
+    sample = tuple(elements[-2 * WIDTH : -WIDTH])
     discard(c1)
 
     per_event = traced / N
     rss_per_event = None if rss0 is None or rss1 is None else (rss1 - rss0) / N
     ints = [v for v in sample if isinstance(v, int) and not -5 <= v <= 256]
     parts = [
-        ("record tuple (11 slots)", sys.getsizeof(sample)),
+        (f"{WIDTH} deque slots (the record, flat)", 8 * WIDTH),
         (f"{len(ints)} integers (seq, t0, t1)", sum(sys.getsizeof(v) for v in ints)),
-        ("deque slot", 8),
     ]
     print()
     print(

@@ -59,7 +59,7 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
             # only ints, strings and None: the GC untracks it (see drip._records)
-            rec = (FAST, head, tail, parent, seq, t0, t1, None if span is None else span.span_id)
+            rec = (FAST, head, tail, parent, seq, t0, t1, span and span.span_id)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             if len(q) < lane.soft:
@@ -103,7 +103,7 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
             in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
         else:
             # only ints, strings and None: the GC untracks it (see drip._records)
-            rec = (FAST, head, tail, parent, seq, t0, t1, None if span is None else span.span_id)
+            rec = (FAST, head, tail, parent, seq, t0, t1, span and span.span_id)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             if len(q) < lane.soft:
