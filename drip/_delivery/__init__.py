@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import Settings
+from .._records import WIDTH
 from ..errors import DripDeliveryError
 from ..models import IngestResult
 from . import lifecycle
@@ -95,7 +96,8 @@ class Delivery:
         self.outbox: deque[Batch] = deque()
         #: records in the outbox (the first batch is the one being sent)
         self.queued = 0
-        #: records the worker took out and is encoding; the record that did not fit a batch
+        #: the elements (``WIDTH`` per record) the worker took out and is encoding; the record
+        #: that did not fit a batch
         self.encoding: list[Any] = []
         self.carry: tuple[str, Any] | None = None
         self.stop = threading.Event()
@@ -217,7 +219,7 @@ class Delivery:
         return sum(b.count for b in list(self.outbox) if b.file is not None)
 
     def _pending(self) -> int:
-        memory = self.buffer.records() + len(self.encoding) + (self.carry is not None)
+        memory = self.buffer.records() + len(self.encoding) // WIDTH + (self.carry is not None)
         return memory + self.queued - self._on_disk()
 
     def _counts(self) -> tuple[int, int]:
@@ -293,7 +295,8 @@ class Delivery:
             )
             left = self.queued - sum(b.count for b in kept)
             self.outbox, self.queued = kept, sum(b.count for b in kept)
-            lost = left + self.buffer.records() + len(self.encoding) + (self.carry is not None)
+            lost = left + self.buffer.records() + len(self.encoding) // WIDTH
+            lost += self.carry is not None
             self.buffer.q.clear()
             self.buffer.markers = 0
             self.encoding, self.carry = [], None

@@ -15,9 +15,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._records import FAST, KINDS, PAD, Clock, encode_fast
+from .._records import FAST, KINDS, WIDTH, Clock, encode_fast
 from ..errors import DripDeliveryError
-from .buffer import Marker
+from .buffer import Marker, flat
 from .spool import SpoolFile
 
 if TYPE_CHECKING:
@@ -129,38 +129,38 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     size = 12  # {"items":[]}
     marker: Marker | None = None
     clock.sync()
-    # kept on ``d`` so a fork() child can find run starts taken out but not yet handed over
+    # the elements of the records taken out and not handed over yet (WIDTH each), kept on ``d``:
+    # counted as pending, and a fork() child finds the run starts among them
     taken: list[Any] = []
     sizes: list[int] = []
-    d.encoding = taken
     if d.carry is not None:
         text, rec = d.carry
         parts.append(text)
-        taken.append(rec)
+        taken.extend(flat(rec))
         size += len(text) + 1
         sizes.append(len(text))
         d.carry = None
-    pop, add_part, take, add_size = d.buffer.q.popleft, parts.append, taken.append, sizes.append
-    room = limit_items - len(parts)
-    while room > 0:  # per record: this loop runs for every event, locals only
-        try:
-            rec = pop()
-        except IndexError:
-            break
-        # the rest of the record's WIDTH elements are there: they were added in one extend
-        if rec is FAST:
-            rec = (rec, pop(), pop(), pop(), pop(), pop(), pop(), pop())
-        else:
-            for _ in PAD:
-                pop()
+    # Take the next records in one slice: the caller's thread only ever appends whole records
+    # (one ``extend`` each) and this thread is the only one that removes any, so the first
+    # ``end`` elements are whole records and stay where they are until deleted here.
+    q = d.buffer.q
+    end = min(len(q), (limit_items - len(parts)) * WIDTH)
+    chunk = q[:end]
+    d.encoding = taken + chunk
+    del q[:end]
+    add_part, add_size = parts.append, sizes.append
+    used = 0  # elements of ``chunk`` settled: encoded, refused, or the marker / carry
+    refused: list[int] = []
+    it = iter(chunk)
+    for r in zip(*[it] * WIDTH, strict=True):  # per record: runs for every event, locals only
+        rec = r if r[0] is FAST else r[0]  # a fast record is flat; any other one is padded
         if rec.__class__ is Marker:
             marker = rec
             with d.buffer.lock:
                 d.buffer.markers -= 1
             break
         try:
-            kind = rec[0]
-            text = encode_fast(rec, clock) if kind is FAST else kind(rec, clock)
+            text = encode_fast(rec, clock) if rec is r else rec[0](rec, clock)
         except Exception as exc:
             d.counters.refused += 1
             d.reporter.problem(
@@ -169,6 +169,8 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
                     code="ENCODE",
                 )
             )
+            refused.append(used)
+            used += WIDTH
             continue
         n = len(text)
         size += n + 1
@@ -177,8 +179,15 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
             break
         add_part(text)
         add_size(n)
-        take(rec)
-        room -= 1
+        used += WIDTH
+    rest = used if marker is None and d.carry is None else used + WIDTH
+    if rest < len(chunk):  # back in front, in order: a marker or the byte limit came first
+        q[0:0] = chunk[rest:]
+    for at in reversed(refused):
+        del chunk[at : at + WIDTH]
+        used -= WIDTH
+    taken.extend(chunk[:used])
+    d.encoding = taken
     if not parts:
         return Batch(None, 0, marker)
     text = ",".join(parts)

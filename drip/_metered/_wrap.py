@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from .. import otel as _otel
-from .._records import FAST, next_seq
+from .._records import FAST, SEQ
 from ..context import SCOPE
 from ._call import Spec, begin_in, general_async, general_sync, handles, in_run
 
@@ -42,7 +42,7 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         customer, run, parent = _get()
         if run is None or (head := run._fast) is None:  # outside a run, or its first call
             return general_sync(spec, fn, args, kwargs)
-        seq = next_seq()
+        seq = next(SEQ)
         token = _set((customer, run, seq))
         span = None if _otel.CV is None else _span()
         t0 = _perf()
@@ -86,7 +86,7 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
         customer, run, parent = _get()
         if run is None or (head := run._fast) is None:  # outside a run, or its first call
             return await general_async(spec, fn, args, kwargs)
-        seq = next_seq()
+        seq = next(SEQ)
         token = _set((customer, run, seq))
         span = None if _otel.CV is None else _span()
         t0 = _perf()
