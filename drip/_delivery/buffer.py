@@ -113,7 +113,8 @@ class Buffer:
 
         While it works it needs no wake-up: the fast path then runs up to ``max`` records, so a
         tight loop does not take the slow path (two Python calls) for every record while the
-        worker drains the buffer. Before it sleeps, the soft bound returns to a batch.
+        worker drains the buffer. Before it sleeps, the soft bound returns to a batch. The slow
+        path that wakes the worker opens the fast path the same way (``True``).
         """
         with self.lock:
             if not self.closed and self.soft:
@@ -139,6 +140,9 @@ class Buffer:
             q.extend(flat(rec))  # the worker runs and is behind: make sure it is awake
             if not self.wake.is_set():
                 self.wake.set()
+                # and come back here only at ``max``: until the worker takes the GIL and says
+                # it is busy, a tight loop would otherwise take this path for every record
+                self.busy(True)
             return
         with self.lock:
             if self.pid != os.getpid():  # a fork() the at-fork hook did not see
