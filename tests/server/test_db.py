@@ -74,3 +74,28 @@ def test_checkpoints_run_in_the_background_and_stop_with_the_database(tmp_path: 
     assert time.monotonic() - started < 2 and not thread.is_alive()
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT count(*) FROM events").fetchone() == (500,)
+
+
+def test_repeated_values_statement_is_what_sqlalchemy_compiles() -> None:
+    from sqlalchemy import bindparam, create_engine
+
+    from drip.server.storage import bulk
+    from drip.server.storage.ingest import COMMON_COLUMNS, EVENT_COLUMNS, USAGE_COLUMNS
+    from drip.server.storage.schema import usage_records
+
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        for table, columns in (
+            (events, COMMON_COLUMNS),
+            (events, EVENT_COLUMNS),
+            (usage_records, USAGE_COLUMNS),
+        ):
+            for nrows in (2, 7):
+                repeated = bulk._repeated(conn, table, columns, nrows)
+                assert repeated is not None
+                values = [
+                    {c: bindparam(f"p{r}_{i}") for i, c in enumerate(columns)} for r in range(nrows)
+                ]
+                statement = bulk.insert_ignore("sqlite", table).values(values)
+                assert repeated[0] == str(statement.compile(dialect=conn.dialect))
+    engine.dispose()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -60,6 +62,8 @@ COMMON_COLUMNS = (
     "timestamp", "duration_ms", "outcome",
 )  # fmt: skip
 _NO_DETAILS = (None,) * 6
+#: a COMMON_COLUMNS row's (run_id, customer_id, meter)
+_RUN_CUSTOMER_METER = itemgetter(2, 3, 5)
 
 
 def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -75,14 +79,17 @@ def _references(
     run_refs: set[str],
     customer_refs: set[str],
     workflow_refs: set[str],
-) -> tuple[dict[str, list[Any]], set[str], dict[str, str]]:
+) -> tuple[dict[str, list[Any]], set[str], dict[str, str], dict[str, str]]:
     """The runs (id -> [customer, status, started_by]), customers and workflows (ref -> id) a batch refers
-    to that exist: one ``UNION ALL`` query for a usual batch, one query each for a huge one."""
+    to that exist, and the runs' workflows (run id -> workflow id, for the rollups): one ``UNION
+    ALL`` query for a usual batch, one query each for a huge one (the rollups then read the
+    runs' workflows themselves)."""
     if max(len(run_refs), len(customer_refs), len(workflow_refs)) > IN_CHUNK:
         return (
             known_runs(conn, account_id, run_refs),
             existing_customers(conn, account_id, customer_refs),
             workflow_ids(conn, account_id, workflow_refs),
+            {},
         )
     parts = []
     if run_refs:
@@ -93,18 +100,21 @@ def _references(
                 runs.c.customer_id,
                 runs.c.status,
                 runs.c.started_by,
+                runs.c.workflow_id,
             ).where(runs.c.account_id == account_id, runs.c.id.in_(sorted(run_refs)))
         )
     if customer_refs:
         parts.append(
-            select(literal_column("'c'"), customers.c.id, null(), null(), null()).where(
+            select(literal_column("'c'"), customers.c.id, null(), null(), null(), null()).where(
                 customers.c.account_id == account_id, customers.c.id.in_(sorted(customer_refs))
             )
         )
     if workflow_refs:
         refs = sorted(workflow_refs)
         parts.append(
-            select(literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null()).where(
+            select(
+                literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null(), null()
+            ).where(
                 workflows.c.account_id == account_id,
                 workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
             )
@@ -112,15 +122,17 @@ def _references(
     found_runs: dict[str, list[Any]] = {}
     found_customers: set[str] = set()
     found_workflows: dict[str, str] = {}
+    run_workflows: dict[str, str] = {}
     if parts:
-        for kind, ident, other, status, started_by in conn.execute(union_all(*parts)):
+        for kind, ident, other, status, started_by, workflow in conn.execute(union_all(*parts)):
             if kind == "r":
                 found_runs[ident] = [other, status, started_by]
+                run_workflows[ident] = workflow
             elif kind == "c":
                 found_customers.add(ident)
             else:
                 found_workflows[ident] = found_workflows[other] = ident
-    return found_runs, found_customers, found_workflows
+    return found_runs, found_customers, found_workflows, run_workflows
 
 
 EVENT_COLUMNS = (
@@ -181,7 +193,7 @@ class _Apply:
                     external_refs.add(item["external_customer_id"])
                 elif item.get("customer_id") is not None:
                     customer_refs.add(item["customer_id"])
-        self.runs, self.customers, self.workflows = _references(
+        self.runs, self.customers, self.workflows, self.run_workflows = _references(
             conn, account_id, run_refs, customer_refs, workflow_refs
         )
         #: external id -> customer id (found, or created on first use when allowed)
@@ -255,6 +267,7 @@ class _Apply:
                 return self.result(rid, "rejected", exc.code, exc.message)
             workflow_id = self.workflows[ref] = row.id
         self.runs[rid] = [customer_id, _RUNNING, self.owner]
+        self.run_workflows[rid] = workflow_id
         self.run_rows.append(
             {
                 "account_id": self.account_id,
@@ -411,15 +424,18 @@ class _Apply:
                 self._roll_events(rows)
             else:
                 self._roll_usage(rows)
-        self.rollup.write(self.conn, self.account_id)
+        self.rollup.write(self.conn, self.account_id, self.run_workflows)
         if self.ends:
             self._end_runs()
 
     def _roll_events(self, rows: list[tuple[Any, ...]]) -> None:
         add = self.rollup.event
         if not self.full_rows:  # COMMON_COLUMNS rows: metered events without metadata
-            for _, _, run_id, customer_id, _, meter, quantity, ts, _, _ in rows:
-                add(run_id, customer_id, meter, False, ts, quantity)
+            # a run's events come together: one rollup step per run and meter, not per event
+            metered = self.rollup.metered
+            for (run_id, customer_id, meter), group in groupby(rows, _RUN_CUSTOMER_METER):
+                same = list(group)
+                metered(run_id, customer_id, meter, [r[7] for r in same], [r[6] for r in same])
             return
         for row in rows:
             meta = row[12]
