@@ -99,3 +99,26 @@ def test_repeated_values_statement_is_what_sqlalchemy_compiles() -> None:
                 statement = bulk.insert_ignore("sqlite", table).values(values)
                 assert repeated[0] == str(statement.compile(dialect=conn.dialect))
     engine.dispose()
+
+
+def test_a_new_file_takes_the_larger_page_size_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    from drip.server.storage.sqlite import PAGE_SIZE
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # a file made with SQLite's default page size
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    for path, size in ((tmp_path / "new.db", PAGE_SIZE), (old, 4096)):
+        db = Database(f"sqlite:///{path}")
+        try:
+            db.create_tables()
+            with db.write() as c:
+                assert insert_many(c, events, COLUMNS, rows(3)) == 3
+            with db.read() as c:
+                assert c.exec_driver_sql("PRAGMA page_size").scalar() == size
+                assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            db.dispose()
