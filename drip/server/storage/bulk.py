@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Connection, Table, bindparam, func, select
+from sqlalchemy import JSON, ClauseElement, Connection, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -32,6 +32,7 @@ __all__ = [
     "insert_new",
     "json_text",
     "max_seq",
+    "query_rows",
 ]
 
 #: largest IN (...) list per query; well under every SQLite build's variable limit
@@ -265,6 +266,42 @@ def max_seq(conn: Connection, table: Table) -> int:
     finally:
         cursor.close()
     return int(row[0] or 0) if row else 0
+
+
+#: (SQL, bind parameter names in the driver's order, positional?) per dialect and query key
+_queries: dict[tuple[Any, ...], tuple[str, tuple[str, ...], bool]] = {}
+
+
+def query_rows(
+    conn: Connection,
+    key: tuple[Any, ...],
+    build: Callable[[], ClauseElement],
+    values: Mapping[str, Any],
+) -> list[Any]:
+    """The rows of a query compiled once per dialect and ``key`` (``build()`` makes it, with
+    bind parameters named as the keys of ``values``), run straight on the driver's cursor: for
+    the small look-ups of every ingest batch, SQLAlchemy's work per execution costs more than
+    the query itself. Values are passed to the driver as they are (no type processing)."""
+    full_key = (conn.dialect.name, *key)
+    found = _queries.get(full_key)
+    if found is None:
+        compiled = build().compile(dialect=conn.dialect)
+        positional = conn.dialect.paramstyle in ("qmark", "numeric", "format")
+        if len(_queries) >= 512:  # bounded: keys are shapes, but never let them pile up
+            _queries.clear()
+        found = _queries[full_key] = (
+            str(compiled),
+            tuple(getattr(compiled, "positiontup", None) or ()),
+            positional,
+        )
+    sql, order, positional = found
+    params: Any = tuple([values[name] for name in order]) if positional else dict(values)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def json_text(value: Any) -> str | None:

@@ -23,6 +23,7 @@ from operator import itemgetter, ne
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     bindparam,
     literal_column,
@@ -37,7 +38,7 @@ from drip.models import ONE_CUSTOMER, TERMINAL_RUN_STATUSES, RunStatus
 from .. import clock
 from ..errors import ApiError
 from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
-from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text
+from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text, query_rows
 from .customers import AUTO_CREATE_OFF, external_customers
 from .database import Database
 from .refs import existing_customers, known_runs, not_owned, workflow_ids
@@ -74,6 +75,14 @@ def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*row[:7], *_NO_DETAILS, *row[7:], None, None)
 
 
+def _padded(refs: set[str]) -> list[str]:
+    """``refs`` sorted, the last repeated up to a power of two (an IN list of few lengths)."""
+    ordered = sorted(refs)
+    if ordered:
+        ordered += ordered[-1:] * ((1 << (len(ordered) - 1).bit_length()) - len(ordered))
+    return ordered
+
+
 def _references(
     conn: Connection,
     account_id: int,
@@ -92,40 +101,60 @@ def _references(
             workflow_ids(conn, account_id, workflow_refs),
             {},
         )
-    parts = []
-    if run_refs:
-        parts.append(
-            select(
-                literal_column("'r'"),
-                runs.c.id,
-                runs.c.customer_id,
-                runs.c.status,
-                runs.c.started_by,
-                runs.c.workflow_id,
-            ).where(runs.c.account_id == account_id, runs.c.id.in_(sorted(run_refs)))
-        )
-    if customer_refs:
-        parts.append(
-            select(literal_column("'c'"), customers.c.id, null(), null(), null(), null()).where(
-                customers.c.account_id == account_id, customers.c.id.in_(sorted(customer_refs))
+    # each list padded to a power of two (its last ref repeated): few shapes to compile
+    run_list, customer_list, workflow_list = (
+        _padded(r) for r in (run_refs, customer_refs, workflow_refs)
+    )
+    values: dict[str, Any] = {"account": account_id}
+    for prefix, refs in (("r", run_list), ("c", customer_list), ("w", workflow_list)):
+        values.update((f"{prefix}{i}", ref) for i, ref in enumerate(refs))
+
+    def build() -> Any:
+        account: BindParameter[int] = bindparam("account")
+
+        def params(prefix: str, refs: list[str]) -> list[Any]:
+            return [bindparam(f"{prefix}{i}") for i in range(len(refs))]
+
+        parts = []
+        if run_list:
+            parts.append(
+                select(
+                    literal_column("'r'"),
+                    runs.c.id,
+                    runs.c.customer_id,
+                    runs.c.status,
+                    runs.c.started_by,
+                    runs.c.workflow_id,
+                ).where(runs.c.account_id == account, runs.c.id.in_(params("r", run_list)))
             )
-        )
-    if workflow_refs:
-        refs = sorted(workflow_refs)
-        parts.append(
-            select(
-                literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null(), null()
-            ).where(
-                workflows.c.account_id == account_id,
-                workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
+        if customer_list:
+            parts.append(
+                select(literal_column("'c'"), customers.c.id, null(), null(), null(), null()).where(
+                    customers.c.account_id == account,
+                    customers.c.id.in_(params("c", customer_list)),
+                )
             )
-        )
+        if workflow_list:
+            refs = params("w", workflow_list)
+            parts.append(
+                select(
+                    literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null(), null()
+                ).where(
+                    workflows.c.account_id == account,
+                    workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
+                )
+            )
+        return parts[0] if len(parts) == 1 else union_all(*parts)
+
     found_runs: dict[str, list[Any]] = {}
     found_customers: set[str] = set()
     found_workflows: dict[str, str] = {}
     run_workflows: dict[str, str] = {}
-    if parts:
-        for kind, ident, other, status, started_by, workflow in conn.execute(union_all(*parts)):
+    if values.keys() != {"account"}:
+        shape = ("ingest.references", len(run_list), len(customer_list), len(workflow_list))
+        for kind, ident, other, status, started_by, workflow in query_rows(
+            conn, shape, build, values
+        ):
             if kind == "r":
                 found_runs[ident] = [other, status, started_by]
                 run_workflows[ident] = workflow
