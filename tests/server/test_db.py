@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from drip.server.storage.bulk import insert_many, max_seq
@@ -122,3 +123,20 @@ def test_a_new_file_takes_the_larger_page_size_and_an_old_one_keeps_its_own(
                 assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         finally:
             db.dispose()
+
+
+@pytest.mark.skipif(
+    not hasattr(sqlite3.Connection, "setlimit"), reason="Python 3.11+ can lower the limit"
+)
+def test_statements_stay_under_the_librarys_limit_of_parameters(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'l.db'}")
+    db.create_tables()
+    try:
+        with db.write() as conn:
+            # what a SQLite built with the old default allows (500 rows would bind 4,000)
+            conn.connection.dbapi_connection.setlimit(  # type: ignore[union-attr]
+                sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999
+            )
+            assert insert_many(conn, events, COLUMNS, rows(1_200)) == 1_200
+    finally:
+        db.dispose()

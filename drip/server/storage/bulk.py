@@ -171,6 +171,16 @@ def _execute(
         cursor.close()
 
 
+def _max_params(conn: Connection) -> int:
+    """``MAX_PARAMS``, or less when this SQLite library was built with a lower limit (Python
+    3.11+ can ask it)."""
+    getlimit = getattr(conn.connection.dbapi_connection, "getlimit", None)
+    which = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+    if getlimit is None or which is None:
+        return MAX_PARAMS
+    return min(MAX_PARAMS, int(getlimit(which)))
+
+
 def _insert_rows(
     conn: Connection,
     table: Table,
@@ -182,7 +192,7 @@ def _insert_rows(
         return 0
     if drop_nulls:
         columns, rows = _without_null_columns(table, columns, rows)
-    per = max(1, min(MAX_ROWS, MAX_PARAMS // len(columns)))
+    per = max(1, min(MAX_ROWS, _max_params(conn) // len(columns)))
     full = len(rows) // per * per
     count = 0
     if full:
