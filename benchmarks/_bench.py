@@ -182,7 +182,8 @@ class DripServer:
     The key comes from ``drip keys create --db``; ``url`` is the base URL (no ``/v1``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *serve_args: str) -> None:
+        self._serve_args = serve_args  # more ``drip serve`` options (``--http h11``, ...)
         self._dir = tempfile.TemporaryDirectory(prefix="drip-bench-")
         self.db = os.path.join(self._dir.name, "bench.db")
         self.port = free_port()
@@ -202,7 +203,8 @@ class DripServer:
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(
                 drip_command(
-                    "serve", "--db", self.db, "--port", str(self.port), "--log-level", "warning"
+                    *("serve", "--db", self.db, "--port", str(self.port)),
+                    *("--log-level", "warning", *self._serve_args),
                 ),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -33,6 +33,8 @@ from drip.server.storage.postgres import driver_url
 
 BATCH = 5_000
 BATCHES = 10
+#: issue 7: PostgreSQL's single-worker ingest rate at least this share of SQLite's
+TARGET_SHARE = 0.70
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -158,7 +160,11 @@ def main() -> None:
         f"median     postgresql {rate['postgresql']:>9,.0f} events/s "
         f"{cpu['postgresql']:>6.1f} µs CPU/event"
     )
-    print(f"PostgreSQL / SQLite: {rate['postgresql'] / rate['sqlite']:.0%} of the rate")
+    share = rate["postgresql"] / rate["sqlite"]
+    verdict = "PASS" if share >= TARGET_SHARE else "FAIL"
+    print(f"PostgreSQL / SQLite: {share:.0%} of the rate (target >= {TARGET_SHARE:.0%}: {verdict})")
+    ratios = [p[0] / s[0] for s, p in zip(results["sqlite"], results["postgresql"], strict=True)]
+    print("same-round ratios: " + ", ".join(f"{r:.0%}" for r in ratios))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,30 @@ def test_bad_price_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert "METER=" in capsys.readouterr().err
 
 
+def test_serve_starts_with_the_http_parser_and_loop_named(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "drip.cli", "serve", "--db", str(tmp_path / "s.db")]
+    command += ["--port", str(port), "--http", "h11", "--loop", "asyncio", "--log-level", "warning"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def test_help_does_not_import_the_server() -> None:
     code = "import sys; from drip.cli import _parser; _parser(); print('fastapi' in sys.modules or 'sqlalchemy' in sys.modules)"
     root = Path(drip.__file__).resolve().parents[1]  # works for a source tree and an install

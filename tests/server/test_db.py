@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from drip.server.storage.bulk import insert_many, max_seq
@@ -74,3 +75,68 @@ def test_checkpoints_run_in_the_background_and_stop_with_the_database(tmp_path: 
     assert time.monotonic() - started < 2 and not thread.is_alive()
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT count(*) FROM events").fetchone() == (500,)
+
+
+def test_repeated_values_statement_is_what_sqlalchemy_compiles() -> None:
+    from sqlalchemy import bindparam, create_engine
+
+    from drip.server.storage import bulk
+    from drip.server.storage.ingest import COMMON_COLUMNS, EVENT_COLUMNS, USAGE_COLUMNS
+    from drip.server.storage.schema import usage_records
+
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        for table, columns in (
+            (events, COMMON_COLUMNS),
+            (events, EVENT_COLUMNS),
+            (usage_records, USAGE_COLUMNS),
+        ):
+            for nrows in (2, 7):
+                repeated = bulk._repeated(conn, table, columns, nrows)
+                assert repeated is not None
+                values = [
+                    {c: bindparam(f"p{r}_{i}") for i, c in enumerate(columns)} for r in range(nrows)
+                ]
+                statement = bulk.insert_ignore("sqlite", table).values(values)
+                assert repeated[0] == str(statement.compile(dialect=conn.dialect))
+    engine.dispose()
+
+
+def test_a_new_file_takes_the_larger_page_size_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    from drip.server.storage.sqlite import PAGE_SIZE
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # a file made with SQLite's default page size
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    for path, size in ((tmp_path / "new.db", PAGE_SIZE), (old, 4096)):
+        db = Database(f"sqlite:///{path}")
+        try:
+            db.create_tables()
+            with db.write() as c:
+                assert insert_many(c, events, COLUMNS, rows(3)) == 3
+            with db.read() as c:
+                assert c.exec_driver_sql("PRAGMA page_size").scalar() == size
+                assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            db.dispose()
+
+
+@pytest.mark.skipif(
+    not hasattr(sqlite3.Connection, "setlimit"), reason="Python 3.11+ can lower the limit"
+)
+def test_statements_stay_under_the_librarys_limit_of_parameters(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'l.db'}")
+    db.create_tables()
+    try:
+        with db.write() as conn:
+            # what a SQLite built with the old default allows (500 rows would bind 4,000)
+            conn.connection.dbapi_connection.setlimit(  # type: ignore[union-attr]
+                sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999
+            )
+            assert insert_many(conn, events, COLUMNS, rows(1_200)) == 1_200
+    finally:
+        db.dispose()

@@ -100,6 +100,20 @@ def test_what_neither_takes_is_rejected(item: dict[str, Any]) -> None:
     assert not fast and isinstance(parsed, Rejected) and parsed.code == "VALIDATION_ERROR"
 
 
+def test_metadata_is_checked_however_its_key_is_written() -> None:
+    deep: Any = 1
+    for _ in range(40):  # deeper than the metadata limit
+        deep = {"a": deep}
+    plain = body(event(1), event(2, metadata=deep))
+    # the same key spelled with a JSON escape: the body's text never says "metadata"
+    escaped = plain.replace(b'"metadata"', b'"\\u006detadata"')
+    assert b'"metadata"' not in escaped
+    for raw in (plain, escaped):
+        (first, second), fast = parse_batch(raw)
+        assert fast and isinstance(first, dict)
+        assert isinstance(second, Rejected) and "nested deeper" in second.message
+
+
 def ingest(api: httpx.Client, *items: Any, compact: bool = False) -> dict[str, Any]:
     params = {"results": "compact"} if compact else None
     response = api.post("/ingest", content=body(*items), params=params)

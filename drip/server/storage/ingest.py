@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import compress, groupby, repeat
+from operator import itemgetter, ne
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     bindparam,
     literal_column,
@@ -35,7 +38,7 @@ from drip.models import ONE_CUSTOMER, TERMINAL_RUN_STATUSES, RunStatus
 from .. import clock
 from ..errors import ApiError
 from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
-from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text
+from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text, query_rows
 from .customers import AUTO_CREATE_OFF, external_customers
 from .database import Database
 from .refs import existing_customers, known_runs, not_owned, workflow_ids
@@ -60,6 +63,9 @@ COMMON_COLUMNS = (
     "timestamp", "duration_ms", "outcome",
 )  # fmt: skip
 _NO_DETAILS = (None,) * 6
+_TYPE = itemgetter("type")
+#: a COMMON_COLUMNS row's (run_id, customer_id, meter)
+_RUN_CUSTOMER_METER = itemgetter(2, 3, 5)
 
 
 def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -69,58 +75,94 @@ def _full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*row[:7], *_NO_DETAILS, *row[7:], None, None)
 
 
+def _padded(refs: set[str]) -> list[str]:
+    """``refs`` sorted, the last repeated up to a power of two (an IN list of few lengths)."""
+    ordered = sorted(refs)
+    if ordered:
+        ordered += ordered[-1:] * ((1 << (len(ordered) - 1).bit_length()) - len(ordered))
+    return ordered
+
+
 def _references(
     conn: Connection,
     account_id: int,
     run_refs: set[str],
     customer_refs: set[str],
     workflow_refs: set[str],
-) -> tuple[dict[str, list[Any]], set[str], dict[str, str]]:
+) -> tuple[dict[str, list[Any]], set[str], dict[str, str], dict[str, str]]:
     """The runs (id -> [customer, status, started_by]), customers and workflows (ref -> id) a batch refers
-    to that exist: one ``UNION ALL`` query for a usual batch, one query each for a huge one."""
+    to that exist, and the runs' workflows (run id -> workflow id, for the rollups): one ``UNION
+    ALL`` query for a usual batch, one query each for a huge one (the rollups then read the
+    runs' workflows themselves)."""
     if max(len(run_refs), len(customer_refs), len(workflow_refs)) > IN_CHUNK:
         return (
             known_runs(conn, account_id, run_refs),
             existing_customers(conn, account_id, customer_refs),
             workflow_ids(conn, account_id, workflow_refs),
+            {},
         )
-    parts = []
-    if run_refs:
-        parts.append(
-            select(
-                literal_column("'r'"),
-                runs.c.id,
-                runs.c.customer_id,
-                runs.c.status,
-                runs.c.started_by,
-            ).where(runs.c.account_id == account_id, runs.c.id.in_(sorted(run_refs)))
-        )
-    if customer_refs:
-        parts.append(
-            select(literal_column("'c'"), customers.c.id, null(), null(), null()).where(
-                customers.c.account_id == account_id, customers.c.id.in_(sorted(customer_refs))
+    # each list padded to a power of two (its last ref repeated): few shapes to compile
+    run_list, customer_list, workflow_list = (
+        _padded(r) for r in (run_refs, customer_refs, workflow_refs)
+    )
+    values: dict[str, Any] = {"account": account_id}
+    for prefix, refs in (("r", run_list), ("c", customer_list), ("w", workflow_list)):
+        values.update((f"{prefix}{i}", ref) for i, ref in enumerate(refs))
+
+    def build() -> Any:
+        account: BindParameter[int] = bindparam("account")
+
+        def params(prefix: str, refs: list[str]) -> list[Any]:
+            return [bindparam(f"{prefix}{i}") for i in range(len(refs))]
+
+        parts = []
+        if run_list:
+            parts.append(
+                select(
+                    literal_column("'r'"),
+                    runs.c.id,
+                    runs.c.customer_id,
+                    runs.c.status,
+                    runs.c.started_by,
+                    runs.c.workflow_id,
+                ).where(runs.c.account_id == account, runs.c.id.in_(params("r", run_list)))
             )
-        )
-    if workflow_refs:
-        refs = sorted(workflow_refs)
-        parts.append(
-            select(literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null()).where(
-                workflows.c.account_id == account_id,
-                workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
+        if customer_list:
+            parts.append(
+                select(literal_column("'c'"), customers.c.id, null(), null(), null(), null()).where(
+                    customers.c.account_id == account,
+                    customers.c.id.in_(params("c", customer_list)),
+                )
             )
-        )
+        if workflow_list:
+            refs = params("w", workflow_list)
+            parts.append(
+                select(
+                    literal_column("'w'"), workflows.c.id, workflows.c.slug, null(), null(), null()
+                ).where(
+                    workflows.c.account_id == account,
+                    workflows.c.id.in_(refs) | workflows.c.slug.in_(refs),
+                )
+            )
+        return parts[0] if len(parts) == 1 else union_all(*parts)
+
     found_runs: dict[str, list[Any]] = {}
     found_customers: set[str] = set()
     found_workflows: dict[str, str] = {}
-    if parts:
-        for kind, ident, other, status, started_by in conn.execute(union_all(*parts)):
+    run_workflows: dict[str, str] = {}
+    if values.keys() != {"account"}:
+        shape = ("ingest.references", len(run_list), len(customer_list), len(workflow_list))
+        for kind, ident, other, status, started_by, workflow in query_rows(
+            conn, shape, build, values
+        ):
             if kind == "r":
                 found_runs[ident] = [other, status, started_by]
+                run_workflows[ident] = workflow
             elif kind == "c":
                 found_customers.add(ident)
             else:
                 found_workflows[ident] = found_workflows[other] = ident
-    return found_runs, found_customers, found_workflows
+    return found_runs, found_customers, found_workflows, run_workflows
 
 
 EVENT_COLUMNS = (
@@ -164,13 +206,14 @@ class _Apply:
         self.usage_rows: list[tuple[Any, ...]] = []
         self.usage_at: list[int] = []
         self.ends: dict[str, dict[str, Any]] = {}
-        valid = [item for item in items if not isinstance(item, Rejected)]
-        run_refs: set[str] = {item.get("run_id") for item in valid}  # type: ignore[misc]
+        # map() and filter() over C callables: no Python step per item (events are nearly all)
+        valid: list[Item] = list(filter(dict.__instancecheck__, items))  # type: ignore[arg-type]
+        run_refs: set[str] = set(map(dict.get, valid, repeat("run_id")))  # type: ignore[arg-type]
         run_refs.discard(None)
         customer_refs: set[str] = set()
         external_refs: set[str] = set()
         workflow_refs: set[str] = set()
-        for item in valid:
+        for item in compress(valid, map(ne, map(_TYPE, valid), repeat("event"))):
             kind = item["type"]
             if kind == "run.start":
                 run_refs.add(item["id"])
@@ -181,7 +224,7 @@ class _Apply:
                     external_refs.add(item["external_customer_id"])
                 elif item.get("customer_id") is not None:
                     customer_refs.add(item["customer_id"])
-        self.runs, self.customers, self.workflows = _references(
+        self.runs, self.customers, self.workflows, self.run_workflows = _references(
             conn, account_id, run_refs, customer_refs, workflow_refs
         )
         #: external id -> customer id (found, or created on first use when allowed)
@@ -255,6 +298,7 @@ class _Apply:
                 return self.result(rid, "rejected", exc.code, exc.message)
             workflow_id = self.workflows[ref] = row.id
         self.runs[rid] = [customer_id, _RUNNING, self.owner]
+        self.run_workflows[rid] = workflow_id
         self.run_rows.append(
             {
                 "account_id": self.account_id,
@@ -411,15 +455,18 @@ class _Apply:
                 self._roll_events(rows)
             else:
                 self._roll_usage(rows)
-        self.rollup.write(self.conn, self.account_id)
+        self.rollup.write(self.conn, self.account_id, self.run_workflows)
         if self.ends:
             self._end_runs()
 
     def _roll_events(self, rows: list[tuple[Any, ...]]) -> None:
         add = self.rollup.event
         if not self.full_rows:  # COMMON_COLUMNS rows: metered events without metadata
-            for _, _, run_id, customer_id, _, meter, quantity, ts, _, _ in rows:
-                add(run_id, customer_id, meter, False, ts, quantity)
+            # a run's events come together: one rollup step per run and meter, not per event
+            metered = self.rollup.metered
+            for (run_id, customer_id, meter), group in groupby(rows, _RUN_CUSTOMER_METER):
+                same = list(group)
+                metered(run_id, customer_id, meter, [r[7] for r in same], [r[6] for r in same])
             return
         for row in rows:
             meta = row[12]

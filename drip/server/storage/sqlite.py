@@ -25,6 +25,9 @@ __all__ = ["Checkpointer", "create", "in_memory", "migration_lock"]
 
 #: WAL size (pages) at which a commit checkpoints by itself, should the Checkpointer lag
 BACKSTOP_PAGES = 20_000
+#: page size of a new database file (an existing file keeps its own): inserting the SDK's
+#: events with their five indexes cost ~15% less CPU per row than with SQLite's 4,096
+PAGE_SIZE = 8192
 
 
 class Checkpointer:
@@ -118,6 +121,8 @@ def create(url: str) -> Engine:
         # first: N processes opening a fresh file at once wait for each other below
         cursor.execute("PRAGMA busy_timeout=30000")
         if not memory:
+            # before WAL mode is set: only a database still empty takes it
+            cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
             cursor.execute("PRAGMA journal_mode=WAL")
             # commits leave checkpoints to the Checkpointer thread; this is only a backstop
             cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
