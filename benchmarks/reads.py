@@ -17,6 +17,7 @@ over the others, three meters plus an event type, a usage record per run, run st
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import http.client
 import json
@@ -258,6 +259,23 @@ def _timed(call: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+#: CPU ms of each case, by where it was measured: what a loaded host inflates least (the
+#: wall-clock medians above count the time spent waiting for a core as well)
+CPU: dict[str, dict[str, dict[str, float]]] = {"server": {}, "in process": {}}
+
+
+def _process_cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far, in ns (``/proc/PID/task/*/schedstat``)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return total
+
+
 def in_process(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]:
     """The same reads as storage calls plus JSON encoding, no HTTP: the server's own work."""
     import pydantic_core
@@ -271,6 +289,8 @@ def in_process(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, flo
     small, big, pricing = facts["small_customer"], facts["big_customer"], Pricing()
     since, until = iso(BASE_S - 7 * 86_400 + 1234.5), iso(BASE_S - 3600.25)
 
+    cpu: dict[str, list[float]] = {}
+
     def encoded(make: Callable[[], Any]) -> Callable[[], float]:
         def call() -> float:
             def work() -> None:
@@ -281,9 +301,14 @@ def in_process(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, flo
                     body.model_dump(by_alias=True) if hasattr(body, "model_dump") else body
                 )
 
-            return _timed(work)
+            c0 = time.thread_time()
+            elapsed = _timed(work)
+            cpu.setdefault(current[0], []).append((time.thread_time() - c0) * 1000)
+            return elapsed
 
         return call
+
+    current = [""]
 
     cursor = run_list.list_runs(db, account)["nextCursor"]
     cases = {
@@ -305,12 +330,20 @@ def in_process(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, flo
     try:
         for call in cases.values():
             call()
+        cpu.clear()
+        # as ``drip serve`` does once started (``app._lifespan``): what is built so far is
+        # left out of the collector's full passes
+        gc.collect()
+        gc.freeze()
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(repeats):
             for name, call in cases.items():
+                current[0] = name
                 times[name].append(call())
     finally:
+        gc.unfreeze()
         db.dispose()
+    CPU["in process"][str(path)] = {name: statistics.median(v) for name, v in cpu.items()}
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -351,11 +384,16 @@ def measure(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]
             cursor = json.loads(api.get("/v1/runs", limit=50)[1])["nextCursor"]
             window = {"since": iso(BASE_S - 7 * 86_400 + 1234.5), "until": iso(BASE_S - 3600.25)}
 
+            pid = server.proc.pid
+            cpu: dict[str, list[float]] = {}
+
             def get(url: str, **params: Any) -> Callable[[], float]:
                 def call() -> float:
+                    c0 = _process_cpu_ns(pid)
                     t0 = time.perf_counter()
                     status, body = api.get(url, **params)
                     elapsed = (time.perf_counter() - t0) * 1000
+                    cpu.setdefault(url + repr(params), []).append((_process_cpu_ns(pid) - c0) / 1e6)
                     assert status == 200, body[:500]
                     return elapsed
 
@@ -388,15 +426,23 @@ def measure(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]
             }
             for call in cases.values():  # warm the page cache and the connection
                 call()
+            cpu.clear()
             times: dict[str, list[float]] = {name: [] for name in cases}
+            server_cpu: dict[str, list[float]] = {name: [] for name in cases}
             for _ in range(repeats):
                 for name, call in cases.items():
                     times[name].append(call())
+                    for values in cpu.values():  # the one request just made
+                        server_cpu[name].append(values.pop())
+                    cpu.clear()
             timeline = json.loads(api.get(f"/v1/runs/{facts['timeline_run']}/timeline")[1])
             assert len(timeline["events"]) == TIMELINE_EVENTS
     finally:
         api.close()
         server.stop()
+    CPU["server"][str(path)] = {
+        name: statistics.median(values) for name, values in server_cpu.items() if values
+    }
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -440,6 +486,15 @@ def main() -> int:
             header.append(f"{last}/{first} (events x{growth:,.0f})")
         print()
         print(_bench.table(header, rows, title=title))
+    for where, title in (
+        ("server", "server CPU per request over HTTP (all its threads, /proc), median ms"),
+        ("in process", "CPU of the reading thread in process, median ms"),
+    ):
+        by_size = {label: CPU[where][str(built[label][0])] for label in sizes}
+        names = list(next(iter(by_size.values())))
+        rows = [[name, *(f"{by_size[label][name]:.2f}" for label in sizes)] for name in names]
+        print()
+        print(_bench.table(["median CPU ms", *sizes], rows, title=title))
     out = _bench.Results("reads.py")
     top = sizes[-1]
     for name, limit in (
