@@ -142,6 +142,12 @@ class _Totals:
     def summary(
         self, customer_id: str | None, since: str | None, until: str | None
     ) -> UsageSummary:
+        # a total that counts nothing came from an hour's rollups less rows that made all of
+        # it (``_edge``): every stored row counts one, so no real total is empty
+        tables: tuple[dict[Any, _Sums], ...] = (self.meters, self.groups)
+        for table in tables:
+            for key in [k for k, sums in table.items() if not any(sums[:3])]:
+                del table[key]
         meters = [
             MeterTotal(
                 meter=meter,
@@ -257,8 +263,10 @@ def _from_rows(
     customer_id: str | None,
     meter: str | None,
     windows: Iterable[tuple[str | None, str | None]],
+    sign: int = 1,
 ) -> None:
-    """Partial hours: sum the stored rows the way ingest sums them into the rollups."""
+    """Partial hours: sum the stored rows the way ingest sums them into the rollups (``sign``
+    -1: take them off, see ``_edge``)."""
     e, u = events, usage_records
     rollup = Rollup()
     workflow_of: dict[str, str] = {}
@@ -291,6 +299,8 @@ def _from_rows(
             rollup.usage_record(cus, name, ts, quantity, family, micros, model_of(_meta(meta)))
     for (cus, hour, name, kind, workflow, model), sums in rollup.hourly(workflow_of).items():
         if cus != ACCOUNT:
+            if sign < 0:
+                sums = [-value for value in sums]
             totals.add(cus, hour, name, kind, workflow, model, sums, sums[4] + sums[3])
 
 
@@ -318,6 +328,44 @@ def usage_summary(
             customer_or_404(conn, account_id, customer_id)
         if lo is None or hi is None or lo < hi:
             _from_rollups(conn, totals, account_id, customer_id, meter, lo, hi)
-        if edges:
-            _from_rows(conn, totals, account_id, customer_id, meter, edges)
+        for edge in edges:
+            _edge(conn, totals, account_id, customer_id, meter, edge)
     return totals.summary(customer_id, since, until)
+
+
+def _edge(
+    conn: Connection,
+    totals: _Totals,
+    account_id: int,
+    customer_id: str | None,
+    meter: str | None,
+    edge: tuple[str | None, str | None],
+) -> None:
+    """A partial hour at the window's edge, read the cheaper of two exact ways: its own rows,
+    or its hour's rollups less the rows of the rest of that hour, whichever part of the hour
+    is shorter (at 10M events an hour holds ~14,000 events: an edge a minute from the hour
+    reads a minute of rows, not 59). Rollups hold exactly the sums of their hour's rows (the
+    same transaction writes both), so the difference is exact."""
+    start, end = edge
+    assert start is not None and end is not None  # _split gives edges with both bounds
+    hour = _hour_start(start)
+    hour_end = hour + timedelta(hours=1)
+    first, last = clock.to_iso(hour), clock.to_iso(hour_end)
+    if start == first:  # [hour, until): the rest is [until, next hour)
+        rest = (end, last)
+    elif end == last:  # [since, next hour): the rest is [hour, since)
+        rest = (first, start)
+    else:  # a window inside one or two partial hours
+        _from_rows(conn, totals, account_id, customer_id, meter, [edge])
+        return
+    if _seconds(rest) >= _seconds((start, end)):
+        _from_rows(conn, totals, account_id, customer_id, meter, [edge])
+        return
+    _from_rollups(conn, totals, account_id, customer_id, meter, first, last)
+    _from_rows(conn, totals, account_id, customer_id, meter, [rest], sign=-1)
+
+
+def _seconds(window: tuple[str, str]) -> float:
+    """The length of a window between two stored-format moments."""
+    start, end = (datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%fZ") for moment in window)
+    return (end - start).total_seconds()
