@@ -47,9 +47,15 @@ BASE_S = 1_795_996_800  # 2026-12-01T00:00:00Z; runs start during the 30 days be
 
 
 def iso(seconds: float) -> str:
+    """``seconds`` since the epoch in the stored format."""
     whole = int(seconds)
     micros = round((seconds - whole) * 1e6)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+
+
+#: the 7-day window with both edges half an hour from the hour: the most rows an edge reads
+#: (the other window's edges are 20.6 min past and 0.25 s before the hour)
+HALF = (iso(BASE_S - 7 * 86_400 + 1800), iso(BASE_S - 2 * 3600 + 1800))
 
 
 def _head() -> str:
@@ -318,6 +324,9 @@ def in_process(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, flo
         "summary, account, 7-day window by day": encoded(
             lambda: summary.usage_summary(db, account, None, None, since, until, ["day", "meter"])
         ),
+        "summary, same window, edges at :30": encoded(
+            lambda: summary.usage_summary(db, account, None, None, *HALF, ["day", "meter"])
+        ),
         "run list (50)": encoded(lambda: run_list.list_runs(db, account)),
         "run list (50), small customer": encoded(
             lambda: run_list.list_runs(db, account, customer_id=small)
@@ -416,6 +425,9 @@ def measure(path: Path, facts: dict[str, Any], repeats: int) -> dict[str, float]
                 "summary, whole account": get("/v1/usage/summary"),
                 "summary, account, 7-day window by day": get(
                     "/v1/usage/summary", groupBy="day,meter", **window
+                ),
+                "summary, same window, edges at :30": get(
+                    "/v1/usage/summary", groupBy="day,meter", since=HALF[0], until=HALF[1]
                 ),
                 "run list (50)": get("/v1/runs", limit=50),
                 "run list (50), small customer": get(
