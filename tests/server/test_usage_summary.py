@@ -278,12 +278,10 @@ def test_edge_hours_read_either_way_give_the_same_summary(
     assert signs.count(-1) >= 5 and signs.count(1) >= 5  # both ways were taken
     monkeypatch.setattr(storage_summary, "_from_rows", from_rows)
 
-    def rows_only(
-        conn: Any, totals: Any, account: int, customer: Any, meter: Any, edge: Any
-    ) -> None:
-        from_rows(conn, totals, account, customer, meter, [edge])
+    def rows_only(lo: Any, hi: Any, edges: Any) -> tuple[Any, Any, Any, list[Any]]:
+        return lo, hi, edges, []
 
-    monkeypatch.setattr(storage_summary, "_edge", rows_only)
+    monkeypatch.setattr(storage_summary, "_cheaper_edges", rows_only)
     rows = [summary(api, **query) for query in queries]
     assert either == rows
     assert sum(len(body["meters"]) + len(body["groups"]) for body in rows) > 50
