@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import httpx
+from sqlalchemy import null, select
 
 from drip.models import RunTimeline, TimelineEvent
 from drip.server.pricing import Pricing, format_usdc
+from drip.server.storage.schema import events
 from drip.server.storage.timeline import get_timeline
 
 
@@ -142,3 +144,40 @@ def test_a_default_price_prices_every_meter_not_listed(
     assert costs[("api_calls", 2.0)] == "0.000000"  # listed at 0: free despite the default
     assert costs[("x", 3.0)] == "1.500000"
     assert costs[("llm_tokens", 1500.0)] == "0.003000"  # the default price
+
+
+def test_the_database_prices_whole_quantities_as_the_server_would(
+    api: httpx.Client, customer_id: str, account: Any, live_server: Any, monkeypatch: Any
+) -> None:
+    """Whole, non-negative quantities are priced by the database in integer arithmetic,
+    rounded half up as ``Pricing.micros`` rounds; the page is the same when the server
+    prices every event itself."""
+    from drip.server.storage import timeline
+
+    _mixed_run(api, customer_id)
+    state = live_server._state
+    account_id = state.keys.verify(account.secret_key).account_id
+    pricings = [
+        Pricing.build({"llm_tokens": "0.0000025", "x": "0.3333333"}),  # half micros: 3750
+        Pricing.build({"api_calls": "7"}, default="0.0000005"),  # 0.5 micro: 1 -> 1 (half up)
+        Pricing.build({"x": "0.1234567891234"}, default="12345.678901"),
+    ]
+    e = events
+    for pricing in pricings:
+        micros = timeline._sql_micros(pricing)
+        with state.db.read() as conn:
+            rows = conn.execute(
+                select(e.c.meter, e.c.quantity, timeline._usdc_text(state.db.dialect, micros))
+                .where(e.c.account_id == account_id, e.c.run_id == "run_m")
+                .where(micros.is_not(None))
+            ).all()
+        assert len(rows) >= 6  # priced in SQL: the whole quantities of priced meters
+        for meter, quantity, text in rows:
+            assert text == format_usdc(pricing.micros(meter, quantity)), (meter, quantity)
+        body = get_timeline(state.db, pricing, account_id, "run_m", None)
+        for event in json.loads(body)["events"]:
+            expected = format_usdc(pricing.micros(event["meter"], event["quantity"]))
+            assert event["costUsdc"] == expected, (event, pricing)
+        with monkeypatch.context() as patch:  # every priced event priced by the server
+            patch.setattr(timeline, "_sql_micros", lambda _pricing: null())
+            assert get_timeline(state.db, pricing, account_id, "run_m", None) == body

@@ -7,12 +7,14 @@ quantity, computed when read: prices are server settings, not stored facts.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import pydantic_core
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Row,
     Text,
@@ -184,6 +186,44 @@ def _priced(pricing: Pricing) -> Any:
     return meter.in_(priced) if priced else false()
 
 
+#: the integer arithmetic of ``_sql_micros`` stays within a signed 64-bit integer
+_INT_MAX = 2**63 - 1
+
+
+def _sql_micros(pricing: Pricing) -> Any:
+    """SQL: an event's cost in micros where integer arithmetic gives ``Pricing.micros``
+    exactly, else NULL (the server prices it). That is a whole, non-negative quantity ``q``
+    (token counts, calls) and a price of ``n/d`` micros per unit: ``q·n/d`` rounded half up
+    is ``(2·q·n + d) div 2d``, bounded so that it never leaves 64 bits."""
+    q = events.c.quantity
+    whole = cast(q, BigInteger)
+
+    def micros(price: Decimal) -> Any:
+        num, den = price.as_integer_ratio()
+        shared = math.gcd(num * 1_000_000, den)
+        n, d = num * 1_000_000 // shared, den // shared
+        if n <= 0 or 2 * n > _INT_MAX or 2 * d > _INT_MAX:
+            return null()
+        bound = (_INT_MAX - d) // (2 * n)
+        # nested: PostgreSQL may evaluate an AND's terms in any order, and the cast of a
+        # quantity out of range (1e27, stored before the checks) would be an error
+        in_range = and_(q >= 0, q <= bound)
+        exact = case((q == whole, (whole * (2 * n) + d) // (2 * d)), else_=null())
+        return case((in_range, exact), else_=null())
+
+    whens = [(events.c.meter == name, micros(p)) for name, p in pricing.prices.items() if p]
+    otherwise = micros(pricing.default) if pricing.default else null()
+    return case(*whens, else_=otherwise) if whens else otherwise
+
+
+def _usdc_text(dialect: str, micros: Any) -> Any:
+    """SQL: whole micros (>= 0) as ``format_usdc`` writes them, ``"1.500000"``."""
+    whole, fraction = micros // 1_000_000, micros % 1_000_000
+    if dialect == "postgresql":
+        return func.format("%s.%s", whole, func.lpad(cast(fraction, Text), 6, "0"))
+    return func.printf("%d.%06d", whole, fraction)
+
+
 def _json_column(dialect: str, pricing: Pricing) -> Any:
     """Each event as one text: its whole JSON, written by the database (C code, one string per
     row instead of seventeen values and a dict), ``costUsdc`` included for the meters without
@@ -223,17 +263,23 @@ def _json_column(dialect: str, pricing: Pricing) -> Any:
         # metadata stored before the checks that SQLite cannot read as JSON (NaN): merged by
         # the server, with Python's lenient parser
         odd = and_(meta.is_not(None), not_(func.json_valid(meta)))
-    priced = _priced(pricing)
+    micros = _sql_micros(pricing)
+    # a priced meter that the database cannot price exactly: priced by the server
+    by_server = and_(_priced(pricing), micros.is_(None))
     args = [part for name, column in fields for part in (literal(name), column)]
-    cost = case((priced, literal(_PRICE_HERE)), else_=literal(format_usdc(0)))
-    # costUsdc last: the priced rows get their price written into its empty string
+    cost = case(
+        (not_(_priced(pricing)), literal(format_usdc(0))),
+        (micros.is_not(None), _usdc_text(dialect, micros)),
+        else_=literal(_PRICE_HERE),
+    )
+    # costUsdc last: the rows priced by the server get their price put into its empty string
     document = cast(build(*args, literal("metadata"), merged, literal("costUsdc"), cost), Text)
     prefix = array(
-        case((priced, e.c.meter), else_=null()),
-        case((priced, exact), else_=null()),
+        case((by_server, e.c.meter), else_=null()),
+        case((by_server, exact), else_=null()),
         case((odd, meta), else_=null()) if dialect != "postgresql" else null(),
     )
-    slow = or_(priced, odd) if dialect != "postgresql" else priced
+    slow = or_(by_server, odd) if dialect != "postgresql" else by_server
     return case((slow, cast(prefix, Text).concat(document)), else_=document)
 
 
