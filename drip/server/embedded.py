@@ -87,7 +87,11 @@ def start_server(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # the stdlib event loop, whose TCP_NODELAY rule is the one relied on above (uvloop, which
+    # ``drip serve`` picks up when installed, reports proto=0 for this socket)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", loop="asyncio"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"drip-server-{bound_port}", daemon=True

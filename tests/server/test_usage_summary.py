@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from drip.server.storage import summary as storage_summary
+
 
 def _customer(api: httpx.Client, external: str) -> str:
     response = api.post("/customers", json={"externalCustomerId": external})
@@ -239,3 +241,47 @@ def test_random_windows_match_a_brute_force_sum(api: httpx.Client, data: dict[st
             since,
             until,
         )
+
+
+def test_edge_hours_read_either_way_give_the_same_summary(
+    api: httpx.Client, data: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partial hour at a window's edge is read from its own rows, or from its hour's rollups
+    less the rows of the rest of the hour, whichever part is shorter: both are exact, so
+    every summary (totals, counts, groups) is the same either way."""
+    rng = random.Random(11)
+    base = datetime(2026, 11, 30, 9, tzinfo=timezone.utc)
+    marks = [base + timedelta(seconds=rng.randrange(0, 17 * 3600)) for _ in range(16)]
+    marks += [base + timedelta(hours=1, minutes=1), base + timedelta(hours=2, minutes=59)]
+    queries: list[dict[str, Any]] = []
+    for group_by in ("", "meter,day", "customer,hour", "workflow,model"):
+        for _ in range(6):
+            lo, hi = sorted(rng.sample(marks, 2))
+            query = {
+                "since": lo.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "until": hi.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            }
+            if group_by:
+                query["groupBy"] = group_by
+            queries.append(query)
+    queries.append({"since": "2026-11-30T10:01:00Z", "customerId": data["A"]})
+    queries.append({"until": "2026-11-30T12:59:00Z", "groupBy": "meter", "meter": "tokens"})
+    signs: list[int] = []
+    from_rows = storage_summary._from_rows
+
+    def spy(*args: Any, sign: int = 1) -> None:
+        signs.append(sign)
+        from_rows(*args, sign=sign)
+
+    monkeypatch.setattr(storage_summary, "_from_rows", spy)
+    either = [summary(api, **query) for query in queries]
+    assert signs.count(-1) >= 5 and signs.count(1) >= 5  # both ways were taken
+    monkeypatch.setattr(storage_summary, "_from_rows", from_rows)
+
+    def rows_only(lo: Any, hi: Any, edges: Any) -> tuple[Any, Any, Any, list[Any]]:
+        return lo, hi, edges, []
+
+    monkeypatch.setattr(storage_summary, "_cheaper_edges", rows_only)
+    rows = [summary(api, **query) for query in queries]
+    assert either == rows
+    assert sum(len(body["meters"]) + len(body["groups"]) for body in rows) > 50

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -71,15 +71,15 @@ async def list_runs(
     ``customerId`` takes Drip's id or the customer's external id (an unknown one is a 404);
     ``parentRunId`` lists a run's child runs."""
     db = state(request).db
-    customer_id = await run_in_threadpool(
-        customer_filter, db, who.account_id, customer_id, external_customer_id
-    )
-    body = await run_in_threadpool(
-        lambda: run_list.list_runs(
+
+    def read() -> dict[str, Any]:
+        # one trip to the thread pool, not two: each hop is a thread wake-up and a loop wake-up
+        customer = customer_filter(db, who.account_id, customer_id, external_customer_id)
+        return run_list.list_runs(
             db,
             who.account_id,
             limit=limit,
-            customer_id=customer_id,
+            customer_id=customer,
             workflow=workflow,
             status=status,
             since=parse_instant(since, "since"),
@@ -87,8 +87,8 @@ async def list_runs(
             cursor=cursor,
             parent_run_id=parent_run_id,
         )
-    )
-    return json_response(body)
+
+    return json_response(await run_in_threadpool(read))
 
 
 @router.post(

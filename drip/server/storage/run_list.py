@@ -45,16 +45,18 @@ def _meters(conn: Connection, account_id: int, run_ids: list[str]) -> dict[str, 
     if not run_ids:
         return out
     m = run_meters
+    texts: dict[Any, str] = {}  # runs of one workflow often share their sums
     for run_id, meter, kind, count, quantity in conn.execute(
         select(m.c.run_id, m.c.meter, m.c.kind, m.c.events, m.c.quantity)
         .where(m.c.account_id == account_id, m.c.run_id.in_(run_ids))
         .order_by(m.c.run_id, m.c.meter, m.c.kind)
-    ):
+    ).all():
         entry = out[run_id]
         entry[0] += count
-        entry.append(
-            {"meter": meter, "kind": kind, "events": count, "quantity": _quantity(quantity)}
-        )
+        text = texts.get(quantity)
+        if text is None:
+            text = texts[quantity] = _quantity(quantity)
+        entry.append({"meter": meter, "kind": kind, "events": count, "quantity": text})
     return out
 
 

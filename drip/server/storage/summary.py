@@ -142,6 +142,12 @@ class _Totals:
     def summary(
         self, customer_id: str | None, since: str | None, until: str | None
     ) -> UsageSummary:
+        # a total that counts nothing came from an hour's rollups less rows that made all of
+        # it (``_cheaper_edges``): every stored row counts one, so no real total is empty
+        tables: tuple[dict[Any, _Sums], ...] = (self.meters, self.groups)
+        for table in tables:
+            for key in [k for k, sums in table.items() if not any(sums[:3])]:
+                del table[key]
         meters = [
             MeterTotal(
                 meter=meter,
@@ -257,8 +263,10 @@ def _from_rows(
     customer_id: str | None,
     meter: str | None,
     windows: Iterable[tuple[str | None, str | None]],
+    sign: int = 1,
 ) -> None:
-    """Partial hours: sum the stored rows the way ingest sums them into the rollups."""
+    """Partial hours: sum the stored rows the way ingest sums them into the rollups (``sign``
+    -1: take them off, see ``_cheaper_edges``)."""
     e, u = events, usage_records
     rollup = Rollup()
     workflow_of: dict[str, str] = {}
@@ -291,6 +299,8 @@ def _from_rows(
             rollup.usage_record(cus, name, ts, quantity, family, micros, model_of(_meta(meta)))
     for (cus, hour, name, kind, workflow, model), sums in rollup.hourly(workflow_of).items():
         if cus != ACCOUNT:
+            if sign < 0:
+                sums = [-value for value in sums]
             totals.add(cus, hour, name, kind, workflow, model, sums, sums[4] + sums[3])
 
 
@@ -312,7 +322,7 @@ def usage_summary(
     if since is not None and until is not None and until < since:
         raise ApiError(422, "VALIDATION_ERROR", "until: must not be before since")
     totals = _Totals(group_by or [])
-    lo, hi, edges = _split(since, until)
+    lo, hi, edges, rests = _cheaper_edges(*_split(since, until))
     with db.read() as conn:
         if customer_id is not None:
             customer_or_404(conn, account_id, customer_id)
@@ -320,4 +330,40 @@ def usage_summary(
             _from_rollups(conn, totals, account_id, customer_id, meter, lo, hi)
         if edges:
             _from_rows(conn, totals, account_id, customer_id, meter, edges)
+        if rests:
+            _from_rows(conn, totals, account_id, customer_id, meter, rests, sign=-1)
     return totals.summary(customer_id, since, until)
+
+
+def _cheaper_edges(
+    lo: str | None, hi: str | None, edges: list[tuple[str | None, str | None]]
+) -> tuple[str | None, str | None, list[tuple[str | None, str | None]], list[tuple[str, str]]]:
+    """(first whole hour, end hour, edge windows to add from rows, windows to take off): each
+    partial hour at an edge is read the cheaper of two exact ways, its own rows, or its whole
+    hour from the rollups (the range of hours grows by one) less the rows of the rest of that
+    hour, whichever part is shorter. At 10M events an hour holds ~14,000 events: an edge a
+    minute from the hour reads a minute of rows, not 59. Rollups hold exactly the sums of
+    their hour's rows (the same transaction writes both), so the difference is exact."""
+    if lo is not None and lo == hi:  # a window inside one or two partial hours: its rows
+        return lo, hi, edges, []
+    add: list[tuple[str | None, str | None]] = []
+    take: list[tuple[str, str]] = []
+    for start, end in edges:
+        assert start is not None and end is not None  # _split gives edges with both bounds
+        hour = _hour_start(start)
+        first, last = clock.to_iso(hour), clock.to_iso(hour + timedelta(hours=1))
+        if end == last and _seconds((first, start)) < _seconds((start, end)):
+            lo = first  # the since edge: its hour, less [hour, since)
+            take.append((first, start))
+        elif start == first and _seconds((end, last)) < _seconds((start, end)):
+            hi = last  # the until edge: its hour, less [until, next hour)
+            take.append((end, last))
+        else:
+            add.append((start, end))
+    return lo, hi, add, take
+
+
+def _seconds(window: tuple[str, str]) -> float:
+    """The length of a window between two stored-format moments."""
+    start, end = (datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%fZ") for moment in window)
+    return (end - start).total_seconds()

@@ -54,6 +54,7 @@ SERVICE_B = textwrap.dedent(
     )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen()  # connections wait in the backlog until uvicorn has started, not refused
     print(sock.getsockname()[1], flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     """
