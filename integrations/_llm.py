@@ -8,12 +8,11 @@ One LLM call records one event (see ``LLMCall``): event type / meter ``meter``, 
 ``input_tokens`` includes cache reads and writes (Anthropic reports them apart, OpenAI
 includes them), ``output_tokens`` includes reasoning.
 
-The event is recorded through drip's public ``@metered`` on a one-step generator
-(``_lifetime``): a metered generator's event starts when it is first advanced, in the context
-current then (so it joins the current run, nests under the current metered call, or becomes a
-usage record of the current customer, with the same lenient/strict rule as ``@metered``), and
-ends when it finishes. That is exactly "an event whose end is decided later", which a stream
-needs, without reaching into drip's private recorder.
+The event is an "event ended later" of drip's core (``drip._metered.begin_later``): begun
+when the call starts, in the context current then (so it joins the current run, nests under the
+current metered call, or becomes a usage record of the current customer, with the same
+lenient/strict rule as ``@metered``), made current while the provider call runs (so what the
+call does nests under it), and ended once, from whatever thread or task sees the end.
 
 Streams (``SyncStream`` / ``AsyncStream``, wrapt ``ObjectProxy`` subclasses, so the caller
 still holds an object that behaves as the SDK's) feed each item to a provider-specific
@@ -27,16 +26,16 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import wrapt
 
-import drip
 from drip import pricing
+from drip._default import default_recorder
+from drip._metered import Later, begin_later, later_spec
 
 __all__ = ["AsyncStream", "LLMCall", "StreamState", "SyncStream", "Usage", "safely"]
 
@@ -86,37 +85,24 @@ def _cost(model: str | None, usage: Usage) -> float | None:
     )
 
 
-def _lifetime(call: LLMCall) -> Iterator[None]:
-    """The metered generator behind an ``LLMCall``: step one begins, step two ends."""
-    event = drip.current_event()
-    call.recording = event.recording and event is not call.outer
-    if call.capture_context:
-        call.context = contextvars.copy_context()
-    try:
-        yield
-    except GeneratorExit:  # dropped without an end (a bug, or an SDK that never reported one)
-        if call.recording:
-            event.set_metadata(provider=call.provider, complete=False)
-        raise
-    if call.recording:
-        event.set_quantity(call.quantity)
-        event.set_metadata(**call.metadata)
-    if call.error is not None:
-        raise call.error  # recorded as the event's outcome: error, with the exception's class
+_specs: dict[tuple[str, str | None], Any] = {}
 
 
-_lifetimes: dict[tuple[str, str | None], Callable[[LLMCall], Iterator[None]]] = {}
-
-
-def _metered_lifetime(meter: str, units: str | None) -> Callable[[LLMCall], Iterator[None]]:
-    fn = _lifetimes.get((meter, units))
-    if fn is None:
-        fn = _lifetimes[(meter, units)] = drip.metered(meter, quantity=0, units=units)(_lifetime)
-    return fn
+def _spec(meter: str, units: str | None) -> Any:
+    spec = _specs.get((meter, units))
+    if spec is None:
+        spec = _specs[(meter, units)] = later_spec(
+            None, default_recorder, meter, units, f"an LLM call ({meter})"
+        )
+    return spec
 
 
 class LLMCall:
-    """One metered call, begun now (in ``context`` if given) and finished exactly once."""
+    """One metered call, begun now (in ``context`` if given) and finished exactly once.
+
+    If it is dropped unfinished (a bug, or an SDK that never reported an end), it is recorded
+    when garbage-collected, with quantity 0 and ``complete: false``.
+    """
 
     def __init__(
         self,
@@ -128,25 +114,21 @@ class LLMCall:
         capture_context: bool = False,
     ) -> None:
         self.provider = provider
-        self.quantity: float = 0
-        self.metadata: dict[str, Any] = {}
-        self.error: BaseException | None = None
-        self.recording = False
-        self.capture_context = capture_context
+        self.event: Later | None = begin_later(_spec(meter, units), context)
+        #: True when the event is recorded (False: no run and no customer, lenient mode)
+        self.recording = self.event is not None
         #: the context of this call's event (children begun in it nest under it)
         self.context: contextvars.Context | None = None
-        self.outer = drip.current_event() if context is None else context.run(drip.current_event)
-        self._lock = threading.Lock()
-        self._gen: Iterator[None] | None = _metered_lifetime(meter, units)(self)
-        if context is None:
-            next(self._gen)
-        else:  # a copy: another thread may be running in ``context`` right now
-            context.copy().run(next, self._gen)
+        if capture_context:
+            if self.event is not None:
+                self.context = self.event.context(context)
+            else:
+                self.context = contextvars.copy_context() if context is None else context.copy()
 
     @property
     def finished(self) -> bool:
-        """True once the event has been recorded (or given up)."""
-        return self._gen is None
+        """True once the event has been recorded (or when it is not recorded at all)."""
+        return self.event is None or self.event.ended
 
     def finish_tokens(
         self,
@@ -159,6 +141,8 @@ class LLMCall:
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Finish as an LLM call: token metadata, cost, quantity (0 when usage is unknown)."""
+        if self.finished:
+            return
         meta: dict[str, Any] = {"provider": self.provider, "model": model, "streamed": streamed}
         if usage is not None:
             meta.update(
@@ -168,10 +152,9 @@ class LLMCall:
                 cache_creation_input_tokens=usage.cache_creation_input_tokens,
                 reasoning_tokens=usage.reasoning_tokens,
             )
-            if self.recording:  # an unrecorded call must not warn about prices
-                price = safely(_cost, model, usage)  # a bad DRIP_PRICES file: logged
-                if price is not None:
-                    meta["cost_usd"] = price
+            price = safely(_cost, model, usage)  # a bad DRIP_PRICES file: logged
+            if price is not None:
+                meta["cost_usd"] = price
         if not complete:
             meta["complete"] = False
         if extra:
@@ -182,21 +165,16 @@ class LLMCall:
         self, quantity: float, metadata: dict[str, Any], error: BaseException | None = None
     ) -> None:
         """Record the event now, once; later calls do nothing."""
-        with self._lock:
-            gen, self._gen = self._gen, None
-        if gen is None:
+        if self.event is None:
             return
-        self.quantity, self.metadata, self.error = quantity, metadata, error
-        saved = None if error is None else (error.__traceback__, error.__context__)
         try:
-            next(gen, None)
-        except BaseException as exc:
-            if exc is not error:
-                logger.exception("drip: recording an LLM call failed")
-        finally:
-            if error is not None and saved is not None:
-                # the caller's exception was raised again only to be recorded: leave it as it was
-                error.__traceback__, error.__context__ = saved
+            self.event.end(quantity, metadata, error)
+        except Exception:  # strict mode: a bad quantity is raised after it was recorded
+            logger.exception("drip: recording an LLM call failed")
+
+    def __del__(self) -> None:
+        if self.event is not None and not self.event.ended:
+            self.finish(0, {"provider": self.provider, "complete": False})
 
 
 class StreamState:
