@@ -114,6 +114,8 @@ class LLMCall:
         capture_context: bool = False,
     ) -> None:
         self.provider = provider
+        #: whether the call streams, for integrations that learn it at the start
+        self.streamed = False
         self.event: Later | None = begin_later(_spec(meter, units), context)
         #: True when the event is recorded (False: no run and no customer, lenient mode)
         self.recording = self.event is not None
