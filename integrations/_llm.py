@@ -60,6 +60,8 @@ class Usage:
 
 def count(value: Any) -> int:
     """A token count from an SDK field that may be None or missing."""
+    if value.__class__ is int:  # the common case first, without isinstance calls
+        return value  # type: ignore[no-any-return]
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
@@ -116,7 +118,8 @@ class LLMCall:
         self.provider = provider
         #: whether the call streams, for integrations that learn it at the start
         self.streamed = False
-        self.event: Later | None = begin_later(_spec(meter, units), context)
+        spec = _specs.get((meter, units)) or _spec(meter, units)
+        self.event: Later | None = begin_later(spec, context)
         #: True when the event is recorded (False: no run and no customer, lenient mode)
         self.recording = self.event is not None
         #: the context of this call's event (children begun in it nest under it)
@@ -143,25 +146,30 @@ class LLMCall:
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Finish as an LLM call: token metadata, cost, quantity (0 when usage is unknown)."""
-        if self.finished:
+        event = self.event
+        if event is None or event.ended:
             return
         meta: dict[str, Any] = {"provider": self.provider, "model": model, "streamed": streamed}
+        quantity = 0
         if usage is not None:
-            meta.update(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-            )
-            price = safely(_cost, model, usage)  # a bad DRIP_PRICES file: logged
+            meta["input_tokens"] = usage.input_tokens
+            meta["output_tokens"] = usage.output_tokens
+            meta["cached_input_tokens"] = usage.cached_input_tokens
+            meta["cache_creation_input_tokens"] = usage.cache_creation_input_tokens
+            meta["reasoning_tokens"] = usage.reasoning_tokens
+            quantity = usage.input_tokens + usage.output_tokens
+            try:
+                price = _cost(model, usage)
+            except Exception:  # a bad DRIP_PRICES file: logged, never raised into the call
+                logger.exception("drip: pricing failed; the call is recorded without cost_usd")
+                price = None
             if price is not None:
                 meta["cost_usd"] = price
         if not complete:
             meta["complete"] = False
         if extra:
             meta.update(extra)
-        self.finish(0 if usage is None else usage.total, meta, error)
+        self.finish(quantity, meta, error)
 
     def finish(
         self, quantity: float, metadata: dict[str, Any], error: BaseException | None = None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import weakref
 from types import SimpleNamespace
 from typing import Any
@@ -46,6 +47,10 @@ from openai._legacy_response import LegacyAPIResponse  # noqa: E402  (after the 
 from openai._response import APIResponse, AsyncAPIResponse  # noqa: E402
 
 __all__ = ["instrument", "uninstrument"]
+
+logger = logging.getLogger("drip")
+#: results drip hands back wrapped (anything else is a parsed response, recorded at once)
+_WRAPPED = (openai.Stream, openai.AsyncStream, LegacyAPIResponse, APIResponse, AsyncAPIResponse)
 
 _patches = Patches()
 _CHAT, _RESPONSES = "chat", "responses"
@@ -127,7 +132,10 @@ class _Call:
     def __init__(self, meter: str, api: str, kwargs: dict[str, Any]) -> None:
         self.api = api
         self.model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
-        self.kwargs, self.hide = _prepare(api, kwargs)
+        if kwargs.get("stream") is True:
+            self.kwargs, self.hide = _prepare(api, kwargs)
+        else:
+            self.kwargs, self.hide = kwargs, False
         self.llm = LLMCall(meter, "openai")
 
     def state(self) -> StreamState:
@@ -136,6 +144,15 @@ class _Call:
         return _ResponsesStream(self.model)
 
     def result(self, result: Any) -> Any:
+        if not isinstance(result, _WRAPPED):  # the common case: one check
+            model = getattr(result, "model", None) or self.model
+            try:
+                usage = _usage_of(self.api, result)
+            except Exception:  # a surprise in the SDK's object: logged, never raised
+                logger.exception("drip: reading an OpenAI usage failed; recorded without it")
+                usage = None
+            self.llm.finish_tokens(model, usage)
+            return result
         if isinstance(result, openai.Stream):
             return SyncStream(result, self.llm, self.state())
         if isinstance(result, openai.AsyncStream):
@@ -144,11 +161,8 @@ class _Call:
             return _RawResponse(result, self)
         if isinstance(result, APIResponse):
             return _StreamedResponse(result, self)
-        if isinstance(result, AsyncAPIResponse):
-            return _AsyncStreamedResponse(result, self)
-        model = getattr(result, "model", None) or self.model
-        self.llm.finish_tokens(model, safely(_usage_of, self.api, result))
-        return result
+        # AsyncAPIResponse (the only type left in _WRAPPED)
+        return _AsyncStreamedResponse(result, self)
 
     def failed(self, exc: BaseException) -> None:
         self.llm.finish_tokens(self.model, None, error=exc)

@@ -24,7 +24,6 @@ keeps a suspended frame per call. This is the same ``Call`` with none of that.
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
 from typing import Any
 
@@ -56,18 +55,18 @@ def later_spec(
 class Later:
     """A begun event: make it current around nested work, end it once."""
 
-    __slots__ = ("_call", "_lock", "scope")
+    __slots__ = ("_open", "scope")
 
     def __init__(self, call: Call) -> None:
-        self._call: Call | None = call
-        self._lock = threading.Lock()
+        # ``list.pop`` is atomic: whoever pops the call ends the event, once, without a lock
+        self._open = [call]
         #: the scope in which this event is current (customer, run, its sequence number)
         self.scope = call.scope
 
     @property
     def ended(self) -> bool:
         """True once ``end`` was called."""
-        return self._call is None
+        return not self._open
 
     def enter(self) -> contextvars.Token[Any]:
         """Make this event current here (nested calls become its children) until ``exit``."""
@@ -93,9 +92,9 @@ class Later:
         """Record the event now (outcome ``error`` when ``error`` is given); False if it was
         already ended. Metadata set through ``current_event()`` while it was current is kept
         (``metadata`` wins on the same key)."""
-        with self._lock:
-            call, self._call = self._call, None
-        if call is None:
+        try:
+            call = self._open.pop()
+        except IndexError:
             return False
         t1 = _perf()
         seq = call.seq
@@ -109,7 +108,7 @@ class Later:
         return True
 
     def __repr__(self) -> str:
-        state = "ended" if self._call is None else "open"
+        state = "open" if self._open else "ended"
         return f"<drip Later seq={self.scope[2]} {state}>"
 
 
