@@ -76,17 +76,6 @@ def safely(fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _cost(model: str | None, usage: Usage) -> float | None:
-    return pricing.cost(
-        model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-    )
-
-
 _specs: dict[tuple[str, str | None], Any] = {}
 
 
@@ -159,7 +148,14 @@ class LLMCall:
             meta["reasoning_tokens"] = usage.reasoning_tokens
             quantity = usage.input_tokens + usage.output_tokens
             try:
-                price = _cost(model, usage)
+                price = pricing.cost(
+                    model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cached_input_tokens=usage.cached_input_tokens,
+                    cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                    reasoning_tokens=usage.reasoning_tokens,
+                )
             except Exception:  # a bad DRIP_PRICES file: logged, never raised into the call
                 logger.exception("drip: pricing failed; the call is recorded without cost_usd")
                 price = None
@@ -169,7 +165,10 @@ class LLMCall:
             meta["complete"] = False
         if extra:
             meta.update(extra)
-        self.finish(quantity, meta, error)
+        try:
+            event.end(quantity, meta, error)
+        except Exception:  # strict mode: a bad quantity is raised after it was recorded
+            logger.exception("drip: recording an LLM call failed")
 
     def finish(
         self, quantity: float, metadata: dict[str, Any], error: BaseException | None = None

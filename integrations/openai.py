@@ -59,12 +59,12 @@ _CHAT, _RESPONSES = "chat", "responses"
 def _chat_usage(usage: Any) -> Usage:
     prompt = getattr(usage, "prompt_tokens_details", None)
     completion = getattr(usage, "completion_tokens_details", None)
-    return Usage(
-        input_tokens=count(usage.prompt_tokens),
-        output_tokens=count(usage.completion_tokens),
-        cached_input_tokens=count(getattr(prompt, "cached_tokens", 0)),
-        cache_creation_input_tokens=count(getattr(prompt, "cache_write_tokens", 0)),
-        reasoning_tokens=count(getattr(completion, "reasoning_tokens", 0)),
+    return Usage(  # positional (input, output, cached, cache write, reasoning): hot path
+        count(usage.prompt_tokens),
+        count(usage.completion_tokens),
+        count(getattr(prompt, "cached_tokens", 0)),
+        count(getattr(prompt, "cache_write_tokens", 0)),
+        count(getattr(completion, "reasoning_tokens", 0)),
     )
 
 
