@@ -208,19 +208,13 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc]
         self._self_state = state
         weakref.finalize(self, _end, call, state, None)
 
-    def _self_show(self, item: Any) -> bool:
-        try:
-            return self._self_state.feed(item)
-        except Exception:
-            logger.exception("drip: could not read a stream item; it is passed on as it is")
-            return True
-
     def _self_end(self, error: BaseException | None = None) -> None:
         _end(self._self_call, self._self_state, error)
 
 
 def _end(call: LLMCall, state: StreamState, error: BaseException | None) -> None:
-    if not call.finished:
+    event = call.event
+    if event is not None and not event.ended:
         call.finish_tokens(
             state.model, state.usage, error=error, streamed=True, complete=state.done
         )
@@ -233,6 +227,7 @@ class SyncStream(_StreamBase):
         return self
 
     def __next__(self) -> Any:
+        feed = self._self_state.feed
         while True:
             try:
                 item = self.__wrapped__.__next__()
@@ -242,7 +237,11 @@ class SyncStream(_StreamBase):
             except BaseException as exc:
                 self._self_end(exc)
                 raise
-            if self._self_show(item):
+            try:
+                if feed(item):  # False: an item drip asked for, hidden from the caller
+                    return item
+            except Exception:
+                logger.exception("drip: could not read a stream item; it is passed on as it is")
                 return item
 
     def close(self) -> None:
@@ -269,6 +268,7 @@ class AsyncStream(_StreamBase):
         return self
 
     async def __anext__(self) -> Any:
+        feed = self._self_state.feed
         while True:
             try:
                 item = await self.__wrapped__.__anext__()
@@ -278,7 +278,11 @@ class AsyncStream(_StreamBase):
             except BaseException as exc:
                 self._self_end(exc)
                 raise
-            if self._self_show(item):
+            try:
+                if feed(item):  # False: an item drip asked for, hidden from the caller
+                    return item
+            except Exception:
+                logger.exception("drip: could not read a stream item; it is passed on as it is")
                 return item
 
     async def close(self) -> None:
