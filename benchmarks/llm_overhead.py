@@ -1,6 +1,7 @@
 """Caller overhead of metering an OpenAI call: drip vs none vs OpenLLMetry vs Logfire.
 
     python benchmarks/llm_overhead.py [--json PATH]
+    python benchmarks/llm_overhead.py --ir        # instructions per call (valgrind), ~10 min
     LLM_OVERHEAD_CHUNKS=100 python benchmarks/llm_overhead.py   # longer streams (default 8)
 
 The same ``client.chat.completions.create`` (plain, and ``stream=True`` read to the end) on
@@ -18,6 +19,11 @@ the SDK parses one more chunk. The target is judged against the plain uninstrume
 this row shows how much of drip's stream overhead is that chunk. The script also times drip's
 own work per call alone, twice: back to back (hot caches) and right after an uninstrumented SDK
 call (what happens in situ; see ``benchmarks/README.md``).
+
+``--ir`` counts instructions instead of time (``valgrind --tool=callgrind``, one child process
+per case and call count; per call = the difference between 30 and 10 calls, GC off during the
+calls, records captured in memory): what a noisy host cannot blur. Instructions are not time
+(drip's code runs with cold caches in situ), but the same path counted twice is the same count.
 """
 
 from __future__ import annotations
@@ -323,5 +329,79 @@ def main() -> int:
     return status
 
 
+IR_CASES = {  # case: (instrumented, stream, stream_options asked by the caller)
+    "plain, uninstrumented": (False, False, False),
+    "plain, drip": (True, False, False),
+    "stream, uninstrumented": (False, True, False),
+    "stream, uninstrumented, usage asked": (False, True, True),
+    "stream, drip": (True, True, False),
+}
+
+
+def ir_child(case: str, n: int) -> None:
+    """``n`` calls of one case, GC off, records captured in memory (never sent)."""
+    import gc
+
+    import drip
+    from drip.testing import capture
+
+    instrumented, stream, asked = IR_CASES[case]
+    llm = pinned()
+    if instrumented:
+        from drip.integrations import openai as drip_openai
+
+        drip_openai.instrument(llm)
+    create = llm.chat.completions.create
+    extra = {"stream_options": {"include_usage": True}} if asked else {}
+    with capture() as cap, drip.run("bench-llm-ir", customer_id="cus_ir"):
+        for i in range(n + 3):  # 3 to warm up, then n
+            if stream:
+                for _chunk in create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra):
+                    pass
+            else:
+                create(model="gpt-4o-mini", messages=MESSAGES)
+            if i == 2:
+                gc.collect()
+                gc.disable()  # a collection in one count and not the other would swamp it
+            cap.records.clear()
+    os._exit(0)
+
+
+def ir_count(case: str, n: int) -> int:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--ir-child", case, str(n)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in out.stderr.splitlines() if "Collected" in x)
+    return int(line.split()[-1])
+
+
+def ir_main() -> int:
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--ir needs valgrind on PATH")
+    _bench.header("llm_overhead.py --ir", "instructions per call: (30 calls - 10 calls) / 20")
+    per = {case: (ir_count(case, 30) - ir_count(case, 10)) / 20 for case in IR_CASES}
+    for case, ir in per.items():
+        print(f"{case:38s} {ir:12,.0f}")
+    for kind, over in (("plain", "plain, uninstrumented"), ("stream", "stream, uninstrumented"),
+                       ("stream", "stream, uninstrumented, usage asked")):  # fmt: skip
+        added = per[f"{kind}, drip"] - per[over]
+        print(f"drip adds {added:10,.0f} instructions per {kind} call over '{over}': "
+              f"{100 * added / per[over]:+.2f}% (target, in caller CPU time: <= 5%)")  # fmt: skip
+    return 0
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--ir-child"]:
+        ir_child(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--ir"]:
+        raise SystemExit(ir_main())
     raise SystemExit(main())
