@@ -99,8 +99,8 @@ class Later:
         t1 = _perf()
         seq = call.seq
         handle = handles.get(seq)
-        if handle is None:
-            handle = handles[seq] = EventHandle(seq, call.scope[1] is None)
+        if handle is None:  # setdefault: a current_event() racing this end keeps its handle
+            handle = handles.setdefault(seq, EventHandle(seq, call.scope[1] is None))
         handle._quantity = quantity  # checked by Call.finish, like a handle's quantity
         if metadata:
             handle._metadata = {**handle._metadata, **metadata} if handle._metadata else metadata
