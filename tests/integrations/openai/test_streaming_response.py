@@ -159,3 +159,19 @@ def test_an_error_status_propagates_and_records_error(
         pass
     event = only_llm(recorder.events(run.id))
     assert (event.outcome, event.error_type) == ("error", "BadRequestError")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_async_left_unread_records_once_incomplete(
+    recorder: Any, make_client: Any, stream: bool
+) -> None:
+    drip_openai.instrument()
+    client = make_client(async_=True)
+    async with (
+        drip.run("chat", customer_id=recorder.customer) as run,
+        chat(client, **({"stream": True} if stream else {})),
+    ):
+        pass
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["streamed"] is stream
+    assert event.quantity == 0
