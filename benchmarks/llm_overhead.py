@@ -28,6 +28,7 @@ calls, records captured in memory): what a noisy host cannot blur. Instructions 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import statistics
@@ -39,7 +40,7 @@ import _bench
 import httpx2
 import openai
 
-N = 50  # calls per timed block
+N = 50  # calls per case per repeat
 REPEATS = 21
 LIVE = "drip, live delivery"
 DEFERRED = "drip, delivery deferred"
@@ -91,31 +92,43 @@ USAGE_ASKED = "uninstrumented, usage asked"
 def block(
     llm: openai.OpenAI, stream: bool, run: Any = None, **extra: Any
 ) -> Callable[[], tuple[int, int]]:
-    """N calls (inside ``run``, a ``drip.run(...)``, when given): wall and caller-thread CPU ns.
+    """One call (inside ``run``, a ``drip.run(...)``, when given): wall and caller-thread CPU ns.
 
     Both are reported: on a host shared with other busy processes the wall time of a
     CPU-bound mocked call swings with scheduling, while the calling thread's CPU time is
-    what the instrumentation itself adds to the caller.
+    what the instrumentation itself adds to the caller. Each case's calls run in a context of
+    its own (``run`` stays open in it for the whole measurement), so ``rotated`` can interleave
+    the cases call by call.
     """
     create = llm.chat.completions.create
+    ctx = contextvars.copy_context()
+    if run is not None:
+        ctx.run(run.__enter__)
+        _open_runs.append((ctx, run))
+
+    def call() -> None:
+        if stream:
+            for _chunk in create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra):
+                pass
+        else:
+            create(model="gpt-4o-mini", messages=MESSAGES)
 
     def timed() -> tuple[int, int]:
-        if run is not None:
-            with run:
-                return calls()
-        return calls()
-
-    def calls() -> tuple[int, int]:
         t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        for _ in range(N):
-            if stream:
-                for _chunk in create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra):
-                    pass
-            else:
-                create(model="gpt-4o-mini", messages=MESSAGES)
+        ctx.run(call)
         return time.perf_counter_ns() - t0, time.thread_time_ns() - c0
 
     return timed
+
+
+#: the runs ``block`` opened, closed by ``close_runs``
+_open_runs: list[tuple[contextvars.Context, Any]] = []
+
+
+def close_runs() -> None:
+    while _open_runs:
+        ctx, run = _open_runs.pop()
+        ctx.run(run.__exit__, None, None, None)
 
 
 def pinned() -> openai.OpenAI:
@@ -170,12 +183,20 @@ Case = tuple[str, Callable[[], tuple[int, int]]]
 
 
 def rotated(cases: list[Case], repeats: int) -> dict[str, list[tuple[int, int]]]:
-    """Interleaved like ``_bench.interleave``, starting each repeat with the next case, so no
-    case always runs first (the first block of a repeat measured slower here)."""
+    """Per repeat, N calls of each case, interleaved call by call (a, b, c, a, b, c, ...), so
+    every case meets the same moments of a shared host's load; each repeat starts with the
+    next case. Returns each case's (wall, CPU) ns summed over its N calls, per repeat."""
     out: dict[str, list[tuple[int, int]]] = {name: [] for name, _ in cases}
     for r in range(repeats):
-        for name, case in cases[r % len(cases) :] + cases[: r % len(cases)]:
-            out[name].append(case())
+        order = cases[r % len(cases) :] + cases[: r % len(cases)]
+        sums = {name: [0, 0] for name, _ in cases}
+        for _ in range(N):
+            for name, case in order:
+                wall, cpu = case()
+                sums[name][0] += wall
+                sums[name][1] += cpu
+        for name, (wall, cpu) in sums.items():
+            out[name].append((wall, cpu))
     return out
 
 
@@ -274,8 +295,10 @@ def main() -> int:
             if lf is not None:
                 cases.append(("Logfire", block(lf, stream)))
             for _, case in cases:
-                case()  # warm up
+                for _ in range(5):
+                    case()  # warm up
             timed = rotated(cases, REPEATS)
+            close_runs()
             kind = "stream" if stream else "plain"
             wall = {n: statistics.median(w for w, _ in v) / N / 1000 for n, v in timed.items()}
             cpu = {n: statistics.median(c for _, c in v) / N / 1000 for n, v in timed.items()}
