@@ -188,15 +188,13 @@ def cost(
         return None
     plain_input = max(input_tokens - cached_input_tokens - cache_creation_input_tokens, 0)
     plain_output = max(output_tokens - reasoning_tokens, 0)
+    # each missing rate falls back to the plain one (inline: this runs on every LLM call)
+    cached, write, reasoning = price.cached_input, price.cache_write, price.reasoning
     total = (
         plain_input * price.input
-        + cached_input_tokens * _or(price.cached_input, price.input)
-        + cache_creation_input_tokens * _or(price.cache_write, price.input)
+        + cached_input_tokens * (price.input if cached is None else cached)
+        + cache_creation_input_tokens * (price.input if write is None else write)
         + plain_output * price.output
-        + reasoning_tokens * _or(price.reasoning, price.output)
+        + reasoning_tokens * (price.output if reasoning is None else reasoning)
     )
     return round(total / 1_000_000, 10)
-
-
-def _or(rate: float | None, default: float) -> float:
-    return default if rate is None else rate

@@ -8,12 +8,11 @@ One LLM call records one event (see ``LLMCall``): event type / meter ``meter``, 
 ``input_tokens`` includes cache reads and writes (Anthropic reports them apart, OpenAI
 includes them), ``output_tokens`` includes reasoning.
 
-The event is recorded through drip's public ``@metered`` on a one-step generator
-(``_lifetime``): a metered generator's event starts when it is first advanced, in the context
-current then (so it joins the current run, nests under the current metered call, or becomes a
-usage record of the current customer, with the same lenient/strict rule as ``@metered``), and
-ends when it finishes. That is exactly "an event whose end is decided later", which a stream
-needs, without reaching into drip's private recorder.
+The event is an "event ended later" of drip's core (``drip._metered.begin_later``): begun
+when the call starts, in the context current then (so it joins the current run, nests under the
+current metered call, or becomes a usage record of the current customer, with the same
+lenient/strict rule as ``@metered``), made current while the provider call runs (so what the
+call does nests under it), and ended once, from whatever thread or task sees the end.
 
 Streams (``SyncStream`` / ``AsyncStream``, wrapt ``ObjectProxy`` subclasses, so the caller
 still holds an object that behaves as the SDK's) feed each item to a provider-specific
@@ -27,16 +26,16 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import wrapt
 
-import drip
 from drip import pricing
+from drip._default import default_recorder
+from drip._metered import Later, begin_later, later_spec
 
 __all__ = ["AsyncStream", "LLMCall", "StreamState", "SyncStream", "Usage", "safely"]
 
@@ -61,6 +60,8 @@ class Usage:
 
 def count(value: Any) -> int:
     """A token count from an SDK field that may be None or missing."""
+    if value.__class__ is int:  # the common case first, without isinstance calls
+        return value  # type: ignore[no-any-return]
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
@@ -75,48 +76,24 @@ def safely(fn: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _cost(model: str | None, usage: Usage) -> float | None:
-    return pricing.cost(
-        model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-    )
+_specs: dict[tuple[str, str | None], Any] = {}
 
 
-def _lifetime(call: LLMCall) -> Iterator[None]:
-    """The metered generator behind an ``LLMCall``: step one begins, step two ends."""
-    event = drip.current_event()
-    call.recording = event.recording and event is not call.outer
-    if call.capture_context:
-        call.context = contextvars.copy_context()
-    try:
-        yield
-    except GeneratorExit:  # dropped without an end (a bug, or an SDK that never reported one)
-        if call.recording:
-            event.set_metadata(provider=call.provider, complete=False)
-        raise
-    if call.recording:
-        event.set_quantity(call.quantity)
-        event.set_metadata(**call.metadata)
-    if call.error is not None:
-        raise call.error  # recorded as the event's outcome: error, with the exception's class
-
-
-_lifetimes: dict[tuple[str, str | None], Callable[[LLMCall], Iterator[None]]] = {}
-
-
-def _metered_lifetime(meter: str, units: str | None) -> Callable[[LLMCall], Iterator[None]]:
-    fn = _lifetimes.get((meter, units))
-    if fn is None:
-        fn = _lifetimes[(meter, units)] = drip.metered(meter, quantity=0, units=units)(_lifetime)
-    return fn
+def _spec(meter: str, units: str | None) -> Any:
+    spec = _specs.get((meter, units))
+    if spec is None:
+        spec = _specs[(meter, units)] = later_spec(
+            None, default_recorder, meter, units, f"an LLM call ({meter})"
+        )
+    return spec
 
 
 class LLMCall:
-    """One metered call, begun now (in ``context`` if given) and finished exactly once."""
+    """One metered call, begun now (in ``context`` if given) and finished exactly once.
+
+    If it is dropped unfinished (a bug, or an SDK that never reported an end), it is recorded
+    when garbage-collected, with quantity 0 and ``complete: false``.
+    """
 
     def __init__(
         self,
@@ -128,25 +105,24 @@ class LLMCall:
         capture_context: bool = False,
     ) -> None:
         self.provider = provider
-        self.quantity: float = 0
-        self.metadata: dict[str, Any] = {}
-        self.error: BaseException | None = None
-        self.recording = False
-        self.capture_context = capture_context
+        #: whether the call streams, for integrations that learn it at the start
+        self.streamed = False
+        spec = _specs.get((meter, units)) or _spec(meter, units)
+        self.event: Later | None = begin_later(spec, context)
+        #: True when the event is recorded (False: no run and no customer, lenient mode)
+        self.recording = self.event is not None
         #: the context of this call's event (children begun in it nest under it)
         self.context: contextvars.Context | None = None
-        self.outer = drip.current_event() if context is None else context.run(drip.current_event)
-        self._lock = threading.Lock()
-        self._gen: Iterator[None] | None = _metered_lifetime(meter, units)(self)
-        if context is None:
-            next(self._gen)
-        else:  # a copy: another thread may be running in ``context`` right now
-            context.copy().run(next, self._gen)
+        if capture_context:
+            if self.event is not None:
+                self.context = self.event.context(context)
+            else:
+                self.context = contextvars.copy_context() if context is None else context.copy()
 
     @property
     def finished(self) -> bool:
-        """True once the event has been recorded (or given up)."""
-        return self._gen is None
+        """True once the event has been recorded (or when it is not recorded at all)."""
+        return self.event is None or self.event.ended
 
     def finish_tokens(
         self,
@@ -159,44 +135,55 @@ class LLMCall:
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Finish as an LLM call: token metadata, cost, quantity (0 when usage is unknown)."""
+        event = self.event
+        if event is None or event.ended:
+            return
         meta: dict[str, Any] = {"provider": self.provider, "model": model, "streamed": streamed}
+        quantity = 0
         if usage is not None:
-            meta.update(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-            )
-            if self.recording:  # an unrecorded call must not warn about prices
-                price = safely(_cost, model, usage)  # a bad DRIP_PRICES file: logged
-                if price is not None:
-                    meta["cost_usd"] = price
+            meta["input_tokens"] = usage.input_tokens
+            meta["output_tokens"] = usage.output_tokens
+            meta["cached_input_tokens"] = usage.cached_input_tokens
+            meta["cache_creation_input_tokens"] = usage.cache_creation_input_tokens
+            meta["reasoning_tokens"] = usage.reasoning_tokens
+            quantity = usage.input_tokens + usage.output_tokens
+            try:
+                price = pricing.cost(
+                    model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cached_input_tokens=usage.cached_input_tokens,
+                    cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                    reasoning_tokens=usage.reasoning_tokens,
+                )
+            except Exception:  # a bad DRIP_PRICES file: logged, never raised into the call
+                logger.exception("drip: pricing failed; the call is recorded without cost_usd")
+                price = None
+            if price is not None:
+                meta["cost_usd"] = price
         if not complete:
             meta["complete"] = False
         if extra:
             meta.update(extra)
-        self.finish(0 if usage is None else usage.total, meta, error)
+        try:
+            event.end(quantity, meta, error)
+        except Exception:  # strict mode: a bad quantity is raised after it was recorded
+            logger.exception("drip: recording an LLM call failed")
 
     def finish(
         self, quantity: float, metadata: dict[str, Any], error: BaseException | None = None
     ) -> None:
         """Record the event now, once; later calls do nothing."""
-        with self._lock:
-            gen, self._gen = self._gen, None
-        if gen is None:
+        if self.event is None:
             return
-        self.quantity, self.metadata, self.error = quantity, metadata, error
-        saved = None if error is None else (error.__traceback__, error.__context__)
         try:
-            next(gen, None)
-        except BaseException as exc:
-            if exc is not error:
-                logger.exception("drip: recording an LLM call failed")
-        finally:
-            if error is not None and saved is not None:
-                # the caller's exception was raised again only to be recorded: leave it as it was
-                error.__traceback__, error.__context__ = saved
+            self.event.end(quantity, metadata, error)
+        except Exception:  # strict mode: a bad quantity is raised after it was recorded
+            logger.exception("drip: recording an LLM call failed")
+
+    def __del__(self) -> None:
+        if self.event is not None and not self.event.ended:
+            self.finish(0, {"provider": self.provider, "complete": False})
 
 
 class StreamState:
@@ -221,19 +208,13 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc]
         self._self_state = state
         weakref.finalize(self, _end, call, state, None)
 
-    def _self_show(self, item: Any) -> bool:
-        try:
-            return self._self_state.feed(item)
-        except Exception:
-            logger.exception("drip: could not read a stream item; it is passed on as it is")
-            return True
-
     def _self_end(self, error: BaseException | None = None) -> None:
         _end(self._self_call, self._self_state, error)
 
 
 def _end(call: LLMCall, state: StreamState, error: BaseException | None) -> None:
-    if not call.finished:
+    event = call.event
+    if event is not None and not event.ended:
         call.finish_tokens(
             state.model, state.usage, error=error, streamed=True, complete=state.done
         )
@@ -246,6 +227,7 @@ class SyncStream(_StreamBase):
         return self
 
     def __next__(self) -> Any:
+        feed = self._self_state.feed
         while True:
             try:
                 item = self.__wrapped__.__next__()
@@ -255,7 +237,11 @@ class SyncStream(_StreamBase):
             except BaseException as exc:
                 self._self_end(exc)
                 raise
-            if self._self_show(item):
+            try:
+                if feed(item):  # False: an item drip asked for, hidden from the caller
+                    return item
+            except Exception:
+                logger.exception("drip: could not read a stream item; it is passed on as it is")
                 return item
 
     def close(self) -> None:
@@ -282,6 +268,7 @@ class AsyncStream(_StreamBase):
         return self
 
     async def __anext__(self) -> Any:
+        feed = self._self_state.feed
         while True:
             try:
                 item = await self.__wrapped__.__anext__()
@@ -291,7 +278,11 @@ class AsyncStream(_StreamBase):
             except BaseException as exc:
                 self._self_end(exc)
                 raise
-            if self._self_show(item):
+            try:
+                if feed(item):  # False: an item drip asked for, hidden from the caller
+                    return item
+            except Exception:
+                logger.exception("drip: could not read a stream item; it is passed on as it is")
                 return item
 
     async def close(self) -> None:

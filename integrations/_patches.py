@@ -14,9 +14,12 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import wrapt
+
+if TYPE_CHECKING:
+    from ._llm import LLMCall
 
 __all__ = ["IN_CALL", "Intercepted", "Patches", "method_wrapper"]
 
@@ -69,6 +72,7 @@ class Intercepted(Protocol):
     """One intercepted SDK call, as a provider module begins it from the call's kwargs."""
 
     kwargs: dict[str, Any]
+    llm: LLMCall
 
     def result(self, result: Any) -> Any: ...  # what the caller gets back (maybe a proxy)
 
@@ -86,13 +90,17 @@ def method_wrapper(begin: Callable[[dict[str, Any]], Intercepted], is_async: boo
         if IN_CALL.get():
             return wrapped(*args, **kwargs)
         call = begin(kwargs)
+        event = call.llm.event
         token = IN_CALL.set(True)
+        current = None if event is None else event.enter()
         try:
             result = wrapped(*args, **call.kwargs)
         except BaseException as exc:
             call.failed(exc)
             raise
         finally:
+            if current is not None:
+                event.exit(current)  # type: ignore[union-attr]
             IN_CALL.reset(token)
         return call.result(result)
 
@@ -100,13 +108,17 @@ def method_wrapper(begin: Callable[[dict[str, Any]], Intercepted], is_async: boo
         if IN_CALL.get():
             return await wrapped(*args, **kwargs)
         call = begin(kwargs)
+        event = call.llm.event
         token = IN_CALL.set(True)
+        current = None if event is None else event.enter()
         try:
             result = await wrapped(*args, **call.kwargs)
         except BaseException as exc:
             call.failed(exc)
             raise
         finally:
+            if current is not None:
+                event.exit(current)  # type: ignore[union-attr]
             IN_CALL.reset(token)
         return call.result(result)
 

@@ -7,9 +7,18 @@
     drip_openai.instrument(client)      # or one client
 
 Metered: ``chat.completions.create`` / ``.parse`` / ``.stream()`` and ``responses.create`` /
-``.parse`` / ``.stream()``, sync and async, ``stream=True``, and ``with_raw_response``. Each
-call records one event (see ``drip.integrations._llm``) in the current run, under the current
-metered call.
+``.parse`` / ``.stream()``, sync and async, ``stream=True``, ``with_raw_response`` and
+``with_streaming_response``. Each call records one event (see ``drip.integrations._llm``) in
+the current run, under the current metered call.
+
+``with_streaming_response`` hands the caller the body to read; the call is recorded from what
+the caller read (see ``_Body``): through ``.parse()`` from the SDK's objects; through
+``.read()`` / ``.text()`` / ``.json()`` / ``.iter_bytes()`` / ``.iter_text()`` /
+``.iter_lines()`` from those bytes, which drip decodes itself (the JSON body, or the SSE
+``data:`` lines of a stream). drip never reads what the caller did not: a response left unread
+or half read records the usage seen so far (none: quantity 0, no token fields) with
+``complete: false``, when it is closed (leaving ``with``) or garbage-collected. A raw SSE reader
+sees the usage chunk drip asked for (below): raw bytes are the wire's, never edited.
 
 Chat streams carry usage only when asked (``stream_options={"include_usage": True}``). When
 the caller did not ask, drip asks, and takes the extra final chunk (empty ``choices``, the whole
@@ -21,6 +30,10 @@ for usage gets the chunk, as usual.
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import weakref
+from types import SimpleNamespace
 from typing import Any
 
 import wrapt
@@ -31,8 +44,13 @@ from ._requires import requires
 
 openai = requires("openai", extra="openai")
 from openai._legacy_response import LegacyAPIResponse  # noqa: E402  (after the check above)
+from openai._response import APIResponse, AsyncAPIResponse  # noqa: E402
 
 __all__ = ["instrument", "uninstrument"]
+
+logger = logging.getLogger("drip")
+#: results drip hands back wrapped (anything else is a parsed response, recorded at once)
+_WRAPPED = (openai.Stream, openai.AsyncStream, LegacyAPIResponse, APIResponse, AsyncAPIResponse)
 
 _patches = Patches()
 _CHAT, _RESPONSES = "chat", "responses"
@@ -41,12 +59,12 @@ _CHAT, _RESPONSES = "chat", "responses"
 def _chat_usage(usage: Any) -> Usage:
     prompt = getattr(usage, "prompt_tokens_details", None)
     completion = getattr(usage, "completion_tokens_details", None)
-    return Usage(
-        input_tokens=count(usage.prompt_tokens),
-        output_tokens=count(usage.completion_tokens),
-        cached_input_tokens=count(getattr(prompt, "cached_tokens", 0)),
-        cache_creation_input_tokens=count(getattr(prompt, "cache_write_tokens", 0)),
-        reasoning_tokens=count(getattr(completion, "reasoning_tokens", 0)),
+    return Usage(  # positional (input, output, cached, cache write, reasoning): hot path
+        count(usage.prompt_tokens),
+        count(usage.completion_tokens),
+        count(getattr(prompt, "cached_tokens", 0)),
+        count(getattr(prompt, "cache_write_tokens", 0)),
+        count(getattr(completion, "reasoning_tokens", 0)),
     )
 
 
@@ -114,7 +132,10 @@ class _Call:
     def __init__(self, meter: str, api: str, kwargs: dict[str, Any]) -> None:
         self.api = api
         self.model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
-        self.kwargs, self.hide = _prepare(api, kwargs)
+        if kwargs.get("stream") is True:
+            self.kwargs, self.hide = _prepare(api, kwargs)
+        else:
+            self.kwargs, self.hide = kwargs, False
         self.llm = LLMCall(meter, "openai")
 
     def state(self) -> StreamState:
@@ -123,15 +144,25 @@ class _Call:
         return _ResponsesStream(self.model)
 
     def result(self, result: Any) -> Any:
+        if not isinstance(result, _WRAPPED):  # the common case: one check
+            model = getattr(result, "model", None) or self.model
+            try:
+                usage = _usage_of(self.api, result)
+            except Exception:  # a surprise in the SDK's object: logged, never raised
+                logger.exception("drip: reading an OpenAI usage failed; recorded without it")
+                usage = None
+            self.llm.finish_tokens(model, usage)
+            return result
         if isinstance(result, openai.Stream):
             return SyncStream(result, self.llm, self.state())
         if isinstance(result, openai.AsyncStream):
             return AsyncStream(result, self.llm, self.state())
         if isinstance(result, LegacyAPIResponse):
             return _RawResponse(result, self)
-        model = getattr(result, "model", None) or self.model
-        self.llm.finish_tokens(model, safely(_usage_of, self.api, result))
-        return result
+        if isinstance(result, APIResponse):
+            return _StreamedResponse(result, self)
+        # AsyncAPIResponse (the only type left in _WRAPPED)
+        return _AsyncStreamedResponse(result, self)
 
     def failed(self, exc: BaseException) -> None:
         self.llm.finish_tokens(self.model, None, error=exc)
@@ -154,6 +185,189 @@ class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc]
         if self._self_parsed is None:
             self._self_parsed = self._self_call.result(parsed)
         return self._self_parsed
+
+
+def _obj(value: Any) -> Any:
+    """A JSON value read with attributes, as the SDK's models are (for a raw body)."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{str(k): _obj(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_obj(v) for v in value]
+    return value
+
+
+def _json(body: bytes) -> Any:
+    return _obj(json.loads(body))
+
+
+class _Body:
+    """What the caller of ``with_streaming_response`` read, and the one end of its call.
+
+    A body the SDK parsed (``.parse()``) is recorded from the SDK's objects, exactly as a plain
+    call or stream is. A body the caller read raw (``.read()``, ``.text()``, ``.json()``,
+    ``.iter_bytes()``, ``.iter_text()``, ``.iter_lines()``) is recorded from the bytes the
+    caller read: drip decodes them itself (the JSON object, or the SSE ``data:`` lines) and
+    reads the usage there. What was never read is never read by drip: a response left unread
+    or half-read records the usage known so far with ``complete: false`` (quantity 0 and no
+    token fields when none was seen).
+    """
+
+    def __init__(self, response: Any, call: _Call) -> None:
+        self.response = response
+        self.call = call
+        self.stream = bool(getattr(response, "_is_sse_stream", False))
+        self.seen = bytearray()
+        self.parsed_stream: Any = None  # the stream proxy ``.parse()`` gave
+
+    def take(self, chunk: bytes | str) -> None:
+        self.seen += chunk.encode() if isinstance(chunk, str) else chunk
+
+    def end(self, *, read_all: bool = False, error: BaseException | None = None) -> None:
+        """Record now, from what was read (``read_all``: the body was read to its end)."""
+        llm = self.call.llm
+        if llm.finished:
+            return
+        if self.parsed_stream is not None:
+            self.parsed_stream._self_end(error)
+            return
+        body = bytes(self.seen)
+        if read_all and not body:  # read whole by ``.read()`` and what calls it
+            body = self.response.http_response.content
+        state = self.call.state()
+        if self.stream:
+            for line in body.decode("utf-8", "replace").splitlines():
+                data = line[5:].strip() if line.startswith("data:") else ""
+                if data and data != "[DONE]":
+                    safely(self._feed, state, data)
+            usage, complete = state.usage, state.done
+        else:
+            response = safely(_json, body) if read_all and body else None
+            usage = None if response is None else safely(_usage_of, self.call.api, response)
+            state.model = getattr(response, "model", None) or state.model
+            complete = usage is not None
+        llm.finish_tokens(state.model, usage, error=error, streamed=self.stream, complete=complete)
+
+    @staticmethod
+    def _feed(state: StreamState, data: str) -> None:
+        state.feed(_obj(json.loads(data)))
+
+    def parsed(self, parsed: Any, exact: bool) -> Any:
+        """What ``.parse()`` gave: a stream is proxied; an object records the call now."""
+        if isinstance(parsed, (openai.Stream, openai.AsyncStream)):
+            if self.parsed_stream is None:
+                self.parsed_stream = self.call.result(parsed)
+            return self.parsed_stream
+        if exact:
+            self.call.result(parsed)
+        else:
+            self.end(read_all=True)
+        return parsed
+
+
+class _StreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``with_streaming_response`` (sync): the call is recorded from what the caller read."""
+
+    def __init__(self, wrapped: Any, call: _Call) -> None:
+        super().__init__(wrapped)
+        self._self_body = body = _Body(wrapped, call)
+        weakref.finalize(self, body.end)
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        return self._self_body.parsed(parsed, not (args or kwargs))
+
+    def read(self) -> bytes:
+        content: bytes = self.__wrapped__.read()
+        self._self_body.end(read_all=True)
+        return content
+
+    def text(self) -> str:
+        self.read()
+        return str(self.__wrapped__.text())
+
+    def json(self) -> object:
+        self.read()
+        return self.__wrapped__.json()
+
+    def _self_iterate(self, chunks: Any, line: bool) -> Any:
+        body = self._self_body
+        try:
+            for chunk in chunks:
+                body.take(chunk + "\n" if line else chunk)
+                yield chunk
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                body.end(error=exc)
+            raise
+        body.end(read_all=True)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_bytes(chunk_size), False)
+
+    def iter_text(self, chunk_size: int | None = None) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_text(chunk_size), False)
+
+    def iter_lines(self) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_lines(), True)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_body.end()
+
+
+class _AsyncStreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``with_streaming_response`` (async): the same as ``_StreamedResponse``, awaited."""
+
+    def __init__(self, wrapped: Any, call: _Call) -> None:
+        super().__init__(wrapped)
+        self._self_body = body = _Body(wrapped, call)
+        weakref.finalize(self, body.end)
+
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = await self.__wrapped__.parse(*args, **kwargs)
+        return self._self_body.parsed(parsed, not (args or kwargs))
+
+    async def read(self) -> bytes:
+        content: bytes = await self.__wrapped__.read()
+        self._self_body.end(read_all=True)
+        return content
+
+    async def text(self) -> str:
+        await self.read()
+        return str(await self.__wrapped__.text())
+
+    async def json(self) -> object:
+        await self.read()
+        return await self.__wrapped__.json()
+
+    async def _self_iterate(self, chunks: Any, line: bool) -> Any:
+        body = self._self_body
+        try:
+            async for chunk in chunks:
+                body.take(chunk + "\n" if line else chunk)
+                yield chunk
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                body.end(error=exc)
+            raise
+        body.end(read_all=True)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_bytes(chunk_size), False)
+
+    def iter_text(self, chunk_size: int | None = None) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_text(chunk_size), False)
+
+    def iter_lines(self) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_lines(), True)
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_body.end()
 
 
 def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:

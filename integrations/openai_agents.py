@@ -14,6 +14,14 @@ A trace (``Runner.run``) outside any ``drip.run`` becomes a run (workflow = the 
 for the customer in the trace metadata's ``drip_customer_id`` or the current
 ``drip.customer``; inside a ``drip.run`` the calls join it.
 
+``streamed`` is true for the model calls of ``Runner.run_streamed``. The span data does not say
+(a streamed model call fills the same ``generation`` / ``response`` span as a plain one), so
+drip marks the run instead: the first ``DripTracingProcessor`` wraps ``AgentRunner.run_streamed``
+(what ``Runner.run_streamed`` calls), which starts the run's loop as an asyncio task, so a
+context variable set around it is seen by every span of that run, and ``AgentRunner.run``
+(awaited, e.g. an agent used as a tool inside a streamed run) sets it back to false for its own
+calls.
+
 The SDK sends processors nothing while tracing is disabled (``RunConfig(tracing_disabled=
 True)``, ``OPENAI_AGENTS_DISABLE_TRACING=1``): then nothing is metered. Do not also instrument
 the OpenAI client the agent uses (``drip.integrations.openai``), or each call counts twice.
@@ -29,10 +37,12 @@ import drip
 from drip import context as drip_context
 
 from ._llm import LLMCall, Usage, count
+from ._patches import Patches
 from ._requires import requires
 
 requires("agents", extra="openai-agents", integration="openai_agents")
-from agents.tracing import TracingProcessor  # noqa: E402  (after the check)
+from agents.run import AgentRunner  # noqa: E402  (after the check)
+from agents.tracing import TracingProcessor  # noqa: E402
 
 __all__ = ["DripTracingProcessor"]
 
@@ -44,6 +54,29 @@ _calls: dict[str, LLMCall] = {}
 _traces: dict[str, tuple[contextvars.Context, Any]] = {}
 _lock = threading.Lock()
 _MODEL_CALLS = frozenset({"generation", "response"})
+
+
+#: True inside a ``Runner.run_streamed`` run (its loop task inherits it), False elsewhere
+STREAMED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "drip_agents_streamed", default=False
+)
+_patches = Patches()
+
+
+def _run_streamed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    token = STREAMED.set(True)  # the run loop task created inside copies this context
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        STREAMED.reset(token)
+
+
+async def _run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    token = STREAMED.set(False)  # a plain run, even inside a streamed one
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        STREAMED.reset(token)
 
 
 class AgentsSpanError(Exception):
@@ -72,6 +105,8 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
 
     def __init__(self, *, meter: str = "llm_tokens") -> None:
         self.meter = meter
+        _patches.wrap(AgentRunner, "run_streamed", _run_streamed)  # once: idempotent
+        _patches.wrap(AgentRunner, "run", _run)
 
     def on_trace_start(self, trace: Any) -> None:
         if drip_context.current_run() is not None or trace.trace_id in _traces:
@@ -103,9 +138,10 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
         with _lock:
             if span.span_id in _calls:
                 return  # another DripTracingProcessor has it
-            _calls[span.span_id] = LLMCall(
+            _calls[span.span_id] = call = LLMCall(
                 self.meter, "openai", context=None if opened is None else opened[0]
             )
+            call.streamed = STREAMED.get()  # this span's context: the run's loop task
 
     def on_span_end(self, span: Any) -> None:
         with _lock:
@@ -119,7 +155,7 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
             error = AgentsSpanError(str(span.error.get("message") or span.error))
         call.finish_tokens(
             _model(data), None if usage is None else _usage(usage), error=error,
-            extra={"agents_span": data.type},
+            streamed=call.streamed, extra={"agents_span": data.type},
         )  # fmt: skip
 
     def shutdown(self) -> None:

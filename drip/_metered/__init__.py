@@ -3,8 +3,9 @@
 ``make_metered`` checks what can be checked when the decorator is applied (meter, quantity,
 units, metadata, customer) and raises there; it then picks one of the four wrappers in
 ``_wrap`` (function, coroutine, generator, async generator). ``_call`` holds one call's general
-path and its ``current_event()`` handle. What a metered call records is documented on
-``drip.metered`` (``drip.instrument``).
+path and its ``current_event()`` handle. ``_later`` begins an event now and ends it later,
+once (``begin_later``: what the LLM integrations' streams and callbacks record through). What a
+metered call records is documented on ``drip.metered`` (``drip.instrument``).
 
 The recorder a call records into is the run's (inside a run), else the one the decorator was
 bound to (``client.metered``), else the ``fallback`` handed down by the caller: the module-level
@@ -29,9 +30,10 @@ from .._recorder import Fallback, Recorder
 from .._records import MeterSpec
 from ..errors import DripValidationError
 from ._call import EventHandle, Spec, current_event
+from ._later import Later, begin_later, later_spec
 from ._wrap import wrap_async_generator, wrap_coroutine, wrap_function, wrap_generator
 
-__all__ = ["EventHandle", "current_event", "make_metered"]
+__all__ = ["EventHandle", "Later", "begin_later", "current_event", "later_spec", "make_metered"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

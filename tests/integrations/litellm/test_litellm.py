@@ -114,3 +114,77 @@ def test_two_loggers_record_each_call_once(recorder: Any) -> None:
     time.sleep(0.5)  # give a second, wrong record time to arrive
     [event] = llm_events(recorder, run.id, 1)
     check(event, streamed=False)
+
+
+def stream_of(**kw: Any) -> Any:
+    return litellm.completion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three four", stream=True,
+        **kw,
+    )  # fmt: skip
+
+
+def incomplete(recorder: Any, run_id: str) -> Any:
+    time.sleep(0.5)  # give a second, wrong record (a late success hook) time to arrive
+    [event] = llm_events(recorder, run_id, 1)
+    meta = event.metadata
+    assert (meta["complete"], meta["streamed"], meta["provider"]) == (False, True, "openai")
+    assert event.outcome == "ok"
+    assert not litellm_integration._pending
+    return event
+
+
+@pytest.mark.parametrize("how", ["close", "with-exit", "gc"])
+def test_abandoned_stream_records_once_incomplete(recorder: Any, how: str) -> None:
+    import gc
+
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        if how == "with-exit":
+            with stream_of() as stream:
+                next(stream)
+        else:
+            stream = stream_of()
+            for _ in stream:
+                break
+            if how == "close":
+                stream.close()
+                stream.close()
+            del stream
+            gc.collect()
+    event = incomplete(recorder, run.id)
+    assert event.quantity == 0 and "input_tokens" not in event.metadata
+
+
+async def test_async_abandoned_stream_records_once_incomplete(recorder: Any) -> None:
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = await litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three", stream=True
+        )
+        async for _ in stream:
+            break
+        await stream.aclose()
+    incomplete(recorder, run.id)
+
+
+async def test_async_stream_abandoned_after_its_usage_keeps_the_tokens(recorder: Any) -> None:
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = await litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three", stream=True,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+        async for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                break  # the usage chunk was seen; the end never was
+        await stream.aclose()
+    event = incomplete(recorder, run.id)
+    assert event.quantity == event.metadata["input_tokens"] + event.metadata["output_tokens"] > 0
+
+
+def test_stream_read_to_the_end_is_complete_and_recorded_once(recorder: Any) -> None:
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        with stream_of() as stream:
+            chunks = list(stream)
+        stream.close()  # a close after the end is not an abandonment
+    assert len(chunks) > 2
+    time.sleep(0.5)
+    [event] = llm_events(recorder, run.id, 1)
+    check(event, streamed=True)

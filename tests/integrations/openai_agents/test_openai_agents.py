@@ -80,7 +80,7 @@ async def test_each_model_call_records_once_in_the_callers_run(recorder: Any) ->
     assert (event.quantity, event.units, event.outcome) == (38, "tokens", "ok")
     assert (meta["model"], meta["input_tokens"], meta["output_tokens"]) == ("gpt-4o-mini", 30, 8)
     assert (meta["cached_input_tokens"], meta["reasoning_tokens"]) == (10, 3)
-    assert meta["agents_span"] == "generation"
+    assert meta["agents_span"] == "generation" and meta["streamed"] is False
     # gpt-4o-mini: 20 x 0.15 + 10 cached x 0.075 + 8 x 0.6, per million
     assert meta["cost_usd"] == pytest.approx(8.55e-06)
 
@@ -142,3 +142,55 @@ async def test_two_processors_record_each_call_once(recorder: Any) -> None:
     runs = recorder.client.list_runs(customer_id=recorder.customer).data
     assert len(runs) == 2
     assert [e.quantity for e in llm_events(recorder, runs[0].id)] == [38]
+
+
+def sse(items: list[dict[str, Any]]) -> bytes:
+    return ("".join(f"data: {json.dumps(i)}\n\n" for i in items) + "data: [DONE]\n\n").encode()
+
+
+def streaming(request: httpx2.Request) -> httpx2.Response:
+    """Streams when asked (``Runner.run_streamed``), answers whole otherwise."""
+    body = json.loads(request.content)
+    if not body.get("stream"):
+        return answer(request)
+    if request.url.path.endswith("/responses"):
+        done = json.loads(answer(request).content)
+        created = {**done, "status": "in_progress", "output": [], "usage": None}
+        items = [{"type": "response.created", "sequence_number": 0, "response": created},
+                 {"type": "response.completed", "sequence_number": 1, "response": done}]  # fmt: skip
+    else:
+        assert body["stream_options"] == {"include_usage": True}  # the SDK asks itself
+        base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+        items = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"},
+                                  "finish_reason": None}]},
+            {**base, "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]},
+            {**base, "choices": [], "usage": USAGE},
+        ]  # fmt: skip
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=sse(items))
+
+
+def streaming_client() -> openai.AsyncOpenAI:
+    transport = httpx2.MockTransport(streaming)
+    return openai.AsyncOpenAI(
+        api_key="sk-test", http_client=httpx2.AsyncClient(transport=transport)
+    )
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_run_streamed_model_calls_say_streamed(recorder: Any, api: str) -> None:
+    if api == "chat":
+        model: Any = OpenAIChatCompletionsModel(
+            model="gpt-4o-mini", openai_client=streaming_client()
+        )
+    else:
+        model = OpenAIResponsesModel(model="gpt-4.1", openai_client=streaming_client())
+    agent = Agent(name="s", model=model)
+    async with drip.run("agent", customer_id=recorder.customer) as run:
+        result = Runner.run_streamed(agent, "hi")
+        [e async for e in result.stream_events()]
+        assert result.final_output == ("hello" if api == "chat" else "hi")
+        await Runner.run(agent, "plain")  # after it, in the same context: not streamed
+    events = llm_events(recorder, run.id)
+    assert [e.metadata["streamed"] for e in events] == [True, False]
+    assert [e.quantity for e in events] == ([38, 38] if api == "chat" else [70, 70])
