@@ -54,6 +54,8 @@ import _bench
 TARGET = 0.95
 CASES = ["bare", "drip", "drip-deferred", "sentry", "logfire"]
 ASGI_N = 4_000
+#: requests of the two callgrind counts in ir mode
+IR_REQUESTS = (200, 1_200)
 CONNECTIONS = 32
 WARMUP_SECONDS = 2
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -169,6 +171,15 @@ def run_case(args: argparse.Namespace) -> None:
     hits = [0]
     app = build_app(args.case, args.url, args.key, hits)
     answer: dict[str, Any] = {}
+    if args.mode == "ir":  # counted by callgrind from outside: requests only, then leave
+        asyncio.run(drive_asgi(app, args.customer, args.n))
+        if args.case.startswith("drip"):  # the exit flush would encode them: not the request's
+            from drip._default import default_recorder
+
+            recorder = default_recorder()
+            assert recorder is not None
+            recorder.lane.q.clear()  # type: ignore[attr-defined]
+        os._exit(0)
     if args.mode == "asgi":
         answer["rps"] = asyncio.run(drive_asgi(app, args.customer, ASGI_N))
     else:
@@ -259,6 +270,25 @@ def asgi_run(case: str, customer: str, server: Any) -> dict[str, Any]:
     return answer
 
 
+def instructions(case: str, n: int, server: Any) -> int:
+    """Instructions (callgrind) of a process serving ``n`` requests of ``case`` directly."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--case", case, "--mode", "ir", "--n", str(n), "--url", server.url,
+         "--key", server.key, "--customer", "cus_0123456789abcdef0123456789abcdef"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in out.stderr.splitlines() if "Collected" in x)
+    return int(line.split()[-1])
+
+
+def ir_run(case: str, server: Any) -> dict[str, Any]:
+    """Instructions per request: the difference of two counts, so start-up cancels out."""
+    few, many = IR_REQUESTS
+    per = (instructions(case, many, server) - instructions(case, few, server)) / (many - few)
+    return {"ir": per, "rps": 1e9 / per}  # "rps": per billion instructions, for the table
+
+
 # -- the comparison ------------------------------------------------------------------------
 
 
@@ -297,6 +327,8 @@ def compare(
         for case in cases:
             if mode == "http":
                 answer = http_run(args, case, customers[case], server)
+            elif mode == "ir":
+                answer = ir_run(case, server)
             else:
                 answer = asgi_run(case, customers[case], server)
             stored.check(customers[case], answer)
@@ -319,6 +351,20 @@ def report(mode: str, runs: dict[str, list[dict[str, Any]]], results: _bench.Res
                     f"{_bench.median([r['drip_cpu'] for r in answers]):.0%}"]  # fmt: skip
         row.append(" ".join(_bench.fmt(v) for v in rps))
         rows.append(row)
+    if mode == "ir":
+        base = _bench.median([r["ir"] for r in runs["bare"]])
+        rows = [(case, _bench.fmt(_bench.median([r["ir"] for r in answers])),
+                 f"{base / _bench.median([r['ir'] for r in answers]):.1%}")
+                for case, answers in runs.items()]  # fmt: skip
+        print()
+        print(_bench.table(["case", "instructions per request", "bare / case"], rows,
+                           title="ir: instructions per request (callgrind, delivery deferred)"))  # fmt: skip
+        for case in runs:
+            if case != "bare":
+                share = base / _bench.median([r["ir"] for r in runs[case]]) * 100
+                results.check(f"ir: bare instructions / {case} instructions per request", share,
+                              "%", "", None)  # fmt: skip
+        return
     headers = ["case", "req/s (median)", "of bare"]
     if mode == "http":
         headers += ["req/CPU-s", "of bare", "app CPU", "wrk CPU", "drip serve CPU"]
@@ -357,7 +403,13 @@ def report(mode: str, runs: dict[str, list[dict[str, Any]]], results: _bench.Res
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--mode", choices=["asgi", "http", "both"], default="both")
+    parser.add_argument(
+        "--mode",
+        choices=["asgi", "http", "ir", "both"],
+        default="both",
+        help="both = asgi and http; ir = instructions per request (valgrind)",
+    )
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5, help="each timed wrk run")
     parser.add_argument("--cases", help="comma-separated subset of: raw," + ",".join(CASES))
@@ -375,6 +427,11 @@ def main() -> int:
     modes = ["asgi", "http"] if args.mode == "both" else [args.mode]
     if "http" in modes and shutil.which("wrk") is None:
         raise SystemExit("http mode needs wrk on PATH (apt-get install wrk)")
+    if "ir" in modes:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("ir mode needs valgrind on PATH (apt-get install valgrind)")
+        cases = [c for c in cases if c in ("bare", "drip-deferred", "raw")]  # deterministic ones
+        args.repeats = 1  # a count does not vary from run to run
     _bench.header("web_middleware", f"cases: {', '.join(cases)}; {args.repeats} repeats "
                   f"interleaved; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     results = _bench.Results("web_middleware")

@@ -218,7 +218,8 @@ def begin_run(
     customer = customer_id or customer
     correlation = correlation_id or (parent.correlation_id if parent else None)
     if correlation is None:
-        otel.refresh()
+        if otel.CV is None:
+            otel.refresh()
         if otel.CV is not None:
             correlation = otel.trace_id_hex(otel.span_context())
     if customer is None and instr is not None:
@@ -244,7 +245,10 @@ def leave_run(run: Run, exc: BaseException | None) -> None:
 
     Must be called in that context (a context manager's exit is).
     """
-    end_run(run, exc)
+    if exc is None:  # the common end, without asking run_end
+        run._append((encode_run_end, run, "COMPLETED", None, None, _perf()))
+    else:
+        end_run(run, exc)
     _restore(run._token)
 
 

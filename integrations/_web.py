@@ -140,6 +140,8 @@ class RequestMeter:
         A pattern (``fnmatch`` style: ``/health``, ``/internal/*``, ``/items/{item_id}``) is
         compared with the route template and with the raw path.
         """
+        if self.exclude is None and self.include is None:
+            return True
         names = (path,) if route is None or route == path else (route, path)
         if self.exclude is not None and _any_match(names, self.exclude):
             return False
@@ -177,12 +179,15 @@ class RequestMeter:
         try:
             if carried is not None:
                 return RequestRun(self, carried, method, label)
-            options = customer_options(customer)
-            if options is None:
-                return None
-            customer_id = check_customer(
-                options.get("customer_id"), options.get("external_customer_id"), "the request"
-            )
+            if customer.__class__ is str:  # the common answer: no options dict to build
+                customer_id = check_name(customer, "customer_id")
+            else:
+                options = customer_options(customer)
+                if options is None:
+                    return None
+                customer_id = check_customer(
+                    options.get("customer_id"), options.get("external_customer_id"), "the request"
+                )
             workflow, proven = self._shape(method, label)
             run_id = None if not request_id else check_name(request_id, "external_run_id")
             return RequestRun(self, None, method, label, workflow, run_id, customer_id, proven)

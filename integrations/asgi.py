@@ -107,7 +107,7 @@ class DripMiddleware:
         else:
             try:
                 result = meter.customer(requests.Request(scope, receive))
-                if inspect.isawaitable(result):
+                if result.__class__ is not str and inspect.isawaitable(result):
                     result = await result
             except Exception:
                 logger.exception("drip: the customer callable raised; the request is not metered")
