@@ -16,9 +16,10 @@ import pytest
 
 pytest.importorskip("starlette")
 
-import drip.testing
 from drip.integrations._web import RequestMeter
 from drip.integrations.asgi import DripMiddleware
+
+import drip.testing
 
 
 def raw_app(status: Any = 200) -> Any:
