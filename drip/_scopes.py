@@ -31,7 +31,7 @@ from ._records import encode_manual, encode_run_end, encode_run_start, event_id,
 from .context import SCOPE
 from .errors import DripValidationError
 
-__all__ = ["CustomerScope", "Run", "RunContext"]
+__all__ = ["CustomerScope", "Run", "RunContext", "begin_run", "leave_run"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: an exception like these ends a run CANCELLED rather than FAILED
@@ -147,6 +147,23 @@ class Run:
             if self._recorder is not None:
                 self._recorder.report(exc)
             return None
+        return event_id(self._record(event_type, quantity, units, description, metadata))
+
+    def _record(
+        self,
+        event_type: str,
+        quantity: float | None,
+        units: str | None,
+        description: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> int:
+        """``event`` for values the caller has already proven valid: no check; the event's
+        sequence number (``event_id`` formats its id).
+
+        For code that records the same shape again and again and proves it valid once (a web
+        middleware's request event): a value that fails the rules ``event`` enforces would be
+        refused by the server, so everything else must call ``event``.
+        """
         _, run, parent = SCOPE.get()
         seq = next_seq()
         span = None if otel.CV is None else otel.span_context()
@@ -165,7 +182,7 @@ class Run:
                 span,
             )
         )
-        return event_id(seq)
+        return seq
 
     def __repr__(self) -> str:
         return f"<drip.Run {self.id} workflow={self.workflow!r} customer={self.customer_id!r}>"
@@ -183,6 +200,60 @@ def run_end(exc: BaseException | None) -> tuple[str, str | None, str | None]:
 def end_run(run: Run, exc: BaseException | None) -> None:
     """Record ``run``'s end, COMPLETED or as ``exc`` ends it (see ``run_end``)."""
     run._append((encode_run_end, run, *run_end(exc), _perf()))
+
+
+def begin_run(
+    shape: Any,
+    recorder: Recorder | None,
+    fallback: Fallback,
+    customer_id: str | None,
+    correlation_id: str | None = None,
+) -> Run:
+    """Open a run in the current context and record its start; ``leave_run`` ends it.
+
+    ``shape`` holds what a run is opened from, already checked: ``workflow``,
+    ``external_run_id`` and ``metadata`` (a ``RunContext``, or an owner's own object: a web
+    middleware opens one run per request without building a ``RunContext``). Inside a run the
+    new one is its child and inherits its customer, client and correlation id.
+    """
+    customer, parent, _ = SCOPE.get()
+    bound = recorder or (parent._recorder if parent is not None else None)
+    instr = resolve(bound, fallback)
+    customer = customer_id or customer
+    correlation = correlation_id or (parent.correlation_id if parent else None)
+    if correlation is None:
+        if otel.CV is None:
+            otel.refresh()
+        if otel.CV is not None:
+            correlation = otel.trace_id_hex(otel.span_context())
+    if customer is None and instr is not None:
+        try:
+            instr.report(
+                DripValidationError(
+                    f"drip.run({shape.workflow!r}) has no customer: pass customer_id= (or "
+                    "external_customer_id=) or open it inside drip.customer(...); this run "
+                    "is not recorded",
+                    field="customer_id",
+                )
+            )
+        finally:
+            instr = None
+    run = Run(shape, instr, customer, None if parent is None else parent.id, correlation)
+    run._append((encode_run_start, run))
+    run._token = SCOPE.set((customer, run, None))
+    return run
+
+
+def leave_run(run: Run, exc: BaseException | None) -> None:
+    """Record the end of a run ``begin_run`` opened and restore the context it was opened in.
+
+    Must be called in that context (a context manager's exit is).
+    """
+    if exc is None:  # the common end, without asking run_end
+        run._append((encode_run_end, run, "COMPLETED", None, None, _perf()))
+    else:
+        end_run(run, exc)
+    _restore(run._token)
 
 
 class RunContext:
@@ -223,36 +294,8 @@ class RunContext:
 
     def start(self) -> Run:
         """Open a run in the current context (what ``__enter__`` does)."""
-        customer, parent, _ = SCOPE.get()
-        bound = self._recorder or (parent._recorder if parent is not None else None)
-        instr = resolve(bound, self._fallback)
-        customer = self.customer_id or customer
-        correlation = self.correlation_id or (parent.correlation_id if parent else None)
-        if correlation is None:
-            otel.refresh()
-            if otel.CV is not None:
-                correlation = otel.trace_id_hex(otel.span_context())
-        if customer is None and instr is not None:
-            try:
-                instr.report(
-                    DripValidationError(
-                        f"drip.run({self.workflow!r}) has no customer: pass customer_id= (or "
-                        "external_customer_id=) or open it inside drip.customer(...); this run "
-                        "is not recorded",
-                        field="customer_id",
-                    )
-                )
-            finally:
-                instr = None
-        run = Run(
-            self,
-            instr,
-            customer,
-            None if parent is None else parent.id,
-            correlation,
-        )
-        run._append((encode_run_start, run))
-        run._token = SCOPE.set((customer, run, None))
+        run = begin_run(self, self._recorder, self._fallback, self.customer_id,
+                        self.correlation_id)  # fmt: skip
         self._open.append(run)
         return run
 
@@ -264,8 +307,7 @@ class RunContext:
                 return
             run = self._open[-1]
         self._open.remove(run)
-        end_run(run, exc)
-        _restore(run._token)
+        leave_run(run, exc)
 
     def __enter__(self) -> Run:
         return self.start()

@@ -2,8 +2,14 @@
 
 A middleware (ASGI, Flask, Django) asks ``RequestMeter.open`` for a ``RequestRun`` when a request
 arrives and calls ``RequestRun.finish`` once the response is complete (after its last body
-chunk). Everything here is built on drip's public face: ``drip.run`` opens the run, ``Run.event``
-records the request, and the run ends through the context manager's own ``__exit__``.
+chunk). The run is what ``with drip.run(workflow, customer_id=..., external_run_id=...) as run:
+run.event(meter, quantity, metadata=...)`` records (same records, same rules), opened through
+the core's ``begin_run``/``leave_run`` instead: a request is the hottest path there is, and
+what never changes between requests is checked once per middleware and route, not per request
+(the workflow name; the request event's metadata, whose keys are fixed and whose values are
+the route label, the method, an int status and a float duration, proven valid once per
+route and method; anything unproven takes ``Run.event``'s full checks). What comes from the
+request or the customer callable (the customer, the request id) is checked every time.
 
 One metered request is one run:
 
@@ -28,8 +34,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import drip
 from drip import context as drip_context
+from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
+from drip._default import default_recorder
+from drip._scopes import begin_run, leave_run
 
 __all__ = ["UNMATCHED", "HTTPServerError", "RequestMeter", "RequestRun", "customer_options"]
 
@@ -87,8 +95,8 @@ def _patterns(value: Iterable[str] | str | None, name: str) -> tuple[str, ...] |
 class RequestMeter:
     """The settings of one middleware, checked when it is installed (mistakes raise then)."""
 
-    __slots__ = ("customer", "exclude", "include", "meter", "quantity", "trust_baggage",
-                 "workflow")  # fmt: skip
+    __slots__ = ("_shapes", "customer", "exclude", "include", "meter", "quantity",
+                 "trust_baggage", "workflow")  # fmt: skip
 
     def __init__(
         self,
@@ -119,6 +127,12 @@ class RequestMeter:
         self.include = _patterns(include, "include")
         self.exclude = _patterns(exclude, "exclude")
         self.trust_baggage = bool(trust_baggage)
+        # the meter and quantity are checked here, once: the request event never checks them
+        check_name(meter, "meter")
+        if quantity_problem(quantity):
+            raise ValueError(f"quantity {quantity_problem(quantity)}")
+        #: (method, route label) -> (checked workflow, request metadata proven valid)
+        self._shapes: dict[tuple[str, str], tuple[str, bool]] = {}
 
     def wanted(self, route: str | None, path: str) -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
@@ -126,6 +140,8 @@ class RequestMeter:
         A pattern (``fnmatch`` style: ``/health``, ``/internal/*``, ``/items/{item_id}``) is
         compared with the route template and with the raw path.
         """
+        if self.exclude is None and self.include is None:
+            return True
         names = (path,) if route is None or route == path else (route, path)
         if self.exclude is not None and _any_match(names, self.exclude):
             return False
@@ -163,15 +179,44 @@ class RequestMeter:
         try:
             if carried is not None:
                 return RequestRun(self, carried, method, label)
-            options = customer_options(customer)
-            if options is None:
-                return None
-            workflow = self.workflow or f"{method} {label}"
-            context = drip.run(workflow, external_run_id=request_id or None, **options)
-            return RequestRun(self, context, method, label)
+            if customer.__class__ is str:  # the common answer: no options dict to build
+                customer_id = check_name(customer, "customer_id")
+            else:
+                options = customer_options(customer)
+                if options is None:
+                    return None
+                customer_id = check_customer(
+                    options.get("customer_id"), options.get("external_customer_id"), "the request"
+                )
+            workflow, proven = self._shape(method, label)
+            run_id = None if not request_id else check_name(request_id, "external_run_id")
+            return RequestRun(self, None, method, label, workflow, run_id, customer_id, proven)
         except Exception:
             logger.exception("drip: this request is served but not metered")
             return None
+
+    def _shape(self, method: str, label: str) -> tuple[str, bool]:
+        """The checked workflow of a request to ``label``, and whether its request event's
+        metadata is proven valid whatever its status and duration (remembered per route)."""
+        key = (method, label)
+        shape = self._shapes.get(key)
+        if shape is not None:
+            return shape
+        workflow = check_name(self.workflow or f"{method} {label}", "workflow")
+        assert workflow is not None
+        # the widest values the request event can hold: if these pass, every int status in
+        # +-2**63 and every finite duration does
+        widest = {"status_code": -(2**63), "route": label, "method": method,
+                  "duration_ms": -2.2250738585072014e-308, "incomplete": True}  # fmt: skip
+        shape = (workflow, metadata_problem(widest) is None)
+        if len(self._shapes) < _SHAPES_MAX:  # methods come from clients: keep it bounded
+            self._shapes[key] = shape
+        return shape
+
+
+#: (method, route) pairs remembered per middleware; past that each request is checked
+_SHAPES_MAX = 1024
+_INT64 = 2**63
 
 
 def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
@@ -179,24 +224,47 @@ def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
 
 
 class RequestRun:
-    """One metered request: its run is open from construction until ``finish``."""
+    """One metered request: its run is open from construction until ``finish``.
 
-    __slots__ = ("_context", "_finished", "_meter", "_run", "done_ns", "error", "method",
-                 "route", "start_ns", "status")  # fmt: skip
+    It is also what its run is opened from (``workflow``, ``external_run_id``, ``metadata``:
+    see ``drip._scopes.begin_run``).
+    """
 
-    def __init__(self, meter: RequestMeter, context: Any, method: str, route: str) -> None:
-        """``context``: a ``drip.run(...)``, or the caller's run from ``carried`` (not ended)."""
+    __slots__ = ("_context", "_finished", "_meter", "_proven", "_run", "done_ns", "error",
+                 "external_run_id", "metadata", "method", "route", "start_ns", "status",
+                 "workflow")  # fmt: skip
+
+    def __init__(
+        self,
+        meter: RequestMeter,
+        context: Any,
+        method: str,
+        route: str,
+        workflow: str = "",
+        external_run_id: str | None = None,
+        customer_id: str | None = None,
+        proven: bool = False,
+    ) -> None:
+        """``context``: the caller's run from ``carried`` (entered here, never ended), or None
+        for a run of its own (``workflow``, ``external_run_id``, ``customer_id``: checked)."""
         self._meter = meter
         self._context = context
         self.method = method
         self.route = route
+        self.workflow = workflow
+        self.external_run_id = external_run_id
+        self.metadata = None
+        self._proven = proven
         self.status: int | None = None
         #: how the handler failed, when the framework tells before the response ends
         self.error: BaseException | None = None
         self.done_ns: int | None = None
         self._finished = False
         self.start_ns = time.perf_counter_ns()
-        self._run = context.__enter__()
+        if context is None:
+            self._run = begin_run(self, None, default_recorder, customer_id)
+        else:
+            self._run = context.__enter__()
 
     def response_done(self) -> None:
         """The last body chunk has been sent: the request's duration ends here."""
@@ -214,22 +282,33 @@ class RequestRun:
         self._finished = True
         end = self.done_ns or time.perf_counter_ns()
         status = self.status if self.status is not None else (500 if exc else None)
+        run, meter = self._run, self._meter
         try:
             metadata: dict[str, Any] = {
                 "status_code": status,
                 "route": self.route,
                 "method": self.method,
-                "duration_ms": round((end - self.start_ns) / 1e6, 3),
+                # µs resolution, as a float of ms (floor division: cheaper than round)
+                "duration_ms": (end - self.start_ns) // 1000 / 1000,
             }
             if self.done_ns is None and exc is None and status is not None:
                 metadata["incomplete"] = True  # the client left before the last chunk
-            self._run.event(self._meter.meter, self._meter.quantity, metadata=metadata)
+            if self._proven and (status is None or (
+                status.__class__ is int and -_INT64 <= status < _INT64
+            )):  # fmt: skip
+                run._record(meter.meter, meter.quantity, None, None, metadata)
+            else:  # a status of another type, an unusual route or method: the full checks
+                run.event(meter.meter, meter.quantity, metadata=metadata)
         except Exception:
             logger.exception("drip: the request event could not be recorded")
         if exc is None and status is not None and status >= 500:
             exc = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
         try:
-            self._context.__exit__(None if exc is None else type(exc), exc, None)
+            if self._context is None:
+                self._run = None  # the run refers to this object: no reference cycle left
+                leave_run(run, exc)
+            else:
+                self._context.__exit__(None if exc is None else type(exc), exc, None)
         except Exception:
             logger.exception("drip: the request's run could not be ended")
 

@@ -1,0 +1,116 @@
+"""The request run every web middleware records (``integrations/_web.py``), through the ASGI one.
+
+The request event's metadata is proven valid once per route and method instead of being
+checked on every request; these tests hold that the proven path records exactly what the
+checked path (``Run.event``) records, and that whatever is not proven still takes the checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+
+from drip.integrations._web import RequestMeter
+from drip.integrations.asgi import DripMiddleware
+
+import drip.testing
+
+
+def raw_app(status: Any = 200) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+def call(app: Any, method: str = "GET", path: str = "/items/7", **headers: str) -> None:
+    scope = {"type": "http", "method": method, "path": path, "root_path": "",
+             "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    asyncio.run(app(scope, receive, send))
+
+
+def customer(request: Any) -> str | None:
+    return request.headers.get("x-customer")
+
+
+def test_the_proven_path_records_what_run_event_records() -> None:
+    middleware = DripMiddleware(raw_app(), customer=customer, workflow="api")
+    with drip.testing.capture() as cap:
+        call(middleware, x_customer="cus_1", x_request_id="req-1")
+        with drip.run("api", customer_id="cus_1", external_run_id="req-1") as run:
+            run.event("api_calls", 1, metadata={"status_code": 200, "route": "<unmatched>",
+                                                "method": "GET", "duration_ms": 0.5})  # fmt: skip
+    ours, theirs = cap.events
+    assert ours.metadata is not None and theirs.metadata is not None
+    assert ours.metadata.pop("duration_ms") >= 0 and theirs.metadata.pop("duration_ms") == 0.5
+    skip = {"id", "run_id", "timestamp"}
+    assert ours.model_dump(exclude=skip) == theirs.model_dump(exclude=skip)
+    first, second = cap.run_starts
+    skip = {"id", "started_at"}
+    assert first.model_dump(exclude=skip) == second.model_dump(exclude=skip)
+    assert [e.status for e in cap.run_ends] == ["COMPLETED", "COMPLETED"]
+
+
+def test_a_status_that_is_not_a_plain_int_takes_the_checks() -> None:
+    # an IntEnum is valid metadata (JSON writes 200): it goes through Run.event's full check
+    middleware = DripMiddleware(raw_app(http.HTTPStatus.OK), customer=customer)
+    with drip.testing.capture() as cap:
+        call(middleware, x_customer="cus_1")
+    [event] = cap.events
+    assert event.metadata is not None and event.metadata["status_code"] == 200
+
+
+def test_metadata_that_cannot_be_proven_is_refused_as_run_event_refuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a method longer than the metadata limit: proving fails, the full check refuses the
+    # event; the request is still served and its run still ends
+    method = "X" * (17 * 1024)
+    middleware = DripMiddleware(raw_app(), customer=customer, workflow="api")
+    with drip.testing.capture(strict=False) as cap, caplog.at_level(logging.ERROR, "drip"):
+        call(middleware, method=method, x_customer="cus_1")
+    assert cap.events == []
+    assert [e.status for e in cap.run_ends] == ["COMPLETED"]
+    assert any("metadata" in str(e) for e in cap.errors)
+
+
+def test_a_bad_request_id_or_customer_leaves_the_request_unmetered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    middleware = DripMiddleware(raw_app(), customer=customer)
+    with drip.testing.capture() as cap, caplog.at_level(logging.ERROR, "drip"):
+        call(middleware, x_customer="cus_1", x_request_id=" ")  # blank: not a valid run id
+        call(middleware, x_customer="x" * 300)  # longer than a name may be
+        call(middleware, x_customer="cus_2")
+    assert [s.customer_id for s in cap.run_starts] == ["cus_2"]
+    assert caplog.text.count("served but not metered") == 2
+
+
+def test_shapes_are_remembered_per_route_and_method_and_bounded() -> None:
+    meter = RequestMeter(customer=customer)
+    assert meter._shape("GET", "/items/{id}") == ("GET /items/{id}", True)
+    assert meter._shapes == {("GET", "/items/{id}"): ("GET /items/{id}", True)}
+    for i in range(2000):  # methods come from clients: the memory of them is bounded
+        meter._shape(f"M{i}", "/x")
+    assert len(meter._shapes) == 1024
+
+
+def test_meter_and_quantity_mistakes_raise_when_installed() -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        RequestMeter(customer=customer, quantity=-1)
+    with pytest.raises(drip.DripValidationError):
+        RequestMeter(customer=customer, meter="x" * 300)
