@@ -264,13 +264,31 @@ class _Body:
         return parsed
 
 
-class _StreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
-    """``with_streaming_response`` (sync): the call is recorded from what the caller read."""
+class _ResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """What the sync and async ``with_streaming_response`` proxies share: the body watcher
+    (ended on GC at the latest) and the three iterators, each fed through ``_self_iterate``
+    (a plain generator in the sync proxy, an async one in the async proxy)."""
 
     def __init__(self, wrapped: Any, call: _Call) -> None:
         super().__init__(wrapped)
         self._self_body = body = _Body(wrapped, call)
         weakref.finalize(self, body.end)
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_bytes(chunk_size), False)
+
+    def iter_text(self, chunk_size: int | None = None) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_text(chunk_size), False)
+
+    def iter_lines(self) -> Any:
+        return self._self_iterate(self.__wrapped__.iter_lines(), True)
+
+    def _self_iterate(self, chunks: Any, line: bool) -> Any:
+        raise NotImplementedError
+
+
+class _StreamedResponse(_ResponseProxy):
+    """``with_streaming_response`` (sync): the call is recorded from what the caller read."""
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
         parsed = self.__wrapped__.parse(*args, **kwargs)
@@ -301,15 +319,6 @@ class _StreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
             raise
         body.end(read_all=True)
 
-    def iter_bytes(self, chunk_size: int | None = None) -> Any:
-        return self._self_iterate(self.__wrapped__.iter_bytes(chunk_size), False)
-
-    def iter_text(self, chunk_size: int | None = None) -> Any:
-        return self._self_iterate(self.__wrapped__.iter_text(chunk_size), False)
-
-    def iter_lines(self) -> Any:
-        return self._self_iterate(self.__wrapped__.iter_lines(), True)
-
     def close(self) -> None:
         try:
             self.__wrapped__.close()
@@ -317,13 +326,8 @@ class _StreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_body.end()
 
 
-class _AsyncStreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+class _AsyncStreamedResponse(_ResponseProxy):
     """``with_streaming_response`` (async): the same as ``_StreamedResponse``, awaited."""
-
-    def __init__(self, wrapped: Any, call: _Call) -> None:
-        super().__init__(wrapped)
-        self._self_body = body = _Body(wrapped, call)
-        weakref.finalize(self, body.end)
 
     async def parse(self, *args: Any, **kwargs: Any) -> Any:
         parsed = await self.__wrapped__.parse(*args, **kwargs)
@@ -353,15 +357,6 @@ class _AsyncStreamedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
                 body.end(error=exc)
             raise
         body.end(read_all=True)
-
-    def iter_bytes(self, chunk_size: int | None = None) -> Any:
-        return self._self_iterate(self.__wrapped__.iter_bytes(chunk_size), False)
-
-    def iter_text(self, chunk_size: int | None = None) -> Any:
-        return self._self_iterate(self.__wrapped__.iter_text(chunk_size), False)
-
-    def iter_lines(self) -> Any:
-        return self._self_iterate(self.__wrapped__.iter_lines(), True)
 
     async def close(self) -> None:
         try:
