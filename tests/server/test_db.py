@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -138,5 +139,60 @@ def test_statements_stay_under_the_librarys_limit_of_parameters(tmp_path: Path) 
                 sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999
             )
             assert insert_many(conn, events, COLUMNS, rows(1_200)) == 1_200
+    finally:
+        db.dispose()
+
+
+def test_large_batches_go_in_once_with_duplicates_in_and_across_them(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a batch this size goes by ``COPY``; one that hits a stored id, or repeats
+    an id of its own, falls back to the insert that skips duplicates. Either way each id is
+    stored once, in order, with its values (JSON, booleans, whole quantities) intact."""
+    from drip.server.storage import postgres
+    from drip.server.storage.bulk import insert_new
+    from drip.server.storage.ingest import EVENT_COLUMNS
+
+    size = 2 * postgres.COPY_MIN_ROWS
+    copies: list[bool] = []  # what each COPY attempt gave (PostgreSQL)
+    real_copy = postgres.insert_copy
+
+    def spy(*args: Any) -> bool:
+        copies.append(real_copy(*args))
+        return copies[-1]
+
+    monkeypatch.setattr(postgres, "insert_copy", spy)
+
+    def full(i: int) -> tuple[object, ...]:
+        meta = f'{{"i":{i}}}' if i % 2 else None
+        return (
+            1, f"evt_{i:05d}", "run_1", "cus_1", "t", "m", i, None, None, None, None, None,
+            meta, TS, 0.5, "ok", None, True if i % 3 == 0 else None,
+        )  # fmt: skip
+
+    db = Database(database_url)
+    db.create_tables()
+    try:
+        with db.write() as conn:
+            assert (
+                insert_new(conn, events, EVENT_COLUMNS, 1, [full(i) for i in range(size)]) is None
+            )
+            # half stored already, then one id twice within the batch
+            again = [full(i) for i in range(size // 2, size + size // 2)] + [full(size + 1)]
+            went_in = insert_new(conn, events, EVENT_COLUMNS, 1, again)
+            assert went_in == {f"evt_{i:05d}" for i in range(size, size + size // 2)}
+            assert insert_new(conn, events, EVENT_COLUMNS, 1, [full(0), full(1)]) == set()
+        with db.read() as conn:
+            got = conn.execute(
+                select(events.c.id, events.c.quantity, events.c.meta, events.c.event_only).order_by(
+                    events.c.seq
+                )
+            ).all()
+        total = size + size // 2
+        assert [r.id for r in got] == [f"evt_{i:05d}" for i in range(total)]
+        assert [r.quantity for r in got] == [float(i) for i in range(total)]
+        assert [r.meta for r in got] == [{"i": i} if i % 2 else None for i in range(total)]
+        assert [bool(r.event_only) for r in got] == [i % 3 == 0 for i in range(total)]
+        assert copies == ([True, False] if db.dialect == "postgresql" else [])
     finally:
         db.dispose()

@@ -3,8 +3,8 @@
 The hot path of ingestion. Statements are built with SQLAlchemy Core and compiled once per
 dialect, table, column set and row count, then handed to the driver with ``executemany``.
 Which rows went in is known without trusting driver row counts where they lie: PostgreSQL
-takes a whole batch in one ``INSERT … SELECT FROM unnest(arrays)`` (one statement to plan, one
-round trip, an exact count: ``postgres.insert_unnest``); SQLite, whose
+takes a whole batch in one ``COPY`` or, when that hits a duplicate (or for a few rows), one
+``INSERT … SELECT FROM unnest(arrays)`` with an exact count (``postgres.insert_rows``); SQLite, whose
 writes are serialised by ``BEGIN IMMEDIATE``, counts rows and, only when the count falls short,
 reads back the rows above the table's largest ``seq`` taken before the insert.
 """
@@ -55,7 +55,7 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
 
 
 def _returns_ids(conn: Connection) -> bool:
-    """Whether bulk inserts on this connection go through ``postgres.insert_unnest``."""
+    """Whether bulk inserts on this connection go through ``postgres.insert_rows``."""
     return conn.dialect.name == "postgresql"
 
 
@@ -248,7 +248,7 @@ def insert_new(
     if drop_nulls:
         columns, rows = _without_null_columns(table, columns, rows)
     if _returns_ids(conn):
-        return postgres.insert_unnest(conn, table, columns, rows)
+        return postgres.insert_rows(conn, table, columns, rows)
     before = max_seq(conn, table)
     if _insert_rows(conn, table, columns, rows, False) == len(rows):
         return None
