@@ -171,9 +171,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: this interpreter; ``-P`` (3.11+): ``-m`` does not put the working directory first on
+#: ``sys.path``, so ``PYTHONPATH=OTHER_CHECKOUT`` picks the drip a server runs even when the
+#: script is started from inside a checkout (the ``--compare`` modes rely on it)
+PYTHON = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else [])]
+
+
 def drip_command(*args: str) -> list[str]:
     """The ``drip`` command of this interpreter's environment."""
-    return [sys.executable, "-m", "drip.cli", *args]
+    return [*PYTHON, "-m", "drip.cli", *args]
 
 
 class DripServer:

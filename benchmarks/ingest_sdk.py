@@ -169,7 +169,7 @@ def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[
         log = stack.enter_context(open(tmp / "server.log", "wb"))  # noqa: SIM115
         server = subprocess.Popen(
             [
-                sys.executable,
+                *_bench.PYTHON,
                 "-m",
                 "uvicorn",
                 "--factory",
