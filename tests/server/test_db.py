@@ -196,3 +196,30 @@ def test_large_batches_go_in_once_with_duplicates_in_and_across_them(
         assert copies == ([True, False] if db.dialect == "postgresql" else [])
     finally:
         db.dispose()
+
+
+def test_dict_rows_report_the_ids_this_transaction_stored(database_url: str) -> None:
+    """``bulk_insert_new`` (the run-events batch's insert): only the ids that went in now, so a
+    row another writer stored first is never rolled up twice."""
+    from drip.server.storage.bulk import bulk_insert_new
+    from drip.server.storage.runs import event_row
+
+    def row(i: int) -> dict[str, Any]:
+        return event_row(
+            1, "cus_1", "run_1", "t", id=f"evt_{i:03d}", meter="m", quantity=1.0, timestamp=TS,
+            meta={"i": i},
+        )  # fmt: skip
+
+    db = Database(database_url)
+    db.create_tables()
+    try:
+        with db.write() as conn:
+            assert bulk_insert_new(conn, events, 1, [row(i) for i in range(40)]) is None
+        with db.write() as conn:
+            got = bulk_insert_new(conn, events, 1, [row(i) for i in range(30, 50)])
+        assert got == {f"evt_{i:03d}" for i in range(40, 50)}
+        with db.read() as conn:
+            stored = conn.execute(select(events.c.id, events.c.meta).order_by(events.c.seq)).all()
+        assert [(r.id, r.meta) for r in stored] == [(f"evt_{i:03d}", {"i": i}) for i in range(50)]
+    finally:
+        db.dispose()

@@ -26,6 +26,7 @@ from . import postgres
 __all__ = [
     "IN_CHUNK",
     "bulk_insert_ignore",
+    "bulk_insert_new",
     "chunked",
     "insert_ignore",
     "insert_many",
@@ -319,10 +320,10 @@ def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def bulk_insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
-    """:func:`insert_many` for rows given as dicts (all with the same keys)."""
-    if not rows:
-        return 0
+def _as_tuples(
+    table: Table, rows: Sequence[Mapping[str, Any]]
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows given as dicts (all with the same keys) as (columns, tuples), JSON as text."""
     columns = tuple(rows[0])
     json_at = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
     values = []
@@ -331,4 +332,22 @@ def bulk_insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[st
         for i in json_at:
             tup[i] = json_text(tup[i])
         values.append(tuple(tup))
-    return insert_many(conn, table, columns, values)
+    return columns, values
+
+
+def bulk_insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """:func:`insert_many` for rows given as dicts (all with the same keys)."""
+    if not rows:
+        return 0
+    return insert_many(conn, table, *_as_tuples(table, rows))
+
+
+def bulk_insert_new(
+    conn: Connection, table: Table, account_id: int, rows: Sequence[Mapping[str, Any]]
+) -> set[str] | None:
+    """:func:`insert_new` for rows given as dicts (all with the same keys, ``id`` among them):
+    None when every row went in, else the ids of those that did."""
+    if not rows:
+        return None
+    columns, values = _as_tuples(table, rows)
+    return insert_new(conn, table, columns, account_id, values)

@@ -34,7 +34,7 @@ from drip.models import (
 
 from .. import clock
 from ..errors import ApiError, describe_validation_error
-from .bulk import bulk_insert_ignore, chunked, insert_ignore, max_seq
+from .bulk import bulk_insert_ignore, bulk_insert_new, chunked, insert_ignore
 from .customers import named_customer
 from .database import Database
 from .refs import known_runs, require_owner, require_run, run_row
@@ -423,15 +423,8 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
                 by_key[item.idempotency_key] = row["id"]
             rows.append(row)
             results.append(BatchEventResult(id=row["id"], event_type=item.event_type))
-        before = max_seq(conn, events)
-        if bulk_insert_ignore(conn, events, rows) != len(rows):  # lost a race: roll what went in
-            went_in = set(
-                conn.execute(
-                    select(events.c.id).where(
-                        events.c.account_id == account_id, events.c.seq > before
-                    )
-                ).scalars()
-            )
+        went_in = bulk_insert_new(conn, events, account_id, rows)
+        if went_in is not None:  # lost a race: roll only what this transaction stored
             rows = [row for row in rows if row["id"] in went_in]
         roll_events(conn, account_id, rows)
     created = len(rows)
