@@ -14,6 +14,11 @@ PostgreSQL runs with ``synchronous_commit=off``, the durability SQLite has here 
 ``synchronous=NORMAL``: a crash can lose the last commits, never corrupts).
 
     python benchmarks/ingest_sdk.py [--rounds 2] [--events 100000]
+    python benchmarks/ingest_sdk.py --compare DIR   # also servers run from another checkout
+
+``--compare DIR`` (e.g. ``git worktree add --detach DIR COMMIT``) runs every configuration a
+second time with the server from DIR (``PYTHONPATH=DIR``; the producers keep this checkout's
+SDK), right after this checkout's, in every round, and prints its table too.
 """
 
 from __future__ import annotations
@@ -147,8 +152,11 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[str, float]:
-    """One configuration, fresh database and server: events/s and server CPU us/event."""
+def trial(
+    backend: str, workers: int, events: int, pg: Postgres | None, tree: str | None = None
+) -> dict[str, float]:
+    """One configuration, fresh database and server (run from ``tree`` when given): events/s
+    and server CPU us/event."""
     tmp = Path(tempfile.mkdtemp(prefix="drip-bench-ingest-"))
     stack = contextlib.ExitStack()
     server: subprocess.Popen[bytes] | None = None
@@ -166,6 +174,8 @@ def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[
         ).stdout.split()[-1]  # fmt: skip
         port = _bench.free_port()
         env = {**os.environ, "DRIP_DATABASE_URL": url}
+        if tree is not None:
+            env["PYTHONPATH"] = tree
         log = stack.enter_context(open(tmp / "server.log", "wb"))  # noqa: SIM115
         server = subprocess.Popen(
             [
@@ -212,8 +222,8 @@ def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[
         ]
         for p in producers:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        roots = [server.pid] + ([pg.pid] if pg is not None and backend == "postgresql" else [])
-        cpu0 = tree_cpu(roots)
+        pg_roots = [pg.pid] if pg is not None and backend == "postgresql" else []
+        cpu0, pg0 = tree_cpu([server.pid]), tree_cpu(pg_roots)
         for p in producers:
             assert p.stdin is not None
             p.stdin.write("go\n")
@@ -221,7 +231,7 @@ def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[
         outs = [
             json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in producers
         ]
-        cpu1 = tree_cpu(roots)
+        cpu1, pg1 = tree_cpu([server.pid]), tree_cpu(pg_roots)
         elapsed = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
         with httpx.Client(base_url=f"{base}/v1", headers={"Authorization": f"Bearer {key}"}) as api:
             stored = 0
@@ -233,7 +243,8 @@ def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[
             raise RuntimeError(
                 f"{backend} W{workers}: stored {stored} of {per * PRODUCERS}, {lost} lost"
             )
-        return {"rate": stored / elapsed, "cpu_us": (cpu1 - cpu0) / stored * 1e6}
+        drip_us, pg_us = (cpu1 - cpu0) / stored * 1e6, (pg1 - pg0) / stored * 1e6
+        return {"rate": stored / elapsed, "cpu_us": drip_us + pg_us, "pg_us": pg_us}
     finally:
         if server is not None and server.poll() is None:
             server.terminate()
@@ -242,28 +253,9 @@ def trial(backend: str, workers: int, events: int, pg: Postgres | None) -> dict[
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--events", type=int, default=200_000, help="per trial, all producers")
-    parser.add_argument("--json", metavar="PATH")
-    args = parser.parse_args()
-    _bench.header("ingest_sdk.py", f"{args.events:,} events per trial, {PRODUCERS} producers")
-    configs = [("sqlite", 1), ("postgresql", 1), ("sqlite", 4), ("postgresql", 4)]
-    got: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configs}
-    pg = Postgres()
-    try:
-        for r in range(args.rounds):
-            for backend, workers in configs:
-                result = trial(backend, workers, args.events, pg)
-                got[backend, workers].append(result)
-                print(
-                    f"  round {r + 1}: {backend:10s} W{workers}: {result['rate']:9,.0f} events/s, "
-                    f"server CPU {result['cpu_us']:5.1f} us/event",
-                    flush=True,
-                )
-    finally:
-        pg.stop()
+def _print_table(
+    label: str, configs: list[tuple[str, int]], got: dict[tuple[str, int], list[dict[str, float]]]
+) -> None:
     rows = []
     med = {c: statistics.median(x["rate"] for x in got[c]) for c in configs}
     for backend, workers in configs:
@@ -279,6 +271,9 @@ def main() -> int:
                 f"{med[backend, workers] / med['sqlite', 1]:.2f}x",
             ]
         )
+    share = [
+        p["rate"] / q["rate"] for p, q in zip(got["postgresql", 1], got["sqlite", 1], strict=True)
+    ]
     print()
     print(
         _bench.table(
@@ -291,9 +286,44 @@ def main() -> int:
                 "vs SQLite W1",
             ],
             rows,
-            title="Ingest through the SDK (4 producer processes), same rounds interleaved:",
+            title=f"Ingest through the SDK (4 producer processes), {label}, rounds interleaved "
+            f"(PostgreSQL W1 / SQLite W1 per round: {', '.join(f'{x:.0%}' for x in share)}):",
         )
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--events", type=int, default=200_000, help="per trial, all producers")
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--compare", metavar="DIR", help="another checkout, run side by side")
+    args = parser.parse_args()
+    _bench.header("ingest_sdk.py", f"{args.events:,} events per trial, {PRODUCERS} producers")
+    configs = [("sqlite", 1), ("postgresql", 1), ("sqlite", 4), ("postgresql", 4)]
+    trees: dict[str, str | None] = {"this checkout": None}
+    if args.compare:
+        trees[args.compare] = args.compare
+    every = {label: {c: [] for c in configs} for label in trees}  # type: ignore[var-annotated]
+    pg = Postgres()
+    try:
+        for r in range(args.rounds):
+            for backend, workers in configs:
+                # this checkout first in odd rounds, the compared one first in even rounds
+                for label, tree in list(trees.items())[:: -1 if r % 2 else 1]:
+                    result = trial(backend, workers, args.events, pg, tree)
+                    every[label][backend, workers].append(result)
+                    print(
+                        f"  round {r + 1}: {backend:10s} W{workers}: {result['rate']:9,.0f} "
+                        f"events/s, server CPU {result['cpu_us']:5.1f} us/event "
+                        f"(PostgreSQL's {result['pg_us']:4.1f})  ({label})",
+                        flush=True,
+                    )
+    finally:
+        pg.stop()
+    for label in trees:
+        _print_table(label, configs, every[label])
+    got: dict[tuple[str, int], list[dict[str, float]]] = every["this checkout"]
     out = _bench.Results("ingest_sdk.py")
     share = [
         pgr["rate"] / sq["rate"]
