@@ -56,8 +56,9 @@ def _postmaster(url: str) -> int:
 
     with psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(False)) as c:
         row = c.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert row is not None
+        # read while the backend lives (it ends with the connection)
+        return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _server_cpu(postmaster: int) -> float:
