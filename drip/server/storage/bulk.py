@@ -4,9 +4,10 @@ The hot path of ingestion. Statements are built with SQLAlchemy Core and compile
 dialect, table, column set and row count, then handed to the driver with ``executemany``.
 Which rows went in is known without trusting driver row counts where they lie: PostgreSQL
 takes a whole batch in one ``COPY`` or, when that hits a duplicate (or for a few rows), one
-``INSERT … SELECT FROM unnest(arrays)`` with an exact count (``postgres.insert_rows``); SQLite, whose
-writes are serialised by ``BEGIN IMMEDIATE``, counts rows and, only when the count falls short,
-reads back the rows above the table's largest ``seq`` taken before the insert.
+``INSERT … SELECT FROM unnest(arrays)`` with an exact count (``postgres.insert_rows``);
+SQLite, whose writes are serialised by ``BEGIN IMMEDIATE``, counts rows and, only when the
+count falls short, reads back the rows above the table's largest ``seq`` taken before the
+insert.
 """
 
 from __future__ import annotations
