@@ -6,9 +6,9 @@ The older server is the ``drip`` package of ``--before`` (``git archive``, into 
 folder) served by uvicorn with the HTTP parser and event loop given by ``--before-http`` and
 ``--before-loop`` (default h11 and asyncio: what an install of that commit had); this tree's
 server is served as ``drip serve`` serves it (uvicorn's defaults pick httptools and uvloop when
-installed). Both read the same SQLite file; nothing is written. The answers must be the same bytes (``/health`` but its
-timestamp); which server is asked first alternates from one repeat to the next. Linux only
-(``/proc``).
+installed). Both read the same SQLite file; nothing is written. The answers must be the same
+bytes (``/health`` but its timestamp); which server is asked first alternates from one repeat
+to the next. Linux only (``/proc``).
 
     python benchmarks/reads_ab.py --before 47458a4 --size 10M --repeats 15
 """
