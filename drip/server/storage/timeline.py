@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -162,11 +163,13 @@ def _read_run(
             select(*columns).where(*where).order_by(e.c.timestamp, e.c.seq).limit(limit + 1)
         )
         if len(columns) == 1:
-            # one column (each event's JSON as bytes): the driver's own rows, unpacked here.
-            # SQLAlchemy's row objects cost ~2 ms per 10,000 events, and kept alive through
-            # the call they were promoted by the garbage collector into its oldest
-            # generation, so that every few calls paid a full collection of the whole heap
-            rows: Sequence[Any] = [value for (value,) in result.cursor.fetchall()]
+            # one column (each event's JSON as bytes): the driver's own rows, unpacked as they
+            # come, each gone at once. SQLAlchemy's row objects cost ~2 ms per 10,000 events;
+            # kept alive through the call they were promoted by the garbage collector into its
+            # oldest generation, so that every few calls paid a full collection of the whole
+            # heap. Iterating measured 0.5-1 ms less CPU than ``fetchall()`` (10,000 live tuples)
+            cursor = typing.cast(Iterable[tuple[Any]], result.cursor)  # DB-API cursors iterate
+            rows: Sequence[Any] = [value for (value,) in cursor]
             result.close()
         else:
             rows = result.all()
