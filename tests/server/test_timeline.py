@@ -180,4 +180,5 @@ def test_the_database_prices_whole_quantities_as_the_server_would(
             assert event["costUsdc"] == expected, (event, pricing)
         with monkeypatch.context() as patch:  # every priced event priced by the server
             patch.setattr(timeline, "_sql_micros", lambda _pricing: null())
+            patch.setattr(timeline, "_COLUMNS", {})  # not the column built before the patch
             assert get_timeline(state.db, pricing, account_id, "run_m", None) == body
