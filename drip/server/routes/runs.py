@@ -31,7 +31,6 @@ from ..openapi import answers, body
 from ..storage import run_list
 from ..storage import runs as storage_runs
 from ..storage import timeline as storage_reads
-from ..storage.customers import customer_filter
 from ..storage.summary import parse_instant
 
 router = APIRouter(prefix="/v1")
@@ -72,14 +71,13 @@ async def list_runs(
     ``parentRunId`` lists a run's child runs."""
     db = state(request).db
 
-    def read() -> dict[str, Any]:
-        # one trip to the thread pool, not two: each hop is a thread wake-up and a loop wake-up
-        customer = customer_filter(db, who.account_id, customer_id, external_customer_id)
+    def read() -> dict[str, Any]:  # one trip to the thread pool, one read transaction
         return run_list.list_runs(
             db,
             who.account_id,
             limit=limit,
-            customer_id=customer,
+            customer_id=customer_id,
+            external_customer_id=external_customer_id,
             workflow=workflow,
             status=status,
             since=parse_instant(since, "since"),

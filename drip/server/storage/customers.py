@@ -206,24 +206,24 @@ def named_customer(conn: Connection, account_id: int, req: CustomerRef, create: 
 
 
 def customer_filter(
-    db: Database, account_id: int, customer_id: str | None, external_customer_id: str | None = None
+    conn: Connection, account_id: int, customer_id: str | None, external_customer_id: str | None
 ) -> str | None:
     """The Drip id of the customer a read filters on (``customerId`` may be either id;
-    ``externalCustomerId`` is the external one), None for no filter; 404 for an unknown one."""
+    ``externalCustomerId`` is the external one), None for no filter; 404 for an unknown one.
+    Read in the caller's transaction: the filter and the read see the same snapshot."""
     ref = external_customer_id or customer_id
     if ref is None:
         return None
-    with db.read() as conn:
-        if external_customer_id is not None:
-            found = _by_external(conn, account_id, [external_customer_id]).get(ref)
-            if found is None:
-                raise ApiError(
-                    404,
-                    "CUSTOMER_NOT_FOUND",
-                    f"No customer with external id {ref!r} in this account",
-                )
-            return found
-        return str(customer_by_either(conn, account_id, ref).id)
+    if external_customer_id is not None:
+        found = _by_external(conn, account_id, [external_customer_id]).get(ref)
+        if found is None:
+            raise ApiError(
+                404,
+                "CUSTOMER_NOT_FOUND",
+                f"No customer with external id {ref!r} in this account",
+            )
+        return found
+    return str(customer_by_either(conn, account_id, ref).id)
 
 
 def get_customer(db: Database, account_id: int, customer_id: str) -> Customer:

@@ -20,8 +20,8 @@ from .. import clock
 from ..errors import ApiError
 from . import decimals
 from .cursors import decode_cursor, encode_cursor
+from .customers import customer_filter
 from .database import Database
-from .refs import customer_or_404
 from .schema import customers, run_meters, runs, workflows
 
 __all__ = ["list_runs"]
@@ -91,6 +91,7 @@ def list_runs(
     until: str | None = None,
     cursor: str | None = None,
     parent_run_id: str | None = None,
+    external_customer_id: str | None = None,
 ) -> dict[str, Any]:
     """One page: ``{"data": [RunSummary…], "count", "nextCursor", "hasMore"}`` (camelCase,
     built from the rows directly). ``since``/``until`` bound the start time, half-open."""
@@ -106,8 +107,8 @@ def list_runs(
     if cursor is not None:
         params["after_time"], params["after_seq"] = decode_cursor(cursor)
     with db.read() as conn:
+        customer_id = customer_filter(conn, account_id, customer_id, external_customer_id)
         if customer_id is not None:
-            customer_or_404(conn, account_id, customer_id)
             params["customer_id"] = customer_id
         if workflow is not None:
             params["workflow_id"] = _workflow_id(conn, account_id, workflow)

@@ -15,12 +15,13 @@ things that happened rather than billable meters.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal_column, select
+from sqlalchemy import Connection, and_, bindparam, func, literal_column, select
 
 from drip.models import MeterTotal, UsageGroup, UsageSummary
 
@@ -28,8 +29,8 @@ from .. import clock
 from ..errors import ApiError
 from ..pricing import format_usdc
 from . import decimals
+from .customers import customer_filter
 from .database import Database
-from .refs import customer_or_404
 from .rollups import ACCOUNT, Rollup, model_of
 from .schema import events, runs, usage_records, usage_rollups
 
@@ -190,32 +191,30 @@ class _Totals:
         )
 
 
-def _from_rollups(
-    conn: Connection,
-    totals: _Totals,
-    account_id: int,
-    customer_id: str | None,
-    meter: str | None,
-    lo: str | None,
-    hi: str | None,
-) -> None:
+@functools.lru_cache(maxsize=256)
+def _rollup_query(
+    dialect: str, customer: str, meter: bool, lo: bool, hi: bool, group_by: tuple[str, ...]
+) -> Any:
+    """The rollup query of one shape, built once (a statement built per request cost more
+    than its query: ~0.3 ms of a ~1.3 ms summary). ``customer`` is ``"one"`` (bound),
+    ``"each"`` (grouped by customer) or ``"account"`` (the account's own rows)."""
     r = usage_rollups
-    where = [r.c.account_id == account_id]
-    if customer_id is not None:
-        where.append(r.c.customer_id == customer_id)
-    elif "customer" in totals.group_by:
+    where = [r.c.account_id == bindparam("account_id")]
+    if customer == "one":
+        where.append(r.c.customer_id == bindparam("customer_id"))
+    elif customer == "each":
         where.append(r.c.customer_id != ACCOUNT)
     else:
         where.append(r.c.customer_id == ACCOUNT)
-    if meter is not None:
-        where.append(r.c.meter == meter)
-    if lo is not None:
-        where.append(r.c.hour >= lo[:13])
-    if hi is not None:
-        where.append(r.c.hour < hi[:13])
+    if meter:
+        where.append(r.c.meter == bindparam("meter"))
+    if lo:
+        where.append(r.c.hour >= bindparam("lo"))
+    if hi:
+        where.append(r.c.hour < bindparam("hi"))
     # grouped in SQL: a whole-account summary sums ~10k hourly rows into a few groups
     blank: Any = literal_column("''")
-    wanted = set(totals.group_by)
+    wanted = set(group_by)
     dims = [
         r.c.customer_id if "customer" in wanted else blank,
         r.c.hour
@@ -229,20 +228,41 @@ def _from_rollups(
         r.c.model if "model" in wanted else blank,
     ]
     keys = [d for d in dims if d is not blank]
-    query = (
+    return (
         select(
             *dims,
             func.sum(r.c.run_events),
             func.sum(r.c.usage_records),
             func.sum(r.c.charges),
-            decimals.decimal_sum(conn.dialect.name, r.c.quantity),
+            decimals.decimal_sum(dialect, r.c.quantity),
             func.sum(r.c.amount_micros),
         )
         .where(*where)
         .group_by(*keys)
     )
+
+
+def _from_rollups(
+    conn: Connection,
+    totals: _Totals,
+    account_id: int,
+    customer_id: str | None,
+    meter: str | None,
+    lo: str | None,
+    hi: str | None,
+) -> None:
+    each = "customer" in totals.group_by
+    shape = "one" if customer_id is not None else "each" if each else "account"
+    query = _rollup_query(
+        conn.dialect.name, shape, meter is not None, lo is not None, hi is not None,
+        tuple(sorted(totals.group_by)),
+    )  # fmt: skip
+    params: dict[str, Any] = {"account_id": account_id, "customer_id": customer_id, "meter": meter}
+    params["lo"], params["hi"] = lo and lo[:13], hi and hi[:13]
     add, as_decimal = totals.add, decimals.as_decimal
-    for cus, hour, name, kind, workflow, model, ev, ur, ch, quantity, micros in conn.execute(query):
+    for cus, hour, name, kind, workflow, model, ev, ur, ch, quantity, micros in conn.execute(
+        query, params
+    ):
         sums = (int(ev), int(ur), int(ch), 0, 0, int(micros))
         add(cus, hour, name, kind, workflow, model, sums, as_decimal(quantity))
 
@@ -316,16 +336,17 @@ def usage_summary(
     since: str | None = None,
     until: str | None = None,
     group_by: list[str] | None = None,
+    external_customer_id: str | None = None,
 ) -> UsageSummary:
     """Totals per meter (and per group) over usage records, charges and run events in
-    ``[since, until)``; ``since``/``until`` already in the stored format."""
+    ``[since, until)``; ``since``/``until`` already in the stored format. ``customer_id`` is
+    Drip's id or the external one (see ``customer_filter``); an unknown customer is a 404."""
     if since is not None and until is not None and until < since:
         raise ApiError(422, "VALIDATION_ERROR", "until: must not be before since")
     totals = _Totals(group_by or [])
     lo, hi, edges, rests = _cheaper_edges(*_split(since, until))
     with db.read() as conn:
-        if customer_id is not None:
-            customer_or_404(conn, account_id, customer_id)
+        customer_id = customer_filter(conn, account_id, customer_id, external_customer_id)
         if lo is None or hi is None or lo < hi:
             _from_rollups(conn, totals, account_id, customer_id, meter, lo, hi)
         if edges:
