@@ -292,6 +292,41 @@ def encode_columns(flat: list[Any], clock: Clock) -> str:
     return text + "}"
 
 
+#: the ``events`` item's columns that hold a value per event
+_PER_EVENT = ("run", "meter", "seq", "parent", "t", "d", "span")
+
+
+def item_is_columns(item: Any) -> bool:
+    """Whether a decoded ingest item is an ``events`` item."""
+    return isinstance(item, dict) and item.get("type") == "events"
+
+
+def columns_count(item: bytes) -> int:
+    """The records an encoded item stands for: the events of an ``events`` item, else 1."""
+    if not item.startswith(b'{"type":"events"'):
+        return 1
+    seq = json.loads(item).get("seq")
+    return len(seq) if isinstance(seq, list) and seq else 1
+
+
+def split_columns(item: bytes) -> list[bytes]:
+    """An ``events`` item cut into two by its columns (a refused batch is halved down to the
+    single record); any other item as it is."""
+    obj = json.loads(item) if item.startswith(b'{"type":"events"') else None
+    seq = obj.get("seq") if isinstance(obj, dict) else None
+    if not isinstance(seq, list) or len(seq) < 2:
+        return [item]
+    mid = len(seq) // 2
+    halves = []
+    for part in (slice(0, mid), slice(mid, None)):
+        half = dict(obj)  # type: ignore[arg-type]
+        for key in _PER_EVENT:
+            if isinstance(half.get(key), list):
+                half[key] = half[key][part]
+        halves.append(dumps(half).encode())
+    return halves
+
+
 def _ints(values: list[int]) -> str:
     """A list of ints as JSON (``repr`` is the fastest writer; JSON takes its spaces)."""
     return repr(values)
