@@ -45,12 +45,12 @@ every time it is formatted.
 from __future__ import annotations
 
 import itertools
-from itertools import repeat
 import json
 import os
 import random
 import time
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from . import otel
@@ -256,7 +256,9 @@ def _index(values: list[str]) -> tuple[list[str], list[int] | None]:
     distinct = list(dict.fromkeys(values))
     if len(distinct) == 1:
         return distinct, None
-    return distinct, list(map(dict(zip(distinct, range(len(distinct)))).__getitem__, values))
+    return distinct, list(
+        map(dict(zip(distinct, range(len(distinct)), strict=True)).__getitem__, values)
+    )
 
 
 def encode_columns(flat: list[Any], clock: Clock) -> str:

@@ -278,9 +278,7 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     if used < len(chunk):  # back in front, in order: a marker or the byte limit came first
         q[0:0] = chunk[used:]
     kept = chunk[:used]
-    if marker is not None:  # the marker is not a record to hand over
-        del kept[-WIDTH:]
-    elif d.carry is not None:  # nor is the carried one yet
+    if marker is not None or d.carry is not None:  # not records to hand over (yet)
         del kept[-WIDTH:]
     for at, stop in reversed(refused):
         del kept[at:stop]
@@ -293,6 +291,4 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     count = len(parts) + sum(counts.values()) - len(counts)
     # item sizes in characters are sizes in bytes only for ASCII (what the encoders write)
     ascii_only = len(body) == len(text) + 12
-    return Batch(
-        body, count, marker, sizes=sizes if ascii_only else None, counts=counts or None
-    )
+    return Batch(body, count, marker, sizes=sizes if ascii_only else None, counts=counts or None)

@@ -29,6 +29,7 @@ rejected alone (``INVALID_TEXT``), with the field named; the rest of the batch i
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -198,13 +199,13 @@ def parse_batch(raw: bytes) -> tuple[list[Item | Rejected], bool]:
     return parsed, fast
 
 
-def _expand_all(parsed: list[Item | Rejected | list[Item | Rejected]]) -> list[Item | Rejected]:
+def _expand_all(parsed: Sequence[Item | Rejected | list[Item | Rejected]]) -> list[Item | Rejected]:
     """The items with each ``events`` item replaced by its events (or their rejections); the
     event count is checked against ``MAX_ITEMS`` before anything is expanded."""
     at = [i for i, item in enumerate(parsed) if isinstance(item, dict) and item["type"] == "events"]
     if not at and not any(isinstance(item, list) for item in parsed):
         return parsed  # type: ignore[return-value]
-    total = len(parsed) + sum(len(parsed[i]["seq"]) - 1 for i in at)  # type: ignore[call-overload]
+    total = len(parsed) + sum(len(parsed[i]["seq"]) - 1 for i in at)  # type: ignore[index,misc,call-overload]
     if total > MAX_ITEMS:
         raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} events per request")
     out: list[Item | Rejected] = []
