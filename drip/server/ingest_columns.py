@@ -202,7 +202,7 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
         per_event = [
             shape | ({"parent_event_id"} if hp else _NONE) | ({"span_id"} if hs else _NONE)
             for shape, hp, hs in zip(
-                map(shapes.__getitem__, pairs), has_parent, has_span, strict=True
+                map(shapes.__getitem__, pairs), has_parent, has_span, strict=False
             )
         ]
         extra = set()

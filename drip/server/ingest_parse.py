@@ -213,7 +213,10 @@ def _expand_all(parsed: Sequence[Item | Rejected | list[Item | Rejected]]) -> li
         if isinstance(item, list):  # the rejections of a bad column item (slow path)
             out += item
         elif isinstance(item, dict) and item["type"] == "events":
-            events = expand(item)  # type: ignore[arg-type]
+            try:
+                events = expand(item)  # type: ignore[arg-type]
+            except Exception as exc:  # never a 500 for content: the item alone is refused
+                events = f"events: cannot be expanded ({exc.__class__.__name__})"
             if isinstance(events, str):
                 out += _reject_columns(item, "VALIDATION_ERROR", f"items[{i}].{events}")
             else:

@@ -87,6 +87,16 @@ def test_an_events_item_parses_to_exactly_its_event_items(
         assert list(a.items()) == list(b.items())  # keys in the same order, same values
 
 
+@pytest.mark.parametrize("column", [3, 7])  # no parents, some spans; no spans, some parents
+def test_one_optional_column_given_in_part(column: int) -> None:
+    flat = fast_records(200, 6)
+    flat[column :: records.WIDTH] = [None] * 200
+    clock = records.Clock()
+    plain, _ = parse_batch(plain_body(flat, clock))
+    columns, _ = parse_batch(body(records.encode_columns(flat, clock)))
+    assert [list(i.items()) for i in plain] == [list(i.items()) for i in columns]  # type: ignore[union-attr]
+
+
 def test_events_items_keep_their_place_among_other_items() -> None:
     clock = records.Clock()
     flat = fast_records(6, 4)
