@@ -35,6 +35,11 @@ kept) do not run at all in a tight loop of metered calls. Any other record takes
 padded with ``WIDTH - 1`` Nones in the delivery buffer so that its length stays ``WIDTH`` times
 records; ``unflatten`` reads either form back.
 
+On the wire, a stretch of fast records becomes one ``events`` item (``encode_columns``: the run
+heads and meter tails once, then a column of integers per field) once the server has said it
+takes them; it stands for exactly the ``event`` items ``encode_fast`` writes (same ids, times
+and durations), and ``drip.server.ingest_columns`` expands it back into them.
+
 Event and usage ids are derived from a per-process sequence number: ``evt_`` + 12 hex digits of
 the process start time (ms) + 10 random hex digits drawn per process (again in a ``fork()``
 child) + 10 hex digits of the sequence. A nested call names its parent by sequence number, so an

@@ -1,7 +1,8 @@
 """The worker thread: takes records out of the buffer, encodes them into batches, writes each
 batch to the spool (when there is one), and hands the batches to the sender thread in order.
 
-Encoding happens only here, once per record, into the JSON text of ``POST /v1/ingest``; a batch
+Encoding happens only here, once per record, into the JSON text of ``POST /v1/ingest`` (each
+stretch of fast records as one ``events`` item once the server's answer said ``columns``); a batch
 ends at ``max_batch_items`` records, ``max_batch_bytes`` bytes, or a flush marker. Without a
 spool the worker stays at most two batches ahead of the sender, so memory is bounded by the
 buffer plus two encoded batches, and a server that does not answer fills the buffer (the
