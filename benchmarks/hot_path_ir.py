@@ -9,6 +9,11 @@ buffer is dropped before exit so the exit flush is not counted). Instructions ar
 the same code path counted twice is the same count twice.
 
     python benchmarks/hot_path_ir.py            # needs valgrind on PATH; ~2 minutes
+    python benchmarks/hot_path_ir.py --otel     # also: inside an active OpenTelemetry SDK span
+
+With ``--otel`` the same two cases run again with the OpenTelemetry SDK installed and the loop
+inside one active span (``TracerProvider``, no processor), so the count includes reading the
+current span and its id on every call (the bare function in that setting is the base).
 
 Another version of drip can be counted with the same script: export it (``git archive COMMIT |
 tar -x -C DIR``) and run ``PYTHONPATH=DIR python benchmarks/hot_path_ir.py``.
@@ -16,6 +21,7 @@ tar -x -C DIR``) and run ``PYTHONPATH=DIR python benchmarks/hot_path_ir.py``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import shutil
@@ -59,8 +65,14 @@ def child(mode: str, n: int) -> None:
         max_batch_items=10**6, max_buffer=10**7, env={},
     )  # fmt: skip
     instr = Instrumentation(settings, sender=lambda body: None)  # type: ignore[arg-type,return-value]
-    fn = {"bare": bare, "floor": floor, "drip": instr.metered("m")(bare)}[mode]
-    with instr.run("wf", customer_id="c"):
+    kind, _, otel = mode.partition("-")
+    fn = {"bare": bare, "floor": floor, "drip": instr.metered("m")(bare)}[kind]
+    span: Any = contextlib.nullcontext()
+    if otel:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        span = TracerProvider().get_tracer("bench").start_as_current_span("request")
+    with span, instr.run("wf", customer_id="c"):
         fn(0)  # the first record starts the worker
         for i in range(n):
             fn(i)
@@ -90,6 +102,10 @@ def main() -> None:
     print(f"floor prototype            {floor:8,.0f}")
     print(f"drip, delivery deferred    {drip:8,.0f}")
     print(f"drip / floor               {drip / floor:8.2f} x   (target <= 1.5 x, in time)")
+    if "--otel" in sys.argv:
+        base = count("bare-otel", N)
+        drip = (count("drip-otel", N) - base) / N
+        print(f"drip, in an active span    {drip:8,.0f}   (OpenTelemetry SDK installed)")
 
 
 if __name__ == "__main__":

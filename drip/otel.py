@@ -18,7 +18,10 @@ from __future__ import annotations
 import sys
 from typing import Any, Protocol
 
-__all__ = ["CV", "KEY", "refresh", "span_context", "span_id_hex", "trace_id_hex"]
+__all__ = [
+    "CV", "KEY", "LAST", "context_of", "refresh", "span_context", "span_id", "span_id_hex",
+    "trace_id_hex",
+]  # fmt: skip
 
 
 class _ContextLike(Protocol):
@@ -66,6 +69,32 @@ def span_context() -> Any:
         return None
     ctx = span.get_span_context()
     return ctx if ctx.is_valid else None
+
+
+def context_of(span: Any) -> Any:
+    """A span's ``SpanContext`` when it is valid, else None (None for no span)."""
+    if span is None:
+        return None
+    ctx = span.get_span_context()
+    return ctx if ctx.is_valid else None
+
+
+#: the last span whose id ``span_id`` read, and that id (None: not valid). The metered hot path
+#: reads the current span object (two C calls) and takes its id from here when it is the same
+#: span as last time, the usual case (many calls inside one request's or one agent step's
+#: span), instead of the three Python calls of ``get_span_context().is_valid`` / ``.span_id``.
+#: One tuple, replaced whole, so threads never pair a span with another span's id; a span's
+#: context never changes, and the reference held here keeps its identity from being reused.
+LAST: tuple[Any, int | None] = (None, None)
+
+
+def span_id(span: Any) -> int | None:
+    """A span's id as an int (None when not valid), remembered in ``LAST``."""
+    global LAST
+    ctx = span.get_span_context()
+    ident: int | None = ctx.span_id if ctx.is_valid else None
+    LAST = (span, ident)
+    return ident
 
 
 def trace_id_hex(ctx: Any) -> str | None:

@@ -163,3 +163,32 @@ def test_without_opentelemetry_imported_nothing_imports_it() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_span_ids_follow_the_current_span_from_call_to_call_and_thread_to_thread(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter, cap: Capture
+) -> None:
+    """The hot path takes a span's id from the last span it read when it is the same span:
+    alternating spans, and threads each in their own, still give every event its own span."""
+    import threading
+
+    from drip.context import wrap
+
+    def steps(name: str) -> None:
+        for i in range(50):
+            with tracer.start_as_current_span(f"{name}{i % 2}-{i}"):
+                llm()
+                llm()
+
+    with drip.run("wf", customer_id="c"):
+        llm()  # the run's first call takes the general path
+        threads = [threading.Thread(target=wrap(steps), args=(n,)) for n in "ab"]
+        for t in threads:
+            t.start()
+        steps("c")
+        for t in threads:
+            t.join()
+    ids = {f"{s.context.span_id:016x}": s.name for s in exporter.get_finished_spans()}
+    seen = [ids[e.span_id] for e in cap.events[1:] if e.span_id is not None]
+    assert len(seen) == 300
+    assert sorted(seen) == sorted(f"{n}{i % 2}-{i}" for n in "abc" for i in range(50) for _ in "xy")

@@ -81,6 +81,9 @@ class Delivery:
                     ),
                     logging.ERROR,
                 )
+        #: the server's answers say it takes ``events`` items (kept in a ``fork()`` child: the
+        #: same server); until one does, the worker sends ``event`` items only
+        self.columns = False
         self._reset()
         lifecycle.register(self)
         if self.spool is not None:

@@ -24,6 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from .._records import columns_count, item_is_columns, split_columns
 from .._transport import retry_delay
 from ..errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError
 from ..models import IngestResult
@@ -93,7 +94,10 @@ def _settle(d: Delivery, batch: Batch) -> bool:
             d.reporter.failure("SPOOL_CORRUPT", batch.count, f"{exc} (kept as {kept})")
             batch.file = None
             return True
-    if not _deliver(d, body, batch.count, durable=file is not None, sizes=batch.sizes):
+    sent = _deliver(
+        d, body, batch.count, durable=file is not None, sizes=batch.sizes, counts=batch.counts
+    )
+    if not sent:
         return False
     if file is not None and spool is not None:
         spool.remove(file)
@@ -102,7 +106,13 @@ def _settle(d: Delivery, batch: Batch) -> bool:
 
 
 def _deliver(
-    d: Delivery, body: bytes, count: int, *, durable: bool, sizes: list[int] | None = None
+    d: Delivery,
+    body: bytes,
+    count: int,
+    *,
+    durable: bool,
+    sizes: list[int] | None = None,
+    counts: dict[int, int] | None = None,
 ) -> bool:
     """POST ``body`` until it is answered or final; False when left at a shutdown deadline."""
     attempt = 0
@@ -123,7 +133,7 @@ def _deliver(
                     and isinstance(exc, DripAPIError)
                     and exc.status_code in _SPLIT_STATUSES
                 ):
-                    return _split(d, body, sizes, durable=durable)
+                    return _split(d, body, sizes, counts, durable=durable)
                 d.counters.refused += count
                 d.reporter.failure("REFUSED", count, f"the server refused the batch: {exc}")
                 return True
@@ -142,6 +152,7 @@ def _deliver(
             d.reporter.failure("REFUSED", count, f"the ingest sender failed: {exc!r}")
             return True
         _recovered(d)
+        d.columns = bool(result.columns)
         d.counters.batches += 1
         _account(d, result, count)
         return True
@@ -195,29 +206,53 @@ def report_outage(d: Delivery) -> None:
         logger.error("drip: %d drip records in all were not delivered during the outage", later)
 
 
-def _split(d: Delivery, body: bytes, sizes: list[int] | None, *, durable: bool) -> bool:
-    """Send the two halves of a refused batch, each on its own (down to single records)."""
-    parts = _items(body, sizes)
+def _split(
+    d: Delivery,
+    body: bytes,
+    sizes: list[int] | None,
+    counts: dict[int, int] | None,
+    *,
+    durable: bool,
+) -> bool:
+    """Send the two halves of a refused batch, each on its own (down to single records; an
+    ``events`` item alone is cut into two by its columns)."""
+    parts = _items(body, sizes, counts)
     if parts is None:
         d.counters.refused += len(sizes or ()) or 1
         d.reporter.failure("REFUSED", len(sizes or ()) or 1, "a batch that cannot be split")
         return True
-    items, bad = parts
+    items, per_item, bad = parts
     if bad:
         d.counters.refused += bad
         d.reporter.failure("REFUSED", bad, "the end of a spooled batch is not valid JSON")
+    if len(items) == 1:
+        items = split_columns(items[0])
+        per_item = [columns_count(item) for item in items]
     mid = len(items) // 2
-    for half in (items[:mid], items[mid:]):
+    for first, stop in ((0, mid), (mid, len(items))):
+        half = items[first:stop]
         if not half:
             continue
         part = b'{"items":[' + b",".join(half) + b"]}"
-        if not _deliver(d, part, len(half), durable=durable, sizes=[len(i) for i in half]):
+        many = {i: n for i, n in enumerate(per_item[first:stop]) if n != 1}
+        sent = _deliver(
+            d,
+            part,
+            sum(per_item[first:stop]),
+            durable=durable,
+            sizes=[len(i) for i in half],
+            counts=many or None,
+        )
+        if not sent:
             return False
     return True
 
 
-def _items(body: bytes, sizes: list[int] | None) -> tuple[list[bytes], int] | None:
-    """The items of a batch body as bytes, and how many at its end could not be read.
+def _items(
+    body: bytes, sizes: list[int] | None, counts: dict[int, int] | None
+) -> tuple[list[bytes], list[int], int] | None:
+    """The items of a batch body as bytes, the records each stands for, and how many records
+    at its end could not be read.
 
     With ``sizes`` (batches this process encoded) the body is cut, not parsed, so one item
     that is not JSON costs only itself. Without (a batch read back from the spool) items are
@@ -231,19 +266,22 @@ def _items(body: bytes, sizes: list[int] | None) -> tuple[list[bytes], int] | No
         for n in sizes:
             items.append(body[at : at + n])
             at += n + 1
-        return items, 0
+        get = (counts or {}).get
+        return items, [get(i, 1) for i in range(len(items))], 0
     text = body.decode("utf-8", "replace")
     decoder = json.JSONDecoder()
     out: list[bytes] = []
+    per_item: list[int] = []
     at = len(head)
     while at < len(text) and text[at] != "]":
         try:
-            _, end = decoder.raw_decode(text, at)
+            item, end = decoder.raw_decode(text, at)
         except ValueError:
-            return out, max(1, text.count('"type"', at))
+            return out, per_item, max(1, text.count('"type"', at))
         out.append(text[at:end].encode())
+        per_item.append(columns_count(out[-1]) if item_is_columns(item) else 1)
         at = end + 1 if end < len(text) and text[end] == "," else end
-    return out, 0
+    return out, per_item, 0
 
 
 def _account(d: Delivery, result: IngestResult, count: int) -> None:

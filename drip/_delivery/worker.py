@@ -1,7 +1,8 @@
 """The worker thread: takes records out of the buffer, encodes them into batches, writes each
 batch to the spool (when there is one), and hands the batches to the sender thread in order.
 
-Encoding happens only here, once per record, into the JSON text of ``POST /v1/ingest``; a batch
+Encoding happens only here, once per record, into the JSON text of ``POST /v1/ingest`` (each
+stretch of fast records as one ``events`` item once the server's answer said ``columns``); a batch
 ends at ``max_batch_items`` records, ``max_batch_bytes`` bytes, or a flush marker. Without a
 spool the worker stays at most two batches ahead of the sender, so memory is bounded by the
 buffer plus two encoded batches, and a server that does not answer fills the buffer (the
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from itertools import compress, repeat
+from operator import is_not
 from typing import TYPE_CHECKING, Any
 
-from .._records import FAST, KINDS, WIDTH, Clock, encode_fast
+from .._records import FAST, KINDS, WIDTH, Clock, encode_columns, encode_fast
 from ..errors import DripDeliveryError
 from .buffer import Marker, flat
 from .spool import SpoolFile
@@ -34,7 +37,7 @@ AHEAD = 2
 class Batch:
     """One encoded batch (or only a flush marker, with ``count == 0``)."""
 
-    __slots__ = ("body", "count", "file", "marker", "sizes")
+    __slots__ = ("body", "count", "counts", "file", "marker", "sizes")
 
     def __init__(
         self,
@@ -43,6 +46,7 @@ class Batch:
         marker: Marker | None,
         file: SpoolFile | None = None,
         sizes: list[int] | None = None,
+        counts: dict[int, int] | None = None,
     ) -> None:
         self.body = body
         self.count = count
@@ -50,6 +54,8 @@ class Batch:
         self.file = file
         #: each item's length in bytes, so a refused batch can be split without parsing it
         self.sizes = sizes
+        #: records per item, for the ``events`` items (each holds many; any other item one)
+        self.counts = counts
 
 
 def run_worker(d: Delivery) -> None:
@@ -134,6 +140,40 @@ def _all_fast(chunk: list[Any], clock: Clock) -> list[str] | None:
         return None
 
 
+#: fewer fast records in a row than this go as ``event`` items, not as an ``events`` item
+MIN_STRETCH = 4
+
+#: one thing to encode: elements ``[start, stop)`` of a slice, and its record (None: the fast
+#: records there, as one ``events`` item)
+Unit = tuple[int, int, Any]
+
+
+def _records(chunk: list[Any], first: int, stop: int) -> list[Unit]:
+    """The records of ``chunk[first:stop]`` one by one (a fast one flat, any other padded)."""
+    it = iter(chunk[first:stop])
+    records = [r if r[0] is FAST else r[0] for r in zip(*[it] * WIDTH, strict=True)]
+    starts = range(first, stop, WIDTH)
+    return list(zip(starts, range(first + WIDTH, stop + WIDTH, WIDTH), records, strict=True))
+
+
+def _units(chunk: list[Any]) -> list[Unit]:
+    """A slice as ``events`` items for its stretches of fast records and single records
+    between them (run starts and ends, other events, a flush marker), in order."""
+    kinds = chunk[::WIDTH]
+    others = list(compress(range(len(kinds)), map(is_not, kinds, repeat(FAST))))
+    units: list[Unit] = []
+    first = 0
+    for at in [*others, len(kinds)]:
+        if at - first >= MIN_STRETCH:
+            units.append((first * WIDTH, at * WIDTH, None))
+        elif at > first:
+            units += _records(chunk, first * WIDTH, at * WIDTH)
+        if at < len(kinds):
+            units.append((at * WIDTH, at * WIDTH + WIDTH, chunk[at * WIDTH]))
+        first = at + 1
+    return units
+
+
 def _encode(d: Delivery, clock: Clock) -> Batch:
     """Encode one batch (by count and bytes), up to a flush marker."""
     settings = d.settings
@@ -146,6 +186,8 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     # counted as pending, and a fork() child finds the run starts among them
     taken: list[Any] = []
     sizes: list[int] = []
+    #: records per item, where an ``events`` item holds more than one
+    counts: dict[int, int] = {}
     if d.carry is not None:
         text, rec = d.carry
         parts.append(text)
@@ -163,27 +205,57 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     del q[:end]
     add_part, add_size = parts.append, sizes.append
     used = 0  # elements of ``chunk`` settled: encoded, refused, or the marker / carry
-    refused: list[int] = []
-    texts = _all_fast(chunk, clock)
-    if texts is not None:
-        lengths = list(map(len, texts))
-        if size + sum(lengths) + len(lengths) <= limit_bytes:  # the whole slice fits
-            parts += texts
-            sizes += lengths
-            used = len(chunk)
-    it = iter(chunk if used == 0 else ())
-    for r in zip(*[it] * WIDTH, strict=True):  # per record: runs for every event, locals only
-        rec = r if r[0] is FAST else r[0]  # a fast record is flat; any other one is padded
+    refused: list[tuple[int, int]] = []
+    units: list[Unit] | None = None
+    texts = None
+    if d.columns:  # the server takes ``events`` items
+        units = _units(chunk)
+    else:
+        texts = _all_fast(chunk, clock)
+        if texts is not None:
+            lengths = list(map(len, texts))
+            if size + sum(lengths) + len(lengths) <= limit_bytes:  # the whole slice fits
+                parts += texts
+                sizes += lengths
+                used = len(chunk)
+        if used == 0:
+            units = _records(chunk, 0, len(chunk))
+    k = 0
+    while units is not None and k < len(units):  # per record, or per stretch of fast records
+        start, stop, rec = units[k]
+        k += 1
+        if rec is None:
+            try:
+                text = encode_columns(chunk[start:stop], clock)
+            except Exception:  # record by record, to find the one that fails and refuse it
+                units[k:k] = _records(chunk, start, stop)
+                continue
+            n = len(text)
+            if size + n + 1 > limit_bytes:
+                if parts:
+                    break  # the rest goes back in front
+                half = start + (stop - start) // WIDTH // 2 * WIDTH  # too big alone: halves
+                units[k:k] = [(start, half, None), (half, stop, None)]
+                if half - start < MIN_STRETCH * WIDTH:
+                    units[k : k + 2] = _records(chunk, start, stop)
+                continue
+            size += n + 1
+            counts[len(parts)] = (stop - start) // WIDTH
+            add_part(text)
+            add_size(n)
+            used = stop
+            continue
         if rec.__class__ is Marker:
             marker = rec
             with d.buffer.lock:
                 d.buffer.markers -= 1
+            used = start + WIDTH
             break
         try:
             if texts is not None:
-                text = texts[used // WIDTH]
+                text = texts[start // WIDTH]
             else:
-                text = encode_fast(rec, clock) if rec is r else rec[0](rec, clock)
+                text = encode_fast(rec, clock) if rec[0] is FAST else rec[0](rec, clock)
         except Exception as exc:
             d.counters.refused += 1
             d.reporter.problem(
@@ -192,28 +264,32 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
                     code="ENCODE",
                 )
             )
-            refused.append(used)
-            used += WIDTH
+            refused.append((start, stop))
+            used = stop
             continue
         n = len(text)
         size += n + 1
         if size > limit_bytes and parts:
             d.carry = (text, rec)
+            used = stop
             break
         add_part(text)
         add_size(n)
-        used += WIDTH
-    rest = used if marker is None and d.carry is None else used + WIDTH
-    if rest < len(chunk):  # back in front, in order: a marker or the byte limit came first
-        q[0:0] = chunk[rest:]
-    for at in reversed(refused):
-        del chunk[at : at + WIDTH]
-        used -= WIDTH
-    taken.extend(chunk[:used])
+        used = stop
+    if used < len(chunk):  # back in front, in order: a marker or the byte limit came first
+        q[0:0] = chunk[used:]
+    kept = chunk[:used]
+    if marker is not None or d.carry is not None:  # not records to hand over (yet)
+        del kept[-WIDTH:]
+    for at, stop in reversed(refused):
+        del kept[at:stop]
+    taken.extend(kept)
     d.encoding = taken
     if not parts:
         return Batch(None, 0, marker)
     text = ",".join(parts)
     body = f'{{"items":[{text}]}}'.encode()
+    count = len(parts) + sum(counts.values()) - len(counts)
     # item sizes in characters are sizes in bytes only for ASCII (what the encoders write)
-    return Batch(body, len(parts), marker, sizes=sizes if len(body) == len(text) + 12 else None)
+    ascii_only = len(body) == len(text) + 12
+    return Batch(body, count, marker, sizes=sizes if ascii_only else None, counts=counts or None)

@@ -24,7 +24,8 @@ __all__ = ["wrap_async_generator", "wrap_coroutine", "wrap_function", "wrap_gene
 
 _get, _set, _reset = SCOPE.get, SCOPE.set, SCOPE.reset
 _perf = time.perf_counter_ns
-_span = _otel.span_context
+_context_of = _otel.context_of
+_span_id = _otel.span_id
 
 
 def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
@@ -44,22 +45,27 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             return general_sync(spec, fn, args, kwargs)
         seq = next(SEQ)
         token = _set((customer, run, seq))
-        span = None if _otel.CV is None else _span()
+        # the current span object, two C calls; its id from ``LAST`` (see drip.otel)
+        span = None if _otel.CV is None else _otel.CV.get().get(_otel.KEY)
         t0 = _perf()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
+            ctx = _context_of(span)
+            in_run(spec, customer, run, parent, seq, ctx, t0).finish(t1, None, exc)
             raise
         t1 = _perf()
         _reset(token)
         if handles:  # current_event() may have been used inside
-            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
+            in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, result)
         else:
+            if span is not None:
+                last = _otel.LAST
+                span = last[1] if last[0] is span else _span_id(span)
             # only ints, strings and None: the GC untracks it (see drip._records)
-            rec = (FAST, head, tail, parent, seq, t0, t1, span and span.span_id)
+            rec = (FAST, head, tail, parent, seq, t0, t1, span)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             if len(q) < lane.soft:
@@ -88,22 +94,27 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
             return await general_async(spec, fn, args, kwargs)
         seq = next(SEQ)
         token = _set((customer, run, seq))
-        span = None if _otel.CV is None else _span()
+        # the current span object, two C calls; its id from ``LAST`` (see drip.otel)
+        span = None if _otel.CV is None else _otel.CV.get().get(_otel.KEY)
         t0 = _perf()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, None, exc)
+            ctx = _context_of(span)
+            in_run(spec, customer, run, parent, seq, ctx, t0).finish(t1, None, exc)
             raise
         t1 = _perf()
         _reset(token)
         if handles:
-            in_run(spec, customer, run, parent, seq, span, t0).finish(t1, result)
+            in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, result)
         else:
+            if span is not None:
+                last = _otel.LAST
+                span = last[1] if last[0] is span else _span_id(span)
             # only ints, strings and None: the GC untracks it (see drip._records)
-            rec = (FAST, head, tail, parent, seq, t0, t1, span and span.span_id)
+            rec = (FAST, head, tail, parent, seq, t0, t1, span)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             if len(q) < lane.soft:

@@ -46,6 +46,9 @@ from ._customers import (
 )
 from ._ingest import (
     IngestEvent,
+    IngestEventMeter,
+    IngestEventRun,
+    IngestEvents,
     IngestItem,
     IngestItemResult,
     IngestRequest,
@@ -105,6 +108,9 @@ __all__ = [
     "EventResult",
     "Health",
     "IngestEvent",
+    "IngestEventMeter",
+    "IngestEventRun",
+    "IngestEvents",
     "IngestItem",
     "IngestItemResult",
     "IngestRequest",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
+
+from drip._checks import MAX_NAME_LENGTH
 
 from ._base import (
     CustomerRef,
@@ -78,10 +80,67 @@ IngestItem = Annotated[
 ]
 
 
+class IngestEventRun(DripModel):
+    """What the events of an ``events`` item share with their run."""
+
+    run_id: Name
+    correlation_id: str | None = None
+
+
+class IngestEventMeter(DripModel):
+    """What the events of an ``events`` item share with their meter (a ``@metered`` decorator)."""
+
+    event_type: Name
+    meter: str | None = None
+    quantity: Quantity | None = None
+    units: str | None = None
+    metadata: Metadata | None = None
+
+
+#: a sequence number or parent sequence number (40 bits: ``idPrefix`` + 10 hex digits)
+Seq = Annotated[int, Field(ge=0, lt=1 << 40)]
+#: nanoseconds: an offset from ``at``, or a duration
+Nanos = Annotated[int, Field(ge=0, le=10**18)]
+
+
+class IngestEvents(DripModel):
+    """Many metered events of the usual shape in columns (what the SDK sends for the metered
+    calls of a flush once the server's answer says ``columns``).
+
+    Event ``i`` is the ``event`` item ``{"id": idPrefix + 10 hex digits of seq[i],
+    **runs[run[i]], **meters[meter[i]], "parentEventId": idPrefix + hex of parent[i] (when not
+    null), "spanId": 16 hex digits of span[i] (when not null), "timestamp": at + t[i] ns (UTC,
+    to the microsecond), "durationMs": d[i] ns rounded to the microsecond, "outcome": "ok"}``.
+    ``run`` and ``meter`` may be left out when ``runs`` / ``meters`` hold one entry; ``parent``
+    and ``span`` when every value is null. Every column has one value per event; the answer has
+    one result per event, in order. An item that breaks a rule is rejected as a whole (a result
+    per event), the batch's other items are not.
+    """
+
+    type: Literal["events"] = "events"
+    id_prefix: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH - 10)]
+    runs: Annotated[list[IngestEventRun], Field(min_length=1)]
+    meters: Annotated[list[IngestEventMeter], Field(min_length=1)]
+    #: the wall-clock time (ns since the Unix epoch) the ``t`` offsets count from
+    at: Annotated[int, Field(ge=0, le=4 * 10**18)]
+    run: list[Annotated[int, Field(ge=0)]] | None = None
+    meter: list[Annotated[int, Field(ge=0)]] | None = None
+    seq: Annotated[list[Seq], Field(min_length=1)]
+    parent: list[Seq | None] | None = None
+    t: list[Nanos]
+    d: list[Nanos]
+    span: list[Annotated[int, Field(ge=0, lt=1 << 64)] | None] | None = None
+
+
 class IngestRequest(DripModel):
     """Items are applied in order; a run start may precede its events in the same batch."""
 
-    items: list[dict[str, Any]]
+    items: list[
+        Annotated[
+            IngestRunStart | IngestEvent | IngestUsage | IngestRunEnd | IngestEvents,
+            Field(discriminator="type"),
+        ]
+    ]
 
 
 class IngestItemResult(DripModel):
@@ -103,3 +162,5 @@ class IngestResult(DripModel):
     duplicates: int
     updated: int
     rejected: int
+    #: the server takes ``events`` items (``IngestEvents``): the SDK sends them after this answer
+    columns: bool | None = None

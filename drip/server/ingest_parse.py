@@ -29,6 +29,7 @@ rejected alone (``INVALID_TEXT``), with the field named; the rest of the batch i
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ from drip.models import IngestItem, RunStatus
 
 from .errors import ApiError, describe_validation_error
 from .http import decode
+from .ingest_columns import Columns, event_count, expand
 
 __all__ = ["FAST_ITEMS", "MAX_ITEMS", "Item", "Rejected", "parse_batch"]
 
@@ -128,7 +130,9 @@ class _RunEnd(TypedDict):
 
 class _Body(TypedDict):
     __pydantic_config__ = _CONFIG  # type: ignore[misc]
-    items: list[Annotated[_RunStart | _Event | _Usage | _RunEnd, Field(discriminator="type")]]
+    items: list[
+        Annotated[_RunStart | _Event | _Usage | _RunEnd | Columns, Field(discriminator="type")]
+    ]
 
 
 #: the fast schemas, by item type (for the test that holds them to the models)
@@ -141,6 +145,7 @@ FAST_ITEMS: dict[str, type[Any]] = {
 
 _FAST: TypeAdapter[_Body] = TypeAdapter(_Body)
 _ITEM: TypeAdapter[Any] = TypeAdapter(IngestItem)
+_COLUMNS: TypeAdapter[Columns] = TypeAdapter(Columns)
 
 
 @dataclass
@@ -185,11 +190,45 @@ def parse_batch(raw: bytes) -> tuple[list[Item | Rejected], bool]:
             fast = False
         else:
             _check_metadata(raw, parsed)
+            if b'"events"' in raw:  # the usual SDK batch: a few column items among the others
+                parsed = _expand_all(parsed)
     if not fast:
-        parsed = _parse_each(decode(raw))
+        parsed = _expand_all(_parse_each(decode(raw)))
     if len(parsed) > MAX_ITEMS:
         raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} items per request")
     return parsed, fast
+
+
+def _expand_all(parsed: Sequence[Item | Rejected | list[Item | Rejected]]) -> list[Item | Rejected]:
+    """The items with each ``events`` item replaced by its events (or their rejections); the
+    event count is checked against ``MAX_ITEMS`` before anything is expanded."""
+    at = [i for i, item in enumerate(parsed) if isinstance(item, dict) and item["type"] == "events"]
+    if not at and not any(isinstance(item, list) for item in parsed):
+        return parsed  # type: ignore[return-value]
+    total = len(parsed) + sum(len(parsed[i]["seq"]) - 1 for i in at)  # type: ignore[index,misc,call-overload]
+    if total > MAX_ITEMS:
+        raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} events per request")
+    out: list[Item | Rejected] = []
+    for i, item in enumerate(parsed):
+        if isinstance(item, list):  # the rejections of a bad column item (slow path)
+            out += item
+        elif isinstance(item, dict) and item["type"] == "events":
+            try:
+                events = expand(item)  # type: ignore[arg-type]
+            except Exception as exc:  # never a 500 for content: the item alone is refused
+                events = f"events: cannot be expanded ({exc.__class__.__name__})"
+            if isinstance(events, str):
+                out += _reject_columns(item, "VALIDATION_ERROR", f"items[{i}].{events}")
+            else:
+                out += events
+        else:
+            out.append(item)
+    return out
+
+
+def _reject_columns(item: Any, code: str, message: str) -> list[Item | Rejected]:
+    """One rejection per event of a column item (the answer has a result per event)."""
+    return [Rejected(None, code, message)] * event_count(item)
 
 
 def _check_metadata(raw: bytes, parsed: list[Item | Rejected]) -> None:
@@ -205,15 +244,28 @@ def _check_metadata(raw: bytes, parsed: list[Item | Rejected]) -> None:
             parsed[i] = Rejected(_ident(item), "VALIDATION_ERROR", f"items[{i}].metadata {problem}")
 
 
-def _parse_each(data: Any) -> list[Item | Rejected]:
+def _parse_each(data: Any) -> list[Item | Rejected | list[Item | Rejected]]:
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ApiError(422, "VALIDATION_ERROR", "items: must be a list of ingest items")
-    out: list[Item | Rejected] = []
+    if sum(map(event_count, items)) > MAX_ITEMS:  # before any item is validated
+        raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} events per request")
+    out: list[Item | Rejected | list[Item | Rejected]] = []
     for i, item in enumerate(items):
+        columns = isinstance(item, dict) and item.get("type") == "events"
         bad_text = find_bad_text(item, f"items[{i}]")
         if bad_text is not None:
-            out.append(Rejected(_text_ident(item), "INVALID_TEXT", bad_text))
+            if columns:
+                out.append(_reject_columns(item, "INVALID_TEXT", bad_text))
+            else:
+                out.append(Rejected(_text_ident(item), "INVALID_TEXT", bad_text))
+            continue
+        if columns:
+            try:
+                out.append(_COLUMNS.validate_python(item))  # type: ignore[arg-type]
+            except ValidationError as exc:
+                message = describe_validation_error(exc, prefix=f"items[{i}]")
+                out.append(_reject_columns(item, "VALIDATION_ERROR", message))
             continue
         try:
             model = _ITEM.validate_python(item)

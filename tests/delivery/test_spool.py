@@ -215,3 +215,56 @@ def test_a_child_that_calls_os_exit_leaves_its_spooled_records_for_the_next_proc
     replay.close()
     assert report.sent == 302 and replay.stats().replayed == 302
     assert kit.stored(client, customer, "delivery.calls") == (300, 0)
+
+
+ANSWERED_FIRST = """
+client = Drip(os.environ["KEY"], os.environ["URL"], spool_dir=os.environ["SPOOL"],
+              max_retry_time=1.0, flush_interval=0.2, handle_signals=False)
+with client.run("spooled", customer_id=CUSTOMER):
+    for i in range(100):
+        work(i)
+print("answered", client.flush(30).sent, flush=True)  # the answer said: events items welcome
+while not os.path.exists(os.environ["GO"]):
+    time.sleep(0.05)
+for r in range(10):
+    with client.run("spooled", customer_id=CUSTOMER):
+        for i in range(300):
+            work(i)
+deadline = time.monotonic() + 60
+while client.stats().spooled < 10 * 302 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("spooled", client.stats().spooled, flush=True)
+time.sleep(600)  # killed here
+"""
+
+
+@pytest.mark.slow
+def test_spooled_events_items_are_replayed_once_after_a_kill(
+    tmp_path: Path, account: Any, client: Drip, customer: str, proxy: Any, kit: Any
+) -> None:
+    """Once the server has said it takes ``events`` items, the spool holds them: a new process
+    replays them and every event is stored once."""
+    spool, go = tmp_path / "spool", tmp_path / "go"
+    producer = kit.spawn(
+        kit.script(tmp_path, ANSWERED_FIRST, "producer.py"), account, customer, proxy.url,
+        SPOOL=str(spool), GO=str(go),
+    )  # fmt: skip
+    assert kit.wait_line(producer, "answered").split()[1] == "102"
+    proxy.down()
+    go.touch()
+    assert kit.wait_line(producer, "spooled").split()[1] == str(10 * 302)
+    bodies = [p.read_bytes() for p in spool.rglob("*.batch")]
+    assert any(b'"type":"events"' in b for b in bodies)
+    os.kill(producer.pid, signal.SIGKILL)
+    producer.communicate(timeout=30)
+    proxy.up()
+    replayer = kit.spawn(
+        kit.script(tmp_path, REPLAYER, "replayer.py"), account, customer, proxy.url,
+        SPOOL=str(spool),
+    )  # fmt: skip
+    out, err = replayer.communicate(timeout=120)
+    assert replayer.returncode == 0, err
+    replayed, sent, duplicates, r_sent, r_failed, r_pending, r_spooled = map(int, out.split()[1:])
+    assert replayed == 10 * 302 and sent + duplicates == 10 * 302
+    assert (r_sent, r_failed, r_pending, r_spooled) == (10 * 302, 0, 0, 0)
+    assert kit.stored(client, customer, "delivery.calls") == (100 + 10 * 300, 0)

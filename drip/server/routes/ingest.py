@@ -38,6 +38,9 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+#: in the compact answer (the SDK's): this server takes ``events`` items
+_COLUMNS = ',"columns":true'
+
 _LETTERS = {"created": "c", "duplicate": "d", "updated": "u", "rejected": "r"}
 
 
@@ -67,5 +70,5 @@ def answer(outcome: Outcome, compact: bool) -> bytes:
     )
     return (
         f'{head},"created":{created},"duplicates":{duplicates},"updated":{updated},'
-        f'"rejected":{rejected}}}'
+        f'"rejected":{rejected}{_COLUMNS if compact else ""}}}'
     ).encode()

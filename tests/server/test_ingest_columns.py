@@ -1,0 +1,195 @@
+"""The ``events`` ingest item: it expands into exactly the items its ``event`` twins parse to
+(keys, order, values), a bad one is rejected as a whole with a result per event and never
+touches the rest of the batch, and the server stores and answers it event by event."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import TypeAdapter
+
+from drip import _records as records
+from drip.models import IngestEventMeter, IngestEventRun, IngestEvents, IngestResult
+from drip.server.ingest_columns import COLUMN_PARTS
+from drip.server.ingest_parse import MAX_ITEMS, Rejected, parse_batch
+
+
+def body(*items: str | dict[str, Any]) -> bytes:
+    parts = [i if isinstance(i, str) else json.dumps(i) for i in items]
+    return f'{{"items":[{",".join(parts)}]}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("part", "model"),
+    [("events", IngestEvents), ("runs", IngestEventRun), ("meters", IngestEventMeter)],
+)
+def test_the_fast_schema_has_the_models_fields(part: str, model: Any) -> None:
+    fields = TypeAdapter(COLUMN_PARTS[part]).core_schema["fields"]
+    assert set(fields) == set(model.model_fields)
+    required = {name for name, field in model.model_fields.items() if field.is_required()}
+    assert {name for name, field in fields.items() if field["required"]} == required | (
+        {"type"} if part == "events" else set()
+    )
+
+
+def fast_records(n: int, seed: int, *, runs: int = 2, nested: bool = True) -> list[Any]:
+    """``n`` fast records, flat, as the SDK's hot path makes them (mixed runs, meters, parents,
+    spans, durations)."""
+    rnd = random.Random(seed)
+    meters = [
+        records.MeterSpec("tokens", "llm.call", "tokens", {"model": "m", "n": [1, None]}),
+        records.MeterSpec("calls", "tool", None, None),
+    ]
+    tails = [meters[0].fast_tail(812), meters[1].fast_tail(None), meters[1].fast_tail(2.5)]
+    heads = [
+        '"runId":"run_a"',
+        '"runId":"run_b","correlationId":"0af7651916cd43dd8448eb211c80319c"',
+    ]
+    heads = heads[:runs]
+    now = time.perf_counter_ns()
+    flat: list[Any] = []
+    for i in range(n):
+        t0 = now + rnd.randrange(3 * 10**9)
+        parent = rnd.choice([None, None, rnd.randrange(1, i + 2)]) if nested else None
+        span = rnd.choice([None, rnd.getrandbits(64)]) if nested else None
+        t1 = t0 + rnd.choice([0, 499, 500, 1_234_567, rnd.randrange(10**10)])
+        flat += [records.FAST, rnd.choice(heads), rnd.choice(tails), parent, 7 + i, t0, t1, span]
+    return flat
+
+
+def plain_body(flat: list[Any], clock: records.Clock) -> bytes:
+    width = records.WIDTH
+    items = [
+        records.encode_fast(tuple(flat[i : i + width]), clock) for i in range(0, len(flat), width)
+    ]
+    return body(*items)
+
+
+@pytest.mark.parametrize(
+    ("n", "seed", "runs", "nested"), [(1, 1, 1, False), (300, 2, 2, True), (5000, 3, 1, False)]
+)
+def test_an_events_item_parses_to_exactly_its_event_items(
+    n: int, seed: int, runs: int, nested: bool
+) -> None:
+    flat = fast_records(n, seed, runs=runs, nested=nested)
+    clock = records.Clock()
+    plain, plain_fast = parse_batch(plain_body(flat, clock))
+    columns, columns_fast = parse_batch(body(records.encode_columns(flat, clock)))
+    assert plain_fast and columns_fast
+    assert len(columns) == n
+    for a, b in zip(plain, columns, strict=True):
+        assert isinstance(a, dict) and isinstance(b, dict)
+        assert list(a.items()) == list(b.items())  # keys in the same order, same values
+
+
+@pytest.mark.parametrize("column", [3, 7])  # no parents, some spans; no spans, some parents
+def test_one_optional_column_given_in_part(column: int) -> None:
+    flat = fast_records(200, 6)
+    flat[column :: records.WIDTH] = [None] * 200
+    clock = records.Clock()
+    plain, _ = parse_batch(plain_body(flat, clock))
+    columns, _ = parse_batch(body(records.encode_columns(flat, clock)))
+    assert [list(i.items()) for i in plain] == [list(i.items()) for i in columns]  # type: ignore[union-attr]
+
+
+def test_events_items_keep_their_place_among_other_items() -> None:
+    clock = records.Clock()
+    flat = fast_records(6, 4)
+    start = {"type": "run.start", "id": "run_a", "customerId": "c", "workflow": "w"}
+    end = {"type": "run.end", "runId": "run_a", "status": "COMPLETED"}
+    items, fast = parse_batch(
+        body(
+            start,
+            records.encode_columns(flat[:24], clock),
+            end,
+            records.encode_columns(flat[24:], clock),
+        )
+    )
+    assert fast
+    assert [i["type"] for i in items] == ["run.start", *["event"] * 3, "run.end", *["event"] * 3]  # type: ignore[index]
+
+
+def columns(**change: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": "events", "idPrefix": "evt_p", "runs": [{"runId": "run_a"}],
+        "meters": [{"eventType": "llm", "meter": "tokens", "quantity": 3}],
+        "at": 1_700_000_000_000_000_000, "seq": [1, 2, 3], "t": [0, 5, 9], "d": [1, 2, 3],
+    }  # fmt: skip
+    item.update(change)
+    return {k: v for k, v in item.items() if v is not None}
+
+
+GOOD_EVENT = {"type": "event", "id": "evt_ok", "runId": "run_a", "eventType": "llm"}
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"t": [0, 5]}, "t: 2 values for 3 events"),
+        ({"d": [1, -2, 3]}, "d"),
+        ({"seq": [1, 2, 1 << 40], "t": [0, 0, 0]}, "seq"),
+        ({"run": [0, 1, 0]}, "run: an index beyond runs"),
+        ({"runs": [{"runId": "run_a"}, {"runId": "run_b"}]}, "run: required"),
+        ({"meters": [{"eventType": "llm", "quantity": -1}]}, "quantity"),
+        ({"meters": [{"eventType": "llm", "metadata": {"a": "x" * 20_000}}]}, "metadata"),
+        ({"span": [1, None, 1 << 64]}, "span"),
+        ({"at": 1.5}, "at"),
+        ({"t": ["0", "5", "9"]}, "t"),
+        ({"idPrefix": " evt"}, "idPrefix"),
+        ({"parent": [None, "x", None]}, "parent"),
+    ],
+)
+def test_a_bad_events_item_is_rejected_whole_and_alone(change: dict[str, Any], says: str) -> None:
+    items, _ = parse_batch(body(GOOD_EVENT, columns(**change), GOOD_EVENT))
+    assert isinstance(items[0], dict) and isinstance(items[-1], dict)
+    bad = items[1:-1]
+    assert len(bad) == 3  # a result per event it holds
+    for item in bad:
+        assert isinstance(item, Rejected) and item.code == "VALIDATION_ERROR"
+        assert "items[1]" in item.message and says in item.message, item.message
+
+
+def test_text_that_cannot_be_stored_rejects_the_item_alone() -> None:
+    raw = body(GOOD_EVENT, columns(runs=[{"runId": "run_\udcff"}]), GOOD_EVENT)
+    items, fast = parse_batch(raw)
+    assert not fast
+    assert [type(i).__name__ for i in items] == ["dict", "Rejected", "Rejected", "Rejected", "dict"]
+    assert all(i.code == "INVALID_TEXT" for i in items[1:4])  # type: ignore[union-attr]
+
+
+def test_more_events_than_a_request_takes_is_413() -> None:
+    from drip.server.errors import ApiError
+
+    n = MAX_ITEMS + 1
+    item = columns(seq=list(range(n)), t=[0] * n, d=[0] * n)
+    for raw in (body(item), body(item, {"type": "teleport"})):  # the fast path and the slow one
+        with pytest.raises(ApiError) as caught:
+            parse_batch(raw)
+        assert caught.value.status == 413
+
+
+def test_the_server_stores_them_event_by_event(api: httpx.Client, customer_id: str) -> None:
+    clock = records.Clock()
+    flat = fast_records(50, 5, runs=1, nested=False)
+    start = {"type": "run.start", "id": "run_a", "customerId": customer_id, "workflow": "w"}
+    raw = body(start, records.encode_columns(flat, clock), columns(seq=[1, 2]), GOOD_EVENT)
+    response = api.post("/ingest", content=raw, params={"results": "compact"})
+    assert response.status_code == 200, response.text
+    result = IngestResult.model_validate(response.json())
+    assert result.columns is True
+    assert result.statuses == "c" + "c" * 50 + "rr" + "c"
+    # again: every event a duplicate, by the same ids
+    again = IngestResult.model_validate(
+        api.post("/ingest", content=raw, params={"results": "compact"}).json()
+    )
+    assert again.statuses == "d" * 51 + "rr" + "d"
+    run = api.get("/runs/run_a").json()
+    assert run["totals"]["eventCount"] == 51
+    # the full answer stays as it was (no ``columns``): the published client's shape
+    full = api.post("/ingest", content=raw).json()
+    assert "columns" not in full and len(full["results"]) == 54
