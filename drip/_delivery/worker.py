@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._records import FAST, KINDS, WIDTH, Clock, encode_fast
+from .._records import FAST, KINDS, WIDTH, Clock, encode, encode_fast
 from ..errors import DripDeliveryError
 from .buffer import Marker, flat
 from .spool import SpoolFile
@@ -173,7 +173,7 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
             used = len(chunk)
     it = iter(chunk if used == 0 else ())
     for r in zip(*[it] * WIDTH, strict=True):  # per record: runs for every event, locals only
-        rec = r if r[0] is FAST else r[0]  # a fast record is flat; any other one is padded
+        rec = r if r[0].__class__ is int else r[0]  # flat (an int kind: fast, request) or padded
         if rec.__class__ is Marker:
             marker = rec
             with d.buffer.lock:
@@ -182,8 +182,12 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
         try:
             if texts is not None:
                 text = texts[used // WIDTH]
-            else:
-                text = encode_fast(rec, clock) if rec is r else rec[0](rec, clock)
+            elif rec is not r:
+                text = rec[0](rec, clock)
+            elif rec[0] is FAST:
+                text = encode_fast(rec, clock)
+            else:  # a request record (drip._records: "Request records")
+                text = encode(rec, clock)
         except Exception as exc:
             d.counters.refused += 1
             d.reporter.problem(
