@@ -30,6 +30,13 @@ that drops the envelopes; ``logfire`` sends nothing (``send_to_logfire=False``).
 
     python benchmarks/web_middleware.py                 # both modes (~6 minutes)
     python benchmarks/web_middleware.py --mode http --repeats 7 --seconds 10
+
+``--before DIR`` adds ``drip@before`` and ``drip-deferred@before``: the same cases with an older
+``drip`` (a folder holding its ``drip/`` package, ``integrations/`` copied to
+``drip/integrations``) first on ``PYTHONPATH``, interleaved with this tree's, for an A/B::
+
+    git archive a48bc82 drip integrations | tar -x -C /tmp/old && mv /tmp/old/integrations /tmp/old/drip/
+    python benchmarks/web_middleware.py --mode http --before /tmp/old
 """
 
 from __future__ import annotations
@@ -59,6 +66,17 @@ IR_REQUESTS = (200, 1_200)
 CONNECTIONS = 32
 WARMUP_SECONDS = 2
 TICKS = os.sysconf("SC_CLK_TCK")
+#: ``--before``: the folder of the older drip that the ``@before`` cases run
+BEFORE: str | None = None
+SUFFIX = "@before"
+
+
+def child(case: str) -> tuple[str, dict[str, str] | None]:
+    """The case a child process runs for ``case``, and its environment (None: this one's)."""
+    if not case.endswith(SUFFIX):
+        return case, None
+    assert BEFORE is not None
+    return case[: -len(SUFFIX)], {**os.environ, "PYTHONPATH": BEFORE}
 
 
 def installed(case: str) -> bool:
@@ -233,10 +251,11 @@ def wrk(port: int, customer: str, seconds: int, load_core: str) -> tuple[int, fl
 def http_run(args: argparse.Namespace, case: str, customer: str, server: Any) -> dict[str, Any]:
     """One case served on the app's core and loaded from the other: what wrk and /proc saw."""
     app_core, load_core = cores()
+    name, env = child(case)
     proc = subprocess.Popen(
-        ["taskset", "-c", app_core, sys.executable, __file__, "--case", case, "--mode", "http",
+        ["taskset", "-c", app_core, sys.executable, __file__, "--case", name, "--mode", "http",
          "--url", server.url, "--key", server.key, "--customer", customer],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -261,10 +280,11 @@ def http_run(args: argparse.Namespace, case: str, customer: str, server: Any) ->
 
 
 def asgi_run(case: str, customer: str, server: Any) -> dict[str, Any]:
+    name, env = child(case)
     out = subprocess.run(
-        [sys.executable, __file__, "--case", case, "--mode", "asgi", "--url", server.url,
+        [sys.executable, __file__, "--case", name, "--mode", "asgi", "--url", server.url,
          "--key", server.key, "--customer", customer],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     answer: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return answer
@@ -272,11 +292,12 @@ def asgi_run(case: str, customer: str, server: Any) -> dict[str, Any]:
 
 def instructions(case: str, n: int, server: Any) -> int:
     """Instructions (callgrind) of a process serving ``n`` requests of ``case`` directly."""
+    name, env = child(case)
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--case", case, "--mode", "ir", "--n", str(n), "--url", server.url,
+         __file__, "--case", name, "--mode", "ir", "--n", str(n), "--url", server.url,
          "--key", server.key, "--customer", "cus_0123456789abcdef0123456789abcdef"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     line = next(x for x in out.stderr.splitlines() if "Collected" in x)
     return int(line.split()[-1])
@@ -413,6 +434,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5, help="each timed wrk run")
     parser.add_argument("--cases", help="comma-separated subset of: raw," + ",".join(CASES))
+    parser.add_argument("--before", metavar="DIR", help="an older drip to compare (see above)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -424,13 +446,19 @@ def main() -> int:
 
     wanted = args.cases.split(",") if args.cases else CASES
     cases = [c for c in wanted if c != "raw" and installed(c)]
+    if args.before:
+        global BEFORE
+        BEFORE = os.path.abspath(args.before)
+        at = cases.index("drip-deferred") + 1 if "drip-deferred" in cases else len(cases)
+        cases[at:at] = [f"{c}{SUFFIX}" for c in ("drip", "drip-deferred") if c in cases]
     modes = ["asgi", "http"] if args.mode == "both" else [args.mode]
     if "http" in modes and shutil.which("wrk") is None:
         raise SystemExit("http mode needs wrk on PATH (apt-get install wrk)")
     if "ir" in modes:
         if shutil.which("valgrind") is None:
             raise SystemExit("ir mode needs valgrind on PATH (apt-get install valgrind)")
-        cases = [c for c in cases if c in ("bare", "drip-deferred", "raw")]  # deterministic ones
+        deterministic = ("bare", "drip-deferred", f"drip-deferred{SUFFIX}", "raw")
+        cases = [c for c in cases if c in deterministic]
         args.repeats = 1  # a count does not vary from run to run
     _bench.header("web_middleware", f"cases: {', '.join(cases)}; {args.repeats} repeats "
                   f"interleaved; load average {os.getloadavg()[0]:.2f}")  # fmt: skip

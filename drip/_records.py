@@ -16,6 +16,12 @@ Layouts::
     start   (encode_run_start, run)
     end     (encode_run_end, run, status, error_code, error_message, t)
 
+and the three flat records of a web request's run (``REQUEST_*``, see "Request records" below)::
+
+    (REQUEST_START, run_seq, customer_id, parts, external_run_id, correlation_id, t0, None)
+    (REQUEST_EVENT, run_seq, parts, correlation_id, t, status_code, duration_us, span_id)
+    (REQUEST_END,   run_seq, status, error_code, error_message, t, None, None)
+
 ``t0``/``t1``/``t`` are ``time.perf_counter_ns()`` values; the worker turns them into wall-clock
 time with one offset per batch. ``span`` is an OpenTelemetry ``SpanContext`` or None.
 
@@ -65,7 +71,8 @@ if TYPE_CHECKING:
     from ._scopes import Run
 
 __all__ = [
-    "FAST", "PAD", "SEQ", "WIDTH", "Clock", "MeterSpec", "encode", "event_id", "next_seq", "run_head",
+    "FAST", "PAD", "REQUEST_END", "REQUEST_EVENT", "REQUEST_START", "SEQ", "WIDTH", "Clock",
+    "MeterSpec", "encode", "event_id", "next_seq", "request_parts", "run_head", "seq_run_id",
     "unflatten",
 ]  # fmt: skip
 
@@ -228,10 +235,10 @@ PAD = (None,) * (WIDTH - 1)
 
 
 def unflatten(elements: Iterable[Any]) -> Iterator[Any]:
-    """The records of a lane's elements (flat fast records, padded or bare other records)."""
+    """The records of a lane's elements (flat records, padded or bare other records)."""
     it = iter(elements)
     for x in it:
-        if x is FAST:
+        if x.__class__ is int:  # the kind of a flat record (fast, request)
             yield (x, *itertools.islice(it, WIDTH - 1))
         elif x is not None:  # None is padding: no record starts with it
             yield x
@@ -344,6 +351,8 @@ def encode(rec: Record, clock: Clock) -> str:
     kind = rec[0]
     if kind is FAST:
         return encode_fast(rec, clock)
+    if kind.__class__ is int:
+        return _REQUEST_ENCODERS[kind](rec, clock)
     text: str = kind(rec, clock)
     return text
 
@@ -420,8 +429,95 @@ def encode_run_end(rec: Record, clock: Clock) -> str:
     return text + f',"endedAt":"{clock.iso(t)}"}}'
 
 
+# -- Request records ---------------------------------------------------------------------------
+#
+# A web request is a run with one event (``integrations/_web.py``). Most of the time nothing in
+# the handler refers to that run, and then its start, event and end are recorded together when
+# the request ends, as three *flat* records of ints, strings and None (kinds ``REQUEST_*``),
+# added to the lane with one ``extend``: no ``Run`` is kept alive by the buffer and no buffered
+# object is tracked by the cyclic GC (which walked every request's ``Run`` again and again).
+# The worker encodes them into the same three items ``run.start`` / ``event`` / ``run.end``
+# that a ``Run`` gives (the server cannot tell the difference). What is fixed per route (the
+# workflow, the event's type and quantity, the route and method of its metadata) is JSON made
+# once (``request_parts``); per request only ids, numbers and timestamps are formatted, on the
+# worker. The run's id comes from a sequence number like an event's (``seq_run_id``), so the
+# three records name it without sharing an object; its one event takes the same number.
+
+REQUEST_START = 1
+REQUEST_EVENT = 2
+REQUEST_END = 3
+
+
+def seq_run_id(seq: int) -> str:
+    """The id of a run numbered ``seq`` (a deferred run's: ``drip._scopes.DeferredRun``)."""
+    return f"run_{_prefix}{seq & _SEQ_MASK:010x}"
+
+
+def request_parts(
+    workflow: str, meter: str, quantity: float | None, route: str, method: str, incomplete: bool
+) -> tuple[str, str, str, str]:
+    """The JSON of a request run's fixed fields: the run's ``"workflow"``, and its event's type
+    and quantity, metadata route and method, and metadata end (``"incomplete": true`` when
+    the client left before the last body chunk)."""
+    head = f',"eventType":{dumps(meter)}'
+    if quantity is not None:
+        head += f',"quantity":{_number(quantity)}'
+    middle = f',"route":{dumps(route)},"method":{dumps(method)},"duration_ms":'
+    end = ',"incomplete":true}' if incomplete else "}"
+    return f',"workflow":{dumps(workflow)}', head, middle, end
+
+
+def _run_head(seq: int, correlation_id: str | None) -> str:
+    head = f'"runId":"run_{_prefix}{seq & _SEQ_MASK:010x}"'
+    return head if correlation_id is None else f'{head},"correlationId":{dumps(correlation_id)}'
+
+
+def encode_request_start(rec: Record, clock: Clock) -> str:
+    _, seq, customer_id, parts, external_run_id, correlation_id, t0, _ = rec
+    text: str = f'{{"type":"run.start","id":"run_{_prefix}{seq & _SEQ_MASK:010x}"'
+    text += f",{_customer(customer_id)}{parts[0]}"
+    if external_run_id is not None:
+        text += f',"externalRunId":{dumps(external_run_id)}'
+    if correlation_id is not None:
+        text += f',"correlationId":{dumps(correlation_id)}'
+    return text + f',"startedAt":"{clock.iso(t0)}"}}'
+
+
+def encode_request_event(rec: Record, clock: Clock) -> str:
+    _, seq, parts, correlation_id, t, status, duration_us, span_id = rec
+    _, head, middle, end = parts
+    # the event's id takes the run's number: the run took it from ``SEQ``, so no event has it
+    text = f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}"'
+    text += f",{_run_head(seq, correlation_id)}{head}"
+    if span_id is not None:
+        text += f',"spanId":"{span_id:016x}"'
+    code = "null" if status is None else int.__repr__(status)
+    duration = float.__repr__(duration_us / 1000)
+    return (
+        text
+        + f',"metadata":{{"status_code":{code}{middle}{duration}{end},"timestamp":"{clock.iso(t)}"}}'
+    )
+
+
+def encode_request_end(rec: Record, clock: Clock) -> str:
+    _, seq, status, code, message, t, _, _ = rec
+    text = f'{{"type":"run.end","runId":"run_{_prefix}{seq & _SEQ_MASK:010x}","status":"{status}"'
+    text += _optional((("errorCode", code), ("errorMessage", message)))
+    return text + f',"endedAt":"{clock.iso(t)}"}}'
+
+
+_REQUEST_ENCODERS = {
+    REQUEST_START: encode_request_start,
+    REQUEST_EVENT: encode_request_event,
+    REQUEST_END: encode_request_end,
+}
+
+
 #: what each kind of record is, for messages about it
 KINDS: dict[Any, str] = {
+    REQUEST_START: "run.start",
+    REQUEST_EVENT: "event",
+    REQUEST_END: "run.end",
     FAST: "event",
     encode_event: "event",
     encode_usage: "usage",

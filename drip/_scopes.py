@@ -27,11 +27,21 @@ from ._checks import (
 )
 from ._ids import new_id
 from ._recorder import DISCARD, Fallback, Lane, Recorder, resolve
-from ._records import encode_manual, encode_run_end, encode_run_start, event_id, next_seq
+from ._records import (
+    REQUEST_END,
+    REQUEST_EVENT,
+    REQUEST_START,
+    encode_manual,
+    encode_run_end,
+    encode_run_start,
+    event_id,
+    next_seq,
+    seq_run_id,
+)  # fmt: skip
 from .context import SCOPE
 from .errors import DripValidationError
 
-__all__ = ["CustomerScope", "Run", "RunContext", "begin_run", "leave_run"]
+__all__ = ["CustomerScope", "DeferredRun", "Run", "RunContext", "begin_run", "leave_run"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: an exception like these ends a run CANCELLED rather than FAILED
@@ -41,13 +51,16 @@ _perf = time.perf_counter_ns
 
 
 _id_lock = threading.Lock()
+#: held while a deferred run's start is recorded (``DeferredRun``)
+_start_lock = threading.Lock()
 
 
 def _new_id_lock_in_child() -> None:
     # another thread (the delivery worker formats run ids) may hold the lock at fork(): in the
     # child that thread is gone and the lock would stay held, hanging the child's first run id
-    global _id_lock
+    global _id_lock, _start_lock
     _id_lock = threading.Lock()
+    _start_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -188,6 +201,93 @@ class Run:
         return f"<drip.Run {self.id} workflow={self.workflow!r} customer={self.customer_id!r}>"
 
 
+class DeferredRun(Run):
+    """A run whose start is recorded only once something refers to it (a web request's).
+
+    Most requests are a run that nothing inside looks at: then ``end_alone`` records its start,
+    its one event and its end together, as flat records that hold no ``Run`` (see
+    ``drip._records``, "Request records"), and this object dies with the request. Whatever
+    refers to the run first — its ``id`` (a child run, baggage, the handler), a record appended
+    to it (``run.event``, a metered call) — records its start at that moment, and from then on
+    it is a plain ``Run``. Its id comes from a sequence number (``seq_run_id``), so it is the
+    same whichever way the run is recorded.
+    """
+
+    __slots__ = ("_pending", "_seq")
+    _pending: bool  # the start is not recorded yet
+    _seq: int  # the run's number (its id, and its one event's when recorded alone)
+
+    @property
+    def id(self) -> str:
+        if self._pending:
+            self._start()
+        run_id = self._id
+        if run_id is None:  # the same text whoever formats it: no lock
+            run_id = self._id = seq_run_id(self._seq)
+        return run_id
+
+    def _start_first(self, rec: Any) -> None:
+        # ``_append`` until the start is recorded: the first record of the run records it
+        self._start()
+        self._lane.append(rec)
+
+    def _start(self) -> None:
+        with _start_lock:  # another thread may refer to the run at the same moment
+            if not self._pending:
+                return
+            self._lane.append((encode_run_start, self))
+            self._append = self._lane.append
+            self._pending = False
+
+    def end_alone(
+        self,
+        parts: tuple[str, str, str, str],
+        status_code: int | None,
+        done: int | None,
+        exc: BaseException | None,
+    ) -> bool:
+        """End the run with its one event, if nothing referred to it (False: nothing done).
+
+        ``parts`` are the run's and event's fixed JSON (``drip._records.request_parts``),
+        ``status_code`` the event's, ``done`` when the response was complete (the end of the
+        event's duration; None: now). The run's start, the event and the end are added to the
+        lane at once; the scope it was opened in is restored. Must be called where ``leave_run``
+        would be.
+        """
+        # No lock: another thread that refers to the run at this very moment (it would have to
+        # outlive the handler) records a second start of the same id, which the server takes
+        # as a duplicate, and its record after the end, as it would for any run.
+        if not self._pending:
+            return False
+        self._pending = False
+        self._append = self._lane.append  # what comes after (a late thread) names the run
+        t = _perf()
+        if exc is None:
+            status, code, message = "COMPLETED", None, None
+        else:
+            status, code, message = run_end(exc)
+        span = None if otel.CV is None else otel.span_context()
+        seq, t0, correlation = self._seq, self._t0, self.correlation_id
+        rec = (
+            REQUEST_START, seq, self.customer_id, parts, self.external_run_id, correlation, t0,
+            None,
+            REQUEST_EVENT, seq, parts, correlation, t, status_code,
+            ((t if done is None else done) - t0) // 1000,
+            span and span.span_id,
+            REQUEST_END, seq, status, code, message, t, None, None,
+        )  # fmt: skip
+        lane = self._lane
+        q = lane.q
+        if len(q) < lane.soft:
+            q.extend(rec)  # flat: nothing the GC tracks is left behind
+        else:
+            lane.append(rec[:8])
+            lane.append(rec[8:16])
+            lane.append(rec[16:])
+        _restore(self._token)
+        return True
+
+
 def run_end(exc: BaseException | None) -> tuple[str, str | None, str | None]:
     """How a run ends for ``exc``: (status, error code, error message)."""
     if exc is None:
@@ -208,6 +308,7 @@ def begin_run(
     fallback: Fallback,
     customer_id: str | None,
     correlation_id: str | None = None,
+    deferred: bool = False,
 ) -> Run:
     """Open a run in the current context and record its start; ``leave_run`` ends it.
 
@@ -215,6 +316,9 @@ def begin_run(
     ``external_run_id`` and ``metadata`` (a ``RunContext``, or an owner's own object: a web
     middleware opens one run per request without building a ``RunContext``). Inside a run the
     new one is its child and inherits its customer, client and correlation id.
+
+    ``deferred``: when it is not a child, a ``DeferredRun``, whose start waits until something
+    refers to it.
     """
     customer, parent, _ = SCOPE.get()
     bound = recorder or (parent._recorder if parent is not None else None)
@@ -238,8 +342,15 @@ def begin_run(
             )
         finally:
             instr = None
-    run = Run(shape, instr, customer, None if parent is None else parent.id, correlation)
-    run._append((encode_run_start, run))
+    run: Run
+    if deferred and parent is None:
+        run = pending = DeferredRun(shape, instr, customer, None, correlation)
+        pending._seq = next_seq()
+        pending._pending = True
+        pending._append = pending._start_first
+    else:
+        run = Run(shape, instr, customer, None if parent is None else parent.id, correlation)
+        run._append((encode_run_start, run))
     run._token = SCOPE.set((customer, run, None))
     return run
 

@@ -37,7 +37,8 @@ from typing import Any
 from drip import context as drip_context
 from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
 from drip._default import default_recorder
-from drip._scopes import begin_run, leave_run
+from drip._records import request_parts
+from drip._scopes import DeferredRun, begin_run, leave_run
 
 __all__ = ["UNMATCHED", "HTTPServerError", "RequestMeter", "RequestRun", "customer_options"]
 
@@ -131,8 +132,8 @@ class RequestMeter:
         check_name(meter, "meter")
         if quantity_problem(quantity):
             raise ValueError(f"quantity {quantity_problem(quantity)}")
-        #: (method, route label) -> (checked workflow, request metadata proven valid)
-        self._shapes: dict[tuple[str, str], tuple[str, bool]] = {}
+        #: (method, route label) -> its ``Shape``
+        self._shapes: dict[tuple[str, str], Shape] = {}
 
     def wanted(self, route: str | None, path: str) -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
@@ -188,32 +189,37 @@ class RequestMeter:
                 customer_id = check_customer(
                     options.get("customer_id"), options.get("external_customer_id"), "the request"
                 )
-            workflow, proven = self._shape(method, label)
+            shape = self._shapes.get((method, label)) or self._shape(method, label)
             run_id = None if not request_id else check_name(request_id, "external_run_id")
-            return RequestRun(self, None, method, label, workflow, run_id, customer_id, proven)
+            return RequestRun(self, None, method, label, shape, run_id, customer_id)
         except Exception:
             logger.exception("drip: this request is served but not metered")
             return None
 
-    def _shape(self, method: str, label: str) -> tuple[str, bool]:
-        """The checked workflow of a request to ``label``, and whether its request event's
-        metadata is proven valid whatever its status and duration (remembered per route)."""
-        key = (method, label)
-        shape = self._shapes.get(key)
-        if shape is not None:
-            return shape
+    def _shape(self, method: str, label: str) -> Shape:
+        """The ``Shape`` of a request to ``label`` (remembered per route and method)."""
         workflow = check_name(self.workflow or f"{method} {label}", "workflow")
         assert workflow is not None
         # the widest values the request event can hold: if these pass, every int status in
         # +-2**63 and every finite duration does
         widest = {"status_code": -(2**63), "route": label, "method": method,
                   "duration_ms": -2.2250738585072014e-308, "incomplete": True}  # fmt: skip
-        shape = (workflow, metadata_problem(widest) is None)
+        parts = None
+        if metadata_problem(widest) is None:
+            parts = tuple(
+                request_parts(workflow, self.meter, self.quantity, label, method, cut)
+                for cut in (False, True)
+            )
+        shape = (workflow, parts)
         if len(self._shapes) < _SHAPES_MAX:  # methods come from clients: keep it bounded
-            self._shapes[key] = shape
+            self._shapes[(method, label)] = shape
         return shape
 
 
+#: what is fixed for one (method, route) of a middleware: the checked workflow, and the JSON of
+#: the request run's fixed fields (``drip._records.request_parts``, complete and incomplete)
+#: when its event's metadata is proven valid whatever its status and duration, else None
+Shape = tuple[str, "tuple[tuple[str, str, str, str], ...] | None"]
 #: (method, route) pairs remembered per middleware; past that each request is checked
 _SHAPES_MAX = 1024
 _INT64 = 2**63
@@ -227,10 +233,11 @@ class RequestRun:
     """One metered request: its run is open from construction until ``finish``.
 
     It is also what its run is opened from (``workflow``, ``external_run_id``, ``metadata``:
-    see ``drip._scopes.begin_run``).
+    see ``drip._scopes.begin_run``). The run is a ``DeferredRun``: when nothing in the handler
+    referred to it, ``finish`` records it whole (start, event, end) at once.
     """
 
-    __slots__ = ("_context", "_finished", "_meter", "_proven", "_run", "done_ns", "error",
+    __slots__ = ("_context", "_finished", "_meter", "_run", "_shape", "done_ns", "error",
                  "external_run_id", "metadata", "method", "route", "start_ns", "status",
                  "workflow")  # fmt: skip
 
@@ -240,30 +247,30 @@ class RequestRun:
         context: Any,
         method: str,
         route: str,
-        workflow: str = "",
+        shape: Shape | None = None,
         external_run_id: str | None = None,
         customer_id: str | None = None,
-        proven: bool = False,
     ) -> None:
         """``context``: the caller's run from ``carried`` (entered here, never ended), or None
-        for a run of its own (``workflow``, ``external_run_id``, ``customer_id``: checked)."""
+        for a run of its own (``shape``, ``external_run_id``, ``customer_id``: checked)."""
         self._meter = meter
         self._context = context
         self.method = method
         self.route = route
-        self.workflow = workflow
+        self._shape = shape
+        self.workflow = "" if shape is None else shape[0]
         self.external_run_id = external_run_id
         self.metadata = None
-        self._proven = proven
         self.status: int | None = None
         #: how the handler failed, when the framework tells before the response ends
         self.error: BaseException | None = None
         self.done_ns: int | None = None
         self._finished = False
-        self.start_ns = time.perf_counter_ns()
         if context is None:
-            self._run = begin_run(self, None, default_recorder, customer_id)
+            self._run = begin_run(self, None, default_recorder, customer_id, None, True)
+            self.start_ns = self._run._t0
         else:
+            self.start_ns = time.perf_counter_ns()
             self._run = context.__enter__()
 
     def response_done(self) -> None:
@@ -280,9 +287,29 @@ class RequestRun:
         if self._finished:
             return
         self._finished = True
-        end = self.done_ns or time.perf_counter_ns()
         status = self.status if self.status is not None else (500 if exc else None)
-        run, meter = self._run, self._meter
+        run = self._run
+        failed = exc
+        if exc is None and status is not None and status >= 500:
+            failed = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
+        shape = self._shape
+        # the common case: nothing referred to the run, its event's metadata is proven valid
+        if (
+            run.__class__ is DeferredRun
+            and shape is not None
+            and shape[1] is not None
+            and (status is None or (status.__class__ is int and -_INT64 <= status < _INT64))
+        ):
+            cut = self.done_ns is None and exc is None and status is not None
+            try:
+                if run.end_alone(shape[1][cut], status, self.done_ns, failed):  # type: ignore[attr-defined]
+                    self._run = None  # the run refers to this object: no reference cycle left
+                    return
+            except Exception:
+                logger.exception("drip: the request's run could not be recorded")
+                return
+        end = self.done_ns or time.perf_counter_ns()
+        meter = self._meter
         try:
             metadata: dict[str, Any] = {
                 "status_code": status,
@@ -293,22 +320,20 @@ class RequestRun:
             }
             if self.done_ns is None and exc is None and status is not None:
                 metadata["incomplete"] = True  # the client left before the last chunk
-            if self._proven and (status is None or (
+            if (shape is not None and shape[1] is not None and (status is None or (
                 status.__class__ is int and -_INT64 <= status < _INT64
-            )):  # fmt: skip
+            ))):  # fmt: skip
                 run._record(meter.meter, meter.quantity, None, None, metadata)
             else:  # a status of another type, an unusual route or method: the full checks
                 run.event(meter.meter, meter.quantity, metadata=metadata)
         except Exception:
             logger.exception("drip: the request event could not be recorded")
-        if exc is None and status is not None and status >= 500:
-            exc = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
         try:
             if self._context is None:
                 self._run = None  # the run refers to this object: no reference cycle left
-                leave_run(run, exc)
+                leave_run(run, failed)
             else:
-                self._context.__exit__(None if exc is None else type(exc), exc, None)
+                self._context.__exit__(None if failed is None else type(failed), failed, None)
         except Exception:
             logger.exception("drip: the request's run could not be ended")
 

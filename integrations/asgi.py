@@ -83,6 +83,9 @@ class DripMiddleware:
             include=include, exclude=exclude, trust_baggage=trust_baggage,
         )  # fmt: skip
         self._request_id = request_id_header.lower().encode("latin-1")
+        #: (app, method, path, root_path) -> (route template, metered or not): both are fixed
+        #: for a path, so a hot endpoint is matched and filtered once
+        self._routes: dict[tuple[Any, str, str, str], tuple[str | None, bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,8 +93,16 @@ class DripMiddleware:
         # the request's run is opened here, not in a helper coroutine: one await less per
         # request (a sync customer callable, the common case, is never awaited)
         meter = self._meter
-        route = route_template(scope, self.app)
-        if not meter.wanted(route, scope.get("path", "")):
+        path = scope.get("path", "")
+        key = (scope.get("app"), scope.get("method", ""), path, scope.get("root_path", ""))
+        known = self._routes.get(key)
+        if known is None:
+            template = route_template(scope, self.app)
+            known = (template, meter.wanted(template, path))
+            if len(self._routes) < _ROUTES_MAX:  # paths carry ids: keep it bounded
+                self._routes[key] = known
+        route, wanted = known
+        if not wanted:
             return await self.app(scope, receive, send)
         request_id = baggage = None
         for name, value in scope.get("headers", ()):
@@ -134,6 +145,8 @@ class DripMiddleware:
         request_run.finish()
 
 
+#: paths remembered per middleware (with their template and whether they are metered)
+_ROUTES_MAX = 2048
 #: (router, method, path, root_path) -> template; bounded, as paths carry ids and are unbounded
 _templates: OrderedDict[tuple[int, str, str, str], str | None] = OrderedDict()
 _TEMPLATES_MAX = 2048

@@ -22,7 +22,18 @@ from drip._config import resolve_settings
 from drip._delivery import Delivery
 from drip._delivery.buffer import Marker
 from drip._delivery.worker import _encode
-from drip._records import FAST, WIDTH, Clock, MeterSpec, unflatten
+from drip._records import (
+    FAST,
+    REQUEST_END,
+    REQUEST_EVENT,
+    REQUEST_START,
+    WIDTH,
+    Clock,
+    MeterSpec,
+    request_parts,
+    seq_run_id,
+    unflatten,
+)  # fmt: skip
 from drip.instrument import Instrumentation
 from drip.models import IngestResult
 
@@ -143,3 +154,32 @@ def test_metered_calls_in_a_run_leave_nothing_for_the_gc_to_scan() -> None:
     finally:
         instr.delivery.buffer.q.clear()
         instr.shutdown(0)
+
+
+def test_the_worker_encodes_a_request_run_into_its_three_items(delivery: Delivery) -> None:
+    # a web request's run, flat: start, event, end (``drip._records``, "Request records")
+    t0 = time.perf_counter_ns()
+    parts = request_parts("GET /items/{id}", "api_calls", 1, "/items/{id}", "GET", False)
+    delivery.buffer.put(fast(1))
+    for rec in (
+        (REQUEST_START, 7, "cus_1", parts, "req-1", None, t0, None),
+        (REQUEST_EVENT, 7, parts, None, t0 + 2_000_000, 201, 1_500, None),
+        (REQUEST_END, 7, "FAILED", "HTTPServerError", "HTTP 500", t0 + 2_000_000, None, None),
+    ):
+        delivery.buffer.put(rec)
+    batch = _encode(delivery, Clock())
+    assert batch.body is not None and batch.count == 4  # one fast record, three request items
+    _, start, event, end = json.loads(batch.body)["items"]
+    run_id = seq_run_id(7)
+    assert start["type"] == "run.start" and start["id"] == run_id
+    assert (start["customerId"], start["workflow"], start["externalRunId"]) == (
+        "cus_1", "GET /items/{id}", "req-1")  # fmt: skip
+    assert event["type"] == "event" and event["runId"] == run_id
+    assert event["id"] == "evt_" + run_id[4:]  # the run's number: no other event has it
+    assert (event["eventType"], event["quantity"]) == ("api_calls", 1)
+    assert event["metadata"] == {"status_code": 201, "route": "/items/{id}", "method": "GET",
+                                 "duration_ms": 1.5}  # fmt: skip
+    assert end == {"type": "run.end", "runId": run_id, "status": "FAILED",
+                   "errorCode": "HTTPServerError", "errorMessage": "HTTP 500",
+                   "endedAt": event["timestamp"]}  # fmt: skip
+    assert len(run_id) == len("run_") + 32

@@ -27,18 +27,26 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._records import FAST, PAD, WIDTH, Record, encode_run_end, encode_run_start
+from .._records import (
+    PAD,
+    REQUEST_END,
+    REQUEST_START,
+    WIDTH,
+    Record,
+    encode_run_end,
+    encode_run_start,
+)  # fmt: skip
 from .reports import Counters, Reporter
 
 __all__ = ["Buffer", "Marker"]
 
 #: records never dropped by ``overflow="drop"``: a run's start and end
-_STRUCTURAL = frozenset({encode_run_start, encode_run_end})
+_STRUCTURAL = frozenset({encode_run_start, encode_run_end, REQUEST_START, REQUEST_END})
 
 
 def flat(rec: Any) -> tuple[Any, ...]:
     """A record as the ``WIDTH`` elements it takes in the buffer."""
-    if rec[0] is FAST:
+    if rec[0].__class__ is int:  # a flat record (fast, request)
         out: tuple[Any, ...] = rec
         return out
     return (rec, *PAD)

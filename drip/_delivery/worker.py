@@ -18,7 +18,7 @@ from itertools import compress, repeat
 from operator import is_not
 from typing import TYPE_CHECKING, Any
 
-from .._records import FAST, KINDS, WIDTH, Clock, encode_columns, encode_fast
+from .._records import FAST, KINDS, WIDTH, Clock, encode, encode_columns, encode_fast
 from ..errors import DripDeliveryError
 from .buffer import Marker, flat
 from .spool import SpoolFile
@@ -151,7 +151,8 @@ Unit = tuple[int, int, Any]
 def _records(chunk: list[Any], first: int, stop: int) -> list[Unit]:
     """The records of ``chunk[first:stop]`` one by one (a fast one flat, any other padded)."""
     it = iter(chunk[first:stop])
-    records = [r if r[0] is FAST else r[0] for r in zip(*[it] * WIDTH, strict=True)]
+    # flat: an int kind (fast, request; see drip._records); padded: any other record
+    records = [r if r[0].__class__ is int else r[0] for r in zip(*[it] * WIDTH, strict=True)]
     starts = range(first, stop, WIDTH)
     return list(zip(starts, range(first + WIDTH, stop + WIDTH, WIDTH), records, strict=True))
 
@@ -169,7 +170,7 @@ def _units(chunk: list[Any]) -> list[Unit]:
         elif at > first:
             units += _records(chunk, first * WIDTH, at * WIDTH)
         if at < len(kinds):
-            units.append((at * WIDTH, at * WIDTH + WIDTH, chunk[at * WIDTH]))
+            units += _records(chunk, at * WIDTH, at * WIDTH + WIDTH)
         first = at + 1
     return units
 
@@ -255,7 +256,7 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
             if texts is not None:
                 text = texts[start // WIDTH]
             else:
-                text = encode_fast(rec, clock) if rec[0] is FAST else rec[0](rec, clock)
+                text = encode_fast(rec, clock) if rec[0] is FAST else encode(rec, clock)
         except Exception as exc:
             d.counters.refused += 1
             d.reporter.problem(

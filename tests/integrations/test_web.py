@@ -8,6 +8,7 @@ checked path (``Run.event``) records, and that whatever is not proven still take
 from __future__ import annotations
 
 import asyncio
+import gc
 import http
 import logging
 from typing import Any
@@ -19,6 +20,7 @@ pytest.importorskip("starlette")
 from drip.integrations._web import RequestMeter
 from drip.integrations.asgi import DripMiddleware
 
+import drip.context
 import drip.testing
 
 
@@ -102,8 +104,11 @@ def test_a_bad_request_id_or_customer_leaves_the_request_unmetered(
 
 def test_shapes_are_remembered_per_route_and_method_and_bounded() -> None:
     meter = RequestMeter(customer=customer)
-    assert meter._shape("GET", "/items/{id}") == ("GET /items/{id}", True)
-    assert meter._shapes == {("GET", "/items/{id}"): ("GET /items/{id}", True)}
+    shape = meter._shape("GET", "/items/{id}")
+    assert shape[0] == "GET /items/{id}" and shape[1] is not None  # proven: its JSON is made
+    assert meter._shapes == {("GET", "/items/{id}"): shape}
+    unproven = RequestMeter(customer=customer, workflow="api")._shape("X" * (17 * 1024), "/x")
+    assert unproven == ("api", None)  # metadata over the limit: not proven, no JSON made
     for i in range(2000):  # methods come from clients: the memory of them is bounded
         meter._shape(f"M{i}", "/x")
     assert len(meter._shapes) == 1024
@@ -114,3 +119,44 @@ def test_meter_and_quantity_mistakes_raise_when_installed() -> None:
         RequestMeter(customer=customer, quantity=-1)
     with pytest.raises(drip.DripValidationError):
         RequestMeter(customer=customer, meter="x" * 300)
+
+
+def test_a_request_run_nothing_refers_to_leaves_nothing_the_gc_tracks() -> None:
+    # start, event and end recorded at once as flat records: no Run kept by the buffer
+    middleware = DripMiddleware(raw_app(), customer=customer)
+    with drip.testing.capture() as cap:
+        for _ in range(3):
+            call(middleware, x_customer="cus_1")
+        gc.collect()  # a tuple of ints and strings is untracked by its first collection
+        assert cap.records and not any(gc.is_tracked(x) for x in cap.records)
+    assert len(cap.run_starts) == len(cap.events) == len(cap.run_ends) == 3
+    for start, event, end in zip(cap.run_starts, cap.events, cap.run_ends, strict=True):
+        assert start.id == event.run_id == end.run_id and end.status == "COMPLETED"
+    assert len({s.id for s in cap.run_starts}) == 3
+
+
+def test_a_run_the_handler_refers_to_is_started_when_it_first_does() -> None:
+    seen: list[str] = []
+
+    @drip.metered("lookups")
+    def lookup() -> int:
+        return 1
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        lookup()
+        run = drip.context.current_run()
+        assert run is not None
+        seen.append(run.id)
+        run.event("notes", 2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    with drip.testing.capture() as cap:
+        call(DripMiddleware(app, customer=customer), x_customer="cus_1", x_request_id="r-9")
+    [start] = cap.run_starts
+    assert start.id == seen[0] and start.external_run_id == "r-9"
+    kinds = [item["type"] for item in cap.items]
+    assert kinds[0] == "run.start" and kinds[-1] == "run.end"  # the start before any event
+    assert [e.event_type for e in cap.events] == ["lookups", "notes", "api_calls"]
+    assert {e.run_id for e in cap.events} == {start.id}
+    assert [e.status for e in cap.run_ends] == ["COMPLETED"]
