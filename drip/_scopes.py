@@ -7,6 +7,7 @@ end are two records in the delivery buffer, and nothing waits for the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import os
@@ -63,8 +64,18 @@ def _new_id_lock_in_child() -> None:
     _start_lock = threading.Lock()
 
 
+def _start_current_run_before_fork() -> None:
+    # A deferred run (a web request's) not started yet would get its id in the child from the
+    # child's own id prefix, and its start from each side: two runs. Started here, in the
+    # parent, it has one id, and its start is among those a fork child re-sends.
+    run = SCOPE.get()[1]
+    if run is not None and run.__class__ is DeferredRun:
+        with contextlib.suppress(Exception):  # never stand in the way of a fork
+            run.id  # noqa: B018 - records the start and formats the id
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_id_lock_in_child)
+    os.register_at_fork(before=_start_current_run_before_fork, after_in_child=_new_id_lock_in_child)
 
 
 class Run:

@@ -175,3 +175,52 @@ def test_fork_while_another_thread_makes_a_run_id_does_not_hang_the_child() -> N
         [sys.executable, "-c", FORK_WHILE_ID_LOCK_HELD], capture_output=True, text=True, timeout=90
     )
     assert result.stdout.split() == ["child", "run_", "status", "0"], result.stdout + result.stderr
+
+
+def test_fork_inside_a_web_request_before_its_run_is_used_keeps_one_run(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    # a request's run is deferred (its start waits for a first use); a fork before any use
+    # must not leave the parent and the child each their own run
+    body = """
+    import asyncio
+    from drip.integrations.asgi import DripMiddleware
+
+    drip.configure(api_key=os.environ["KEY"], base_url=os.environ["URL"], flush_interval=30)
+    codes = []
+
+    async def app(scope, receive, send):
+        pid = os.fork()  # nothing referred to the request's run yet
+        if pid == 0:
+            for i in range(500):
+                work(i)
+            report = drip.flush(60)
+            os._exit(0 if report.ok and report.failed == 0 else 3)
+        codes.append(os.waitpid(pid, 0)[1])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main():
+        scope = {"type": "http", "method": "GET", "path": "/fork", "raw_path": b"/fork",
+                 "headers": [], "query_string": b"", "root_path": "", "scheme": "http",
+                 "server": ("test", 80), "client": ("test", 1), "http_version": "1.1",
+                 "asgi": {"version": "3.0"}}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            pass
+
+        await DripMiddleware(app, customer=lambda request: CUSTOMER)(scope, receive, send)
+
+    asyncio.run(main())
+    print("done", codes, drip.flush(60).ok, flush=True)
+    """
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out == "done [0] True\n", out + err
+    [run] = client.list_runs(customer_id=customer).data  # one run, not one per process
+    assert client.get_run(run.id).totals.event_count == 500 + 1  # the child's, the request's
+    assert kit.stored(client, customer, "delivery.calls") == (500, 0)
