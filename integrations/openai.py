@@ -38,7 +38,7 @@ from typing import Any
 
 import wrapt
 
-from ._llm import AsyncStream, LLMCall, StreamState, SyncStream, Usage, count, safely
+from ._llm import LLMCall, StreamState, Usage, count, end_stream, safely, watch
 from ._patches import Patches, method_wrapper
 from ._requires import requires
 
@@ -88,17 +88,22 @@ def _usage_of(api: str, response: Any) -> Usage | None:
 
 
 class _ChatStream(StreamState):
+    """Usage is on the last chunk only (when asked): ``feed`` runs on that chunk alone."""
+
+    key = "usage"
+
     def __init__(self, model: str | None, hide_usage_chunk: bool) -> None:
         super().__init__(model)
         self.hide = hide_usage_chunk
 
     def feed(self, chunk: Any) -> bool:
         self.model = getattr(chunk, "model", None) or self.model
-        usage = getattr(chunk, "usage", None)
-        if usage is None:
-            return True
-        self.usage, self.done = _chat_usage(usage), True
+        self.usage, self.done = _chat_usage(chunk.usage), True
         return not (self.hide and not chunk.choices)
+
+    def seen(self, last: Any) -> None:
+        if not self.done:  # cut before the usage chunk: the model the chunks named
+            self.model = getattr(last, "model", None) or self.model
 
 
 class _ResponsesStream(StreamState):
@@ -154,9 +159,9 @@ class _Call:
             self.llm.finish_tokens(model, usage)
             return result
         if isinstance(result, openai.Stream):
-            return SyncStream(result, self.llm, self.state())
+            return watch(result, self.llm, self.state(), is_async=False)
         if isinstance(result, openai.AsyncStream):
-            return AsyncStream(result, self.llm, self.state())
+            return watch(result, self.llm, self.state(), is_async=True)
         if isinstance(result, LegacyAPIResponse):
             return _RawResponse(result, self)
         if isinstance(result, APIResponse):
@@ -217,7 +222,7 @@ class _Body:
         self.call = call
         self.stream = bool(getattr(response, "_is_sse_stream", False))
         self.seen = bytearray()
-        self.parsed_stream: Any = None  # the stream proxy ``.parse()`` gave
+        self.parsed_stream: Any = None  # the watched stream ``.parse()`` gave
 
     def take(self, chunk: bytes | str) -> None:
         self.seen += chunk.encode() if isinstance(chunk, str) else chunk
@@ -228,7 +233,7 @@ class _Body:
         if llm.finished:
             return
         if self.parsed_stream is not None:
-            self.parsed_stream._self_end(error)
+            end_stream(self.parsed_stream, error)
             return
         body = bytes(self.seen)
         if read_all and not body:  # read whole by ``.read()`` and what calls it
@@ -239,6 +244,8 @@ class _Body:
                 data = line[5:].strip() if line.startswith("data:") else ""
                 if data and data != "[DONE]":
                     safely(self._feed, state, data)
+            if state.last is not None:
+                safely(state.seen, state.last)
             usage, complete = state.usage, state.done
         else:
             response = safely(_json, body) if read_all and body else None
@@ -249,10 +256,10 @@ class _Body:
 
     @staticmethod
     def _feed(state: StreamState, data: str) -> None:
-        state.feed(_obj(json.loads(data)))
+        state.take(_obj(json.loads(data)))
 
     def parsed(self, parsed: Any, exact: bool) -> Any:
-        """What ``.parse()`` gave: a stream is proxied; an object records the call now."""
+        """What ``.parse()`` gave: a stream is watched; an object records the call now."""
         if isinstance(parsed, (openai.Stream, openai.AsyncStream)):
             if self.parsed_stream is None:
                 self.parsed_stream = self.call.result(parsed)

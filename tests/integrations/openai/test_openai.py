@@ -263,3 +263,101 @@ def test_a_broken_price_file_never_breaks_the_call(
         pricing.reset()
     event = only_llm(recorder.events(run.id))
     assert event.quantity == 150 and "cost_usd" not in event.metadata
+
+
+def test_the_caller_keeps_the_sdks_stream_object(recorder: Any, make_client: Any) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    with drip.run("chat", customer_id=recorder.customer):
+        stream = ask(client, stream=True)
+        assert isinstance(stream, openai.Stream) and type(stream).__name__ == "Stream"
+        assert type(stream).__qualname__ == openai.Stream.__qualname__
+        first = next(stream)  # ``__next__`` pulls from the same metered items as ``for``
+        rest = list(stream)
+    assert len([first, *rest]) == 4 and all(c.choices for c in [first, *rest])
+
+
+@pytest.mark.parametrize("how", ["never-read", "close-unread", "break-and-gc", "close"])
+def test_abandoned_stream_keeps_the_model_the_chunks_named(
+    recorder: Any, make_client: Any, how: str
+) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = ask(client, stream=True)
+        if how in ("break-and-gc", "close"):
+            for _ in stream:
+                break
+        if how.startswith("close"):
+            stream.close()
+        del stream
+        gc.collect()
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["streamed"] is True
+    read = how in ("break-and-gc", "close")  # unread: the model asked for, no chunk named one
+    assert event.metadata["model"] == (MODEL if read else "gpt-4o-mini")
+
+
+@pytest.mark.parametrize("how", ["close", "with-exit", "break-and-gc"])
+async def test_async_abandoned_stream_records_once_incomplete(
+    recorder: Any, make_client: Any, how: str
+) -> None:
+    drip_openai.instrument()
+    client = make_client(async_=True)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if how == "with-exit":
+            async with await ask(client, stream=True) as stream:
+                await stream.__anext__()
+        else:
+            stream = await ask(client, stream=True)
+            async for _ in stream:
+                break
+            if how == "close":
+                await stream.close()
+            del stream
+            gc.collect()  # recorded now, not when the loop closes the async generator
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["model"] == MODEL
+    assert event.quantity == 0 and "input_tokens" not in event.metadata
+
+
+def test_a_stream_error_propagates_and_records_error(recorder: Any, make_client: Any) -> None:
+    def broken(request: Any) -> Any:
+        import httpx2
+
+        body = b'data: {"id": "c", "object": "chat.completion.chunk", "created": 1, '
+        body += f'"model": "{MODEL}", "choices": []}}\n\ndata: {{not json\n\n'.encode()
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    drip_openai.instrument()
+    client = make_client(handler=broken)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = ask(client, stream=True)
+        with pytest.raises(ValueError):  # the SDK's JSON error, unchanged
+            list(stream)
+    event = only_llm(recorder.events(run.id))
+    assert (event.outcome, event.metadata["complete"], event.metadata["model"]) == (
+        "error", False, MODEL)  # fmt: skip
+
+
+def test_an_unreadable_usage_is_logged_and_the_chunk_passed_on(
+    recorder: Any, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def odd_usage(request: Any) -> Any:
+        import httpx2
+
+        from .conftest import chat_chunks, sse
+
+        chunks = chat_chunks(include_usage=True)
+        chunks[-1]["usage"] = 7  # not the object drip reads token counts from
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=sse(chunks))  # fmt: skip
+
+    drip_openai.instrument()
+    client = make_client(handler=odd_usage)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(ask(client, stream=True))
+    assert len(chunks) == 5 and chunks[-1].choices == []  # unread, so not hidden
+    assert "could not read a stream item" in caplog.text
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.quantity == 0
