@@ -4,6 +4,7 @@
     python benchmarks/llm_overhead.py --ir        # instructions per call (valgrind), ~10 min
     python benchmarks/llm_overhead.py --ir --base /tmp/base-venv/bin/python --jobs 2 stream
     LLM_OVERHEAD_CHUNKS=100 python benchmarks/llm_overhead.py   # longer streams (default 8)
+    LLM_OVERHEAD_REPEATS=11 LLM_OVERHEAD_CALLS=20 ...          # fewer calls (default 21 x 50)
 
 The same ``client.chat.completions.create`` (plain, and ``stream=True`` read to the end) on
 the real openai SDK over ``httpx2.MockTransport`` (no network), on four clients in one process,
@@ -41,8 +42,8 @@ import _bench
 import httpx2
 import openai
 
-N = 50  # calls per case per repeat
-REPEATS = 21
+N = int(os.environ.get("LLM_OVERHEAD_CALLS", "50"))  # calls per case per repeat
+REPEATS = int(os.environ.get("LLM_OVERHEAD_REPEATS", "21"))
 LIVE = "drip, live delivery"
 DEFERRED = "drip, delivery deferred"
 CONTROL = "control: wrapt pass-through"

@@ -190,7 +190,7 @@ class LLMCall:
         event = self.event
         if state is None or event is None or event.ended:
             return
-        if state.last is not None:
+        if not state.done and state.last is not None:
             safely(state.seen, state.last)
         self.finish_tokens(
             state.model, state.usage, error=error, streamed=True, complete=state.done
@@ -359,7 +359,8 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     stream._iterator = wrap(
         stream._iterator, weakref.ref(call), state
     )  # anthropic: over its cached_property
-    stream.__class__ = _watched_class(type(stream), is_async)
+    cls = type(stream)
+    stream.__class__ = _classes.get(cls) or _watched_class(cls, is_async)
     if is_async:
         weakref.finalize(stream, call.end_stream)
     return stream
