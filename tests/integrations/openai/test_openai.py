@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 from typing import Any
 
 import openai
@@ -361,3 +362,67 @@ def test_an_unreadable_usage_is_logged_and_the_chunk_passed_on(
     assert "could not read a stream item" in caplog.text
     event = only_llm(recorder.events(run.id))
     assert event.metadata["complete"] is False and event.quantity == 0
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["drip-asked", "caller-asked"])
+def test_the_sdk_never_parses_the_usage_chunk_drip_hides(
+    recorder: Any, make_client: Any, asked: bool
+) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    parse = client._process_response_data
+    parsed: list[Any] = []
+    client._process_response_data = lambda **kw: parsed.append(parse(**kw)) or parsed[-1]
+    options = {"stream_options": {"include_usage": True}} if asked else {}
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(ask(client, stream=True, **options))
+    assert chunks == parsed and len(chunks) == (5 if asked else 4)  # 3 words, the stop chunk
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+@pytest.mark.parametrize(
+    "separators", [(",", ":"), (", ", " : "), (",", ":\t")], ids=["compact", "spaced", "tab"]
+)
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_any_json_spacing_of_the_usage_chunk_is_read_and_hidden(
+    recorder: Any, make_client: Any, separators: tuple[str, str], async_: bool
+) -> None:
+    from .conftest import chat_chunks
+
+    def spaced(request: Any) -> Any:
+        import httpx2
+
+        body = "".join(
+            f"data: {json.dumps(c, separators=separators)}\n\n" for c in chat_chunks(True)
+        )
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=(body + "data: [DONE]\n\n").encode())  # fmt: skip
+
+    drip_openai.instrument()
+    client = make_client(async_=async_, handler=spaced)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if async_:
+            chunks = [c async for c in await ask(client, stream=True)]
+        else:
+            chunks = list(ask(client, stream=True))
+    assert len(chunks) == 4 and all(c.choices for c in chunks)
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+def test_usage_on_a_chunk_with_choices_is_read_and_shown(recorder: Any, make_client: Any) -> None:
+    from .conftest import CHAT_USAGE, chat_chunks, sse
+
+    def usage_on_the_stop_chunk(request: Any) -> Any:
+        import httpx2
+
+        chunks = chat_chunks(False)
+        chunks[-1]["usage"] = CHAT_USAGE  # some compatible servers send it there
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=sse(chunks))  # fmt: skip
+
+    drip_openai.instrument()
+    client = make_client(handler=usage_on_the_stop_chunk)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(ask(client, stream=True))
+    assert len(chunks) == 4 and chunks[-1].usage.total_tokens == 150
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
