@@ -24,6 +24,7 @@ provider's final usage records what was seen so far with ``complete: false``.
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
 import logging
 import weakref
@@ -344,25 +345,28 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     end of the items, on an error while iterating, on ``close()`` / leaving ``with``, or
     when the stream is dropped.
 
-    A dropped stream's call is recorded when the stream is collected, with what its items
-    said. Sync: only the stream holds the call (the generator holds it weakly), so
-    ``LLMCall.__del__`` records it. Async: asyncio keeps a dropped async generator alive until
-    a task of its own closes it, later, maybe after the run ended. The SDK's ``__aiter__`` is
-    such a generator, and it holds the stream: so a watched async stream is its own async
-    iterator (``__aiter__`` returns it; the SDK's ``__anext__`` pulls from the same items), and
-    gets a ``weakref.finalize``, which fires when the stream is collected, even when drip's
-    generator (which the stream reaches) is brought back to be closed.
+    A dropped stream's call is recorded as soon as the stream is freed, with what its items
+    said: only the stream holds the call (drip's generator holds it weakly), so
+    ``LLMCall.__del__`` records it. That needs a stream no cycle holds: openai's makes its item
+    generator on itself (the generator's frame holds the stream, so only the cyclic GC would
+    free it, maybe after the run ended), so drip reads the items through a copy of it, as
+    anthropic's SDK does. And asyncio keeps a dropped async generator alive until a task of
+    its own closes it; the SDK's ``__aiter__`` is one, and holds the stream: so a watched async
+    stream is its own async iterator (``__aiter__`` returns it; the SDK's ``__anext__`` pulls
+    from the same items).
     """
     call.stream = state
-    wrap = _awatched if is_async else _watched
-    vars(stream)[_CALL] = call
-    stream._iterator = wrap(
-        stream._iterator, weakref.ref(call), state
-    )  # anthropic: over its cached_property
+    attrs = vars(stream)
+    if "_iterator" in attrs:  # made on the stream itself (openai): its frame holds the stream
+        twin = copy.copy(stream)  # so read through a copy, as anthropic's SDK does: no cycle
+        del vars(twin)["_iterator"]
+        items = twin.__stream__()
+    else:  # anthropic: a cached_property, already made on a copy
+        items = stream._iterator
+    attrs[_CALL] = call
+    attrs["_iterator"] = (_awatched if is_async else _watched)(items, weakref.ref(call), state)
     cls = type(stream)
     stream.__class__ = _classes.get(cls) or _watched_class(cls, is_async)
-    if is_async:
-        weakref.finalize(stream, call.end_stream)
     return stream
 
 

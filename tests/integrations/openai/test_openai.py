@@ -426,3 +426,24 @@ def test_usage_on_a_chunk_with_choices_is_read_and_shown(recorder: Any, make_cli
         chunks = list(ask(client, stream=True))
     assert len(chunks) == 4 and chunks[-1].usage.total_tokens == 150
     check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_a_dropped_stream_records_at_once_without_the_cyclic_gc(
+    recorder: Any, make_client: Any, async_: bool
+) -> None:
+    drip_openai.instrument()
+    client = make_client(async_=async_)
+    gc.disable()  # only reference counting can free the stream before the run ends
+    try:
+        async with drip.run("chat", customer_id=recorder.customer) as run:
+            if async_:
+                async for _ in await ask(client, stream=True):
+                    break
+            else:
+                for _ in ask(client, stream=True):
+                    break
+    finally:
+        gc.enable()
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["model"] == MODEL
