@@ -24,7 +24,6 @@ provider's final usage records what was seen so far with ``complete: false``.
 from __future__ import annotations
 
 import contextvars
-import copy
 import functools
 import logging
 import weakref
@@ -358,8 +357,8 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     call.stream = state
     attrs = vars(stream)
     if "_iterator" in attrs:  # made on the stream itself (openai): its frame holds the stream
-        twin = copy.copy(stream)  # so read through a copy, as anthropic's SDK does: no cycle
-        del vars(twin)["_iterator"]
+        twin = object.__new__(type(stream))  # so read through a copy, as anthropic's SDK
+        twin.__dict__ = {k: v for k, v in attrs.items() if k != "_iterator"}  # does: no cycle
         items = twin.__stream__()
     else:  # anthropic: a cached_property, already made on a copy
         items = stream._iterator
