@@ -2,7 +2,9 @@
 
     python benchmarks/llm_overhead.py [--json PATH]
     python benchmarks/llm_overhead.py --ir        # instructions per call (valgrind), ~10 min
+    python benchmarks/llm_overhead.py --ir --base /tmp/base-venv/bin/python --jobs 2 stream
     LLM_OVERHEAD_CHUNKS=100 python benchmarks/llm_overhead.py   # longer streams (default 8)
+    LLM_OVERHEAD_REPEATS=11 LLM_OVERHEAD_CALLS=20 ...          # fewer calls (default 21 x 50)
 
 The same ``client.chat.completions.create`` (plain, and ``stream=True`` read to the end) on
 the real openai SDK over ``httpx2.MockTransport`` (no network), on four clients in one process,
@@ -40,8 +42,8 @@ import _bench
 import httpx2
 import openai
 
-N = 50  # calls per case per repeat
-REPEATS = 21
+N = int(os.environ.get("LLM_OVERHEAD_CALLS", "50"))  # calls per case per repeat
+REPEATS = int(os.environ.get("LLM_OVERHEAD_REPEATS", "21"))
 LIVE = "drip, live delivery"
 DEFERRED = "drip, delivery deferred"
 CONTROL = "control: wrapt pass-through"
@@ -65,12 +67,18 @@ CHUNKS = [{**BASE, "object": "chat.completion.chunk",
           for i in range(WORDS)]  # fmt: skip
 
 
+#: the usage chunk is sent when asked (None), or always (True) or never (False): ``--ir`` splits
+#: its cost into the request's side (asking) and the response's (parsing one more chunk)
+SEND_USAGE: bool | None = None
+
+
 def answer(request: httpx2.Request) -> httpx2.Response:
     body = json.loads(request.content)
     if not body.get("stream"):
         return httpx2.Response(200, content=PLAIN, headers={"content-type": "application/json"})
     chunks = list(CHUNKS)
-    if (body.get("stream_options") or {}).get("include_usage"):
+    asked = (body.get("stream_options") or {}).get("include_usage")
+    if asked if SEND_USAGE is None else SEND_USAGE:
         chunks.append({**BASE, "object": "chat.completion.chunk", "choices": [], "usage": USAGE})
     sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
     return httpx2.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
@@ -352,12 +360,18 @@ def main() -> int:
     return status
 
 
-IR_CASES = {  # case: (instrumented, stream, stream_options asked by the caller)
-    "plain, uninstrumented": (False, False, False),
-    "plain, drip": (True, False, False),
-    "stream, uninstrumented": (False, True, False),
-    "stream, uninstrumented, usage asked": (False, True, True),
-    "stream, drip": (True, True, False),
+IR_CASES = {  # case: (instrumented, stream, usage asked by the caller, mock only, SEND_USAGE)
+    "plain, uninstrumented": (False, False, False, False, None),
+    "plain, drip": (True, False, False, False, None),
+    "stream, uninstrumented": (False, True, False, False, None),
+    "stream, uninstrumented, usage asked": (False, True, True, False, None),
+    "stream, drip": (True, True, False, False, None),
+    # the usage chunk's cost, split: the mock transport's share (``answer`` alone: decode the
+    # request, build the body), asking without getting it, getting it without asking
+    "stream, mock transport only": (False, True, False, True, None),
+    "stream, mock transport only, usage asked": (False, True, True, True, None),
+    "stream, usage asked, chunk not sent": (False, True, True, False, False),
+    "stream, usage chunk sent unasked": (False, True, False, False, True),
 }
 
 
@@ -368,7 +382,8 @@ def ir_child(case: str, n: int) -> None:
     import drip
     from drip.testing import capture
 
-    instrumented, stream, asked = IR_CASES[case]
+    global SEND_USAGE
+    instrumented, stream, asked, mock_only, SEND_USAGE = IR_CASES[case]
     llm = pinned()
     if instrumented:
         from drip.integrations import openai as drip_openai
@@ -376,9 +391,14 @@ def ir_child(case: str, n: int) -> None:
         drip_openai.instrument(llm)
     create = llm.chat.completions.create
     extra = {"stream_options": {"include_usage": True}} if asked else {}
+    request = httpx2.Request("POST", "https://mock/v1/chat/completions",
+                             json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True,
+                                   **extra})  # fmt: skip
     with capture() as cap, drip.run("bench-llm-ir", customer_id="cus_ir"):
         for i in range(n + 3):  # 3 to warm up, then n
-            if stream:
+            if mock_only:
+                answer(request).read()
+            elif stream:
                 for _chunk in create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra):
                     pass
             else:
@@ -390,15 +410,14 @@ def ir_child(case: str, n: int) -> None:
     os._exit(0)
 
 
-def ir_count(case: str, n: int) -> int:
+def ir_count(python: str, case: str, n: int) -> int:
     import subprocess
-    import sys
 
     # one hash seed for every child: with random ones, dict and set probing alone moved the
     # same case by hundreds of thousands of instructions per call from one process to the next
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python,
          __file__, "--ir-child", case, str(n)],
         capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
@@ -406,20 +425,62 @@ def ir_count(case: str, n: int) -> int:
     return int(line.split()[-1])
 
 
-def ir_main() -> int:
+def ir_main(argv: list[str]) -> int:
+    """``--ir [--base PYTHON] [--jobs N] [CASE ...]``: instructions per call of each case.
+
+    ``--base PYTHON``: also count the drip cases under another interpreter, one whose ``drip``
+    is another checkout (``git worktree add --detach /tmp/base <commit>`` and a virtualenv with
+    it installed), so before and after are counted by the same script on the same host.
+    ``--jobs N`` runs N valgrind children at once. ``CASE``s (substrings) pick cases.
+    """
     import shutil
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
 
     if shutil.which("valgrind") is None:
         raise SystemExit("--ir needs valgrind on PATH")
-    _bench.header("llm_overhead.py --ir", "instructions per call: (30 calls - 10 calls) / 20")
-    per = {case: (ir_count(case, 30) - ir_count(case, 10)) / 20 for case in IR_CASES}
-    for case, ir in per.items():
-        print(f"{case:38s} {ir:12,.0f}")
+    base, jobs, picks = None, 1, []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--base":
+            base = next(args)
+        elif arg == "--jobs":
+            jobs = int(next(args))
+        else:
+            picks.append(arg)
+    cases = [c for c in IR_CASES if not picks or any(p in c for p in picks)]
+    runs = [(f"{case} (base)" if python == base else case, python, case)
+            for case in cases for python in (sys.executable, base)
+            if python is not None and (python != base or IR_CASES[case][0])]  # fmt: skip
+    _bench.header("llm_overhead.py --ir", f"instructions per call: (30 calls - 10 calls) / 20, "
+                  f"{WORDS} content chunks per stream")  # fmt: skip
+    with ThreadPoolExecutor(jobs) as pool:
+        counts = {(label, n): pool.submit(ir_count, python, case, n)
+                  for label, python, case in runs for n in (30, 10)}  # fmt: skip
+        per = {label: (counts[label, 30].result() - counts[label, 10].result()) / 20
+               for label, _, _ in runs}  # fmt: skip
+    for label, ir in per.items():
+        print(f"{label:46s} {ir:12,.0f}")
     for kind, over in (("plain", "plain, uninstrumented"), ("stream", "stream, uninstrumented"),
                        ("stream", "stream, uninstrumented, usage asked")):  # fmt: skip
-        added = per[f"{kind}, drip"] - per[over]
-        print(f"drip adds {added:10,.0f} instructions per {kind} call over '{over}': "
-              f"{100 * added / per[over]:+.2f}% (target, in caller CPU time: <= 5%)")  # fmt: skip
+        for drip_case in (f"{kind}, drip", f"{kind}, drip (base)"):
+            if drip_case not in per or over not in per:
+                continue
+            added = per[drip_case] - per[over]
+            print(f"{drip_case} adds {added:10,.0f} instructions per call over '{over}': "
+                  f"{100 * added / per[over]:+.2f}% (target, in caller CPU time: <= 5%)")  # fmt: skip
+    mock = ("stream, mock transport only", "stream, mock transport only, usage asked")
+    if all(m in per for m in mock) and "stream, uninstrumented, usage asked" in per:
+        chunk = per["stream, uninstrumented, usage asked"] - per["stream, uninstrumented"]
+        in_mock = per[mock[1]] - per[mock[0]]
+        print(f"the usage chunk: {chunk:,.0f} instructions per stream, of which the mock "
+              f"transport {in_mock:,.0f} ({100 * in_mock / chunk:.0f}%), the SDK and httpx2 "
+              f"{chunk - in_mock:,.0f}")  # fmt: skip
+    for case in ("stream, usage asked, chunk not sent", "stream, usage chunk sent unasked"):
+        if case in per and "stream, uninstrumented" in per:
+            added = per[case] - per["stream, uninstrumented"]
+            print(f"'{case}' over 'stream, uninstrumented': {added:+,.0f} "
+                  f"({100 * added / per['stream, uninstrumented']:+.2f}%)")  # fmt: skip
     return 0
 
 
@@ -429,5 +490,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--ir-child"]:
         ir_child(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["--ir"]:
-        raise SystemExit(ir_main())
+        raise SystemExit(ir_main(sys.argv[2:]))
     raise SystemExit(main())

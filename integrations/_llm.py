@@ -14,30 +14,29 @@ current metered call, or becomes a usage record of the current customer, with th
 lenient/strict rule as ``@metered``), made current while the provider call runs (so what the
 call does nests under it), and ended once, from whatever thread or task sees the end.
 
-Streams (``SyncStream`` / ``AsyncStream``, wrapt ``ObjectProxy`` subclasses, so the caller
-still holds an object that behaves as the SDK's) feed each item to a provider-specific
-``StreamState`` and finish the event exactly once: on exhaustion, on ``close()``, on leaving
-``with``, on an error while iterating, or when garbage-collected (``weakref.finalize``). A stream
-that ends before the provider's final usage records what was seen so far with
-``complete: false``.
+Streams are metered in place (``watch``): the caller keeps the SDK's own stream object, whose
+item generator drip wraps once, and a provider-specific ``StreamState`` reads the items that can
+carry usage. The event is finished exactly once: on exhaustion, on ``close()``, on leaving
+``with``, on an error while iterating, or when garbage-collected. A stream that ends before the
+provider's final usage records what was seen so far with ``complete: false``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
-
-import wrapt
 
 from drip import pricing
 from drip._default import default_recorder
 from drip._metered import Later, begin_later, later_spec
 
-__all__ = ["AsyncStream", "LLMCall", "StreamState", "SyncStream", "Usage", "safely"]
+__all__ = ["LLMCall", "StreamState", "Usage", "end_stream", "safely", "watch"]
 
 logger = logging.getLogger("drip")
 
@@ -92,8 +91,12 @@ class LLMCall:
     """One metered call, begun now (in ``context`` if given) and finished exactly once.
 
     If it is dropped unfinished (a bug, or an SDK that never reported an end), it is recorded
-    when garbage-collected, with quantity 0 and ``complete: false``.
+    when garbage-collected, with quantity 0 and ``complete: false`` (a stream's call: with
+    what its stream saw, see ``end_stream``).
     """
+
+    #: the state of the stream this call returned (``watch``), if it streams
+    stream: StreamState | None = None
 
     def __init__(
         self,
@@ -181,125 +184,191 @@ class LLMCall:
         except Exception:  # strict mode: a bad quantity is raised after it was recorded
             logger.exception("drip: recording an LLM call failed")
 
+    def end_stream(self, error: BaseException | None = None) -> None:
+        """Finish a streamed call from what its stream saw (once; later calls do nothing)."""
+        state = self.stream
+        event = self.event
+        if state is None or event is None or event.ended:
+            return
+        if not state.done and state.last is not None:
+            safely(state.seen, state.last)
+        self.finish_tokens(
+            state.model, state.usage, error=error, streamed=True, complete=state.done
+        )
+
     def __del__(self) -> None:
         if self.event is not None and not self.event.ended:
-            self.finish(0, {"provider": self.provider, "complete": False})
+            if self.stream is not None:  # a stream dropped before its generator ran, or
+                self.end_stream()  # collected in one cycle with it, this call first
+            else:
+                self.finish(0, {"provider": self.provider, "complete": False})
 
 
 class StreamState:
-    """What a provider's stream wrapper knows so far; subclasses read the items."""
+    """What one stream saw so far; subclasses read the provider's items (see ``watch``).
+
+    ``key`` names the attribute that tells whether an item can carry usage: ``feed`` reads
+    only the items where it is not None (an OpenAI chat stream: ``usage``, set on its last
+    chunk only), so the other items cost one C-level attribute read. A state that must see
+    every item uses an attribute every item has (``type``).
+    """
+
+    key = "type"
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
         self.usage: Usage | None = None
         self.done = False  # the provider's final usage (or end marker) was seen
+        self.last: Any = None  # the last item the stream gave (None: none yet)
 
     def feed(self, item: Any) -> bool:
-        """Read one item; False hides it from the caller (an item drip asked for)."""
+        """Read one item whose ``key`` is set; False hides it (an item drip asked for)."""
         return True
 
+    def seen(self, last: Any) -> None:
+        """The last item the stream gave, when it ends; fills in what ``feed`` skipped (the
+        model of an OpenAI chat stream cut before its usage chunk)."""
 
-class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc]
-    """Shared parts of the sync and async stream proxies."""
-
-    def __init__(self, wrapped: Any, call: LLMCall, state: StreamState) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_state = state
-        weakref.finalize(self, _end, call, state, None)
-
-    def _self_end(self, error: BaseException | None = None) -> None:
-        _end(self._self_call, self._self_state, error)
+    def take(self, item: Any) -> None:
+        """Read one item outside a watched stream (a raw SSE body decoded by drip)."""
+        if getattr(item, self.key, None) is not None:
+            self.feed(item)
+        self.last = item
 
 
-def _end(call: LLMCall, state: StreamState, error: BaseException | None) -> None:
-    event = call.event
-    if event is not None and not event.ended:
-        call.finish_tokens(
-            state.model, state.usage, error=error, streamed=True, complete=state.done
-        )
+def _unreadable() -> None:
+    logger.exception("drip: could not read a stream item; it is passed on as it is")
 
 
-class SyncStream(_StreamBase):
-    """A sync stream (``Stream``) that records its call once, however it ends."""
+def _ended(call: weakref.ref[LLMCall], error: BaseException | None = None) -> None:
+    live = call()
+    if live is not None:  # None: the stream was dropped, and its call recorded then
+        live.end_stream(error)
 
-    def __iter__(self) -> SyncStream:
-        return self
 
-    def __next__(self) -> Any:
-        feed = self._self_state.feed
-        while True:
+def _watched(items: Iterator[Any], call: weakref.ref[LLMCall], state: StreamState) -> Iterator[Any]:
+    look, feed = attrgetter(state.key), state.feed
+    try:
+        for item in items:
+            state.last = item
             try:
-                item = self.__wrapped__.__next__()
-            except StopIteration:
-                self._self_end()
-                raise
-            except BaseException as exc:
-                self._self_end(exc)
-                raise
-            try:
-                if feed(item):  # False: an item drip asked for, hidden from the caller
-                    return item
+                if look(item) is not None and not feed(item):
+                    continue  # an item drip asked for, hidden from the caller
             except Exception:
-                logger.exception("drip: could not read a stream item; it is passed on as it is")
-                return item
-
-    def close(self) -> None:
-        try:
-            self.__wrapped__.close()
-        finally:
-            self._self_end()
-
-    def __enter__(self) -> SyncStream:
-        self.__wrapped__.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        try:
-            return self.__wrapped__.__exit__(*exc_info)
-        finally:
-            self._self_end()
+                _unreadable()
+            yield item
+    except GeneratorExit:  # closed while the stream is alive
+        _ended(call)
+        raise
+    except BaseException as exc:
+        _ended(call, exc)
+        raise
+    _ended(call)
 
 
-class AsyncStream(_StreamBase):
-    """An async stream (``AsyncStream``) that records its call once, however it ends."""
-
-    def __aiter__(self) -> AsyncStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        feed = self._self_state.feed
-        while True:
+async def _awatched(
+    items: AsyncIterator[Any], call: weakref.ref[LLMCall], state: StreamState
+) -> AsyncIterator[Any]:
+    look, feed = attrgetter(state.key), state.feed
+    try:
+        async for item in items:
+            state.last = item
             try:
-                item = await self.__wrapped__.__anext__()
-            except StopAsyncIteration:
-                self._self_end()
-                raise
-            except BaseException as exc:
-                self._self_end(exc)
-                raise
-            try:
-                if feed(item):  # False: an item drip asked for, hidden from the caller
-                    return item
+                if look(item) is not None and not feed(item):
+                    continue  # an item drip asked for, hidden from the caller
             except Exception:
-                logger.exception("drip: could not read a stream item; it is passed on as it is")
-                return item
+                _unreadable()
+            yield item
+    except GeneratorExit:  # closed while the stream is alive
+        _ended(call)
+        raise
+    except BaseException as exc:
+        _ended(call, exc)
+        raise
+    _ended(call)
 
-    async def close(self) -> None:
+
+def _sync_close(base: Callable[[Any], None]) -> Callable[[Any], None]:
+    @functools.wraps(base)
+    def close(self: Any) -> None:
         try:
-            await self.__wrapped__.close()
+            base(self)
         finally:
-            self._self_end()
+            self.__dict__[_CALL].end_stream()
 
-    async def aclose(self) -> None:
-        await self.close()
+    return close
 
-    async def __aenter__(self) -> AsyncStream:
-        await self.__wrapped__.__aenter__()
-        return self
 
-    async def __aexit__(self, *exc_info: Any) -> Any:
+def _async_close(base: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    @functools.wraps(base)
+    async def close(self: Any) -> None:
         try:
-            return await self.__wrapped__.__aexit__(*exc_info)
+            await base(self)
         finally:
-            self._self_end()
+            self.__dict__[_CALL].end_stream()
+
+    return close
+
+
+def _self(stream: Any) -> Any:
+    return stream
+
+
+_CALL = "_drip_call"
+_classes: dict[type, type] = {}
+
+
+def _watched_class(cls: type, is_async: bool) -> type:
+    """``cls`` with ``close`` ending the call: same name, same layout, made once per class."""
+    sub = _classes.get(cls)
+    if sub is None:  # ``close`` in the body: a mixin base would change the layout
+        body: dict[str, Any] = {"__slots__": (), "__module__": cls.__module__,
+                                "__qualname__": cls.__qualname__}  # fmt: skip
+        if is_async:
+            body["close"] = _async_close(cls.close)  # type: ignore[attr-defined]
+            body["__aiter__"] = _self  # see ``watch``
+        else:
+            body["close"] = _sync_close(cls.close)  # type: ignore[attr-defined]
+        sub = _classes.setdefault(cls, type(cls.__name__, (cls,), body))
+    return sub
+
+
+def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> Any:
+    """Meter an SDK stream (openai / anthropic ``Stream`` or ``AsyncStream``) in place.
+
+    The caller gets the SDK's own object back. Its ``_iterator`` (the SDK's generator of
+    parsed items, which both ``__iter__`` and ``__next__`` pull from) is wrapped once in a
+    generator of drip's, and its class is swapped once for a subclass whose ``close()`` also
+    ends the call. Per item drip adds one generator step, one attribute store and one
+    attribute read; per stream, no proxy and no finalizer. The call is recorded once: at the
+    end of the items, on an error while iterating, on ``close()`` / leaving ``with``, or
+    when the stream is dropped.
+
+    A dropped stream's call is recorded as soon as the stream is freed, with what its items
+    said: only the stream holds the call (drip's generator holds it weakly), so
+    ``LLMCall.__del__`` records it. That needs a stream no cycle holds: openai's makes its item
+    generator on itself (the generator's frame holds the stream, so only the cyclic GC would
+    free it, maybe after the run ended), so drip reads the items through a copy of it, as
+    anthropic's SDK does. And asyncio keeps a dropped async generator alive until a task of
+    its own closes it; the SDK's ``__aiter__`` is one, and holds the stream: so a watched async
+    stream is its own async iterator (``__aiter__`` returns it; the SDK's ``__anext__`` pulls
+    from the same items).
+    """
+    call.stream = state
+    attrs = vars(stream)
+    if "_iterator" in attrs:  # made on the stream itself (openai): its frame holds the stream
+        twin = object.__new__(type(stream))  # so read through a copy, as anthropic's SDK
+        twin.__dict__ = {k: v for k, v in attrs.items() if k != "_iterator"}  # does: no cycle
+        items = twin.__stream__()
+    else:  # anthropic: a cached_property, already made on a copy
+        items = stream._iterator
+    attrs[_CALL] = call
+    attrs["_iterator"] = (_awatched if is_async else _watched)(items, weakref.ref(call), state)
+    cls = type(stream)
+    stream.__class__ = _classes.get(cls) or _watched_class(cls, is_async)
+    return stream
+
+
+def end_stream(stream: Any, error: BaseException | None = None) -> None:
+    """End the call of a stream ``watch`` metered (once; later calls do nothing)."""
+    vars(stream)[_CALL].end_stream(error)

@@ -24,7 +24,7 @@ from typing import Any
 
 import wrapt
 
-from ._llm import AsyncStream, LLMCall, StreamState, SyncStream, Usage, count, safely
+from ._llm import LLMCall, StreamState, Usage, count, safely, watch
 from ._patches import Patches, method_wrapper
 from ._requires import requires
 
@@ -96,9 +96,9 @@ class _Call:
 
     def result(self, result: Any) -> Any:
         if isinstance(result, anthropic.Stream):
-            return SyncStream(result, self.llm, _MessageStream(self.model))
+            return watch(result, self.llm, _MessageStream(self.model), is_async=False)
         if isinstance(result, anthropic.AsyncStream):
-            return AsyncStream(result, self.llm, _MessageStream(self.model))
+            return watch(result, self.llm, _MessageStream(self.model), is_async=True)
         model = getattr(result, "model", None) or self.model
         self.llm.finish_tokens(model, safely(_message_usage, result))
         return result

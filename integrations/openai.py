@@ -23,8 +23,9 @@ sees the usage chunk drip asked for (below): raw bytes are the wire's, never edi
 Chat streams carry usage only when asked (``stream_options={"include_usage": True}``). When
 the caller did not ask, drip asks, and takes the extra final chunk (empty ``choices``, the whole
 request's ``usage``) out of the stream: the caller's loop sees exactly the chunks it would have
-seen without drip, so code that reads ``chunk.choices[0]`` keeps working. A caller that asked
-for usage gets the chunk, as usual.
+seen without drip, so code that reads ``chunk.choices[0]`` keeps working. drip reads that chunk
+from its SSE event (``_UsageTap``), so the SDK does not parse a chunk nobody will see. A caller
+that asked for usage gets the chunk, as usual.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import wrapt
 
-from ._llm import AsyncStream, LLMCall, StreamState, SyncStream, Usage, count, safely
+from ._llm import LLMCall, StreamState, Usage, count, end_stream, safely, watch
 from ._patches import Patches, method_wrapper
 from ._requires import requires
 
@@ -88,17 +89,71 @@ def _usage_of(api: str, response: Any) -> Usage | None:
 
 
 class _ChatStream(StreamState):
+    """Usage is on the last chunk only (when asked): ``feed`` runs on that chunk alone."""
+
+    key = "usage"
+
     def __init__(self, model: str | None, hide_usage_chunk: bool) -> None:
         super().__init__(model)
         self.hide = hide_usage_chunk
 
     def feed(self, chunk: Any) -> bool:
         self.model = getattr(chunk, "model", None) or self.model
-        usage = getattr(chunk, "usage", None)
-        if usage is None:
-            return True
-        self.usage, self.done = _chat_usage(usage), True
+        self.usage, self.done = _chat_usage(chunk.usage), True
         return not (self.hide and not chunk.choices)
+
+    def seen(self, last: Any) -> None:
+        if not self.done:  # cut before the usage chunk: the model the chunks named
+            self.model = getattr(last, "model", None) or self.model
+
+    def taken(self, data: str) -> bool:
+        """An SSE event's JSON (``_UsageTap``): True if it was the usage chunk, now read."""
+        try:
+            chunk = json.loads(data)
+            usage = chunk.get("usage") if isinstance(chunk, dict) else None
+            if not isinstance(usage, dict) or chunk.get("choices") != []:
+                return False
+            read = _chat_usage(_obj(usage))
+        except Exception:  # not the shape drip reads: the SDK parses it, ``feed`` logs it
+            return False
+        self.usage, self.done = read, True
+        self.model = chunk.get("model") or self.model
+        return True
+
+
+#: how a usage object opens in an SSE chunk's JSON (compact, or with json.dumps' space); a
+#: null usage (every other chunk, from OpenAI) never matches, nor can text inside a string
+_USAGE_OPENS = ('"usage":{', '"usage": {')
+
+
+class _UsageTap:
+    """The SSE decoder of a chat stream whose usage drip asked for: drip reads the usage
+    chunk from its event's JSON, and the SDK never builds an object for a chunk the caller
+    will not see. That chunk is most of what asking for usage costs (``benchmarks/README.md``).
+
+    Any event that does not look like the usage chunk, or is not one once decoded (non-empty
+    ``choices``, no usage object), goes to the SDK as it came; a usage chunk in a shape the
+    tap does not spot is hidden further on, by ``_ChatStream.feed``, as before.
+    """
+
+    __slots__ = ("_decoder", "_state")
+
+    def __init__(self, decoder: Any, state: _ChatStream) -> None:
+        self._decoder, self._state = decoder, state
+
+    def iter_bytes(self, iterator: Any) -> Any:
+        taken = self._state.taken
+        for sse in self._decoder.iter_bytes(iterator):
+            data = sse.data
+            if not ((_USAGE_OPENS[0] in data or _USAGE_OPENS[1] in data) and taken(data)):
+                yield sse
+
+    async def aiter_bytes(self, iterator: Any) -> Any:
+        taken = self._state.taken
+        async for sse in self._decoder.aiter_bytes(iterator):
+            data = sse.data
+            if not ((_USAGE_OPENS[0] in data or _USAGE_OPENS[1] in data) and taken(data)):
+                yield sse
 
 
 class _ResponsesStream(StreamState):
@@ -153,10 +208,11 @@ class _Call:
                 usage = None
             self.llm.finish_tokens(model, usage)
             return result
-        if isinstance(result, openai.Stream):
-            return SyncStream(result, self.llm, self.state())
-        if isinstance(result, openai.AsyncStream):
-            return AsyncStream(result, self.llm, self.state())
+        if isinstance(result, (openai.Stream, openai.AsyncStream)):
+            state = self.state()
+            if self.hide and getattr(result, "_decoder", None) is not None:
+                result._decoder = _UsageTap(result._decoder, state)
+            return watch(result, self.llm, state, is_async=isinstance(result, openai.AsyncStream))
         if isinstance(result, LegacyAPIResponse):
             return _RawResponse(result, self)
         if isinstance(result, APIResponse):
@@ -217,7 +273,7 @@ class _Body:
         self.call = call
         self.stream = bool(getattr(response, "_is_sse_stream", False))
         self.seen = bytearray()
-        self.parsed_stream: Any = None  # the stream proxy ``.parse()`` gave
+        self.parsed_stream: Any = None  # the watched stream ``.parse()`` gave
 
     def take(self, chunk: bytes | str) -> None:
         self.seen += chunk.encode() if isinstance(chunk, str) else chunk
@@ -228,7 +284,7 @@ class _Body:
         if llm.finished:
             return
         if self.parsed_stream is not None:
-            self.parsed_stream._self_end(error)
+            end_stream(self.parsed_stream, error)
             return
         body = bytes(self.seen)
         if read_all and not body:  # read whole by ``.read()`` and what calls it
@@ -239,6 +295,8 @@ class _Body:
                 data = line[5:].strip() if line.startswith("data:") else ""
                 if data and data != "[DONE]":
                     safely(self._feed, state, data)
+            if state.last is not None:
+                safely(state.seen, state.last)
             usage, complete = state.usage, state.done
         else:
             response = safely(_json, body) if read_all and body else None
@@ -249,10 +307,10 @@ class _Body:
 
     @staticmethod
     def _feed(state: StreamState, data: str) -> None:
-        state.feed(_obj(json.loads(data)))
+        state.take(_obj(json.loads(data)))
 
     def parsed(self, parsed: Any, exact: bool) -> Any:
-        """What ``.parse()`` gave: a stream is proxied; an object records the call now."""
+        """What ``.parse()`` gave: a stream is watched; an object records the call now."""
         if isinstance(parsed, (openai.Stream, openai.AsyncStream)):
             if self.parsed_stream is None:
                 self.parsed_stream = self.call.result(parsed)

@@ -152,3 +152,24 @@ def test_provider_error_propagates_unchanged_and_the_event_is_error(
                 pass
     event = only_llm(recorder.events(run.id))
     assert (event.outcome, event.error_type, event.quantity) == ("error", "BadRequestError", 0)
+
+
+@pytest.mark.parametrize("how", ["break-and-gc", "close", "never-read"])
+async def test_async_abandoned_stream_records_once(
+    recorder: Any, make_client: Any, how: str
+) -> None:
+    drip_anthropic.instrument()
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = await make_client(async_=True).messages.create(**ARGS, stream=True)
+        assert isinstance(stream, anthropic.AsyncStream)
+        if how != "never-read":
+            async for _ in stream:
+                break
+        if how == "close":
+            await stream.close()
+        del stream
+        gc.collect()  # recorded now, not when the loop closes the async generators
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["streamed"] is True
+    # message_start said: 1210 input (cache included), 1 output so far
+    assert event.quantity == (0 if how == "never-read" else 1211)

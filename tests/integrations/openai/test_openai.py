@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 from typing import Any
 
 import openai
@@ -263,3 +264,186 @@ def test_a_broken_price_file_never_breaks_the_call(
         pricing.reset()
     event = only_llm(recorder.events(run.id))
     assert event.quantity == 150 and "cost_usd" not in event.metadata
+
+
+def test_the_caller_keeps_the_sdks_stream_object(recorder: Any, make_client: Any) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    with drip.run("chat", customer_id=recorder.customer):
+        stream = ask(client, stream=True)
+        assert isinstance(stream, openai.Stream) and type(stream).__name__ == "Stream"
+        assert type(stream).__qualname__ == openai.Stream.__qualname__
+        first = next(stream)  # ``__next__`` pulls from the same metered items as ``for``
+        rest = list(stream)
+    assert len([first, *rest]) == 4 and all(c.choices for c in [first, *rest])
+
+
+@pytest.mark.parametrize("how", ["never-read", "close-unread", "break-and-gc", "close"])
+def test_abandoned_stream_keeps_the_model_the_chunks_named(
+    recorder: Any, make_client: Any, how: str
+) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = ask(client, stream=True)
+        if how in ("break-and-gc", "close"):
+            for _ in stream:
+                break
+        if how.startswith("close"):
+            stream.close()
+        del stream
+        gc.collect()
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["streamed"] is True
+    read = how in ("break-and-gc", "close")  # unread: the model asked for, no chunk named one
+    assert event.metadata["model"] == (MODEL if read else "gpt-4o-mini")
+
+
+@pytest.mark.parametrize("how", ["close", "with-exit", "break-and-gc"])
+async def test_async_abandoned_stream_records_once_incomplete(
+    recorder: Any, make_client: Any, how: str
+) -> None:
+    drip_openai.instrument()
+    client = make_client(async_=True)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if how == "with-exit":
+            async with await ask(client, stream=True) as stream:
+                await stream.__anext__()
+        else:
+            stream = await ask(client, stream=True)
+            async for _ in stream:
+                break
+            if how == "close":
+                await stream.close()
+            del stream
+            gc.collect()  # recorded now, not when the loop closes the async generator
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["model"] == MODEL
+    assert event.quantity == 0 and "input_tokens" not in event.metadata
+
+
+def test_a_stream_error_propagates_and_records_error(recorder: Any, make_client: Any) -> None:
+    def broken(request: Any) -> Any:
+        import httpx2
+
+        body = b'data: {"id": "c", "object": "chat.completion.chunk", "created": 1, '
+        body += f'"model": "{MODEL}", "choices": []}}\n\ndata: {{not json\n\n'.encode()
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    drip_openai.instrument()
+    client = make_client(handler=broken)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = ask(client, stream=True)
+        with pytest.raises(ValueError):  # the SDK's JSON error, unchanged
+            list(stream)
+    event = only_llm(recorder.events(run.id))
+    assert (event.outcome, event.metadata["complete"], event.metadata["model"]) == (
+        "error", False, MODEL)  # fmt: skip
+
+
+def test_an_unreadable_usage_is_logged_and_the_chunk_passed_on(
+    recorder: Any, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def odd_usage(request: Any) -> Any:
+        import httpx2
+
+        from .conftest import chat_chunks, sse
+
+        chunks = chat_chunks(include_usage=True)
+        chunks[-1]["usage"] = 7  # not the object drip reads token counts from
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=sse(chunks))  # fmt: skip
+
+    drip_openai.instrument()
+    client = make_client(handler=odd_usage)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(ask(client, stream=True))
+    assert len(chunks) == 5 and chunks[-1].choices == []  # unread, so not hidden
+    assert "could not read a stream item" in caplog.text
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.quantity == 0
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["drip-asked", "caller-asked"])
+def test_the_sdk_never_parses_the_usage_chunk_drip_hides(
+    recorder: Any, make_client: Any, asked: bool
+) -> None:
+    drip_openai.instrument()
+    client = make_client()
+    parse = client._process_response_data
+    parsed: list[Any] = []
+    client._process_response_data = lambda **kw: parsed.append(parse(**kw)) or parsed[-1]
+    options = {"stream_options": {"include_usage": True}} if asked else {}
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(ask(client, stream=True, **options))
+    assert chunks == parsed and len(chunks) == (5 if asked else 4)  # 3 words, the stop chunk
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+@pytest.mark.parametrize(
+    "separators", [(",", ":"), (", ", " : "), (",", ":\t")], ids=["compact", "spaced", "tab"]
+)
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_any_json_spacing_of_the_usage_chunk_is_read_and_hidden(
+    recorder: Any, make_client: Any, separators: tuple[str, str], async_: bool
+) -> None:
+    from .conftest import chat_chunks
+
+    def spaced(request: Any) -> Any:
+        import httpx2
+
+        body = "".join(
+            f"data: {json.dumps(c, separators=separators)}\n\n" for c in chat_chunks(True)
+        )
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=(body + "data: [DONE]\n\n").encode())  # fmt: skip
+
+    drip_openai.instrument()
+    client = make_client(async_=async_, handler=spaced)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if async_:
+            chunks = [c async for c in await ask(client, stream=True)]
+        else:
+            chunks = list(ask(client, stream=True))
+    assert len(chunks) == 4 and all(c.choices for c in chunks)
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+def test_usage_on_a_chunk_with_choices_is_read_and_shown(recorder: Any, make_client: Any) -> None:
+    from .conftest import CHAT_USAGE, chat_chunks, sse
+
+    def usage_on_the_stop_chunk(request: Any) -> Any:
+        import httpx2
+
+        chunks = chat_chunks(False)
+        chunks[-1]["usage"] = CHAT_USAGE  # some compatible servers send it there
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               content=sse(chunks))  # fmt: skip
+
+    drip_openai.instrument()
+    client = make_client(handler=usage_on_the_stop_chunk)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        chunks = list(ask(client, stream=True))
+    assert len(chunks) == 4 and chunks[-1].usage.total_tokens == 150
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_a_dropped_stream_records_at_once_without_the_cyclic_gc(
+    recorder: Any, make_client: Any, async_: bool
+) -> None:
+    drip_openai.instrument()
+    client = make_client(async_=async_)
+    gc.disable()  # only reference counting can free the stream before the run ends
+    try:
+        async with drip.run("chat", customer_id=recorder.customer) as run:
+            if async_:
+                async for _ in await ask(client, stream=True):
+                    break
+            else:
+                for _ in ask(client, stream=True):
+                    break
+    finally:
+        gc.enable()
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["model"] == MODEL
