@@ -25,7 +25,7 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy --strict drip
 	$(BIN)/lint-imports --no-cache
 
-bench: $(BIN)/.installed-dev
+bench: $(BIN)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
