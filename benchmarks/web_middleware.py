@@ -80,8 +80,15 @@ def child(case: str) -> tuple[str, dict[str, str] | None]:
 
 
 def installed(case: str) -> bool:
-    module = {"sentry": "sentry_sdk", "logfire": "logfire"}.get(case)
-    return module is None or importlib.util.find_spec(module) is not None
+    """Whether a peer's case can run (logfire's FastAPI part is its ``[fastapi]`` extra)."""
+    modules = {
+        "sentry": ["sentry_sdk"],
+        "logfire": ["logfire", "opentelemetry.instrumentation.fastapi"],
+    }
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules.get(case, []))
+    except ModuleNotFoundError:  # a parent package of a dotted name is missing
+        return False
 
 
 # -- one case, in its own process ----------------------------------------------------------
