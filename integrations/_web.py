@@ -38,7 +38,7 @@ from drip import context as drip_context
 from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
 from drip._default import default_recorder
 from drip._records import request_parts
-from drip._scopes import DeferredRun, begin_run, leave_run
+from drip._scopes import DeferredRun, Run, begin_run, leave_run
 
 __all__ = ["UNMATCHED", "HTTPServerError", "RequestMeter", "RequestRun", "customer_options"]
 
@@ -240,6 +240,7 @@ class RequestRun:
     __slots__ = ("_context", "_finished", "_meter", "_run", "_shape", "done_ns", "error",
                  "external_run_id", "metadata", "method", "route", "start_ns", "status",
                  "workflow")  # fmt: skip
+    _run: Run | None  # None once finished: the run refers to this object, no cycle is left
 
     def __init__(
         self,
@@ -289,21 +290,25 @@ class RequestRun:
         self._finished = True
         status = self.status if self.status is not None else (500 if exc else None)
         run = self._run
+        if run is None:  # not reached: ``_finished`` is set first
+            return
         failed = exc
         if exc is None and status is not None and status >= 500:
             failed = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
         shape = self._shape
-        # the common case: nothing referred to the run, its event's metadata is proven valid
-        if (
-            run.__class__ is DeferredRun
-            and shape is not None
+        # the event's metadata is proven valid: a known route and method, an int status
+        proven = (
+            shape is not None
             and shape[1] is not None
             and (status is None or (status.__class__ is int and -_INT64 <= status < _INT64))
-        ):
+        )
+        # the common case: that, and nothing referred to the run
+        if proven and run.__class__ is DeferredRun:
+            assert shape is not None and shape[1] is not None
             cut = self.done_ns is None and exc is None and status is not None
             try:
-                if run.end_alone(shape[1][cut], status, self.done_ns, failed):  # type: ignore[attr-defined]
-                    self._run = None  # the run refers to this object: no reference cycle left
+                if run.end_alone(shape[1][cut], status, self.done_ns, failed):
+                    self._run = None
                     return
             except Exception:
                 logger.exception("drip: the request's run could not be recorded")
@@ -320,9 +325,7 @@ class RequestRun:
             }
             if self.done_ns is None and exc is None and status is not None:
                 metadata["incomplete"] = True  # the client left before the last chunk
-            if (shape is not None and shape[1] is not None and (status is None or (
-                status.__class__ is int and -_INT64 <= status < _INT64
-            ))):  # fmt: skip
+            if proven:
                 run._record(meter.meter, meter.quantity, None, None, metadata)
             else:  # a status of another type, an unusual route or method: the full checks
                 run.event(meter.meter, meter.quantity, metadata=metadata)
@@ -330,7 +333,7 @@ class RequestRun:
             logger.exception("drip: the request event could not be recorded")
         try:
             if self._context is None:
-                self._run = None  # the run refers to this object: no reference cycle left
+                self._run = None
                 leave_run(run, failed)
             else:
                 self._context.__exit__(None if failed is None else type(failed), failed, None)

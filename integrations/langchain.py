@@ -217,7 +217,7 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
     ) -> None:
         self._start_llm(run_id, parent_run_id, metadata, kwargs)
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             node = self._nodes.get(run_id)
         if node is not None:

@@ -210,7 +210,8 @@ class _Call:
             return result
         if isinstance(result, (openai.Stream, openai.AsyncStream)):
             state = self.state()
-            if self.hide and getattr(result, "_decoder", None) is not None:
+            hidden = self.hide and getattr(result, "_decoder", None) is not None
+            if hidden and isinstance(state, _ChatStream):
                 result._decoder = _UsageTap(result._decoder, state)
             return watch(result, self.llm, state, is_async=isinstance(result, openai.AsyncStream))
         if isinstance(result, LegacyAPIResponse):
