@@ -44,6 +44,21 @@ client.close()
 TOTAL = RUNS * (EVENTS + 2)
 
 
+def _replay(tmp_path: Path, kit: Any, account: Any, customer: str, proxy: Any, spool: Path,
+            records: int, name: str = "replayer.py") -> None:  # fmt: skip
+    """A new process with the same spool sends it all: ``records`` replayed, each once."""
+    replayer = kit.spawn(
+        kit.script(tmp_path, REPLAYER, name), account, customer, proxy.url, SPOOL=str(spool)
+    )
+    out, err = replayer.communicate(timeout=120)
+    assert replayer.returncode == 0, err
+    fields = out.split()
+    assert fields[0] == "replayed", out
+    replayed, sent, duplicates, r_sent, r_failed, r_pending, r_spooled = map(int, fields[1:])
+    assert replayed == records and sent + duplicates == records
+    assert (r_sent, r_failed, r_pending, r_spooled) == (records, 0, 0, 0)
+
+
 @pytest.mark.slow
 def test_server_down_producer_killed_new_process_replays_everything_once(
     tmp_path: Path, account: Any, client: Drip, customer: str, proxy: Any, kit: Any
@@ -66,17 +81,7 @@ def test_server_down_producer_killed_new_process_replays_everything_once(
     assert batches and not list(spool.rglob("*.tmp"))
 
     proxy.up()
-    replayer = kit.spawn(
-        kit.script(tmp_path, REPLAYER, "replayer.py"), account, customer, proxy.url,
-        SPOOL=str(spool),
-    )  # fmt: skip
-    out, err = replayer.communicate(timeout=120)
-    assert replayer.returncode == 0, err
-    fields = out.split()
-    assert fields[0] == "replayed", out
-    replayed, sent, duplicates, r_sent, r_failed, r_pending, r_spooled = map(int, fields[1:])
-    assert replayed == TOTAL and sent + duplicates == TOTAL
-    assert (r_sent, r_failed, r_pending, r_spooled) == (TOTAL, 0, 0, 0)
+    _replay(tmp_path, kit, account, customer, proxy, spool, TOTAL)
     assert kit.stored(client, customer, "delivery.calls") == (RUNS * EVENTS, 0)
     runs = client.list_runs(customer_id=customer).data
     assert len(runs) == RUNS and {r.status.value for r in runs} == {"COMPLETED"}
@@ -258,13 +263,5 @@ def test_spooled_events_items_are_replayed_once_after_a_kill(
     os.kill(producer.pid, signal.SIGKILL)
     producer.communicate(timeout=30)
     proxy.up()
-    replayer = kit.spawn(
-        kit.script(tmp_path, REPLAYER, "replayer.py"), account, customer, proxy.url,
-        SPOOL=str(spool),
-    )  # fmt: skip
-    out, err = replayer.communicate(timeout=120)
-    assert replayer.returncode == 0, err
-    replayed, sent, duplicates, r_sent, r_failed, r_pending, r_spooled = map(int, out.split()[1:])
-    assert replayed == 10 * 302 and sent + duplicates == 10 * 302
-    assert (r_sent, r_failed, r_pending, r_spooled) == (10 * 302, 0, 0, 0)
+    _replay(tmp_path, kit, account, customer, proxy, spool, 10 * 302)
     assert kit.stored(client, customer, "delivery.calls") == (100 + 10 * 300, 0)
