@@ -95,16 +95,20 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 @asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """When a server starts serving: everything built so far (modules, the app, its schemas:
     over 100,000 objects) goes to the collector's permanent generation. A request that makes
     many objects (a 10,000-event timeline) triggers a full collection every few calls, and
     each walked that whole heap: ~130 ms on the benchmark host, paid by whichever request
     was running. (Run by uvicorn, so by ``drip serve`` and ``uvicorn --factory``; servers in
-    tests start with ``lifespan="off"`` and leave their process's collector alone.)"""
+    tests start with ``lifespan="off"`` and leave their process's collector alone.) When the
+    server stops, the database's connections are closed."""
     gc.collect()
     gc.freeze()
     yield
+    # a graceful stop (SIGTERM, Ctrl-C): close the pool, so SQLite checkpoints its WAL into
+    # the database file and removes the -wal and -shm files
+    app.state.drip.db.dispose()
 
 
 def create_app(

@@ -212,3 +212,38 @@ def test_drip_serve_with_four_workers(database_url: str) -> None:
         log += _stop(process)
     _no_errors(log)
     assert log.count("Started server process") == 4
+
+
+def test_drip_serve_stopped_by_sigterm_leaves_no_wal_files(tmp_path: Path) -> None:
+    """A graceful stop closes the database: SQLite folds its WAL into the file and removes the
+    ``-wal`` and ``-shm`` files (what a clean copy or backup of the file expects)."""
+    path = tmp_path / "serve.db"
+    url = f"sqlite:///{path}"
+    port = _free_port()
+    process = subprocess.Popen(
+        [*(sys.executable, "-m", "drip.cli", "serve", "--database-url", url), "--port", str(port)],
+        env=_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = ""
+    try:
+        log = _wait_for(process, r"secret key: ")
+        key = log.rsplit("secret key: ", 1)[1].split()[0]
+        log += _wait_for(process, r"Application startup complete")
+        headers = {"Authorization": f"Bearer {key}"}
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/customers",
+            headers=headers,
+            json={"externalCustomerId": "x"},
+        )
+        assert reply.status_code == 201, reply.text
+        assert path.with_name("serve.db-wal").exists()  # written, not checkpointed yet
+    finally:
+        log += _stop(process)
+    _no_errors(log)
+    assert process.returncode in (0, -signal.SIGTERM), log  # uvicorn re-raises the signal
+    assert (
+        not path.with_name("serve.db-wal").exists() and not path.with_name("serve.db-shm").exists()
+    )
