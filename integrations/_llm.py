@@ -246,9 +246,26 @@ def _ended(call: weakref.ref[LLMCall], error: BaseException | None = None) -> No
         live.end_stream(error)
 
 
+class _Ending:
+    """Ends a watched stream's call however its loop ends: run out, closed while alive
+    (``GeneratorExit``), or raised; one per stream, so no cost per item."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: weakref.ref[LLMCall]) -> None:
+        self.call = call
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        _ended(self.call, None if kind is None or kind is GeneratorExit else exc)
+        return False
+
+
 def _watched(items: Iterator[Any], call: weakref.ref[LLMCall], state: StreamState) -> Iterator[Any]:
     look, feed = attrgetter(state.key), state.feed
-    try:
+    with _Ending(call):
         for item in items:
             state.last = item
             try:
@@ -257,20 +274,13 @@ def _watched(items: Iterator[Any], call: weakref.ref[LLMCall], state: StreamStat
             except Exception:
                 _unreadable()
             yield item
-    except GeneratorExit:  # closed while the stream is alive
-        _ended(call)
-        raise
-    except BaseException as exc:
-        _ended(call, exc)
-        raise
-    _ended(call)
 
 
 async def _awatched(
     items: AsyncIterator[Any], call: weakref.ref[LLMCall], state: StreamState
 ) -> AsyncIterator[Any]:
     look, feed = attrgetter(state.key), state.feed
-    try:
+    with _Ending(call):
         async for item in items:
             state.last = item
             try:
@@ -279,13 +289,6 @@ async def _awatched(
             except Exception:
                 _unreadable()
             yield item
-    except GeneratorExit:  # closed while the stream is alive
-        _ended(call)
-        raise
-    except BaseException as exc:
-        _ended(call, exc)
-        raise
-    _ended(call)
 
 
 def _sync_close(base: Callable[[Any], None]) -> Callable[[Any], None]:
