@@ -181,19 +181,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_drip_serve_with_four_workers(database_url: str) -> None:
-    """``drip serve --workers 4``: every worker answers; a request reaches the database."""
-    port = _free_port()
-    process = subprocess.Popen(
+def _serve(database_url: str, port: int, *options: str) -> subprocess.Popen[str]:
+    """``drip serve`` on this database and port, its output merged into ``stdout``."""
+    return subprocess.Popen(
         [
             *(sys.executable, "-m", "drip.cli", "serve", "--database-url", database_url),
-            *("--port", str(port), "--workers", "4"),
+            *("--port", str(port), *options),
         ],
         env=_env(database_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_drip_serve_with_four_workers(database_url: str) -> None:
+    """``drip serve --workers 4``: every worker answers; a request reaches the database."""
+    port = _free_port()
+    process = _serve(database_url, port, "--workers", "4")
     log = ""
     try:
         log = _wait_for(process, r"secret key: ")
@@ -220,13 +225,7 @@ def test_drip_serve_stopped_by_sigterm_leaves_no_wal_files(tmp_path: Path) -> No
     path = tmp_path / "serve.db"
     url = f"sqlite:///{path}"
     port = _free_port()
-    process = subprocess.Popen(
-        [*(sys.executable, "-m", "drip.cli", "serve", "--database-url", url), "--port", str(port)],
-        env=_env(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _serve(url, port)
     log = ""
     try:
         log = _wait_for(process, r"secret key: ")
