@@ -67,6 +67,11 @@ def sse(items: list[dict[str, Any]], done: bool = True) -> bytes:
     return (body + ("data: [DONE]\n\n" if done else "")).encode()
 
 
+def sse_response(content: bytes) -> httpx2.Response:
+    """A streamed answer: ``content`` (``sse(items)`` or raw SSE bytes) as an event stream."""
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=content)
+
+
 class FakeOpenAI:
     """Answers chat and responses requests; remembers each request's JSON body."""
 
@@ -86,9 +91,7 @@ class FakeOpenAI:
                 items = chat_chunks(usage)
             else:
                 items = response_events()
-            return httpx2.Response(
-                200, headers={"content-type": "text/event-stream"}, content=sse(items)
-            )
+            return sse_response(sse(items))
         return httpx2.Response(200, json=chat_completion() if chat else response_obj())
 
     def transport(self) -> httpx2.MockTransport:

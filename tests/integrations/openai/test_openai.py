@@ -14,6 +14,8 @@ from openai.resources.responses import Responses
 
 import drip
 
+from .conftest import sse_response
+
 MODEL = "gpt-4o-mini-2024-07-18"
 # gpt-4o-mini: 20 plain input x 0.15 + 100 cached x 0.075 + 30 output x 0.6, per million
 CHAT_COST = 2.85e-05
@@ -324,11 +326,9 @@ async def test_async_abandoned_stream_records_once_incomplete(
 
 def test_a_stream_error_propagates_and_records_error(recorder: Any, make_client: Any) -> None:
     def broken(request: Any) -> Any:
-        import httpx2
-
         body = b'data: {"id": "c", "object": "chat.completion.chunk", "created": 1, '
         body += f'"model": "{MODEL}", "choices": []}}\n\ndata: {{not json\n\n'.encode()
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+        return sse_response(body)
 
     drip_openai.instrument()
     client = make_client(handler=broken)
@@ -345,14 +345,11 @@ def test_an_unreadable_usage_is_logged_and_the_chunk_passed_on(
     recorder: Any, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     def odd_usage(request: Any) -> Any:
-        import httpx2
-
         from .conftest import chat_chunks, sse
 
         chunks = chat_chunks(include_usage=True)
         chunks[-1]["usage"] = 7  # not the object drip reads token counts from
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                               content=sse(chunks))  # fmt: skip
+        return sse_response(sse(chunks))
 
     drip_openai.instrument()
     client = make_client(handler=odd_usage)
@@ -390,13 +387,10 @@ async def test_any_json_spacing_of_the_usage_chunk_is_read_and_hidden(
     from .conftest import chat_chunks
 
     def spaced(request: Any) -> Any:
-        import httpx2
-
         body = "".join(
             f"data: {json.dumps(c, separators=separators)}\n\n" for c in chat_chunks(True)
         )
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                               content=(body + "data: [DONE]\n\n").encode())  # fmt: skip
+        return sse_response((body + "data: [DONE]\n\n").encode())
 
     drip_openai.instrument()
     client = make_client(async_=async_, handler=spaced)
@@ -413,12 +407,9 @@ def test_usage_on_a_chunk_with_choices_is_read_and_shown(recorder: Any, make_cli
     from .conftest import CHAT_USAGE, chat_chunks, sse
 
     def usage_on_the_stop_chunk(request: Any) -> Any:
-        import httpx2
-
         chunks = chat_chunks(False)
         chunks[-1]["usage"] = CHAT_USAGE  # some compatible servers send it there
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                               content=sse(chunks))  # fmt: skip
+        return sse_response(sse(chunks))
 
     drip_openai.instrument()
     client = make_client(handler=usage_on_the_stop_chunk)
