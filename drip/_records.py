@@ -468,13 +468,13 @@ def request_parts(
 
 
 def _run_head(seq: int, correlation_id: str | None) -> str:
-    head = f'"runId":"run_{_prefix}{seq & _SEQ_MASK:010x}"'
+    head = f'"runId":"{seq_run_id(seq)}"'
     return head if correlation_id is None else f'{head},"correlationId":{dumps(correlation_id)}'
 
 
 def encode_request_start(rec: Record, clock: Clock) -> str:
     _, seq, customer_id, parts, external_run_id, correlation_id, t0, _ = rec
-    text: str = f'{{"type":"run.start","id":"run_{_prefix}{seq & _SEQ_MASK:010x}"'
+    text: str = f'{{"type":"run.start","id":"{seq_run_id(seq)}"'
     text += f",{_customer(customer_id)}{parts[0]}"
     if external_run_id is not None:
         text += f',"externalRunId":{dumps(external_run_id)}'
@@ -487,8 +487,7 @@ def encode_request_event(rec: Record, clock: Clock) -> str:
     _, seq, parts, correlation_id, t, status, duration_us, span_id = rec
     _, head, middle, end = parts
     # the event's id takes the run's number: the run took it from ``SEQ``, so no event has it
-    text = f'{{"type":"event","id":"evt_{_prefix}{seq & _SEQ_MASK:010x}"'
-    text += f",{_run_head(seq, correlation_id)}{head}"
+    text = f'{{"type":"event","id":"{event_id(seq)}",{_run_head(seq, correlation_id)}{head}'
     if span_id is not None:
         text += f',"spanId":"{span_id:016x}"'
     code = "null" if status is None else int.__repr__(status)
@@ -501,7 +500,7 @@ def encode_request_event(rec: Record, clock: Clock) -> str:
 
 def encode_request_end(rec: Record, clock: Clock) -> str:
     _, seq, status, code, message, t, _, _ = rec
-    text = f'{{"type":"run.end","runId":"run_{_prefix}{seq & _SEQ_MASK:010x}","status":"{status}"'
+    text = f'{{"type":"run.end","runId":"{seq_run_id(seq)}","status":"{status}"'
     text += _optional((("errorCode", code), ("errorMessage", message)))
     return text + f',"endedAt":"{clock.iso(t)}"}}'
 
