@@ -174,7 +174,7 @@ def _text_ident(item: Any) -> str | None:
     ident = _ident(item)
     if ident is None or find_bad_text(ident) is None:
         return ident
-    return ident.encode("utf-8", "backslashreplace").decode("ascii").replace("\x00", "\\x00")
+    return ident.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def parse_batch(raw: bytes) -> tuple[list[Item | Rejected], bool]:

@@ -137,6 +137,21 @@ def test_bytes_that_are_not_utf8_cost_one_item(api: httpx.Client, customer_id: s
     assert by_id["evt_b2"]["status"] == "created"
 
 
+def test_an_unstorable_id_with_other_non_ascii_text_is_answered_escaped(
+    api: httpx.Client, customer_id: str
+) -> None:
+    # found by schemathesis: the escaped id of the rejection was decoded as ASCII -> a 500
+    bad = {"type": "usage", "id": f"\u00fb{LONE}\x00", "customerId": customer_id,
+           "usageType": "u", "quantity": 1}  # fmt: skip
+    good = {**bad, "id": "use_ok"}
+    response = api.post("/ingest", content=json.dumps({"items": [bad, good]}))
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["status"] == "rejected" and first["code"] == "INVALID_TEXT"
+    assert first["id"] == "\u00fb\\udcff\\x00"  # the valid letter kept, the rest escaped
+    assert second["id"] == "use_ok" and second["status"] == "created"
+
+
 def test_usage_items_and_run_ends_with_poison(api: httpx.Client, customer_id: str) -> None:
     def usage(uid: str, quantity: Any, **extra: Any) -> dict[str, Any]:
         return {
