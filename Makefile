@@ -22,7 +22,7 @@ test: $(BIN)/.installed-dev
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check drip integrations tests examples benchmarks
 	$(BIN)/ruff format --check drip integrations tests examples benchmarks
-	$(BIN)/mypy --strict drip
+	$(BIN)/mypy --strict drip integrations
 	$(BIN)/lint-imports --no-cache
 
 bench: $(BIN)/.installed-bench

@@ -113,7 +113,7 @@ class _Call:
         self.llm.finish_tokens(self.model, None, error=exc)
 
 
-class _Manager(wrapt.ObjectProxy):  # type: ignore[misc]
+class _Manager(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
     """``messages.stream()``'s manager: the request (and the event) starts on ``with``."""
 
     def __init__(self, wrapped: Any, meter: str, kwargs: dict[str, Any]) -> None:

@@ -98,7 +98,7 @@ _NODES: dict[UUID, _Node] = {}
 _LOCK = threading.Lock()
 
 
-class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
+class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc,unused-ignore]  # typed or not, by version
     """A LangChain callback handler that meters LLM and tool calls into drip."""
 
     raise_error = False

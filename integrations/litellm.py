@@ -185,7 +185,7 @@ def _watch_streams() -> None:
         _patches.wrap(CustomStreamWrapper, name, wrapper)
 
 
-class DripLogger(CustomLogger):  # type: ignore[misc]
+class DripLogger(CustomLogger):  # type: ignore[misc,unused-ignore]  # typed or not, by version
     """A LiteLLM logger that meters each completion into drip (``litellm.callbacks``)."""
 
     def __init__(self, *, meter: str = "llm_tokens", **kwargs: Any) -> None:

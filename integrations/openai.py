@@ -225,7 +225,7 @@ class _Call:
         self.llm.finish_tokens(self.model, None, error=exc)
 
 
-class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
     """``with_raw_response``: the call is recorded from what ``.parse()`` gives."""
 
     def __init__(self, wrapped: Any, call: _Call) -> None:
@@ -323,7 +323,7 @@ class _Body:
         return parsed
 
 
-class _ResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class _ResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
     """What the sync and async ``with_streaming_response`` proxies share: the body watcher
     (ended on GC at the latest) and the three iterators, each fed through ``_self_iterate``
     (a plain generator in the sync proxy, an async one in the async proxy)."""

@@ -100,7 +100,7 @@ def _model(data: Any) -> str | None:
     return model if isinstance(model, str) else None
 
 
-class DripTracingProcessor(TracingProcessor):  # type: ignore[misc]
+class DripTracingProcessor(TracingProcessor):  # type: ignore[misc,unused-ignore]  # typed or not, by version
     """An Agents SDK tracing processor that meters every model call into drip."""
 
     def __init__(self, *, meter: str = "llm_tokens") -> None:
