@@ -64,14 +64,14 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             if span is not None:
                 last = _otel.LAST
                 span = last[1] if last[0] is span else _span_id(span)
-            # only ints, strings and None: the GC untracks it (see drip._records)
-            rec = (FAST, head, tail, parent, seq, t0, t1, span)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
+            # only ints, strings and None, kept flat (the tuple is freed at once): nothing the GC
+            # tracks (see drip._records); ``+=`` is ``extend`` without a method call
             if len(q) < lane.soft:
-                q.extend(rec)  # flat: the tuple is freed at once (see drip._records)
+                q += (FAST, head, tail, parent, seq, t0, t1, span)
             else:
-                lane.append(rec)
+                lane.append((FAST, head, tail, parent, seq, t0, t1, span))
         return result
 
     return metered_call
@@ -113,14 +113,14 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
             if span is not None:
                 last = _otel.LAST
                 span = last[1] if last[0] is span else _span_id(span)
-            # only ints, strings and None: the GC untracks it (see drip._records)
-            rec = (FAST, head, tail, parent, seq, t0, t1, span)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
+            # only ints, strings and None, kept flat (the tuple is freed at once): nothing the GC
+            # tracks (see drip._records); ``+=`` is ``extend`` without a method call
             if len(q) < lane.soft:
-                q.extend(rec)  # flat: the tuple is freed at once (see drip._records)
+                q += (FAST, head, tail, parent, seq, t0, t1, span)
             else:
-                lane.append(rec)
+                lane.append((FAST, head, tail, parent, seq, t0, t1, span))
         return result
 
     return metered_call
