@@ -1,10 +1,12 @@
 """What every web integration does with one request, whatever the framework.
 
-A middleware (ASGI, Flask, Django) asks ``RequestMeter.open`` for a ``RequestRun`` when a request
-arrives and calls ``RequestRun.finish`` once the response is complete (after its last body
+A middleware (ASGI, Flask, Django) asks ``RequestMeter.open`` for an ``OpenRequest`` when a
+request arrives and calls its ``finish`` once the response is complete (after its last body
 chunk). The run is what ``with drip.run(workflow, customer_id=..., external_run_id=...) as run:
 run.event(meter, quantity, metadata=...)`` records (same records, same rules), opened through
-the core's ``begin_run``/``leave_run`` instead: a request is the hottest path there is, and
+the core's ``begin_deferred`` (no run open around the request: the request *is* its run, one
+``RequestRun``) or ``begin_run`` (a child run, or the caller's run continued from baggage:
+a ``ScopedRequestRun`` beside it) instead: a request is the hottest path there is, and
 what never changes between requests is checked once per middleware and route, not per request
 (the workflow name; the request event's metadata, whose keys are fixed and whose values are
 the route label, the method, an int status and a float duration, proven valid once per
