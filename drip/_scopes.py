@@ -27,7 +27,7 @@ from ._checks import (
     quantity_problem,
 )
 from ._ids import new_id
-from ._recorder import DISCARD, Fallback, Lane, Recorder, resolve
+from ._recorder import DISCARD, Fallback, Lane, Recorder, overrides, resolve
 from ._records import (
     REQUEST_END,
     REQUEST_EVENT,
@@ -42,7 +42,9 @@ from ._records import (
 from .context import SCOPE
 from .errors import DripValidationError
 
-__all__ = ["CustomerScope", "DeferredRun", "Run", "RunContext", "begin_run", "leave_run"]
+__all__ = [
+    "CustomerScope", "DeferredRun", "Run", "RunContext", "begin_deferred", "begin_run", "leave_run",
+]  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: an exception like these ends a run CANCELLED rather than FAILED
@@ -69,7 +71,7 @@ def _start_current_run_before_fork() -> None:
     # child's own id prefix, and its start from each side: two runs. Started here, in the
     # parent, it has one id, and its start is among those a fork child re-sends.
     run = SCOPE.get()[1]
-    if run is not None and run.__class__ is DeferredRun:
+    if isinstance(run, DeferredRun):
         with contextlib.suppress(Exception):  # never stand in the way of a fork
             run.id  # noqa: B018 - records the start and formats the id
 
@@ -363,6 +365,53 @@ def begin_run(
         run = Run(shape, instr, customer, None if parent is None else parent.id, correlation)
         run._append((encode_run_start, run))
     run._token = SCOPE.set((customer, run, None))
+    return run
+
+
+D = TypeVar("D", bound=DeferredRun)
+
+
+def begin_deferred(
+    cls: type[D],
+    fallback: Fallback,
+    workflow: str,
+    customer_id: str,
+    external_run_id: str | None,
+) -> D | None:
+    """``begin_run(shape, None, fallback, customer_id, None, deferred=True)`` for the case a web
+    request is in nearly always: no run is open here. None (nothing done) when one is: then
+    ``begin_run`` makes the request's run its child.
+
+    A request is the hottest path there is: the run, an instance of ``cls`` (a ``DeferredRun``
+    that may carry the owner's own fields, so that a request is one object, not two), is
+    filled in here in one frame, without ``Run.__init__``; ``workflow``, ``customer_id`` and
+    ``external_run_id`` are already checked. ``leave_run`` or ``end_alone`` ends it.
+    """
+    if SCOPE.get()[1] is not None:
+        return None
+    instr = overrides[-1] if overrides else fallback()
+    correlation = None
+    if otel.CV is None:
+        otel.refresh()
+    if otel.CV is not None:
+        correlation = otel.trace_id_hex(otel.span_context())
+    run = cls.__new__(cls)
+    run._id = None
+    run.workflow = workflow
+    run.customer_id = customer_id
+    run.parent_run_id = None
+    run.external_run_id = external_run_id
+    run.correlation_id = correlation
+    run.metadata = None
+    run._context = None  # type: ignore[assignment]  # no RunContext ends it
+    run._recorder = instr
+    run._lane = DISCARD if instr is None else instr.lane
+    run._json = run._fast = None
+    run._seq = next_seq()
+    run._pending = True
+    run._append = run._start_first  # a cycle until the run ends (``end_alone``, ``_start``)
+    run._t0 = _perf()
+    run._token = SCOPE.set((customer_id, run, None))
     return run
 
 

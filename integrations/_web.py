@@ -1,10 +1,12 @@
 """What every web integration does with one request, whatever the framework.
 
-A middleware (ASGI, Flask, Django) asks ``RequestMeter.open`` for a ``RequestRun`` when a request
-arrives and calls ``RequestRun.finish`` once the response is complete (after its last body
+A middleware (ASGI, Flask, Django) asks ``RequestMeter.open`` for an ``OpenRequest`` when a
+request arrives and calls its ``finish`` once the response is complete (after its last body
 chunk). The run is what ``with drip.run(workflow, customer_id=..., external_run_id=...) as run:
 run.event(meter, quantity, metadata=...)`` records (same records, same rules), opened through
-the core's ``begin_run``/``leave_run`` instead: a request is the hottest path there is, and
+the core's ``begin_deferred`` (no run open around the request: the request *is* its run, one
+``RequestRun``) or ``begin_run`` (a child run, or the caller's run continued from baggage:
+a ``ScopedRequestRun`` beside it) instead: a request is the hottest path there is, and
 what never changes between requests is checked once per middleware and route, not per request
 (the workflow name; the request event's metadata, whose keys are fixed and whose values are
 the route label, the method, an int status and a float duration, proven valid once per
@@ -38,9 +40,10 @@ from drip import context as drip_context
 from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
 from drip._default import default_recorder
 from drip._records import request_parts
-from drip._scopes import DeferredRun, Run, begin_run, leave_run
+from drip._scopes import DeferredRun, Run, begin_deferred, begin_run, leave_run
 
-__all__ = ["UNMATCHED", "HTTPServerError", "RequestMeter", "RequestRun", "customer_options"]
+__all__ = ["UNMATCHED", "HTTPServerError", "OpenRequest", "RequestMeter", "RequestRun",
+           "ScopedRequestRun", "customer_options"]  # fmt: skip
 
 logger = logging.getLogger("drip")
 
@@ -170,7 +173,7 @@ class RequestMeter:
         route: str | None,
         request_id: str | None,
         carried: Any = None,
-    ) -> RequestRun | None:
+    ) -> OpenRequest | None:
         """Open the request's run in the current context, or None when it is not metered.
 
         ``customer`` is what the customer callable returned; ``carried`` what ``carried``
@@ -179,7 +182,7 @@ class RequestMeter:
         label = route or UNMATCHED
         try:
             if carried is not None:
-                return RequestRun(self, carried, method, label)
+                return ScopedRequestRun(self, carried, method, label)
             if customer.__class__ is str:  # the common answer: no options dict to build
                 customer_id = check_name(customer, "customer_id")
             else:
@@ -191,7 +194,17 @@ class RequestMeter:
                 )
             shape = self._shapes.get((method, label)) or self._shape(method, label)
             run_id = None if not request_id else check_name(request_id, "external_run_id")
-            return RequestRun(self, None, method, label, shape, run_id, customer_id)
+            assert customer_id is not None
+            run = begin_deferred(RequestRun, default_recorder, shape[0], customer_id, run_id)
+            if run is None:  # inside a run: the request's is its child
+                return ScopedRequestRun(self, None, method, label, shape, run_id, customer_id)
+            run._meter = self
+            run._shape = shape
+            run.method = method
+            run.route = label
+            run.status = run.error = run.done_ns = None
+            run._finished = False
+            return run
         except Exception:
             logger.exception("drip: this request is served but not metered")
             return None
@@ -229,12 +242,61 @@ def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in names)
 
 
-class RequestRun:
-    """One metered request: its run is open from construction until ``finish``.
+class RequestRun(DeferredRun):
+    """One metered request and its run, one object: what ``RequestMeter.open`` gives when no
+    run is open around the request (nearly always). The run is open from construction until
+    ``finish``; it is the current run while the handler runs (so it is what ``drip.Run`` code
+    there sees), and when nothing in the handler referred to it, ``finish`` records it whole
+    (start, event, end) at once (``DeferredRun.end_alone``).
+    """
 
-    It is also what its run is opened from (``workflow``, ``external_run_id``, ``metadata``:
-    see ``drip._scopes.begin_run``). The run is a ``DeferredRun``: when nothing in the handler
-    referred to it, ``finish`` records it whole (start, event, end) at once.
+    __slots__ = ("_finished", "_meter", "_shape", "done_ns", "error", "method", "route",
+                 "status")  # fmt: skip
+
+    def response_done(self) -> None:
+        """The last body chunk has been sent: the request's duration ends here."""
+        if self.done_ns is None:
+            self.done_ns = time.perf_counter_ns()
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """Record the request event and end the run (FAILED on an exception or status >= 500).
+
+        Must be called in the context ``open`` was called in; never raises; once only (a
+        second call does nothing).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        status = self.status
+        if status is None and exc is not None:
+            status = 500
+        failed = exc
+        if exc is None and status is not None and status >= 500:
+            failed = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
+        parts = self._shape[1]
+        # the event's metadata is proven valid: a known route and method, an int status
+        proven = parts is not None and (
+            status is None or (status.__class__ is int and -_INT64 <= status < _INT64)
+        )
+        if proven and self._pending:  # the common case: nothing referred to the run
+            assert parts is not None
+            cut = self.done_ns is None and exc is None and status is not None
+            try:
+                self.end_alone(parts[cut], status, self.done_ns, failed)
+            except Exception:
+                logger.exception("drip: the request's run could not be recorded")
+            return
+        _record_event(self._meter, self, self, status, exc, proven)
+        try:
+            leave_run(self, failed)
+        except Exception:
+            logger.exception("drip: the request's run could not be ended")
+
+
+class ScopedRequestRun:
+    """One metered request whose run is not its own object: a child of the run open around
+    the request, or the caller's run continued from trusted baggage (entered here, never
+    ended). Same interface as ``RequestRun``.
     """
 
     __slots__ = ("_context", "_finished", "_meter", "_run", "_shape", "done_ns", "error",
@@ -253,7 +315,9 @@ class RequestRun:
         customer_id: str | None = None,
     ) -> None:
         """``context``: the caller's run from ``carried`` (entered here, never ended), or None
-        for a run of its own (``shape``, ``external_run_id``, ``customer_id``: checked)."""
+        for a child run (``shape``, ``external_run_id``, ``customer_id``: checked); it is
+        also what that run is opened from (``workflow``, ``external_run_id``, ``metadata``:
+        see ``drip._scopes.begin_run``)."""
         self._meter = meter
         self._context = context
         self.method = method
@@ -280,11 +344,7 @@ class RequestRun:
             self.done_ns = time.perf_counter_ns()
 
     def finish(self, exc: BaseException | None = None) -> None:
-        """Record the request event and end the run (FAILED on an exception or status >= 500).
-
-        Must be called in the context ``open`` was called in; never raises; once only (a
-        second call does nothing).
-        """
+        """What ``RequestRun.finish`` does, for this request's run."""
         if self._finished:
             return
         self._finished = True
@@ -296,41 +356,12 @@ class RequestRun:
         if exc is None and status is not None and status >= 500:
             failed = HTTPServerError(f"HTTP {status} {_phrase(status)}".rstrip())
         shape = self._shape
-        # the event's metadata is proven valid: a known route and method, an int status
         proven = (
             shape is not None
             and shape[1] is not None
             and (status is None or (status.__class__ is int and -_INT64 <= status < _INT64))
         )
-        # the common case: that, and nothing referred to the run
-        if proven and run.__class__ is DeferredRun:
-            assert shape is not None and shape[1] is not None
-            cut = self.done_ns is None and exc is None and status is not None
-            try:
-                if run.end_alone(shape[1][cut], status, self.done_ns, failed):
-                    self._run = None
-                    return
-            except Exception:
-                logger.exception("drip: the request's run could not be recorded")
-                return
-        end = self.done_ns or time.perf_counter_ns()
-        meter = self._meter
-        try:
-            metadata: dict[str, Any] = {
-                "status_code": status,
-                "route": self.route,
-                "method": self.method,
-                # µs resolution, as a float of ms (floor division: cheaper than round)
-                "duration_ms": (end - self.start_ns) // 1000 / 1000,
-            }
-            if self.done_ns is None and exc is None and status is not None:
-                metadata["incomplete"] = True  # the client left before the last chunk
-            if proven:
-                run._record(meter.meter, meter.quantity, None, None, metadata)
-            else:  # a status of another type, an unusual route or method: the full checks
-                run.event(meter.meter, meter.quantity, metadata=metadata)
-        except Exception:
-            logger.exception("drip: the request event could not be recorded")
+        _record_event(self._meter, self, run, status, exc, proven)
         try:
             if self._context is None:
                 self._run = None
@@ -339,6 +370,40 @@ class RequestRun:
                 self._context.__exit__(None if failed is None else type(failed), failed, None)
         except Exception:
             logger.exception("drip: the request's run could not be ended")
+
+
+#: what ``RequestMeter.open`` gives: both have ``status``, ``error``, ``done_ns``,
+#: ``response_done`` and ``finish``
+OpenRequest = RequestRun | ScopedRequestRun
+
+
+def _record_event(
+    meter: RequestMeter,
+    request: RequestRun | ScopedRequestRun,
+    run: Run,
+    status: int | None,
+    exc: BaseException | None,
+    proven: bool,
+) -> None:
+    """Record ``request``'s event in ``run`` (which is started, or starts now)."""
+    done = request.done_ns
+    start = request._t0 if isinstance(request, RequestRun) else request.start_ns
+    try:
+        metadata: dict[str, Any] = {
+            "status_code": status,
+            "route": request.route,
+            "method": request.method,
+            # µs resolution, as a float of ms (floor division: cheaper than round)
+            "duration_ms": ((done or time.perf_counter_ns()) - start) // 1000 / 1000,
+        }
+        if done is None and exc is None and status is not None:
+            metadata["incomplete"] = True  # the client left before the last chunk
+        if proven:
+            run._record(meter.meter, meter.quantity, None, None, metadata)
+        else:  # a status of another type, an unusual route or method: the full checks
+            run.event(meter.meter, meter.quantity, metadata=metadata)
+    except Exception:
+        logger.exception("drip: the request event could not be recorded")
 
 
 def _phrase(status: int) -> str:

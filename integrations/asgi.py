@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -41,6 +42,7 @@ from ._web import RequestMeter, logger
 
 requests = requires("starlette.requests", extra="fastapi", integration="asgi")
 routing = requires("starlette.routing", extra="fastapi", integration="asgi")
+datastructures = requires("starlette.datastructures", extra="fastapi", integration="asgi")
 
 __all__ = ["DripMiddleware"]
 
@@ -105,10 +107,11 @@ class DripMiddleware:
         if not wanted:
             return await self.app(scope, receive, send)
         request_id = baggage = None
+        id_header, trust = self._request_id, meter.trust_baggage
         for name, value in scope.get("headers", ()):
-            if name == self._request_id:
+            if name == id_header:
                 request_id = value.decode("latin-1")
-            elif name == b"baggage" and meter.trust_baggage:
+            elif trust and name == b"baggage":
                 text = value.decode("latin-1")
                 baggage = text if baggage is None else f"{baggage},{text}"
         method = scope.get("method", "GET")
@@ -117,7 +120,7 @@ class DripMiddleware:
             request_run = meter.open(None, method, route, request_id, carried)
         else:
             try:
-                result = meter.customer(requests.Request(scope, receive))
+                result = meter.customer(Request(scope, receive))
                 if result.__class__ is not str and inspect.isawaitable(result):
                     result = await result
             except Exception:
@@ -131,11 +134,13 @@ class DripMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 request_run.status = message["status"]  # even if the client has gone
+                await send(message)
             elif kind == "http.response.body" and not message.get("more_body"):
                 await send(message)
-                request_run.response_done()  # the last chunk has been handed on
-                return
-            await send(message)
+                if request_run.done_ns is None:  # the last chunk has been handed on
+                    request_run.done_ns = _now()
+            else:
+                await send(message)
 
         try:
             await self.app(scope, receive, watch)
@@ -145,6 +150,52 @@ class DripMiddleware:
         request_run.finish()
 
 
+_now = time.perf_counter_ns
+
+
+def _cheap_request() -> type[Any]:
+    """A subclass of Starlette's ``Request`` that is cheaper to make, or ``Request`` itself.
+
+    The customer callable runs for every request and nearly always reads one header. Starlette
+    sets five attributes per ``Request`` (through two ``__init__``) and finds its headers with
+    a ``hasattr`` that fails; here ``__init__`` sets the scope and ``receive`` only, what
+    Starlette would set per instance to the same value every time is a class attribute (an
+    instance's own write, by Starlette's methods, replaces it), and ``headers`` is a plain
+    check. It is a real ``Request``: everything else is Starlette's. Should a Starlette
+    version set something else per instance (found by making one), ``Request`` itself is used.
+    """
+    base = requests.Request
+    fields = dict(vars(base({"type": "http", "headers": []}, _cheap_request)))
+    receive = fields.pop("_receive", None)
+    scope = fields.pop("scope", None)
+    immutable = all(v is None or v.__class__ is bool or inspect.isfunction(v)
+                    for v in fields.values())  # fmt: skip
+    if receive is not _cheap_request or scope is None or not immutable or "_headers" in fields:
+        return base
+
+    class Request(base):  # type: ignore[valid-type,misc]
+        _headers = None
+
+        def __init__(self, scope: Scope, receive: Receive) -> None:
+            self.scope = scope
+            self._receive = receive
+
+        @property
+        def headers(self) -> Any:
+            headers = self._headers
+            if headers is None:
+                headers = self._headers = datastructures.Headers(scope=self.scope)
+            return headers
+
+    for name, value in fields.items():
+        setattr(Request, name, value)
+    Request.__qualname__ = Request.__name__ = base.__name__
+    Request.__module__ = __name__
+    return Request
+
+
+#: what the customer callable receives (see ``_cheap_request``)
+Request = _cheap_request()
 #: paths remembered per middleware (with their template and whether they are metered)
 _ROUTES_MAX = 2048
 #: (router, method, path, root_path) -> template; bounded, as paths carry ids and are unbounded

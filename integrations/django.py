@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._requires import requires
-from ._web import RequestMeter, RequestRun, logger
+from ._web import OpenRequest, RequestMeter, logger
 
 django_conf = requires("django.conf", extra="django")
 django_urls = requires("django.urls", extra="django")
@@ -124,7 +124,7 @@ class DripMiddleware:
 
     def _open(
         self, request: Any, route: str | None, customer: Any, carried: Any
-    ) -> RequestRun | None:
+    ) -> OpenRequest | None:
         if customer is None and carried is None:
             return None
         meta = request.META
@@ -151,7 +151,7 @@ def _route(request: Any) -> str | None:
     return str(request.META.get("SCRIPT_NAME", "")).rstrip("/") + "/" + str(match.route)
 
 
-def _end_with(request_run: RequestRun, response: Any) -> Any:
+def _end_with(request_run: OpenRequest, response: Any) -> Any:
     """End the run now, or, for a streamed response, once its content has been sent."""
     request_run.status = response.status_code
     if not getattr(response, "streaming", False):
@@ -166,7 +166,7 @@ def _end_with(request_run: RequestRun, response: Any) -> Any:
     return response
 
 
-def _after(content: Iterator[bytes], request_run: RequestRun) -> Iterator[bytes]:
+def _after(content: Iterator[bytes], request_run: OpenRequest) -> Iterator[bytes]:
     try:
         yield from content
         request_run.response_done()
@@ -175,7 +175,7 @@ def _after(content: Iterator[bytes], request_run: RequestRun) -> Iterator[bytes]
 
 
 async def _after_async(
-    content: AsyncIterator[bytes], request_run: RequestRun
+    content: AsyncIterator[bytes], request_run: OpenRequest
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in content:

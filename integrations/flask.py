@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._requires import requires
-from ._web import RequestMeter, RequestRun, logger
+from ._web import OpenRequest, RequestMeter, logger
 
 flask = requires("flask", extra="flask")
 
@@ -131,7 +131,7 @@ class _EndRuns:
 class _Body:
     """The response body, passed through; its end (``close``) ends the request's run."""
 
-    def __init__(self, body: Iterable[bytes], request_run: RequestRun) -> None:
+    def __init__(self, body: Iterable[bytes], request_run: OpenRequest) -> None:
         self._body = body
         self._request_run = request_run
 

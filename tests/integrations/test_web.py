@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from drip.integrations._web import RequestMeter
+from drip.integrations._web import RequestMeter, RequestRun
 from drip.integrations.asgi import DripMiddleware
 
 import drip.context
@@ -160,3 +160,29 @@ def test_a_run_the_handler_refers_to_is_started_when_it_first_does() -> None:
     assert [e.event_type for e in cap.events] == ["lookups", "notes", "api_calls"]
     assert {e.run_id for e in cap.events} == {start.id}
     assert [e.status for e in cap.run_ends] == ["COMPLETED"]
+
+
+def test_a_request_outside_any_run_is_one_object_with_its_run_and_inside_one_its_child() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(drip.context.current_run())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = DripMiddleware(app, customer=customer)
+    with drip.testing.capture() as cap:
+        call(middleware, x_customer="cus_1")
+        with drip.run("outer", customer_id="cus_0") as outer:
+            call(middleware, x_customer="cus_1")
+    alone, child = seen
+    # the request and its run are one object, a drip.Run: nothing else is made per request
+    assert isinstance(alone, RequestRun) and isinstance(alone, drip.Run)
+    assert alone.status == 200 and alone.route == "<unmatched>" and alone.method == "GET"
+    assert not isinstance(child, RequestRun) and child.parent_run_id == outer.id
+    first, outer_start, nested = cap.run_starts
+    assert first.parent_run_id is None and first.workflow == "GET <unmatched>"
+    assert outer_start.id == outer.id
+    assert nested.parent_run_id == outer.id and nested.id == child.id
+    assert nested.customer_id == "cus_1"
+    assert len(cap.events) == 2 and [e.status for e in cap.run_ends] == ["COMPLETED"] * 3

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 import drip
+import drip.testing
 from drip import Drip, RunStatus
 
 
@@ -321,3 +322,37 @@ def test_fastapi_and_asgi_name_the_same_class() -> None:
     from drip.integrations import asgi, fastapi
 
     assert fastapi.DripMiddleware is asgi.DripMiddleware
+
+
+def test_the_customer_callable_gets_a_whole_starlette_request_made_cheaply() -> None:
+    seen: dict[str, Any] = {}
+
+    async def customer(request: Request) -> str:
+        # made with the scope and receive only: Starlette's other per-request attributes are
+        # class defaults, until Starlette's own methods write them
+        seen["fields"] = sorted(vars(request))
+        seen["is_request"] = isinstance(request, Request)
+        seen["read"] = (request.headers["x-customer"], request.headers.get("x-none"),
+                        dict(request.query_params), request.client, str(request.url),
+                        request.method, request.cookies, request.path_params,
+                        await request.body(), await request.json(), request.headers.raw[0])  # fmt: skip
+        request.state.seen = True
+        return "cus_1"
+
+    app = FastAPI()
+
+    @app.post("/items")
+    def items() -> dict[str, int]:
+        return {"ok": 1}
+
+    app.add_middleware(DripMiddleware, customer=customer)
+    with drip.testing.capture() as cap, TestClient(app) as client:
+        answer = client.post("/items?q=1", json={"a": 1},
+                             headers={"x-customer": "cus_1", "cookie": "c=2"})  # fmt: skip
+    assert answer.json() == {"ok": 1}
+    assert seen["fields"] == ["_receive", "scope"] and seen["is_request"]
+    headers, none, query, client_, url, method, cookies, params, body, data, raw = seen["read"]
+    assert headers == "cus_1" and none is None and query == {"q": "1"} and client_ is not None
+    assert url.endswith("/items?q=1") and method == "POST" and cookies == {"c": "2"}
+    assert params == {} and body == b'{"a":1}' and data == {"a": 1} and raw[0] == b"host"
+    assert [s.customer_id for s in cap.run_starts] == ["cus_1"] and len(cap.events) == 1
