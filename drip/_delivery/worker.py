@@ -209,6 +209,7 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     refused: list[tuple[int, int]] = []
     units: list[Unit] | None = None
     texts = None
+    packed = d.packed
     if d.columns:  # the server takes ``events`` items
         units = _units(chunk)
     else:
@@ -227,7 +228,7 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
         k += 1
         if rec is None:
             try:
-                text = encode_columns(chunk[start:stop], clock)
+                text = encode_columns(chunk[start:stop], clock, packed)
             except Exception:  # record by record, to find the one that fails and refuse it
                 units[k:k] = _records(chunk, start, stop)
                 continue

@@ -26,7 +26,7 @@ import functools
 import time
 from collections.abc import Callable
 from itertools import compress, repeat
-from operator import add, floordiv, is_not, mod, truediv
+from operator import add, floordiv, is_not, mod, sub, truediv
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
@@ -34,6 +34,7 @@ from pydantic.alias_generators import to_camel
 from typing_extensions import NotRequired, TypedDict
 
 from drip._checks import MAX_NAME_LENGTH, MAX_QUANTITY, metadata_problem
+from drip.models import packed_count, unpack_columns
 
 __all__ = ["COLUMN_PARTS", "Columns", "event_count", "expand"]
 
@@ -76,11 +77,12 @@ class Columns(TypedDict):
     at: Annotated[int, Field(strict=True, ge=0, le=4 * 10**18)]
     run: NotRequired[list[_Index] | None]
     meter: NotRequired[list[_Index] | None]
-    seq: Annotated[list[_Seq], Field(min_length=1)]
+    seq: NotRequired[Annotated[list[_Seq], Field(min_length=1)] | None]
     parent: NotRequired[list[_Seq | None] | None]
-    t: list[_Nanos]
-    d: list[_Nanos]
+    t: NotRequired[list[_Nanos] | None]
+    d: NotRequired[list[_Nanos] | None]
     span: NotRequired[list[_Span | None] | None]
+    packed: NotRequired[Annotated[str, StringConstraints(min_length=1)] | None]
 
 
 #: the fast schemas of the parts, by name (for the test that holds them to the models)
@@ -98,6 +100,7 @@ _FIELDS = (
 _RUN_KEYS = ("run_id", "correlation_id")
 _METER_KEYS = ("event_type", "meter", "quantity", "units", "metadata")
 _US = 1_000_000
+_MAX_NANOS = 10**18
 
 
 @functools.cache
@@ -115,13 +118,43 @@ def _maker(present: frozenset[str]) -> Callable[..., dict[str, Any]]:
 
 def event_count(item: Any) -> int:
     """How many events an ``events`` item holds (for its results when it is rejected): the
-    length of its ``seq`` column, 1 when that is not a list."""
-    seq = item.get("seq") if isinstance(item, dict) else None
+    length of its ``seq`` column (or of its ``packed`` text), 1 when there is neither."""
+    if not isinstance(item, dict):
+        return 1
+    seq, packed = item.get("seq"), item.get("packed")
+    if isinstance(packed, str) and packed and seq is None:
+        return packed_count(packed)
     return len(seq) if isinstance(seq, list) and seq else 1
+
+
+def _unpack(col: Columns) -> str | None:
+    """Put a ``packed`` item's ``seq``, ``t`` and ``d`` columns in place (checked as the
+    schema checks them), or say what is wrong with its form."""
+    packed = col.get("packed")
+    given = [name for name in ("seq", "t", "d") if col.get(name) is not None]
+    if packed is None:
+        if len(given) != 3:
+            return "seq, t and d (or packed) are required"
+        return None
+    if given:
+        return f"packed stands for seq, t and d: {', '.join(given)} given too"
+    try:
+        seq, starts, ends = unpack_columns(packed)
+    except ValueError as exc:
+        return f"packed: {exc}"
+    durations = list(map(sub, ends, starts))
+    for name, values in (("t", starts), ("d", durations)):
+        if min(values) < 0 or max(values) > _MAX_NANOS:
+            return f"packed: a {name} value beyond 0 .. {_MAX_NANOS}"
+    col["seq"], col["t"], col["d"] = seq, starts, durations
+    return None
 
 
 def _problem(col: Columns) -> str | None:
     """What breaks the column rules the schema cannot state, or None."""
+    problem = _unpack(col)
+    if problem is not None:
+        return problem
     n = len(col["seq"])
     for name in ("t", "d", "run", "meter", "parent", "span"):
         values: list[Any] | None = col.get(name)  # type: ignore[assignment]
@@ -149,6 +182,7 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
     if problem is not None:
         return problem
     seq = col["seq"]
+    assert seq is not None  # _problem checked it
     n = len(seq)
     ident = (col["id_prefix"].replace("%", "%%") + "%010x").__mod__
     ids = list(map(ident, seq))
