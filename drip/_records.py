@@ -266,6 +266,8 @@ def encode_fast(rec: Record, clock: Clock) -> str:
 def _index(values: list[str]) -> tuple[list[str], list[int] | None]:
     """The distinct values in order of first use, and each value's position among them (None
     when there is one): C-level passes, no Python step per value."""
+    if values.count(values[0]) == len(values):  # the usual: one run, one meter (identity)
+        return values[:1], None
     distinct = list(dict.fromkeys(values))
     if len(distinct) == 1:
         return distinct, None
