@@ -178,7 +178,7 @@ def unpack_columns(text: str) -> tuple[list[int], list[int], list[int]]:
     Raises ``ValueError`` for text that is not base64 of ``3 n`` int64 values, ``n >= 1``."""
     raw = base64.b64decode(text, validate=True)
     if not raw or len(raw) % 24:
-        raise ValueError("packed: not 3 n 64-bit integers")
+        raise ValueError("not 3 n 64-bit integers")
     values = array("q")
     values.frombytes(raw)
     if _SWAP:

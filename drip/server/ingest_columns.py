@@ -155,7 +155,7 @@ def _problem(col: Columns) -> str | None:
     problem = _unpack(col)
     if problem is not None:
         return problem
-    n = len(col["seq"])
+    n = len(col["seq"] or ())
     for name in ("t", "d", "run", "meter", "parent", "span"):
         values: list[Any] | None = col.get(name)  # type: ignore[assignment]
         if values is not None and len(values) != n:
@@ -181,8 +181,8 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
     problem = _problem(col)
     if problem is not None:
         return problem
-    seq = col["seq"]
-    assert seq is not None  # _problem checked it
+    seq, t, d = col["seq"], col["t"], col["d"]
+    assert seq is not None and t is not None and d is not None  # _problem checked them
     n = len(seq)
     ident = (col["id_prefix"].replace("%", "%%") + "%010x").__mod__
     ids = list(map(ident, seq))
@@ -200,7 +200,7 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
         shapes[pair] = frozenset(key for key, value in given.items() if value is not None)
     group_of = map(groups.__getitem__, pairs)
     # times: one strftime per distinct second, the rest with C-level passes
-    us = list(map(floordiv, map(add, col["t"], repeat(col["at"])), repeat(1000)))
+    us = list(map(floordiv, map(add, t, repeat(col["at"])), repeat(1000)))
     secs = list(map(floordiv, us, repeat(_US)))
     texts = {sec: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) for sec in set(secs)}
     stamps = map(
@@ -208,9 +208,7 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
         repeat("%s.%06dZ"),
         zip(map(texts.__getitem__, secs), map(mod, us, repeat(_US)), strict=True),
     )
-    durations = map(
-        truediv, map(floordiv, map(add, col["d"], repeat(500)), repeat(1000)), repeat(1000)
-    )
+    durations = map(truediv, map(floordiv, map(add, d, repeat(500)), repeat(1000)), repeat(1000))
     parent, span = col.get("parent"), col.get("span")
     parents: Any = (
         repeat(None) if parent is None else [None if p is None else ident(p) for p in parent]
