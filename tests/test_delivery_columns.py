@@ -9,6 +9,7 @@ path against the real server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -146,14 +147,23 @@ def test_a_refused_batch_is_split_through_its_events_items(make: Any, packed: bo
 
 def test_a_backlog_goes_in_bigger_packed_batches(make: Any) -> None:
     server = ColumnServer(packed=True)
-    instr = make(server, max_batch_items=100, flush_interval=3600, max_buffer=10_000)
+    settings = resolve_settings(
+        api_key="sk_test_0000000", base_url="http://127.0.0.1:9", env={}, flush_interval=3600
+    )
+    assert (settings.max_batch_items, settings.packed_batch_items) == (5000, 20_000)
+    given = resolve_settings(
+        api_key="sk_test_0000000", base_url="http://127.0.0.1:9", env={}, max_batch_items=100
+    )
+    assert given.packed_batch_items == 100  # a limit the user gave holds for packed ones too
+    instr = Instrumentation(dataclasses.replace(given, packed_batch_items=400), sender=server)
     record(instr, 1, 3)
     instr.flush(10)  # the answer says packed
     record(instr, 1, 500)  # 1,500 events and a run's start and end waiting
     assert instr.flush(10).ok
     sizes = [len(parse_batch(b)[0]) for b in server.bodies[1:]]
-    assert sum(sizes) == 1502 and max(sizes) == 400  # 4 x max_batch_items
+    assert sum(sizes) == 1502 and 100 < max(sizes) <= 400  # beyond max_batch_items
     assert len(server.events) == 1509 and len({e["id"] for e in server.events}) == 1509
+    instr.shutdown(2)
 
 
 @pytest.mark.parametrize("packed", [False, True])

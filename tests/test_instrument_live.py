@@ -303,9 +303,9 @@ def test_faults_every_record_lands_exactly_once(client: Drip, customer: str) -> 
     sender = IngestSender(settings, transport=transport)
     errors: list[BaseException] = []
     instr = Instrumentation(
-        # packed batches take up to 4 x max_batch_items records: about 40 here, enough
-        # requests for the plan
-        dataclasses.replace(settings, max_batch_items=10, flush_interval=0.05),
+        dataclasses.replace(
+            settings, max_batch_items=40, packed_batch_items=40, flush_interval=0.05
+        ),
         on_error=errors.append,
         sender=sender,
     )

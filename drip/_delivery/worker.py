@@ -33,13 +33,6 @@ logger = logging.getLogger("drip")
 #: encoded batches kept in memory ahead of the one being sent
 AHEAD = 2
 
-#: with the ``packed`` form a batch may take this many times ``max_batch_items`` records when
-#: that many are waiting (a backlog), up to ``PACKED_MOST`` (the server's limit per request):
-#: a request costs its sender about 2 ms of CPU in httpx whatever its size, which 5,000 packed
-#: records (160 KB) do not outweigh; ``max_batch_bytes`` still bounds the body
-PACKED_FACTOR = 4
-PACKED_MOST = 20_000
-
 
 class Batch:
     """One encoded batch (or only a flush marker, with ``count == 0``)."""
@@ -189,8 +182,10 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     settings = d.settings
     limit_items, limit_bytes = settings.max_batch_items, settings.max_batch_bytes
     packed = d.packed
-    if packed:
-        limit_items = max(limit_items, min(PACKED_FACTOR * limit_items, PACKED_MOST))
+    if packed:  # up to 20,000 records when they wait (``Settings.packed_batch_items``): a
+        # request costs its sender about 2 ms of CPU in httpx on a slow host whatever its size,
+        # which 5,000 packed records (160 KB) do not outweigh; ``max_batch_bytes`` still holds
+        limit_items = settings.packed_batch_items
     parts: list[str] = []
     size = 12  # {"items":[]}
     marker: Marker | None = None
