@@ -58,6 +58,10 @@ class Settings:
     overflow: str = "block"
     #: flush on SIGTERM (chaining an installed handler); DRIP_HANDLE_SIGNALS=0 opts out
     handle_signals: bool = True
+    #: the records a batch may take once the server takes ``packed`` events items: 20,000
+    #: (its limit per request) unless ``max_batch_items`` was given, then that; a request
+    #: costs the sender about the same CPU whatever its size, so a backlog goes in fewer
+    packed_batch_items: int = 20_000
 
     @property
     def key_kind(self) -> str:
@@ -181,6 +185,8 @@ def resolve_settings(
     timeout_s = _number("DRIP_TIMEOUT", timeout, env, 30.0)
     if timeout_s == 0:
         raise DripConfigurationError("DRIP_TIMEOUT must be greater than 0")
+    batch_items = max(1, int(_number("DRIP_MAX_BATCH_ITEMS", max_batch_items, env, 5000)))
+    batch_items_given = max_batch_items is not None or _env(env, "DRIP_MAX_BATCH_ITEMS") is not None
     return Settings(
         api_key=_resolve_key(api_key, env, local=local_db is not None),
         base_url=url,
@@ -190,7 +196,8 @@ def resolve_settings(
         max_retry_time=_number("DRIP_MAX_RETRY_TIME", max_retry_time, env, 60.0),
         strict=_flag("DRIP_STRICT", strict, env),
         flush_interval=_number("DRIP_FLUSH_INTERVAL", flush_interval, env, 0.5),
-        max_batch_items=max(1, int(_number("DRIP_MAX_BATCH_ITEMS", max_batch_items, env, 5000))),
+        max_batch_items=batch_items,
+        packed_batch_items=batch_items if batch_items_given else max(batch_items, 20_000),
         max_batch_bytes=max(
             1024, int(_number("DRIP_MAX_BATCH_BYTES", max_batch_bytes, env, 2 * 1024 * 1024))
         ),

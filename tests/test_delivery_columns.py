@@ -9,6 +9,7 @@ path against the real server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -30,8 +31,9 @@ class ColumnServer:
     """Answers compactly, like ``drip serve``: a letter per event, and ``columns`` when
     ``columns`` is set; refuses (413) a body with more than ``most`` events."""
 
-    def __init__(self, columns: bool = True, most: int | None = None) -> None:
+    def __init__(self, columns: bool = True, most: int | None = None, packed: bool = False) -> None:
         self.columns = columns
+        self.packed = packed
         self.most = most
         self.bodies: list[bytes] = []
         self.events: list[dict[str, Any]] = []
@@ -52,6 +54,8 @@ class ColumnServer:
         }  # fmt: skip
         if self.columns:
             answer["columns"] = True
+        if self.packed:
+            answer["packed"] = True
         return IngestResult.model_validate(answer)
 
     def kinds(self) -> list[str]:
@@ -93,9 +97,17 @@ def record(instr: Instrumentation, runs: int, calls: int) -> None:
                 outer(i)
 
 
-@pytest.mark.parametrize("columns", [True, False])
-def test_events_items_only_after_the_server_says_it_takes_them(make: Any, columns: bool) -> None:
-    server = ColumnServer(columns=columns)
+def packed_items(server: ColumnServer) -> int:
+    return sum(
+        1 for b in server.bodies for i in json.loads(b)["items"] if "packed" in i and "seq" not in i
+    )
+
+
+@pytest.mark.parametrize(("columns", "packed"), [(True, True), (True, False), (False, False)])
+def test_events_items_only_after_the_server_says_it_takes_them(
+    make: Any, columns: bool, packed: bool
+) -> None:
+    server = ColumnServer(columns=columns, packed=packed)
     instr = make(server, max_batch_items=200)
     record(instr, 1, 10)
     assert instr.flush(10).ok
@@ -104,6 +116,7 @@ def test_events_items_only_after_the_server_says_it_takes_them(make: Any, column
     report = instr.flush(10)
     assert report.ok and report.failed == 0
     assert ("events" in server.kinds()) is columns
+    assert (packed_items(server) > 0) is packed
     # the same events either way: each call once, in recording order, nested ones named
     events = server.events
     assert len(events) == 3 * 410
@@ -117,8 +130,9 @@ def test_events_items_only_after_the_server_says_it_takes_them(make: Any, column
     assert stats.sent == stats.recorded == 3 * 410 + 2 * 5 and stats.refused == 0
 
 
-def test_a_refused_batch_is_split_through_its_events_items(make: Any) -> None:
-    server = ColumnServer(most=50)
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_refused_batch_is_split_through_its_events_items(make: Any, packed: bool) -> None:
+    server = ColumnServer(most=50, packed=packed)
     instr = make(server, max_batch_items=1000, flush_interval=3600)
     record(instr, 1, 3)
     instr.flush(10)
@@ -128,16 +142,40 @@ def test_a_refused_batch_is_split_through_its_events_items(make: Any) -> None:
     assert server.refused > 0 and "events" in server.kinds()
     assert len(server.events) == 909 and len({e["id"] for e in server.events}) == 909
     assert instr.stats().refused == 0
+    assert (packed_items(server) > 0) is packed
 
 
-def test_a_spooled_body_is_counted_by_events() -> None:
+def test_a_backlog_goes_in_bigger_packed_batches(make: Any) -> None:
+    server = ColumnServer(packed=True)
+    settings = resolve_settings(
+        api_key="sk_test_0000000", base_url="http://127.0.0.1:9", env={}, flush_interval=3600
+    )
+    assert (settings.max_batch_items, settings.packed_batch_items) == (5000, 20_000)
+    given = resolve_settings(
+        api_key="sk_test_0000000", base_url="http://127.0.0.1:9", env={}, max_batch_items=100
+    )
+    assert given.packed_batch_items == 100  # a limit the user gave holds for packed ones too
+    instr = Instrumentation(dataclasses.replace(given, packed_batch_items=400), sender=server)
+    record(instr, 1, 3)
+    instr.flush(10)  # the answer says packed
+    record(instr, 1, 500)  # 1,500 events and a run's start and end waiting
+    assert instr.flush(10).ok
+    sizes = [len(parse_batch(b)[0]) for b in server.bodies[1:]]
+    assert sum(sizes) == 1502 and 100 < max(sizes) <= 400  # beyond max_batch_items
+    assert len(server.events) == 1509 and len({e["id"] for e in server.events}) == 1509
+    instr.shutdown(2)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_spooled_body_is_counted_by_events(packed: bool) -> None:
     clock = records.Clock()
     meter = records.MeterSpec("m", "m", None, None)
     flat: list[Any] = []
     for seq in range(1, 8):
         flat += [records.FAST, '"runId":"run_x"', meter.fast_tail(1), None, seq, 5, 9, None]
     start = '{"type":"run.start","id":"run_x","customerId":"c","workflow":"w"}'
-    body = f'{{"items":[{start},{records.encode_columns(flat, clock)}]}}'.encode()
+    body = f'{{"items":[{start},{records.encode_columns(flat, clock, packed)}]}}'.encode()
+    assert (b'"packed"' in body) is packed
     items, per_item, bad = _items(body, None, None)  # type: ignore[misc]
     assert (len(items), per_item, bad) == (2, [1, 7], 0)
     halves = records.split_columns(items[1])

@@ -303,7 +303,9 @@ def test_faults_every_record_lands_exactly_once(client: Drip, customer: str) -> 
     sender = IngestSender(settings, transport=transport)
     errors: list[BaseException] = []
     instr = Instrumentation(
-        dataclasses.replace(settings, max_batch_items=40, flush_interval=0.05),
+        dataclasses.replace(
+            settings, max_batch_items=40, packed_batch_items=40, flush_interval=0.05
+        ),
         on_error=errors.append,
         sender=sender,
     )

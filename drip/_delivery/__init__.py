@@ -84,6 +84,8 @@ class Delivery:
         #: the server's answers say it takes ``events`` items (kept in a ``fork()`` child: the
         #: same server); until one does, the worker sends ``event`` items only
         self.columns = False
+        #: ... and takes them ``packed`` (``drip.models.IngestEvents``)
+        self.packed = False
         self._reset()
         lifecycle.register(self)
         if self.spool is not None:

@@ -153,6 +153,7 @@ def _deliver(
             return True
         _recovered(d)
         d.columns = bool(result.columns)
+        d.packed = bool(result.packed)
         d.counters.batches += 1
         _account(d, result, count)
         return True

@@ -56,6 +56,9 @@ from ._ingest import (
     IngestRunEnd,
     IngestRunStart,
     IngestUsage,
+    pack_columns,
+    packed_count,
+    unpack_columns,
 )
 from ._runs import (
     BatchEventResult,
@@ -147,4 +150,7 @@ __all__ = [
     "UsageSummary",
     "Workflow",
     "WorkflowList",
+    "pack_columns",
+    "packed_count",
+    "unpack_columns",
 ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import sys
+from array import array
+from itertools import repeat
+from operator import and_
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drip._checks import MAX_NAME_LENGTH
 
@@ -115,6 +121,12 @@ class IngestEvents(DripModel):
     and ``span`` when every value is null. Every column has one value per event; the answer has
     one result per event, in order. An item that breaks a rule is rejected as a whole (a result
     per event), the batch's other items are not.
+
+    ``packed`` may stand for ``seq``, ``t`` and ``d`` (sent only once the server's answer says
+    ``packed``): base64 of ``3 n`` little-endian signed 64-bit integers, ``n`` sequence numbers
+    (their low 40 bits), then ``n`` start times and ``n`` end times in ns (``t`` = start,
+    ``d`` = end - start, each within the range ``t`` and ``d`` have). Either ``packed`` or all
+    of ``seq``, ``t`` and ``d`` is given, never both.
     """
 
     type: Literal["events"] = "events"
@@ -125,11 +137,61 @@ class IngestEvents(DripModel):
     at: Annotated[int, Field(ge=0, le=4 * 10**18)]
     run: list[Annotated[int, Field(ge=0)]] | None = None
     meter: list[Annotated[int, Field(ge=0)]] | None = None
-    seq: Annotated[list[Seq], Field(min_length=1)]
+    seq: Annotated[list[Seq], Field(min_length=1)] | None = None
     parent: list[Seq | None] | None = None
-    t: list[Nanos]
-    d: list[Nanos]
+    t: list[Nanos] | None = None
+    d: list[Nanos] | None = None
     span: list[Annotated[int, Field(ge=0, lt=1 << 64)] | None] | None = None
+    #: ``seq``, ``t`` and ``d`` packed (see above)
+    packed: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> IngestEvents:
+        given = (self.seq is not None, self.t is not None, self.d is not None)
+        if self.packed is None and not all(given):
+            raise ValueError("seq, t and d (or packed) are required")
+        if self.packed is not None and any(given):
+            raise ValueError("packed stands for seq, t and d: give one form")
+        return self
+
+
+#: the mask of a packed sequence number (an id holds 40 bits: 10 hex digits)
+SEQ_MASK = (1 << 40) - 1
+_SWAP = sys.byteorder != "little"
+
+
+def pack_columns(seq: list[int], starts: list[int], ends: list[int]) -> str:
+    """The ``packed`` text of ``IngestEvents``: three columns as int64 in one base64 string.
+
+    One C-level pass per column (``array`` from a list, base64 of its bytes): about a quarter
+    of the CPU of writing the same integers as JSON text."""
+    values = array("q", seq)
+    values.extend(array("q", starts))
+    values.extend(array("q", ends))
+    if _SWAP:
+        values.byteswap()
+    return binascii.b2a_base64(values.tobytes(), newline=False).decode("ascii")
+
+
+def unpack_columns(text: str) -> tuple[list[int], list[int], list[int]]:
+    """``pack_columns`` reversed: the sequence numbers (low 40 bits), start and end times.
+    Raises ``ValueError`` for text that is not base64 of ``3 n`` int64 values, ``n >= 1``."""
+    raw = base64.b64decode(text, validate=True)
+    if not raw or len(raw) % 24:
+        raise ValueError("not 3 n 64-bit integers")
+    values = array("q")
+    values.frombytes(raw)
+    if _SWAP:
+        values.byteswap()
+    n = len(values) // 3
+    seq = list(map(and_, values[:n], repeat(SEQ_MASK)))
+    return seq, values[n : 2 * n].tolist(), values[2 * n :].tolist()
+
+
+def packed_count(text: str) -> int:
+    """How many events a ``packed`` text holds (from its length, without decoding it)."""
+    size = len(text) // 4 * 3 - text[-2:].count("=")
+    return max(1, size // 24)
 
 
 class IngestRequest(DripModel):
@@ -164,3 +226,5 @@ class IngestResult(DripModel):
     rejected: int
     #: the server takes ``events`` items (``IngestEvents``): the SDK sends them after this answer
     columns: bool | None = None
+    #: the server takes ``events`` items in their ``packed`` form too
+    packed: bool | None = None

@@ -26,7 +26,7 @@ import functools
 import time
 from collections.abc import Callable
 from itertools import compress, repeat
-from operator import add, floordiv, is_not, mod, truediv
+from operator import add, floordiv, is_not, mod, sub, truediv
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
@@ -34,6 +34,7 @@ from pydantic.alias_generators import to_camel
 from typing_extensions import NotRequired, TypedDict
 
 from drip._checks import MAX_NAME_LENGTH, MAX_QUANTITY, metadata_problem
+from drip.models import packed_count, unpack_columns
 
 __all__ = ["COLUMN_PARTS", "Columns", "event_count", "expand"]
 
@@ -76,11 +77,12 @@ class Columns(TypedDict):
     at: Annotated[int, Field(strict=True, ge=0, le=4 * 10**18)]
     run: NotRequired[list[_Index] | None]
     meter: NotRequired[list[_Index] | None]
-    seq: Annotated[list[_Seq], Field(min_length=1)]
+    seq: NotRequired[Annotated[list[_Seq], Field(min_length=1)] | None]
     parent: NotRequired[list[_Seq | None] | None]
-    t: list[_Nanos]
-    d: list[_Nanos]
+    t: NotRequired[list[_Nanos] | None]
+    d: NotRequired[list[_Nanos] | None]
     span: NotRequired[list[_Span | None] | None]
+    packed: NotRequired[Annotated[str, StringConstraints(min_length=1)] | None]
 
 
 #: the fast schemas of the parts, by name (for the test that holds them to the models)
@@ -98,6 +100,7 @@ _FIELDS = (
 _RUN_KEYS = ("run_id", "correlation_id")
 _METER_KEYS = ("event_type", "meter", "quantity", "units", "metadata")
 _US = 1_000_000
+_MAX_NANOS = 10**18
 
 
 @functools.cache
@@ -115,14 +118,44 @@ def _maker(present: frozenset[str]) -> Callable[..., dict[str, Any]]:
 
 def event_count(item: Any) -> int:
     """How many events an ``events`` item holds (for its results when it is rejected): the
-    length of its ``seq`` column, 1 when that is not a list."""
-    seq = item.get("seq") if isinstance(item, dict) else None
+    length of its ``seq`` column (or of its ``packed`` text), 1 when there is neither."""
+    if not isinstance(item, dict):
+        return 1
+    seq, packed = item.get("seq"), item.get("packed")
+    if isinstance(packed, str) and packed and seq is None:
+        return packed_count(packed)
     return len(seq) if isinstance(seq, list) and seq else 1
+
+
+def _unpack(col: Columns) -> str | None:
+    """Put a ``packed`` item's ``seq``, ``t`` and ``d`` columns in place (checked as the
+    schema checks them), or say what is wrong with its form."""
+    packed = col.get("packed")
+    given = [name for name in ("seq", "t", "d") if col.get(name) is not None]
+    if packed is None:
+        if len(given) != 3:
+            return "seq, t and d (or packed) are required"
+        return None
+    if given:
+        return f"packed stands for seq, t and d: {', '.join(given)} given too"
+    try:
+        seq, starts, ends = unpack_columns(packed)
+    except ValueError as exc:
+        return f"packed: {exc}"
+    durations = list(map(sub, ends, starts))
+    for name, values in (("t", starts), ("d", durations)):
+        if min(values) < 0 or max(values) > _MAX_NANOS:
+            return f"packed: a {name} value beyond 0 .. {_MAX_NANOS}"
+    col["seq"], col["t"], col["d"] = seq, starts, durations
+    return None
 
 
 def _problem(col: Columns) -> str | None:
     """What breaks the column rules the schema cannot state, or None."""
-    n = len(col["seq"])
+    problem = _unpack(col)
+    if problem is not None:
+        return problem
+    n = len(col["seq"] or ())
     for name in ("t", "d", "run", "meter", "parent", "span"):
         values: list[Any] | None = col.get(name)  # type: ignore[assignment]
         if values is not None and len(values) != n:
@@ -148,7 +181,8 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
     problem = _problem(col)
     if problem is not None:
         return problem
-    seq = col["seq"]
+    seq, t, d = col["seq"], col["t"], col["d"]
+    assert seq is not None and t is not None and d is not None  # _problem checked them
     n = len(seq)
     ident = (col["id_prefix"].replace("%", "%%") + "%010x").__mod__
     ids = list(map(ident, seq))
@@ -166,7 +200,7 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
         shapes[pair] = frozenset(key for key, value in given.items() if value is not None)
     group_of = map(groups.__getitem__, pairs)
     # times: one strftime per distinct second, the rest with C-level passes
-    us = list(map(floordiv, map(add, col["t"], repeat(col["at"])), repeat(1000)))
+    us = list(map(floordiv, map(add, t, repeat(col["at"])), repeat(1000)))
     secs = list(map(floordiv, us, repeat(_US)))
     texts = {sec: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) for sec in set(secs)}
     stamps = map(
@@ -174,9 +208,7 @@ def expand(col: Columns) -> list[dict[str, Any]] | str:
         repeat("%s.%06dZ"),
         zip(map(texts.__getitem__, secs), map(mod, us, repeat(_US)), strict=True),
     )
-    durations = map(
-        truediv, map(floordiv, map(add, col["d"], repeat(500)), repeat(1000)), repeat(1000)
-    )
+    durations = map(truediv, map(floordiv, map(add, d, repeat(500)), repeat(1000)), repeat(1000))
     parent, span = col.get("parent"), col.get("span")
     parents: Any = (
         repeat(None) if parent is None else [None if p is None else ident(p) for p in parent]

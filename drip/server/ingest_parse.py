@@ -205,7 +205,7 @@ def _expand_all(parsed: Sequence[Item | Rejected | list[Item | Rejected]]) -> li
     at = [i for i, item in enumerate(parsed) if isinstance(item, dict) and item["type"] == "events"]
     if not at and not any(isinstance(item, list) for item in parsed):
         return parsed  # type: ignore[return-value]
-    total = len(parsed) + sum(len(parsed[i]["seq"]) - 1 for i in at)  # type: ignore[index,misc,call-overload]
+    total = len(parsed) + sum(event_count(parsed[i]) - 1 for i in at)
     if total > MAX_ITEMS:
         raise ApiError(413, "TOO_MANY_ITEMS", f"items: at most {MAX_ITEMS} events per request")
     out: list[Item | Rejected] = []

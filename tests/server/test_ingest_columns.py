@@ -193,3 +193,114 @@ def test_the_server_stores_them_event_by_event(api: httpx.Client, customer_id: s
     # the full answer stays as it was (no ``columns``): the published client's shape
     full = api.post("/ingest", content=raw).json()
     assert "columns" not in full and len(full["results"]) == 54
+
+
+@pytest.mark.parametrize(
+    ("n", "seed", "runs", "nested"), [(1, 7, 1, False), (300, 8, 2, True), (5000, 9, 1, False)]
+)
+def test_a_packed_events_item_parses_to_exactly_its_event_items(
+    n: int, seed: int, runs: int, nested: bool
+) -> None:
+    flat = fast_records(n, seed, runs=runs, nested=nested)
+    clock = records.Clock()
+    plain, _ = parse_batch(plain_body(flat, clock))
+    text = records.encode_columns(flat, clock, packed=True)
+    assert '"packed":' in text and '"seq":' not in text
+    packed, fast = parse_batch(body(text))
+    assert fast and len(packed) == n
+    for a, b in zip(plain, packed, strict=True):
+        assert isinstance(a, dict) and isinstance(b, dict)
+        assert list(a.items()) == list(b.items())
+
+
+def test_packed_columns_round_trip_exactly() -> None:
+    from drip.models import pack_columns, packed_count, unpack_columns
+
+    rnd = random.Random(11)
+    for n in (1, 2, 3, 17, 1000):
+        seq = [rnd.choice([0, 1, (1 << 40) - 1, rnd.getrandbits(40)]) for _ in range(n)]
+        starts = [
+            rnd.choice([0, 2**62, -(2**63), 2**63 - 1, rnd.getrandbits(60)]) for _ in range(n)
+        ]
+        ends = [rnd.randrange(-(2**63), 2**63) for _ in range(n)]
+        text = pack_columns(seq, starts, ends)
+        assert packed_count(text) == n
+        assert unpack_columns(text) == (seq, starts, ends)
+    # sequence numbers are their low 40 bits (an id has 10 hex digits)
+    assert unpack_columns(pack_columns([(1 << 40) + 5, -1], [0, 0], [0, 0]))[0] == [
+        5,
+        (1 << 40) - 1,
+    ]
+    for bad in ("", "AAAA", "!!!!" * 8, pack_columns([1], [2], [3])[:-4], "é" * 32):
+        with pytest.raises(ValueError):
+            unpack_columns(bad)
+
+
+def packed(numbers: list[int], starts: list[int], ends: list[int], **change: Any) -> dict[str, Any]:
+    from drip.models import pack_columns
+
+    item = columns(seq=None, t=None, d=None, packed=pack_columns(numbers, starts, ends))
+    item.update(change)
+    return item
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        (packed([1, 2, 3], [0, 5, -1], [1, 6, 9]), "t value"),
+        (packed([1, 2, 3], [0, 5, 9], [1, 4, 10]), "d value"),
+        (packed([1, 2, 3], [0, 5, 10**18 + 1], [1, 6, 10**18 + 2]), "t value"),
+        (packed([1, 2, 3], [0, 5, 9], [1, 6, 10], seq=[1, 2, 3]), "seq given too"),
+        (columns(seq=None, t=None, d=None, packed="AAAA" * 25), "3 n"),
+        (columns(seq=None, t=None, d=None, packed="!" * 96), "packed"),
+        (columns(seq=[1, 2, 3], t=[0, 5, 9], d=None), "required"),
+        (packed([1, 2, 3], [0, 5, 9], [1, 6, 10], run=[0, 1, 0]), "run: an index beyond runs"),
+    ],
+)
+def test_a_bad_packed_item_is_rejected_whole_and_alone(item: dict[str, Any], says: str) -> None:
+    items, _ = parse_batch(body(GOOD_EVENT, item, GOOD_EVENT))
+    assert isinstance(items[0], dict) and isinstance(items[-1], dict)
+    bad = items[1:-1]
+    assert len(bad) == 3  # a result per event it holds
+    for rejected in bad:
+        assert isinstance(rejected, Rejected) and rejected.code == "VALIDATION_ERROR"
+        assert "items[1]" in rejected.message and says in rejected.message, rejected.message
+
+
+def test_a_packed_item_and_the_model_agree() -> None:
+    good = packed([1, 2], [0, 5], [1, 6])
+    model = IngestEvents.model_validate(good)
+    assert model.packed == good["packed"] and model.seq is None
+    for bad in (packed([1], [0], [1], seq=[1]), columns(t=None)):
+        with pytest.raises(ValueError):
+            IngestEvents.model_validate(bad)
+
+
+def test_more_packed_events_than_a_request_takes_is_413() -> None:
+    from drip.models import pack_columns
+    from drip.server.errors import ApiError
+
+    n = MAX_ITEMS + 1
+    item = columns(seq=None, t=None, d=None, packed=pack_columns([1] * n, [0] * n, [0] * n))
+    with pytest.raises(ApiError) as caught:
+        parse_batch(body(item))
+    assert caught.value.status == 413
+
+
+def test_the_server_stores_packed_events_and_says_it_takes_them(
+    api: httpx.Client, customer_id: str
+) -> None:
+    clock = records.Clock()
+    flat = fast_records(40, 12, runs=1, nested=True)
+    start = {"type": "run.start", "id": "run_a", "customerId": customer_id, "workflow": "w"}
+    raw = body(start, records.encode_columns(flat, clock, packed=True))
+    result = IngestResult.model_validate(
+        api.post("/ingest", content=raw, params={"results": "compact"}).json()
+    )
+    assert result.columns is True and result.packed is True
+    assert result.statuses == "c" * 41
+    again = api.post("/ingest", content=raw, params={"results": "compact"}).json()
+    assert again["statuses"] == "d" * 41  # the same ids
+    assert api.get("/runs/run_a").json()["totals"]["eventCount"] == 40
+    full = api.post("/ingest", content=raw).json()
+    assert "packed" not in full  # the published client's answer stays as it was

@@ -38,8 +38,8 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-#: in the compact answer (the SDK's): this server takes ``events`` items
-_COLUMNS = ',"columns":true'
+#: in the compact answer (the SDK's): this server takes ``events`` items, packed ones too
+_COLUMNS = ',"columns":true,"packed":true'
 
 _LETTERS = {"created": "c", "duplicate": "d", "updated": "u", "rejected": "r"}
 
