@@ -252,6 +252,15 @@ class RequestRun(DeferredRun):
 
     __slots__ = ("_finished", "_meter", "_shape", "done_ns", "error", "method", "route",
                  "status")  # fmt: skip
+    _finished: bool
+    _meter: RequestMeter
+    _shape: Shape
+    done_ns: int | None
+    #: how the handler failed, when the framework tells before the response ends
+    error: BaseException | None
+    method: str
+    route: str
+    status: int | None
 
     def response_done(self) -> None:
         """The last body chunk has been sent: the request's duration ends here."""

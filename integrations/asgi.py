@@ -164,7 +164,7 @@ def _cheap_request() -> type[Any]:
     check. It is a real ``Request``: everything else is Starlette's. Should a Starlette
     version set something else per instance (found by making one), ``Request`` itself is used.
     """
-    base = requests.Request
+    base: type[Any] = requests.Request
     fields = dict(vars(base({"type": "http", "headers": []}, _cheap_request)))
     receive = fields.pop("_receive", None)
     scope = fields.pop("scope", None)
@@ -173,7 +173,7 @@ def _cheap_request() -> type[Any]:
     if receive is not _cheap_request or scope is None or not immutable or "_headers" in fields:
         return base
 
-    class Request(base):  # type: ignore[valid-type,misc]
+    class Request(base):  # type: ignore[misc]
         _headers = None
 
         def __init__(self, scope: Scope, receive: Receive) -> None:
