@@ -5,12 +5,18 @@ quantity) and hand everything else to the general path (``_call``). Generators r
 copy of the context (``Context.run``; for async generators each synchronous slice of each step),
 so what the body sets never leaks into the consumer and the consumer's later changes never
 reach the body.
+
+The function wrapper's common case is also compiled (``_fastcall.c``: the same steps without a
+Python frame, calling back into ``on_raise`` / ``on_handles`` / the general path here for the
+rest). ``wrap_function`` uses it when the module was built and ``DRIP_PURE_PYTHON`` is not set;
+``COMPILED`` says which. The Python wrapper below stays the reference both are tested against.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import os
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -20,12 +26,60 @@ from .._records import FAST, SEQ
 from ..context import SCOPE
 from ._call import Spec, begin_in, general_async, general_sync, handles, in_run
 
-__all__ = ["wrap_async_generator", "wrap_coroutine", "wrap_function", "wrap_generator"]
+__all__ = ["COMPILED", "wrap_async_generator", "wrap_coroutine", "wrap_function",
+           "wrap_generator"]  # fmt: skip
 
 _get, _set, _reset = SCOPE.get, SCOPE.set, SCOPE.reset
 _perf = time.perf_counter_ns
 _context_of = _otel.context_of
 _span_id = _otel.span_id
+
+
+def on_raise(
+    spec: Spec, customer: str | None, run: Any, parent: int | None, seq: int, span: Any,
+    t0: int, t1: int, exc: BaseException,
+) -> None:  # fmt: skip
+    """The compiled call's function raised ``exc`` (which it re-raises)."""
+    in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, None, exc)
+
+
+def on_handles(
+    spec: Spec, customer: str | None, run: Any, parent: int | None, seq: int, span: Any,
+    t0: int, t1: int, result: Any,
+) -> None:  # fmt: skip
+    """The compiled call returned while ``current_event()`` handles exist."""
+    in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, result)
+
+
+def span_of(span: Any) -> int | None:
+    """The id of the span current when a compiled call began (``drip.otel.LAST``)."""
+    last = _otel.LAST
+    return last[1] if last[0] is span else _span_id(span)
+
+
+def _compiled() -> Any:
+    """The ``_fastcall`` module bound to this module's objects, or None (not built, or
+    ``DRIP_PURE_PYTHON`` set)."""
+    if os.environ.get("DRIP_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _fastcall  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    _fastcall.bind(
+        scope=SCOPE, seq=SEQ, otel=vars(_otel), handles=handles, fast=FAST,
+        general=general_sync, on_raise=on_raise, on_handles=on_handles, span_id=span_of,
+        perf=_perf,
+    )  # fmt: skip
+    return _fastcall
+
+
+_fastcall = _compiled()
+_MeteredFunction = None if _fastcall is None else _fastcall.MeteredFunction
+_begin = None if _fastcall is None else _fastcall.begin
+_end = None if _fastcall is None else _fastcall.end
+#: whether metered functions and coroutines take the compiled common case (``_fastcall.c``)
+COMPILED = _fastcall is not None
 
 
 def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
@@ -37,6 +91,10 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 
         return metered_by_result
     tail = spec.m.fast_tail(spec.qconst)
+    if _MeteredFunction is not None:
+        compiled = _MeteredFunction(fn, spec, tail)
+        functools.update_wrapper(compiled, fn)
+        return compiled  # type: ignore[no-any-return]
 
     @functools.wraps(fn)
     def metered_call(*args: Any, **kwargs: Any) -> Any:
@@ -86,6 +144,25 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
 
         return metered_by_result
     tail = spec.m.fast_tail(spec.qconst)
+    if _begin is not None:  # a coroutine function it must stay: its steps are compiled instead
+        begin, end = _begin, _end
+
+        @functools.wraps(fn)
+        async def metered_compiled(*args: Any, **kwargs: Any) -> Any:
+            state = begin()  # (customer, run, parent, seq, token, span, t0, head) or None
+            if state is None:  # outside a run, or its first call
+                return await general_async(spec, fn, args, kwargs)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                t1 = _perf()
+                _reset(state[4])
+                on_raise(spec, state[0], state[1], state[2], state[3], state[5], state[6], t1, exc)
+                raise
+            end(state, spec, tail, result)
+            return result
+
+        return metered_compiled
 
     @functools.wraps(fn)
     async def metered_call(*args: Any, **kwargs: Any) -> Any:

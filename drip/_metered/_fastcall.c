@@ -1,0 +1,688 @@
+/* The common case of a sync ``@metered`` call, compiled: a call inside a run, fixed quantity.
+ *
+ * ``MeteredFunction`` is what ``drip._metered._wrap.wrap_function`` returns when this module
+ * is built (``DRIP_PURE_PYTHON=1`` or a failed build: the Python wrapper of ``_wrap``). It does
+ * what the Python fast path there does, line for line, without a Python frame of its own:
+ *
+ *     customer, run, parent = SCOPE.get()
+ *     if run is None or run._fast is None:       -> general(spec, fn, args, kwargs)
+ *     seq = next(SEQ); token = SCOPE.set((customer, run, seq))
+ *     span = None if otel.CV is None else otel.CV.get().get(otel.KEY)
+ *     t0 = perf_counter_ns(); result = fn(*args, **kwargs); t1 = perf_counter_ns()
+ *     SCOPE.reset(token)
+ *     raised                  -> on_raise(spec, customer, run, parent, seq, span, t0, t1, exc)
+ *     handles (current_event) -> on_handles(spec, customer, run, parent, seq, span, t0, t1, result)
+ *     else the fast record (FAST, head, tail, parent, seq, t0, t1, span_id) into run._lane
+ *     (``q += record`` below ``lane.soft``, else ``lane.append(record)``: drip._recorder.Lane)
+ *
+ * Everything that is not this common case calls back into the Python of ``_wrap``/``_call``,
+ * so the rules live in one place; ``bind`` hands those callables and shared objects in once.
+ * The object has a ``__dict__`` (``functools.update_wrapper`` fills it), binds as a method like
+ * a function, is weak-referenceable and pickles by qualified name, as a function does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fn;
+    PyObject *spec;
+    PyObject *tail;
+    PyObject *dict;
+    PyObject *weakreflist;
+    vectorcallfunc vectorcall;
+} Metered;
+
+/* handed in once by ``bind`` (strong references, kept for the life of the process) */
+static PyObject *SCOPE;       /* drip.context.SCOPE */
+static PyObject *SEQ;         /* drip._records.SEQ, an itertools.count */
+static PyObject *OTEL;        /* drip.otel's module dict: CV and KEY are read on every call */
+static PyObject *HANDLES;     /* drip._metered._call.handles, a dict */
+static PyObject *FAST;        /* drip._records.FAST */
+static PyObject *GENERAL;     /* general_sync(spec, fn, args, kwargs) */
+static PyObject *ON_RAISE;    /* (spec, customer, run, parent, seq, span, t0, t1, exc) */
+static PyObject *ON_HANDLES;  /* (spec, customer, run, parent, seq, span, t0, t1, result) */
+static PyObject *SPAN_ID;     /* span object -> its id (drip.otel.LAST / span_id) */
+static PyObject *PERF;        /* time.perf_counter_ns, where the clock is not read here */
+
+static PyObject *s_fast, *s_lane, *s_q, *s_soft, *s_append, *s_CV, *s_KEY, *s_get;
+static PyObject *dict_get;    /* dict.get: a context whose class keeps it is read as a dict */
+static PyTypeObject *plain_get_type;  /* the last context class found to keep dict.get */
+
+/* time.perf_counter_ns(), the same clock: CLOCK_MONOTONIC on Linux (CPython's choice there),
+ * PyTime_PerfCounterRaw from 3.13, else the Python function itself */
+static PyObject *
+perf_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t;
+    if (PyTime_PerfCounterRaw(&t) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong((long long)t);
+#elif defined(__linux__)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return PyObject_CallNoArgs(PERF);
+    }
+    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + (long long)ts.tv_nsec);
+#else
+    return PyObject_CallNoArgs(PERF);
+#endif
+}
+
+/* the current OpenTelemetry span object (new reference; None when there is none) */
+static PyObject *
+current_span(void)
+{
+    PyObject *cv = PyDict_GetItemWithError(OTEL, s_CV);
+    if (cv == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (cv == Py_None) {
+        Py_RETURN_NONE;
+    }
+    PyObject *key = PyDict_GetItemWithError(OTEL, s_KEY);
+    if (key == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(key);
+    PyObject *ctx;
+    if (PyContextVar_CheckExact(cv)) {
+        if (PyContextVar_Get(cv, NULL, &ctx) < 0) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        if (ctx == NULL) {  /* no value and no default: as ``get()`` would, raise LookupError */
+            Py_DECREF(key);
+            PyErr_SetObject(PyExc_LookupError, cv);
+            return NULL;
+        }
+    }
+    else {
+        ctx = PyObject_CallMethodNoArgs(cv, s_get);
+        if (ctx == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+    }
+    PyObject *span;
+    int plain = PyDict_CheckExact(ctx) || Py_TYPE(ctx) == plain_get_type;
+    if (!plain && PyDict_Check(ctx)) {
+        PyObject *found = PyObject_GetAttr((PyObject *)Py_TYPE(ctx), s_get);
+        if (found == NULL) {
+            Py_DECREF(ctx);
+            Py_DECREF(key);
+            return NULL;
+        }
+        plain = found == dict_get;
+        Py_DECREF(found);
+        if (plain) {
+            plain_get_type = Py_TYPE(ctx);  /* a class object lives as long as its instances */
+        }
+    }
+    if (plain) {
+        span = PyDict_GetItemWithError(ctx, key);
+        if (span == NULL && PyErr_Occurred()) {
+            Py_DECREF(ctx);
+            Py_DECREF(key);
+            return NULL;
+        }
+        span = span == NULL ? Py_None : span;
+        Py_INCREF(span);
+    }
+    else {
+        span = PyObject_CallMethodOneArg(ctx, s_get, key);
+    }
+    Py_DECREF(ctx);
+    Py_DECREF(key);
+    return span;
+}
+
+/* the call's arguments as (args, kwargs), for the Python callbacks */
+static PyObject *
+general(Metered *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *tuple = PyTuple_New(nargs);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i, args[i]);
+    }
+    PyObject *kwargs = PyDict_New();
+    if (kwargs == NULL) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+            Py_DECREF(tuple);
+            Py_DECREF(kwargs);
+            return NULL;
+        }
+    }
+    PyObject *result = PyObject_CallFunctionObjArgs(GENERAL, self->spec, self->fn, tuple,
+                                                    kwargs, NULL);
+    Py_DECREF(tuple);
+    Py_DECREF(kwargs);
+    return result;
+}
+
+/* the fast record into the run's lane; 0, or -1 with an exception set */
+static int
+record(PyObject *tail, PyObject *run, PyObject *head, PyObject *parent, PyObject *seq,
+       PyObject *t0, PyObject *t1, PyObject *span)
+{
+    PyObject *lane = PyObject_GetAttr(run, s_lane);
+    if (lane == NULL) {
+        return -1;
+    }
+    PyObject *q = PyObject_GetAttr(lane, s_q);
+    PyObject *soft_obj = q == NULL ? NULL : PyObject_GetAttr(lane, s_soft);
+    if (soft_obj == NULL) {
+        Py_XDECREF(q);
+        Py_DECREF(lane);
+        return -1;
+    }
+    Py_ssize_t soft = PyLong_AsSsize_t(soft_obj);
+    Py_DECREF(soft_obj);
+    int rc = -1;
+    if (soft == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    PyObject *items[8] = {FAST, head, tail, parent, seq, t0, t1, span};
+    Py_ssize_t n = PyList_CheckExact(q) ? PyList_GET_SIZE(q) : PyObject_Length(q);
+    if (n < 0) {
+        goto done;
+    }
+    if (n < soft && PyList_CheckExact(q)) {
+        for (int i = 0; i < 8; i++) {
+            if (PyList_Append(q, items[i]) < 0) {
+                goto done;
+            }
+        }
+        rc = 0;
+        goto done;
+    }
+    PyObject *rec = PyTuple_New(8);
+    if (rec == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 8; i++) {
+        Py_INCREF(items[i]);
+        PyTuple_SET_ITEM(rec, i, items[i]);
+    }
+    PyObject *out;
+    if (n < soft) {
+        out = PyNumber_InPlaceAdd(q, rec);
+    }
+    else {
+        out = PyObject_CallMethodOneArg(lane, s_append, rec);
+    }
+    Py_DECREF(rec);
+    if (out != NULL) {
+        Py_DECREF(out);
+        rc = 0;
+    }
+done:
+    Py_DECREF(q);
+    Py_DECREF(lane);
+    return rc;
+}
+
+static PyObject *
+metered_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Metered *self = (Metered *)op;
+    PyObject *scope;
+    if (PyContextVar_Get(SCOPE, NULL, &scope) < 0) {
+        return NULL;
+    }
+    if (scope == NULL || !PyTuple_CheckExact(scope) || PyTuple_GET_SIZE(scope) != 3) {
+        Py_XDECREF(scope);
+        return general(self, args, nargsf, kwnames);
+    }
+    PyObject *customer = PyTuple_GET_ITEM(scope, 0);
+    PyObject *run = PyTuple_GET_ITEM(scope, 1);
+    PyObject *parent = PyTuple_GET_ITEM(scope, 2);
+    if (run == Py_None) {
+        Py_DECREF(scope);
+        return general(self, args, nargsf, kwnames);
+    }
+    PyObject *head = PyObject_GetAttr(run, s_fast);
+    if (head == NULL) {
+        Py_DECREF(scope);
+        return NULL;
+    }
+    if (head == Py_None) {  /* the run's first call: the general path opens its fast path */
+        Py_DECREF(head);
+        Py_DECREF(scope);
+        return general(self, args, nargsf, kwnames);
+    }
+    PyObject *result = NULL, *token = NULL, *span = NULL, *t0 = NULL, *t1 = NULL;
+    PyObject *seq = PyIter_Next(SEQ);
+    if (seq == NULL) {
+        goto fail;
+    }
+    PyObject *inner = PyTuple_Pack(3, customer, run, seq);
+    if (inner == NULL) {
+        goto fail;
+    }
+    token = PyContextVar_Set(SCOPE, inner);
+    Py_DECREF(inner);
+    if (token == NULL) {
+        goto fail;
+    }
+    span = current_span();
+    if (span == NULL || (t0 = perf_ns()) == NULL) {
+        PyContextVar_Reset(SCOPE, token);
+        goto fail;
+    }
+    result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    if (result == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        t1 = perf_ns();
+        PyErr_Clear();
+        if (PyContextVar_Reset(SCOPE, token) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        if (t1 != NULL && value != NULL) {
+            PyObject *done = PyObject_CallFunctionObjArgs(
+                ON_RAISE, self->spec, customer, run, parent, seq, span, t0, t1, value, NULL);
+            if (done == NULL) {  /* recording must not replace the application's exception */
+                PyErr_WriteUnraisable(ON_RAISE);
+            }
+            Py_XDECREF(done);
+        }
+        PyErr_Restore(type, value, tb);
+        goto fail;
+    }
+    t1 = perf_ns();
+    if (t1 == NULL) {
+        PyContextVar_Reset(SCOPE, token);
+        goto fail_result;
+    }
+    if (PyContextVar_Reset(SCOPE, token) < 0) {
+        goto fail_result;
+    }
+    if (PyDict_GET_SIZE(HANDLES)) {  /* current_event() may have been used inside */
+        PyObject *done = PyObject_CallFunctionObjArgs(
+            ON_HANDLES, self->spec, customer, run, parent, seq, span, t0, t1, result, NULL);
+        if (done == NULL) {
+            goto fail_result;
+        }
+        Py_DECREF(done);
+    }
+    else {
+        if (span != Py_None) {
+            PyObject *ident = PyObject_CallOneArg(SPAN_ID, span);
+            if (ident == NULL) {
+                goto fail_result;
+            }
+            Py_SETREF(span, ident);
+        }
+        if (record(self->tail, run, head, parent, seq, t0, t1, span) < 0) {
+            goto fail_result;
+        }
+    }
+    Py_DECREF(t1);
+    Py_DECREF(t0);
+    Py_DECREF(span);
+    Py_DECREF(token);
+    Py_DECREF(seq);
+    Py_DECREF(head);
+    Py_DECREF(scope);
+    return result;
+fail_result:
+    Py_CLEAR(result);
+fail:
+    Py_XDECREF(t1);
+    Py_XDECREF(t0);
+    Py_XDECREF(span);
+    Py_XDECREF(token);
+    Py_XDECREF(seq);
+    Py_DECREF(head);
+    Py_DECREF(scope);
+    return NULL;
+}
+
+/* ``begin()``: for the Python coroutine wrapper, the steps before the call, as one C call.
+ * None when the call takes the general path (outside a run, or the run's first call), else
+ * the state ``end`` takes: (customer, run, parent, seq, token, span, t0, head) */
+static PyObject *
+begin(PyObject *module, PyObject *unused)
+{
+    PyObject *scope;
+    if (PyContextVar_Get(SCOPE, NULL, &scope) < 0) {
+        return NULL;
+    }
+    if (scope == NULL || !PyTuple_CheckExact(scope) || PyTuple_GET_SIZE(scope) != 3 ||
+        PyTuple_GET_ITEM(scope, 1) == Py_None) {
+        Py_XDECREF(scope);
+        Py_RETURN_NONE;
+    }
+    PyObject *run = PyTuple_GET_ITEM(scope, 1);
+    PyObject *head = PyObject_GetAttr(run, s_fast);
+    if (head == NULL || head == Py_None) {
+        Py_XDECREF(head);
+        Py_DECREF(scope);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *state = NULL, *token = NULL, *span = NULL, *t0 = NULL, *inner = NULL;
+    PyObject *seq = PyIter_Next(SEQ);
+    if (seq == NULL) {
+        goto done;
+    }
+    inner = PyTuple_Pack(3, PyTuple_GET_ITEM(scope, 0), run, seq);
+    if (inner == NULL || (token = PyContextVar_Set(SCOPE, inner)) == NULL) {
+        goto done;
+    }
+    if ((span = current_span()) == NULL || (t0 = perf_ns()) == NULL) {
+        PyContextVar_Reset(SCOPE, token);
+        goto done;
+    }
+    state = PyTuple_Pack(8, PyTuple_GET_ITEM(scope, 0), run, PyTuple_GET_ITEM(scope, 2), seq,
+                         token, span, t0, head);
+    if (state == NULL) {
+        PyContextVar_Reset(SCOPE, token);
+    }
+done:
+    Py_XDECREF(inner);
+    Py_XDECREF(t0);
+    Py_XDECREF(span);
+    Py_XDECREF(token);
+    Py_XDECREF(seq);
+    Py_DECREF(head);
+    Py_DECREF(scope);
+    return state;
+}
+
+/* ``end(state, spec, tail, result)``: the steps after a call that returned (``begin``'s
+ * state): the clock, the context reset, then the fast record or ``on_handles`` */
+static PyObject *
+end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != 8) {
+        PyErr_SetString(PyExc_TypeError, "end(state, spec, tail, result): state from begin()");
+        return NULL;
+    }
+    PyObject *t1 = perf_ns();
+    if (t1 == NULL) {
+        return NULL;
+    }
+    PyObject *const *st = &PyTuple_GET_ITEM(args[0], 0);
+    /* customer, run, parent, seq, token, span, t0, head */
+    if (PyContextVar_Reset(SCOPE, st[4]) < 0) {
+        Py_DECREF(t1);
+        return NULL;
+    }
+    int rc;
+    if (PyDict_GET_SIZE(HANDLES)) {
+        PyObject *done = PyObject_CallFunctionObjArgs(
+            ON_HANDLES, args[1], st[0], st[1], st[2], st[3], st[5], st[6], t1, args[3], NULL);
+        rc = done == NULL ? -1 : 0;
+        Py_XDECREF(done);
+    }
+    else if (st[5] != Py_None) {
+        PyObject *ident = PyObject_CallOneArg(SPAN_ID, st[5]);
+        rc = ident == NULL ? -1 : record(args[2], st[1], st[7], st[2], st[3], st[6], t1, ident);
+        Py_XDECREF(ident);
+    }
+    else {
+        rc = record(args[2], st[1], st[7], st[2], st[3], st[6], t1, Py_None);
+    }
+    Py_DECREF(t1);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+metered_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fn, *spec, *tail;
+    static char *names[] = {"fn", "spec", "tail", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:MeteredFunction", names, &fn, &spec,
+                                     &tail)) {
+        return NULL;
+    }
+    if (SCOPE == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "drip._metered._fastcall.bind() was not called");
+        return NULL;
+    }
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "MeteredFunction needs a callable");
+        return NULL;
+    }
+    Metered *self = (Metered *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->fn = Py_NewRef(fn);
+    self->spec = Py_NewRef(spec);
+    self->tail = Py_NewRef(tail);
+    self->vectorcall = metered_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+metered_traverse(Metered *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->fn);
+    Py_VISIT(self->spec);
+    Py_VISIT(self->tail);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+metered_clear(Metered *self)
+{
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->spec);
+    Py_CLEAR(self->tail);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+metered_dealloc(Metered *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    metered_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+/* bound like a function: ``instance.method`` is a bound method of this object */
+static PyObject *
+metered_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+metered_repr(Metered *self)
+{
+    PyObject *name = PyObject_GetAttrString((PyObject *)self, "__qualname__");
+    if (name == NULL) {
+        PyErr_Clear();
+        return PyUnicode_FromFormat("<metered function at %p>", self);
+    }
+    PyObject *text = PyUnicode_FromFormat("<metered function %S at %p>", name, self);
+    Py_DECREF(name);
+    return text;
+}
+
+/* pickled by reference, as functions are: ``module.qualname`` must be this object */
+static PyObject *
+metered_reduce(PyObject *self, PyObject *unused)
+{
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+static PyObject *
+metered_get_fn(Metered *self, void *closure)
+{
+    return Py_NewRef(self->fn);
+}
+
+static PyObject *
+metered_get_spec(Metered *self, void *closure)
+{
+    return Py_NewRef(self->spec);
+}
+
+static PyMethodDef metered_methods[] = {
+    {"__reduce__", metered_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef metered_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"_drip_fn", (getter)metered_get_fn, NULL, "the undecorated callable", NULL},
+    {"_drip_spec", (getter)metered_get_spec, NULL, "what the decorator was given", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef metered_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Metered, weakreflist), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(Metered, dict), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Metered, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot metered_slots[] = {
+    {Py_tp_new, metered_new},
+    {Py_tp_dealloc, metered_dealloc},
+    {Py_tp_traverse, metered_traverse},
+    {Py_tp_clear, metered_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, metered_descr_get},
+    {Py_tp_repr, metered_repr},
+    {Py_tp_methods, metered_methods},
+    {Py_tp_getset, metered_getset},
+    {Py_tp_members, metered_members},
+    {Py_tp_doc, "A sync function metered by drip (see drip._metered._wrap.wrap_function)."},
+    {0, NULL},
+};
+
+static PyType_Spec metered_spec = {
+    .name = "drip._metered._fastcall.MeteredFunction",
+    .basicsize = sizeof(Metered),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = metered_slots,
+};
+
+static PyObject *
+bind(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"scope", "seq", "otel", "handles", "fast", "general", "on_raise",
+                            "on_handles", "span_id", "perf", NULL};
+    PyObject *scope, *seq, *otel, *handles, *fast, *gen, *raise, *hand, *span_id, *perf;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OO!O!OOOOOO:bind", names,
+                                     &PyContextVar_Type, &scope, &seq, &PyDict_Type, &otel,
+                                     &PyDict_Type, &handles, &fast, &gen, &raise, &hand,
+                                     &span_id, &perf)) {
+        return NULL;
+    }
+    Py_XSETREF(SCOPE, Py_NewRef(scope));
+    Py_XSETREF(SEQ, Py_NewRef(seq));
+    Py_XSETREF(OTEL, Py_NewRef(otel));
+    Py_XSETREF(HANDLES, Py_NewRef(handles));
+    Py_XSETREF(FAST, Py_NewRef(fast));
+    Py_XSETREF(GENERAL, Py_NewRef(gen));
+    Py_XSETREF(ON_RAISE, Py_NewRef(raise));
+    Py_XSETREF(ON_HANDLES, Py_NewRef(hand));
+    Py_XSETREF(SPAN_ID, Py_NewRef(span_id));
+    Py_XSETREF(PERF, Py_NewRef(perf));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+clock_ns(PyObject *module, PyObject *unused)
+{
+    if (PERF == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "drip._metered._fastcall.bind() was not called");
+        return NULL;
+    }
+    return perf_ns();
+}
+
+static PyMethodDef module_methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))bind, METH_VARARGS | METH_KEYWORDS,
+     "Hand in what the compiled call shares with the Python of drip (once, at import)."},
+    {"begin", begin, METH_NOARGS,
+     "The steps before a metered coroutine's call: its state, or None (the general path)."},
+    {"end", (PyCFunction)(void (*)(void))end, METH_FASTCALL,
+     "end(state, spec, tail, result): the steps after a metered coroutine's call returned."},
+    {"clock_ns", clock_ns, METH_NOARGS,
+     "The clock the compiled call reads: time.perf_counter_ns's (for tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "drip._metered._fastcall",
+    "The compiled common case of a sync @metered call (see MeteredFunction).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fastcall(void)
+{
+    s_fast = PyUnicode_InternFromString("_fast");
+    s_lane = PyUnicode_InternFromString("_lane");
+    s_q = PyUnicode_InternFromString("q");
+    s_soft = PyUnicode_InternFromString("soft");
+    s_append = PyUnicode_InternFromString("append");
+    s_CV = PyUnicode_InternFromString("CV");
+    s_KEY = PyUnicode_InternFromString("KEY");
+    s_get = PyUnicode_InternFromString("get");
+    if (!s_fast || !s_lane || !s_q || !s_soft || !s_append || !s_CV || !s_KEY || !s_get) {
+        return NULL;
+    }
+    dict_get = PyObject_GetAttr((PyObject *)&PyDict_Type, s_get);
+    if (dict_get == NULL) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *type = PyType_FromSpec(&metered_spec);
+    if (type == NULL || PyModule_AddObject(module, "MeteredFunction", type) < 0) {
+        Py_XDECREF(type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

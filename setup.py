@@ -1,0 +1,18 @@
+"""The one compiled part of drip: the common case of a sync ``@metered`` call.
+
+Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no
+compiler, another Python implementation) drip installs and runs as pure Python, the same
+behaviour a little slower (``drip._metered._wrap.COMPILED`` says which).
+"""
+
+import platform
+
+from setuptools import Extension, setup
+
+extensions = []
+if platform.python_implementation() == "CPython":
+    extensions.append(
+        Extension("drip._metered._fastcall", ["drip/_metered/_fastcall.c"], optional=True)
+    )
+
+setup(ext_modules=extensions)
