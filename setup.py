@@ -1,4 +1,4 @@
-"""The one compiled part of drip: the common case of a sync ``@metered`` call.
+"""drip's compiled parts (drip/_speedups.c): the common case of a metered call, packed columns.
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no
 compiler, another Python implementation) drip installs and runs as pure Python, the same
@@ -11,8 +11,6 @@ from setuptools import Extension, setup
 
 extensions = []
 if platform.python_implementation() == "CPython":
-    extensions.append(
-        Extension("drip._metered._fastcall", ["drip/_metered/_fastcall.c"], optional=True)
-    )
+    extensions.append(Extension("drip._speedups", ["drip/_speedups.c"], optional=True))
 
 setup(ext_modules=extensions)

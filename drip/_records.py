@@ -60,12 +60,14 @@ import json
 import os
 import random
 import time
+from binascii import b2a_base64
 from collections.abc import Iterable, Iterator
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from . import otel
 from ._checks import ExternalId
+from ._compiled import speedups
 from .models import pack_columns, packed_count, unpack_columns
 
 if TYPE_CHECKING:
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAST", "PAD", "REQUEST_END", "REQUEST_EVENT", "REQUEST_START", "SEQ", "WIDTH", "Clock",
-    "MeterSpec", "encode", "event_id", "next_seq", "request_parts", "run_head", "seq_run_id",
+    "MeterSpec", "encode", "event_id", "next_seq", "pack_flat", "request_parts", "run_head", "seq_run_id",
     "unflatten",
 ]  # fmt: skip
 
@@ -289,14 +291,14 @@ def encode_columns(flat: list[Any], clock: Clock, packed: bool = False) -> str:
     heads, run = _index(flat[1::WIDTH])
     tails, meter = _index(flat[2::WIDTH])
     parent = flat[3::WIDTH]
-    seq = flat[4::WIDTH]
-    t0 = flat[5::WIDTH]
     span = flat[7::WIDTH]
     if packed:
         base = -clock._offset if clock._offset < 0 else 0  # ``at`` is never negative
         if any(map(_SEQ_MASK.__lt__, filter(None, parent))):
             parent = [None if p is None else p & _SEQ_MASK for p in parent]
     else:
+        seq = flat[4::WIDTH]
+        t0 = flat[5::WIDTH]
         base = min(t0)
         if max(seq) > _SEQ_MASK or any(map(_SEQ_MASK.__lt__, filter(None, parent))):
             seq = [s & _SEQ_MASK for s in seq]
@@ -310,10 +312,7 @@ def encode_columns(flat: list[Any], clock: Clock, packed: bool = False) -> str:
     if meter is not None:
         text += f',"meter":{_ints(meter)}'
     if packed:
-        t1 = flat[6::WIDTH]
-        if base:
-            t0, t1 = [t + base for t in t0], [t + base for t in t1]
-        text += f',"packed":"{pack_columns(seq, t0, t1)}"'
+        text += f',"packed":"{pack_flat(flat, base)}"'
     else:
         text += f',"seq":{_ints(seq)}'
     if parent.count(None) != len(parent):
@@ -324,6 +323,19 @@ def encode_columns(flat: list[Any], clock: Clock, packed: bool = False) -> str:
     if span.count(None) != len(span):
         text += f',"span":{dumps(span)}'
     return text + "}"
+
+
+def pack_flat(flat: list[Any], base: int = 0) -> str:
+    """``drip.models.pack_columns`` of the fast records held flat in ``flat``: their sequence
+    numbers, and their start and end times plus ``base`` (compiled when ``drip._speedups`` is
+    there: one pass over the list, no slices)."""
+    if speedups is not None:
+        raw = speedups.pack(flat, WIDTH, 4, 5, 6, base)
+        return b2a_base64(raw, newline=False).decode("ascii")
+    seq, t0, t1 = flat[4::WIDTH], flat[5::WIDTH], flat[6::WIDTH]
+    if base:
+        t0, t1 = [t + base for t in t0], [t + base for t in t1]
+    return pack_columns(seq, t0, t1)
 
 
 #: the ``events`` item's columns that hold a value per event

@@ -6,22 +6,22 @@ copy of the context (``Context.run``; for async generators each synchronous slic
 so what the body sets never leaks into the consumer and the consumer's later changes never
 reach the body.
 
-The function wrapper's common case is also compiled (``_fastcall.c``: the same steps without a
-Python frame, calling back into ``on_raise`` / ``on_handles`` / the general path here for the
-rest). ``wrap_function`` uses it when the module was built and ``DRIP_PURE_PYTHON`` is not set;
-``COMPILED`` says which. The Python wrapper below stays the reference both are tested against.
+The function wrapper's common case is also compiled (``drip/_speedups.c``: the same steps
+without a Python frame, calling back into ``on_raise`` / ``on_handles`` / the general path here
+for the rest), and so are the steps around a coroutine's call. They are used when the module
+was built and ``DRIP_PURE_PYTHON`` is not set (``drip._compiled``); ``COMPILED`` says which. The Python wrapper below stays the reference both are tested against.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
-import os
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from .. import otel as _otel
+from .._compiled import speedups
 from .._records import FAST, SEQ
 from ..context import SCOPE
 from ._call import Spec, begin_in, general_async, general_sync, handles, in_run
@@ -58,28 +58,23 @@ def span_of(span: Any) -> int | None:
 
 
 def _compiled() -> Any:
-    """The ``_fastcall`` module bound to this module's objects, or None (not built, or
-    ``DRIP_PURE_PYTHON`` set)."""
-    if os.environ.get("DRIP_PURE_PYTHON", "") not in ("", "0"):
+    """``drip._speedups`` bound to this module's objects, or None (see ``drip._compiled``)."""
+    if speedups is None:
         return None
-    try:
-        from . import _fastcall  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    _fastcall.bind(
+    speedups.bind(
         scope=SCOPE, seq=SEQ, otel=vars(_otel), handles=handles, fast=FAST,
         general=general_sync, on_raise=on_raise, on_handles=on_handles, span_id=span_of,
         perf=_perf,
     )  # fmt: skip
-    return _fastcall
+    return speedups
 
 
-_fastcall = _compiled()
-_MeteredFunction = None if _fastcall is None else _fastcall.MeteredFunction
-_begin = None if _fastcall is None else _fastcall.begin
-_end = None if _fastcall is None else _fastcall.end
-#: whether metered functions and coroutines take the compiled common case (``_fastcall.c``)
-COMPILED = _fastcall is not None
+_compiled_module = _compiled()
+_MeteredFunction: Any = None if _compiled_module is None else _compiled_module.MeteredFunction
+_begin: Any = None if _compiled_module is None else _compiled_module.begin
+_end: Any = None if _compiled_module is None else _compiled_module.end
+#: whether metered functions and coroutines take the compiled common case (``_speedups.c``)
+COMPILED = _compiled_module is not None
 
 
 def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:

@@ -1,4 +1,7 @@
-/* The common case of a sync ``@metered`` call, compiled: a call inside a run, fixed quantity.
+/* drip's compiled parts, each the twin of a Python reference that stays (``drip._compiled``
+ * loads this module; ``DRIP_PURE_PYTHON=1`` or a failed build: the Python everywhere).
+ *
+ * 1. The common case of a sync ``@metered`` call: a call inside a run, fixed quantity.
  *
  * ``MeteredFunction`` is what ``drip._metered._wrap.wrap_function`` returns when this module
  * is built (``DRIP_PURE_PYTHON=1`` or a failed build: the Python wrapper of ``_wrap``). It does
@@ -19,10 +22,17 @@
  * so the rules live in one place; ``bind`` hands those callables and shared objects in once.
  * The object has a ``__dict__`` (``functools.update_wrapper`` fills it), binds as a method like
  * a function, is weak-referenceable and pickles by qualified name, as a function does.
+ * ``begin`` / ``end`` are the same steps for the Python coroutine wrapper, which must stay a
+ * coroutine function (frameworks ask ``inspect.iscoroutinefunction``).
+ *
+ * 2. ``pack``: the sequence numbers and times of a slice of fast records as the int64 columns
+ * of the ``packed`` wire item (``drip.models.pack_columns`` on the worker, without three
+ * slices and three ``array`` conversions).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <limits.h>
 #include <time.h>
 
 typedef struct {
@@ -306,8 +316,14 @@ metered_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         if (t1 != NULL && value != NULL) {
             PyObject *done = PyObject_CallFunctionObjArgs(
                 ON_RAISE, self->spec, customer, run, parent, seq, span, t0, t1, value, NULL);
-            if (done == NULL) {  /* recording must not replace the application's exception */
-                PyErr_WriteUnraisable(ON_RAISE);
+            if (done == NULL) {  /* recording must not replace the application's exception;
+                                  * at the recursion limit there is no room to report it */
+                if (PyErr_ExceptionMatches(PyExc_RecursionError)) {
+                    PyErr_Clear();
+                }
+                else {
+                    PyErr_WriteUnraisable(ON_RAISE);
+                }
             }
             Py_XDECREF(done);
         }
@@ -458,6 +474,65 @@ end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ``pack(flat, width, at_seq, at_t0, at_t1, base)``: little-endian int64 bytes: the ``at_seq``
+ * element of each ``width``-element record of the list ``flat``, then ``at_t0`` + base, then
+ * ``at_t1`` + base; a value that is not an int or does not fit is a ValueError / OverflowError */
+static PyObject *
+pack(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "pack(flat: list, width, at_seq, at_t0, at_t1, base)");
+        return NULL;
+    }
+    Py_ssize_t at[3], width = PyLong_AsSsize_t(args[1]);
+    for (int c = 0; c < 3; c++) {
+        at[c] = PyLong_AsSsize_t(args[2 + c]);
+    }
+    long long base = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *flat = args[0];
+    Py_ssize_t size = PyList_GET_SIZE(flat);
+    if (width <= 0 || size % width || at[0] < 0 || at[0] >= width || at[1] < 0 ||
+        at[1] >= width || at[2] < 0 || at[2] >= width) {
+        PyErr_SetString(PyExc_ValueError, "pack: a list of whole records, offsets inside one");
+        return NULL;
+    }
+    Py_ssize_t n = size / width;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 24 * n);
+    if (out == NULL) {
+        return NULL;
+    }
+    unsigned char *bytes = (unsigned char *)PyBytes_AS_STRING(out);
+    for (int c = 0; c < 3; c++) {
+        long long add = c == 0 ? 0 : base;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PyList_GET_ITEM(flat, i * width + at[c]);
+            if (!PyLong_Check(item)) {
+                PyErr_Format(PyExc_ValueError, "pack: record %zd holds %R, not an int", i, item);
+                Py_DECREF(out);
+                return NULL;
+            }
+            long long v = PyLong_AsLongLong(item);
+            int over = (add > 0 && v > LLONG_MAX - add) || (add < 0 && v < LLONG_MIN - add);
+            if ((v == -1 && PyErr_Occurred()) || over) {
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_OverflowError, "pack: a time beyond int64");
+                }
+                Py_DECREF(out);
+                return NULL;
+            }
+            unsigned long long u = (unsigned long long)(v + add);
+            unsigned char *p = bytes + 8 * (c * n + i);
+            for (int b = 0; b < 8; b++) {
+                p[b] = (unsigned char)(u >> (8 * b));
+            }
+        }
+    }
+    return out;
+}
+
 static PyObject *
 metered_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -468,7 +543,7 @@ metered_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (SCOPE == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "drip._metered._fastcall.bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "drip._speedups.bind() was not called");
         return NULL;
     }
     if (!PyCallable_Check(fn)) {
@@ -597,7 +672,7 @@ static PyType_Slot metered_slots[] = {
 };
 
 static PyType_Spec metered_spec = {
-    .name = "drip._metered._fastcall.MeteredFunction",
+    .name = "drip._speedups.MeteredFunction",
     .basicsize = sizeof(Metered),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = metered_slots,
@@ -632,7 +707,7 @@ static PyObject *
 clock_ns(PyObject *module, PyObject *unused)
 {
     if (PERF == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "drip._metered._fastcall.bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "drip._speedups.bind() was not called");
         return NULL;
     }
     return perf_ns();
@@ -645,19 +720,21 @@ static PyMethodDef module_methods[] = {
      "The steps before a metered coroutine's call: its state, or None (the general path)."},
     {"end", (PyCFunction)(void (*)(void))end, METH_FASTCALL,
      "end(state, spec, tail, result): the steps after a metered coroutine's call returned."},
+    {"pack", (PyCFunction)(void (*)(void))pack, METH_FASTCALL,
+     "pack(flat, width, at_seq, at_t0, at_t1, base): int64 columns of fast records."},
     {"clock_ns", clock_ns, METH_NOARGS,
      "The clock the compiled call reads: time.perf_counter_ns's (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "drip._metered._fastcall",
-    "The compiled common case of a sync @metered call (see MeteredFunction).", -1,
+    PyModuleDef_HEAD_INIT, "drip._speedups",
+    "drip's compiled parts: the common case of a metered call, and the packed columns.", -1,
     module_methods,
 };
 
 PyMODINIT_FUNC
-PyInit__fastcall(void)
+PyInit__speedups(void)
 {
     s_fast = PyUnicode_InternFromString("_fast");
     s_lane = PyUnicode_InternFromString("_lane");
