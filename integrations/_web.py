@@ -99,7 +99,7 @@ def _patterns(value: Iterable[str] | str | None, name: str) -> tuple[str, ...] |
 class RequestMeter:
     """The settings of one middleware, checked when it is installed (mistakes raise then)."""
 
-    __slots__ = ("_shapes", "customer", "exclude", "include", "meter", "quantity",
+    __slots__ = ("_customers", "_shapes", "customer", "exclude", "include", "meter", "quantity",
                  "trust_baggage", "workflow")  # fmt: skip
 
     def __init__(
@@ -137,6 +137,8 @@ class RequestMeter:
             raise ValueError(f"quantity {quantity_problem(quantity)}")
         #: (method, route label) -> its ``Shape``
         self._shapes: dict[tuple[str, str], Shape] = {}
+        #: customer ids the callable returned that passed ``check_name`` (as it returned them)
+        self._customers: dict[str, str] = {}
 
     def wanted(self, route: str | None, path: str) -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
@@ -184,7 +186,11 @@ class RequestMeter:
             if carried is not None:
                 return ScopedRequestRun(self, carried, method, label)
             if customer.__class__ is str:  # the common answer: no options dict to build
-                customer_id = check_name(customer, "customer_id")
+                customer_id = self._customers.get(customer)
+                if customer_id is None:
+                    customer_id = check_name(customer, "customer_id")
+                    if len(self._customers) < _CUSTOMERS_MAX:  # ids come from requests
+                        self._customers[customer] = customer_id
             else:
                 options = customer_options(customer)
                 if options is None:
@@ -235,6 +241,8 @@ class RequestMeter:
 Shape = tuple[str, "tuple[tuple[str, str, str, str], ...] | None"]
 #: (method, route) pairs remembered per middleware; past that each request is checked
 _SHAPES_MAX = 1024
+#: checked customer ids remembered per middleware; past that each new one is checked each time
+_CUSTOMERS_MAX = 4096
 _INT64 = 2**63
 
 

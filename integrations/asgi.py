@@ -130,17 +130,16 @@ class DripMiddleware:
         if request_run is None:
             return await self.app(scope, receive, send)
 
-        async def watch(message: Message) -> None:
+        # a plain function returning ``send``'s awaitable, not a coroutine: no coroutine object
+        # per message (ASGI's ``send`` is any callable whose result is awaited)
+        def watch(message: Message) -> Awaitable[None]:
             kind = message["type"]
             if kind == "http.response.start":
                 request_run.status = message["status"]  # even if the client has gone
-                await send(message)
             elif kind == "http.response.body" and not message.get("more_body"):
-                await send(message)
-                if request_run.done_ns is None:  # the last chunk has been handed on
+                if request_run.done_ns is None:  # the last chunk is handed on now
                     request_run.done_ns = _now()
-            else:
-                await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, watch)

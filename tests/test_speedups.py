@@ -14,6 +14,7 @@ leave users on the slower Python path; ``.ci/run`` also runs the metering tests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import os
@@ -296,3 +297,48 @@ def test_exception_keeps_its_traceback_and_recursion_works() -> None:
         with pytest.raises(RecursionError):
             endless()
     assert sys.getrecursionlimit() == limit
+
+
+@compiled
+def test_no_reference_leaks_on_any_path(python_wrappers: Callable[..., Any]) -> None:
+    """Every path of the compiled call gives back each reference it takes: the arguments and
+    functions end as they began, and the run gains exactly what the Python twin's records
+    hold (an error's and a handle's record refer to their run; fast records do not)."""
+    growth = []
+    for metered in (drip.metered, python_wrappers):
+        arg, kwarg = object(), object()
+
+        @metered("leak")
+        def ok(a: object, *, k: object) -> object:
+            return a
+
+        @metered("leak")
+        def raises(a: object, *, k: object) -> object:
+            raise LookupError
+
+        @metered("leak")
+        def handle(a: object, *, k: object) -> object:
+            drip.current_event().add(1)
+            return a
+
+        @metered("leak")
+        async def coro(a: object, *, k: object) -> object:
+            return a
+
+        def calls() -> None:
+            for _ in range(200):
+                ok(arg, k=kwarg)
+                with contextlib.suppress(LookupError):
+                    raises(arg, k=kwarg)
+                handle(arg, k=kwarg)
+                asyncio.run(coro(arg, k=kwarg))
+
+        watched = [arg, kwarg, ok, raises, handle, coro]
+        with drip.testing.capture(), drip.run("leaks", customer_id="cus_speed") as run:
+            calls()  # warm: the run's fast path is open, caches are filled
+            before = [sys.getrefcount(o) for o in watched]
+            run_before = sys.getrefcount(run)
+            calls()
+            assert [sys.getrefcount(o) for o in watched] == before
+            growth.append(sys.getrefcount(run) - run_before)
+    assert growth[0] == growth[1] == 400
