@@ -136,9 +136,12 @@ class DripMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 request_run.status = message["status"]  # even if the client has gone
-            elif kind == "http.response.body" and not message.get("more_body"):
-                if request_run.done_ns is None:  # the last chunk is handed on now
-                    request_run.done_ns = _now()
+            elif (
+                kind == "http.response.body"
+                and not message.get("more_body")
+                and request_run.done_ns is None
+            ):  # the last chunk is handed on now
+                request_run.done_ns = _now()
             return send(message)
 
         try:

@@ -325,13 +325,13 @@ def test_no_reference_leaks_on_any_path(python_wrappers: Callable[..., Any]) -> 
         async def coro(a: object, *, k: object) -> object:
             return a
 
-        def calls() -> None:
+        def calls(a: object = arg, kw: object = kwarg) -> None:
             for _ in range(200):
-                ok(arg, k=kwarg)
+                ok(a, k=kw)
                 with contextlib.suppress(LookupError):
-                    raises(arg, k=kwarg)
-                handle(arg, k=kwarg)
-                asyncio.run(coro(arg, k=kwarg))
+                    raises(a, k=kw)
+                handle(a, k=kw)
+                asyncio.run(coro(a, k=kw))
 
         watched = [arg, kwarg, ok, raises, handle, coro]
         with drip.testing.capture(), drip.run("leaks", customer_id="cus_speed") as run:
