@@ -189,8 +189,8 @@ class RequestMeter:
                 customer_id = self._customers.get(customer)
                 if customer_id is None:
                     customer_id = check_name(customer, "customer_id")
-                    if len(self._customers) < _CUSTOMERS_MAX:  # ids come from requests
-                        self._customers[customer] = customer_id
+                    if customer_id is not None and len(self._customers) < _CUSTOMERS_MAX:
+                        self._customers[customer] = customer_id  # ids come from requests
             else:
                 options = customer_options(customer)
                 if options is None:
