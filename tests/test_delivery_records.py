@@ -183,3 +183,40 @@ def test_the_worker_encodes_a_request_run_into_its_three_items(delivery: Deliver
                    "errorCode": "HTTPServerError", "errorMessage": "HTTP 500",
                    "endedAt": event["timestamp"]}  # fmt: skip
     assert len(run_id) == len("run_") + 32
+
+
+def _units_one_by_one(chunk: list[Any]) -> list[Any]:
+    """What ``worker._units`` must give, the plain way: stretches of at least ``MIN_STRETCH``
+    fast records as one unit, every other record alone."""
+    from drip._delivery.worker import MIN_STRETCH, _records
+
+    kinds = chunk[::WIDTH]
+    units: list[Any] = []
+    first = 0
+    for at in [*(i for i, k in enumerate(kinds) if k is not FAST), len(kinds)]:
+        if at - first >= MIN_STRETCH:
+            units.append((first * WIDTH, at * WIDTH, None))
+        elif at > first:
+            units += _records(chunk, first * WIDTH, at * WIDTH)
+        if at < len(kinds):
+            units += _records(chunk, at * WIDTH, at * WIDTH + WIDTH)
+        first = at + 1
+    return units
+
+
+def test_units_of_a_slice_match_the_plain_way() -> None:
+    import random
+
+    from drip._delivery.worker import _units
+
+    rnd = random.Random(6)
+    for _ in range(5000):
+        share = rnd.random()
+        chunk: list[Any] = []
+        for i in range(rnd.randrange(0, 40)):
+            if rnd.random() < share:
+                chunk += (FAST, HEAD, TAIL, None, i, 1, 2, None)
+            else:
+                chunk += (rnd.choice([REQUEST_START, REQUEST_EVENT, REQUEST_END]), i, "x", None,
+                          None, None, 5, None)  # fmt: skip
+        assert _units(chunk) == _units_one_by_one(chunk)

@@ -161,19 +161,30 @@ def _units(chunk: list[Any]) -> list[Unit]:
     """A slice as ``events`` items for its stretches of fast records and single records
     between them (run starts and ends, other events, a flush marker), in order."""
     kinds = chunk[::WIDTH]
-    if kinds.count(FAST) == len(kinds) >= MIN_STRETCH:  # the usual slice: fast records only
+    fast = kinds.count(FAST)
+    if fast == len(kinds) >= MIN_STRETCH:  # the usual slice: fast records only
         return [(0, len(chunk), None)]
+    if fast < MIN_STRETCH:  # no stretch to find (a web app's request runs): one pass
+        return _records(chunk, 0, len(chunk))
     others = list(compress(range(len(kinds)), map(is_not, kinds, repeat(FAST))))
     units: list[Unit] = []
-    first = 0
-    for at in [*others, len(kinds)]:
+    first = 0  # the first record not in a unit yet
+    k = 0
+    while k < len(others):
+        at = end = others[k]
+        while k < len(others) and others[k] == end:  # a row of other records: one pass
+            k += 1
+            end += 1
         if at - first >= MIN_STRETCH:
             units.append((first * WIDTH, at * WIDTH, None))
         elif at > first:
             units += _records(chunk, first * WIDTH, at * WIDTH)
-        if at < len(kinds):
-            units += _records(chunk, at * WIDTH, at * WIDTH + WIDTH)
-        first = at + 1
+        units += _records(chunk, at * WIDTH, end * WIDTH)
+        first = end
+    if len(kinds) - first >= MIN_STRETCH:
+        units.append((first * WIDTH, len(chunk), None))
+    elif len(kinds) > first:
+        units += _records(chunk, first * WIDTH, len(chunk))
     return units
 
 
