@@ -56,6 +56,7 @@ static PyObject *ON_RAISE;    /* (spec, customer, run, parent, seq, span, t0, t1
 static PyObject *ON_HANDLES;  /* (spec, customer, run, parent, seq, span, t0, t1, result) */
 static PyObject *SPAN_ID;     /* span object -> its id (drip.otel.LAST / span_id) */
 static PyObject *PERF;        /* time.perf_counter_ns, where the clock is not read here */
+static PyInterpreterState *BOUND_INTERP;  /* the interpreter whose objects these are */
 
 static PyObject *s_fast, *s_lane, *s_q, *s_soft, *s_append, *s_CV, *s_KEY, *s_get;
 static PyObject *dict_get;    /* dict.get: a context whose class keeps it is read as a dict */
@@ -690,6 +691,15 @@ bind(PyObject *module, PyObject *args, PyObject *kwargs)
                                      &span_id, &perf)) {
         return NULL;
     }
+    /* the objects are one interpreter's: a second interpreter (mod_wsgi's sub-interpreters)
+     * shares this module's globals, so it must take the Python path */
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    if (BOUND_INTERP != NULL && BOUND_INTERP != interp) {
+        PyErr_SetString(PyExc_ImportError,
+                        "drip._speedups is bound to another interpreter: use the Python path");
+        return NULL;
+    }
+    BOUND_INTERP = interp;
     Py_XSETREF(SCOPE, Py_NewRef(scope));
     Py_XSETREF(SEQ, Py_NewRef(seq));
     Py_XSETREF(OTEL, Py_NewRef(otel));

@@ -61,11 +61,14 @@ def _compiled() -> Any:
     """``drip._speedups`` bound to this module's objects, or None (see ``drip._compiled``)."""
     if speedups is None:
         return None
-    speedups.bind(
-        scope=SCOPE, seq=SEQ, otel=vars(_otel), handles=handles, fast=FAST,
-        general=general_sync, on_raise=on_raise, on_handles=on_handles, span_id=span_of,
-        perf=_perf,
-    )  # fmt: skip
+    try:
+        speedups.bind(
+            scope=SCOPE, seq=SEQ, otel=vars(_otel), handles=handles, fast=FAST,
+            general=general_sync, on_raise=on_raise, on_handles=on_handles, span_id=span_of,
+            perf=_perf,
+        )  # fmt: skip
+    except ImportError:  # bound in another interpreter of this process: the Python path here
+        return None
     return speedups
 
 
