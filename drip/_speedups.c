@@ -28,11 +28,17 @@
  * 2. ``pack``: the sequence numbers and times of a slice of fast records as the int64 columns
  * of the ``packed`` wire item (``drip.models.pack_columns`` on the worker, without three
  * slices and three ``array`` conversions).
+ *
+ * 3. ``encode_request`` / ``encode_requests``: a web request's run start, event or run end
+ * record (or a slice of them) as JSON items, byte for byte what ``drip._records``'s
+ * ``encode_request_*`` write; None for any record it does not know the shape of (the Python
+ * encoders take it).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <limits.h>
+#include <string.h>
 #include <time.h>
 
 typedef struct {
@@ -534,6 +540,386 @@ pack(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* -- 3. request records ------------------------------------------------------------------ */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+    int heap;  /* data is PyMem's (else the caller's first buffer) */
+} Buf;
+
+static int
+buf_add(Buf *b, const char *text, Py_ssize_t n)
+{
+    if (b->len + n > b->cap) {
+        Py_ssize_t cap = (b->len + n) * 2 + 64;
+        char *data = b->heap ? PyMem_Realloc(b->data, (size_t)cap) : PyMem_Malloc((size_t)cap);
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (!b->heap) {
+            memcpy(data, b->data, (size_t)b->len);
+        }
+        b->data = data;
+        b->cap = cap;
+        b->heap = 1;
+    }
+    memcpy(b->data + b->len, text, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static int
+buf_cstr(Buf *b, const char *text)
+{
+    return buf_add(b, text, (Py_ssize_t)strlen(text));
+}
+
+/* a str as it is (its UTF-8); -1 if it is not a str */
+static int
+buf_str(Buf *b, PyObject *text)
+{
+    Py_ssize_t n;
+    const char *data = PyUnicode_Check(text) ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
+    if (data == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "encode_request: a part is not a str");
+        }
+        return -1;
+    }
+    return buf_add(b, data, n);
+}
+
+/* ``dumps(value)`` (drip._records.dumps): a plain printable ASCII str without quote or
+ * backslash is written between quotes here, as the JSON encoder would; anything else asks it */
+static int
+buf_json(Buf *b, PyObject *value, PyObject *dumps)
+{
+    if (PyUnicode_Check(value) && PyUnicode_IS_ASCII(value)) {
+        const unsigned char *data = PyUnicode_1BYTE_DATA(value);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(value), i = 0;
+        while (i < n && data[i] >= 0x20 && data[i] <= 0x7e && data[i] != '"' && data[i] != '\\') {
+            i++;
+        }
+        if (i == n) {
+            return buf_add(b, "\"", 1) < 0 || buf_add(b, (const char *)data, n) < 0 ||
+                           buf_add(b, "\"", 1) < 0
+                       ? -1
+                       : 0;
+        }
+    }
+    PyObject *text = PyObject_CallOneArg(dumps, value);
+    if (text == NULL) {
+        return -1;
+    }
+    int rc = buf_str(b, text);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* ``Clock.iso(t)``: "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" of ``t + offset`` ns, -1 on a bad time */
+static int
+buf_iso(Buf *b, long long t, long long offset)
+{
+    static long long last_sec = LLONG_MIN;
+    static char last_text[64];
+    long long v, sec, ns;
+    if ((offset > 0 && t > LLONG_MAX - offset) || (offset < 0 && t < LLONG_MIN - offset)) {
+        return -1;
+    }
+    v = t + offset;
+    sec = v / 1000000000LL;
+    ns = v % 1000000000LL;
+    if (ns < 0) {
+        sec -= 1;
+        ns += 1000000000LL;
+    }
+    if (sec != last_sec) {
+        time_t when = (time_t)sec;
+        struct tm tm;
+#ifdef _WIN32
+        if (gmtime_s(&tm, &when) != 0) {
+            return -1;
+        }
+#else
+        if (gmtime_r(&when, &tm) == NULL) {
+            return -1;
+        }
+#endif
+        if (strftime(last_text, sizeof(last_text), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+            return -1;
+        }
+        last_sec = sec;
+    }
+    char text[96];
+    int n = snprintf(text, sizeof(text), "%s.%06lldZ", last_text, ns / 1000);
+    return n < 0 || n >= (int)sizeof(text) ? -1 : buf_add(b, text, n);
+}
+
+/* "<kind>_<prefix><seq & mask as 10 hex digits>" */
+static int
+buf_id(Buf *b, const char *kind, PyObject *prefix, unsigned long long seq,
+       unsigned long long mask)
+{
+    char digits[32];
+    snprintf(digits, sizeof(digits), "%010llx", seq & mask);
+    return buf_cstr(b, kind) < 0 || buf_str(b, prefix) < 0 || buf_cstr(b, digits) < 0 ? -1 : 0;
+}
+
+/* an int field as a C value; 0 when it is not a plain int in range (the record goes to Python) */
+static int
+as_ll(PyObject *value, long long *out)
+{
+    if (!PyLong_CheckExact(value)) {
+        return 0;
+    }
+    int over;
+    *out = PyLong_AsLongLongAndOverflow(value, &over);
+    if (over || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static int
+parts_of(PyObject *parts, PyObject **out)
+{
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 4) {
+        return 0;
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = PyTuple_GET_ITEM(parts, i);
+        if (!PyUnicode_CheckExact(out[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* one request record (its 8 elements at ``r``) as its JSON item; None (a new reference) for
+ * a record of another shape, NULL with an exception set */
+static PyObject *
+encode_one(PyObject *const *r, long long offset, PyObject *prefix, unsigned long long mask,
+           PyObject *dumps, PyObject *external_id)
+{
+    long long seq, t, duration, kind;
+    if (!as_ll(r[0], &kind) || !as_ll(r[1], &seq) || seq < 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *parts[4];
+    char first[512];  /* a request's item fits: no allocation unless it does not */
+    Buf b = {first, 0, sizeof(first), 0};
+    int rc = -1;
+    if (kind == 1) {  /* (START, seq, customer_id, parts, external_run_id, correlation, t0, _) */
+        if (!parts_of(r[3], parts) || !as_ll(r[6], &t) || !PyUnicode_Check(r[2])) {
+            Py_RETURN_NONE;
+        }
+        int external = (PyObject *)Py_TYPE(r[2]) == external_id;
+        if (buf_cstr(&b, "{\"type\":\"run.start\",\"id\":\"") < 0 ||
+            buf_id(&b, "run_", prefix, (unsigned long long)seq, mask) < 0 ||
+            buf_cstr(&b, external ? "\",\"externalCustomerId\":" : "\",\"customerId\":") < 0 ||
+            buf_json(&b, r[2], dumps) < 0 || buf_str(&b, parts[0]) < 0) {
+            goto done;
+        }
+        if (r[4] != Py_None &&
+            (buf_cstr(&b, ",\"externalRunId\":") < 0 || buf_json(&b, r[4], dumps) < 0)) {
+            goto done;
+        }
+        if (r[5] != Py_None &&
+            (buf_cstr(&b, ",\"correlationId\":") < 0 || buf_json(&b, r[5], dumps) < 0)) {
+            goto done;
+        }
+        if (buf_cstr(&b, ",\"startedAt\":\"") < 0) {
+            goto done;
+        }
+        if (buf_iso(&b, t, offset) < 0) {
+            goto other;
+        }
+        rc = buf_cstr(&b, "\"}");
+    }
+    else if (kind == 2) {  /* (EVENT, seq, parts, correlation, t, status, duration_us, span) */
+        long long status = 0;
+        unsigned long long span = 0;
+        if (!parts_of(r[2], parts) || !as_ll(r[4], &t) || !as_ll(r[6], &duration) ||
+            (r[5] != Py_None && !as_ll(r[5], &status)) ||
+            duration > (1LL << 53) || duration < -(1LL << 53)) {
+            Py_RETURN_NONE;
+        }
+        if (r[7] != Py_None) {  /* a span id: 64 bits, unsigned */
+            if (!PyLong_CheckExact(r[7])) {
+                Py_RETURN_NONE;
+            }
+            span = PyLong_AsUnsignedLongLong(r[7]);
+            if (span == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+        }
+        if (buf_cstr(&b, "{\"type\":\"event\",\"id\":\"") < 0 ||
+            buf_id(&b, "evt_", prefix, (unsigned long long)seq, mask) < 0 ||
+            buf_cstr(&b, "\",\"runId\":\"") < 0 ||
+            buf_id(&b, "run_", prefix, (unsigned long long)seq, mask) < 0 ||
+            buf_cstr(&b, "\"") < 0) {
+            goto done;
+        }
+        if (r[3] != Py_None &&
+            (buf_cstr(&b, ",\"correlationId\":") < 0 || buf_json(&b, r[3], dumps) < 0)) {
+            goto done;
+        }
+        if (buf_str(&b, parts[1]) < 0) {
+            goto done;
+        }
+        char text[64];
+        if (r[7] != Py_None) {
+            snprintf(text, sizeof(text), ",\"spanId\":\"%016llx\"", span);
+            if (buf_cstr(&b, text) < 0) {
+                goto done;
+            }
+        }
+        if (r[5] == Py_None) {
+            snprintf(text, sizeof(text), ",\"metadata\":{\"status_code\":null");
+        }
+        else {
+            snprintf(text, sizeof(text), ",\"metadata\":{\"status_code\":%lld", status);
+        }
+        /* float.__repr__: the shortest text that reads back as the same double */
+        char *ms_text = PyOS_double_to_string((double)duration / 1000.0, 'r', 0,
+                                              Py_DTSF_ADD_DOT_0, NULL);
+        if (ms_text == NULL) {
+            goto done;
+        }
+        int bad = buf_cstr(&b, text) < 0 || buf_str(&b, parts[2]) < 0 ||
+                  buf_cstr(&b, ms_text) < 0 || buf_str(&b, parts[3]) < 0 ||
+                  buf_cstr(&b, ",\"timestamp\":\"") < 0;
+        PyMem_Free(ms_text);
+        if (bad) {
+            goto done;
+        }
+        if (buf_iso(&b, t, offset) < 0) {
+            goto other;
+        }
+        rc = buf_cstr(&b, "\"}");
+    }
+    else if (kind == 3) {  /* (END, seq, status, error_code, error_message, t, _, _) */
+        if (!PyUnicode_CheckExact(r[2]) || !as_ll(r[5], &t)) {
+            Py_RETURN_NONE;
+        }
+        if (buf_cstr(&b, "{\"type\":\"run.end\",\"runId\":\"") < 0 ||
+            buf_id(&b, "run_", prefix, (unsigned long long)seq, mask) < 0 ||
+            buf_cstr(&b, "\",\"status\":\"") < 0 || buf_str(&b, r[2]) < 0 ||
+            buf_cstr(&b, "\"") < 0) {
+            goto done;
+        }
+        if (r[3] != Py_None &&
+            (buf_cstr(&b, ",\"errorCode\":") < 0 || buf_json(&b, r[3], dumps) < 0)) {
+            goto done;
+        }
+        if (r[4] != Py_None &&
+            (buf_cstr(&b, ",\"errorMessage\":") < 0 || buf_json(&b, r[4], dumps) < 0)) {
+            goto done;
+        }
+        if (buf_cstr(&b, ",\"endedAt\":\"") < 0) {
+            goto done;
+        }
+        if (buf_iso(&b, t, offset) < 0) {
+            goto other;
+        }
+        rc = buf_cstr(&b, "\"}");
+    }
+    else {
+        Py_RETURN_NONE;
+    }
+done:
+    if (rc < 0) {
+        if (b.heap) {
+            PyMem_Free(b.data);
+        }
+        return NULL;
+    }
+    PyObject *out = PyUnicode_FromStringAndSize(b.data, b.len);
+    if (b.heap) {
+        PyMem_Free(b.data);
+    }
+    return out;
+other:  /* a time the C clock cannot write: the Python encoder decides */
+    if (b.heap) {
+        PyMem_Free(b.data);
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+encoding_args(PyObject *const *args, long long *offset, unsigned long long *mask)
+{
+    if (!PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "the id prefix must be a str");
+        return -1;
+    }
+    *offset = PyLong_AsLongLong(args[1]);
+    *mask = PyLong_AsUnsignedLongLong(args[2]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* ``encode_request(rec, prefix, offset, mask, dumps, external_id)``: the record's JSON item,
+ * or None (not a request record of a known shape: the Python encoder writes it) */
+static PyObject *
+encode_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long offset;
+    unsigned long long mask;
+    if (nargs != 6 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_request(rec, prefix, offset, mask, dumps, external_id)");
+        return NULL;
+    }
+    if (encoding_args(args + 1, &offset, &mask) < 0) {
+        return NULL;
+    }
+    return encode_one(&PyTuple_GET_ITEM(args[0], 0), offset, args[1], mask, args[4], args[5]);
+}
+
+/* ``encode_requests(flat, prefix, offset, mask, dumps, external_id)``: the JSON items of the
+ * request records held flat (8 elements each) in the list ``flat``, or None when one of them
+ * is of another shape (the caller then takes them one by one) */
+static PyObject *
+encode_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long offset;
+    unsigned long long mask;
+    if (nargs != 6 || !PyList_CheckExact(args[0]) || PyList_GET_SIZE(args[0]) % 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_requests(flat, prefix, offset, mask, dumps, external_id)");
+        return NULL;
+    }
+    if (encoding_args(args + 1, &offset, &mask) < 0) {
+        return NULL;
+    }
+    PyObject *flat = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(flat) / 8;
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* the list is the worker's own slice: nothing else changes it while this runs */
+        if (PyList_GET_SIZE(flat) != 8 * n) {
+            PyErr_SetString(PyExc_RuntimeError, "encode_requests: the list changed");
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *text = encode_one(&PyList_GET_ITEM(flat, 8 * i), offset, args[1], mask,
+                                    args[4], args[5]);
+        if (text == NULL || text == Py_None) {
+            Py_DECREF(out);
+            return text;
+        }
+        PyList_SET_ITEM(out, i, text);
+    }
+    return out;
+}
+
 static PyObject *
 metered_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -730,6 +1116,10 @@ static PyMethodDef module_methods[] = {
      "The steps before a metered coroutine's call: its state, or None (the general path)."},
     {"end", (PyCFunction)(void (*)(void))end, METH_FASTCALL,
      "end(state, spec, tail, result): the steps after a metered coroutine's call returned."},
+    {"encode_request", (PyCFunction)(void (*)(void))encode_request, METH_FASTCALL,
+     "encode_request(rec, prefix, offset, mask, dumps, external_id): a request record's JSON."},
+    {"encode_requests", (PyCFunction)(void (*)(void))encode_requests, METH_FASTCALL,
+     "encode_requests(flat, prefix, offset, mask, dumps, external_id): request records' JSON."},
     {"pack", (PyCFunction)(void (*)(void))pack, METH_FASTCALL,
      "pack(flat, width, at_seq, at_t0, at_t1, base): int64 columns of fast records."},
     {"clock_ns", clock_ns, METH_NOARGS,

@@ -342,3 +342,93 @@ def test_no_reference_leaks_on_any_path(python_wrappers: Callable[..., Any]) -> 
             assert [sys.getrefcount(o) for o in watched] == before
             growth.append(sys.getrefcount(run) - run_before)
     assert growth[0] == growth[1] == 400
+
+
+# -- request records -------------------------------------------------------------------------
+
+
+def _request_records(rnd: random.Random) -> Iterator[tuple[Any, ...]]:
+    from http import HTTPStatus
+
+    from drip._checks import ExternalId
+    from drip._records import REQUEST_END, REQUEST_EVENT, REQUEST_START, request_parts
+
+    texts = ["cus_1", "acme", 'a"quote', "back\\slash", "tab\there", "ünï", "😀", "\x7f", "",
+             "x" * 300]  # fmt: skip
+    for _ in range(3000):
+        seq = rnd.choice([1, 2**40 - 1, 2**40 + 5, rnd.randrange(2**62)])
+        parts = request_parts(
+            rnd.choice(["GET /items/{item_id}", 'POST /"q"', "GET /ü"]), "api_calls",
+            rnd.choice([1, 2.5, None]), "/items/{item_id}", "GET", rnd.random() < 0.3,
+        )  # fmt: skip
+        t = rnd.choice([0, 1, 10**9 - 1, rnd.randrange(10**18), 7 * 10**15 + 999])
+        text = rnd.choice(texts)
+        customer = ExternalId(text) if rnd.random() < 0.3 else text
+        maybe = rnd.choice([None, None, text])
+        yield (REQUEST_START, seq, customer, parts, maybe, rnd.choice([None, text]), t, None)
+        status = rnd.choice([None, 200, 404, 503, -(2**63), 2**63 - 1, HTTPStatus.OK, True])
+        span = rnd.choice([None, 0, 1, 2**63, 2**64 - 1, rnd.randrange(2**64)])
+        duration = rnd.choice([0, 1, 999, -5, 2**53, 2**53 + 1, rnd.randrange(10**12)])
+        yield (REQUEST_EVENT, seq, parts, maybe, t, status, duration, span)
+        end = rnd.choice(["COMPLETED", "FAILED", "CANCELLED"])
+        yield (REQUEST_END, seq, end, rnd.choice([None, "KeyError"]), maybe, t, None, None)
+
+
+@compiled
+@pytest.mark.parametrize("offset", [0, 1_764_000_000 * 10**9 + 123_456_789, -(10**9) - 1])
+def test_request_records_encode_as_python_does(offset: int) -> None:
+    from drip._records import _REQUEST_ENCODERS, Clock, encode
+
+    clock = Clock()
+    clock._offset = offset
+    rnd = random.Random(offset)
+    seen = 0
+    for rec in _request_records(rnd):
+        assert encode(rec, clock) == _REQUEST_ENCODERS[rec[0]](rec, clock), rec
+        seen += 1
+    assert seen == 9000
+
+
+@compiled
+def test_the_usual_request_records_are_compiled() -> None:
+    """A plain request's three records are written in C (None would mean: left to Python)."""
+    from drip._checks import ExternalId
+    from drip._records import (
+        _SEQ_MASK,
+        REQUEST_END,
+        REQUEST_EVENT,
+        REQUEST_START,
+        dumps,
+        request_parts,
+    )
+    from drip._records import _prefix as prefix
+
+    parts = request_parts("GET /items/{item_id}", "api_calls", 1, "/items/{item_id}", "GET", False)
+    t = time.perf_counter_ns()
+    records = [
+        (REQUEST_START, 7, "cus_1", parts, None, None, t, None),
+        (REQUEST_EVENT, 7, parts, None, t, 200, 1234, 2**64 - 1),
+        (REQUEST_END, 7, "COMPLETED", None, None, t, None, None),
+    ]
+    for rec in records:
+        assert speedups.encode_request(rec, prefix, 0, _SEQ_MASK, dumps, ExternalId) is not None
+
+
+@compiled
+def test_a_slice_of_request_records_encodes_as_one_by_one() -> None:
+    from drip._checks import ExternalId
+    from drip._records import _SEQ_MASK, Clock, dumps, encode, encode_requests
+    from drip._records import _prefix as prefix
+
+    clock = Clock()
+    every = list(_request_records(random.Random(9)))
+    compiled = [r for r in every if speedups.encode_request(r, prefix, 0, _SEQ_MASK, dumps,
+                                                             ExternalId) is not None]  # fmt: skip
+    assert len(compiled) > len(every) // 2
+    flat = [x for rec in compiled for x in rec]
+    assert encode_requests(flat, clock) == [encode(rec, clock) for rec in compiled]
+    assert encode_requests([], clock) == []
+    fast = (0, '"runId":"run_x"', ',"eventType":"m"', None, 1, 2, 3, None)
+    assert encode_requests(flat[:16] + list(fast) + flat[16:24], clock) is None
+    left = next(r for r in every if r not in compiled)  # a shape left to Python
+    assert encode_requests(flat[:16] + list(left), clock) is None

@@ -18,7 +18,16 @@ from itertools import compress, repeat
 from operator import is_not
 from typing import TYPE_CHECKING, Any
 
-from .._records import FAST, KINDS, WIDTH, Clock, encode, encode_columns, encode_fast
+from .._records import (
+    FAST,
+    KINDS,
+    WIDTH,
+    Clock,
+    encode,
+    encode_columns,
+    encode_fast,
+    encode_requests,
+)  # fmt: skip
 from ..errors import DripDeliveryError
 from .buffer import Marker, flat
 from .spool import SpoolFile
@@ -140,6 +149,15 @@ def _all_fast(chunk: list[Any], clock: Clock) -> list[str] | None:
         return None
 
 
+def _all_requests(chunk: list[Any], clock: Clock) -> list[str] | None:
+    """The JSON items of a slice of web request records only (``encode_requests``); None for
+    any other slice, or when encoding fails (the record by record loop finds the record)."""
+    try:
+        return encode_requests(chunk, clock)
+    except Exception:
+        return None
+
+
 #: fewer fast records in a row than this go as ``event`` items, not as an ``events`` item
 MIN_STRETCH = 4
 
@@ -228,9 +246,12 @@ def _encode(d: Delivery, clock: Clock) -> Batch:
     units: list[Unit] | None = None
     texts = None
     if d.columns:  # the server takes ``events`` items
-        units = _units(chunk)
+        texts = _all_requests(chunk, clock)  # a web app's slice: one compiled pass
+        if texts is None:
+            units = _units(chunk)
     else:
         texts = _all_fast(chunk, clock)
+    if units is None:  # ``texts``: every record's item, or None
         if texts is not None:
             lengths = list(map(len, texts))
             if size + sum(lengths) + len(lengths) <= limit_bytes:  # the whole slice fits
