@@ -667,6 +667,30 @@ buf_id(Buf *b, const char *kind, PyObject *prefix, unsigned long long seq,
     return buf_cstr(b, kind) < 0 || buf_str(b, prefix) < 0 || buf_cstr(b, digits) < 0 ? -1 : 0;
 }
 
+/* '<key><dumps(value)>' unless value is None; -1 with an exception set */
+static int
+buf_optional(Buf *b, const char *key, PyObject *value, PyObject *dumps)
+{
+    if (value == Py_None) {
+        return 0;
+    }
+    return buf_cstr(b, key) < 0 || buf_json(b, value, dumps) < 0 ? -1 : 0;
+}
+
+/* '<key>"<iso time>"}': the end of every request item; -1 with an exception set, -2 for a
+ * time the C clock cannot write (the Python encoder then writes the record) */
+static int
+buf_closing_time(Buf *b, const char *key, long long t, long long offset)
+{
+    if (buf_cstr(b, key) < 0) {
+        return -1;
+    }
+    if (buf_iso(b, t, offset) < 0) {
+        return PyErr_Occurred() ? -1 : -2;
+    }
+    return buf_cstr(b, "\"}");
+}
+
 /* an int field as a C value; 0 when it is not a plain int in range (the record goes to Python) */
 static int
 as_ll(PyObject *value, long long *out)
@@ -720,24 +744,12 @@ encode_one(PyObject *const *r, long long offset, PyObject *prefix, unsigned long
         if (buf_cstr(&b, "{\"type\":\"run.start\",\"id\":\"") < 0 ||
             buf_id(&b, "run_", prefix, (unsigned long long)seq, mask) < 0 ||
             buf_cstr(&b, external ? "\",\"externalCustomerId\":" : "\",\"customerId\":") < 0 ||
-            buf_json(&b, r[2], dumps) < 0 || buf_str(&b, parts[0]) < 0) {
+            buf_json(&b, r[2], dumps) < 0 || buf_str(&b, parts[0]) < 0 ||
+            buf_optional(&b, ",\"externalRunId\":", r[4], dumps) < 0 ||
+            buf_optional(&b, ",\"correlationId\":", r[5], dumps) < 0) {
             goto done;
         }
-        if (r[4] != Py_None &&
-            (buf_cstr(&b, ",\"externalRunId\":") < 0 || buf_json(&b, r[4], dumps) < 0)) {
-            goto done;
-        }
-        if (r[5] != Py_None &&
-            (buf_cstr(&b, ",\"correlationId\":") < 0 || buf_json(&b, r[5], dumps) < 0)) {
-            goto done;
-        }
-        if (buf_cstr(&b, ",\"startedAt\":\"") < 0) {
-            goto done;
-        }
-        if (buf_iso(&b, t, offset) < 0) {
-            goto other;
-        }
-        rc = buf_cstr(&b, "\"}");
+        rc = buf_closing_time(&b, ",\"startedAt\":\"", t, offset);
     }
     else if (kind == 2) {  /* (EVENT, seq, parts, correlation, t, status, duration_us, span) */
         long long status = 0;
@@ -761,14 +773,8 @@ encode_one(PyObject *const *r, long long offset, PyObject *prefix, unsigned long
             buf_id(&b, "evt_", prefix, (unsigned long long)seq, mask) < 0 ||
             buf_cstr(&b, "\",\"runId\":\"") < 0 ||
             buf_id(&b, "run_", prefix, (unsigned long long)seq, mask) < 0 ||
-            buf_cstr(&b, "\"") < 0) {
-            goto done;
-        }
-        if (r[3] != Py_None &&
-            (buf_cstr(&b, ",\"correlationId\":") < 0 || buf_json(&b, r[3], dumps) < 0)) {
-            goto done;
-        }
-        if (buf_str(&b, parts[1]) < 0) {
+            buf_cstr(&b, "\"") < 0 || buf_optional(&b, ",\"correlationId\":", r[3], dumps) < 0 ||
+            buf_str(&b, parts[1]) < 0) {
             goto done;
         }
         char text[64];
@@ -791,16 +797,12 @@ encode_one(PyObject *const *r, long long offset, PyObject *prefix, unsigned long
             goto done;
         }
         int bad = buf_cstr(&b, text) < 0 || buf_str(&b, parts[2]) < 0 ||
-                  buf_cstr(&b, ms_text) < 0 || buf_str(&b, parts[3]) < 0 ||
-                  buf_cstr(&b, ",\"timestamp\":\"") < 0;
+                  buf_cstr(&b, ms_text) < 0 || buf_str(&b, parts[3]) < 0;
         PyMem_Free(ms_text);
         if (bad) {
             goto done;
         }
-        if (buf_iso(&b, t, offset) < 0) {
-            goto other;
-        }
-        rc = buf_cstr(&b, "\"}");
+        rc = buf_closing_time(&b, ",\"timestamp\":\"", t, offset);
     }
     else if (kind == 3) {  /* (END, seq, status, error_code, error_message, t, _, _) */
         if (!PyUnicode_CheckExact(r[2]) || !as_ll(r[5], &t)) {
@@ -809,29 +811,22 @@ encode_one(PyObject *const *r, long long offset, PyObject *prefix, unsigned long
         if (buf_cstr(&b, "{\"type\":\"run.end\",\"runId\":\"") < 0 ||
             buf_id(&b, "run_", prefix, (unsigned long long)seq, mask) < 0 ||
             buf_cstr(&b, "\",\"status\":\"") < 0 || buf_str(&b, r[2]) < 0 ||
-            buf_cstr(&b, "\"") < 0) {
+            buf_cstr(&b, "\"") < 0 || buf_optional(&b, ",\"errorCode\":", r[3], dumps) < 0 ||
+            buf_optional(&b, ",\"errorMessage\":", r[4], dumps) < 0) {
             goto done;
         }
-        if (r[3] != Py_None &&
-            (buf_cstr(&b, ",\"errorCode\":") < 0 || buf_json(&b, r[3], dumps) < 0)) {
-            goto done;
-        }
-        if (r[4] != Py_None &&
-            (buf_cstr(&b, ",\"errorMessage\":") < 0 || buf_json(&b, r[4], dumps) < 0)) {
-            goto done;
-        }
-        if (buf_cstr(&b, ",\"endedAt\":\"") < 0) {
-            goto done;
-        }
-        if (buf_iso(&b, t, offset) < 0) {
-            goto other;
-        }
-        rc = buf_cstr(&b, "\"}");
+        rc = buf_closing_time(&b, ",\"endedAt\":\"", t, offset);
     }
     else {
         Py_RETURN_NONE;
     }
 done:
+    if (rc == -2) {  /* a time the C clock cannot write: the Python encoder decides */
+        if (b.heap) {
+            PyMem_Free(b.data);
+        }
+        Py_RETURN_NONE;
+    }
     if (rc < 0) {
         if (b.heap) {
             PyMem_Free(b.data);
@@ -843,11 +838,6 @@ done:
         PyMem_Free(b.data);
     }
     return out;
-other:  /* a time the C clock cannot write: the Python encoder decides */
-    if (b.heap) {
-        PyMem_Free(b.data);
-    }
-    Py_RETURN_NONE;
 }
 
 static int
