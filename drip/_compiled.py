@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["speedups"]
+__all__ = ["python_only", "speedups"]
+
+
+def python_only(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``DRIP_PURE_PYTHON`` asks for the Python twins (the words ``drip._config``
+    takes for a flag; that module is layers above this one)."""
+    return env.get("DRIP_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _load() -> Any:
-    if os.environ.get("DRIP_PURE_PYTHON", "") not in ("", "0"):
+    if python_only():
         return None
     try:  # by name: ``from . import`` would read as importing the package (drip/__init__)
         return importlib.import_module(f"{__package__}._speedups")

@@ -75,8 +75,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAST", "PAD", "REQUEST_END", "REQUEST_EVENT", "REQUEST_START", "SEQ", "WIDTH", "Clock",
-    "MeterSpec", "encode", "encode_requests", "event_id", "next_seq", "pack_flat", "request_parts", "run_head", "seq_run_id",
-    "unflatten",
+    "MeterSpec", "encode", "encode_requests", "event_id", "next_seq", "pack_flat",
+    "request_parts", "run_head", "seq_run_id", "unflatten",
 ]  # fmt: skip
 
 Record = tuple[Any, ...]

@@ -22,8 +22,9 @@
  * so the rules live in one place; ``bind`` hands those callables and shared objects in once.
  * The object has a ``__dict__`` (``functools.update_wrapper`` fills it), binds as a method like
  * a function, is weak-referenceable and pickles by qualified name, as a function does.
- * ``begin`` / ``end`` are the same steps for the Python coroutine wrapper, which must stay a
- * coroutine function (frameworks ask ``inspect.iscoroutinefunction``).
+ * ``begin`` / ``end`` / ``raised`` are the same steps (``call_begin``, ``call_returned``,
+ * ``call_raised``) for the Python coroutine wrapper, which must stay a coroutine function
+ * (frameworks ask ``inspect.iscoroutinefunction``).
  *
  * 2. ``pack``: the sequence numbers and times of a slice of fast records as the int64 columns
  * of the ``packed`` wire item (``drip.models.pack_columns`` on the worker, without three
@@ -259,225 +260,216 @@ done:
     return rc;
 }
 
+/* One metered call in a run, between its start and its end: what the sync wrapper keeps on
+ * the C stack and the coroutine wrapper keeps in ``begin``'s state tuple. ``scope`` is the
+ * (customer, run, parent) that was current; the rest as ``_wrap``'s Python names them. */
+typedef struct {
+    PyObject *scope, *head, *seq, *token, *span, *t0;
+} Call;
+
+#define CUSTOMER(c) PyTuple_GET_ITEM((c)->scope, 0)
+#define RUN(c) PyTuple_GET_ITEM((c)->scope, 1)
+#define PARENT(c) PyTuple_GET_ITEM((c)->scope, 2)
+
+static void
+call_clear(Call *c)
+{
+    Py_CLEAR(c->t0);
+    Py_CLEAR(c->span);
+    Py_CLEAR(c->token);
+    Py_CLEAR(c->seq);
+    Py_CLEAR(c->head);
+    Py_CLEAR(c->scope);
+}
+
+/* The steps before the call: 1 begun (``c`` holds its references), 0 the general path
+ * (outside a run, or the run's first call: nothing held), -1 an exception (nothing held) */
+static int
+call_begin(Call *c)
+{
+    *c = (Call){NULL, NULL, NULL, NULL, NULL, NULL};
+    if (PyContextVar_Get(SCOPE, NULL, &c->scope) < 0) {
+        return -1;
+    }
+    if (c->scope == NULL || !PyTuple_CheckExact(c->scope) ||
+        PyTuple_GET_SIZE(c->scope) != 3 || RUN(c) == Py_None) {
+        call_clear(c);
+        return 0;
+    }
+    c->head = PyObject_GetAttr(RUN(c), s_fast);
+    if (c->head == NULL || c->head == Py_None) {  /* None: the general path opens it */
+        int rc = c->head == NULL ? -1 : 0;
+        call_clear(c);
+        return rc;
+    }
+    PyObject *inner = NULL;
+    if ((c->seq = PyIter_Next(SEQ)) == NULL ||
+        (inner = PyTuple_Pack(3, CUSTOMER(c), RUN(c), c->seq)) == NULL ||
+        (c->token = PyContextVar_Set(SCOPE, inner)) == NULL) {
+        Py_XDECREF(inner);
+        call_clear(c);
+        return -1;
+    }
+    Py_DECREF(inner);
+    if ((c->span = current_span()) == NULL || (c->t0 = perf_ns()) == NULL) {
+        PyContextVar_Reset(SCOPE, c->token);
+        call_clear(c);
+        return -1;
+    }
+    return 1;
+}
+
+/* The steps after the call returned ``result``: the clock, the context reset, then the fast
+ * record, or ``on_handles`` while ``current_event()`` handles exist; 0, or -1 */
+static int
+call_returned(const Call *c, PyObject *spec, PyObject *tail, PyObject *result)
+{
+    PyObject *t1 = perf_ns();
+    if (t1 == NULL) {  /* the context is restored all the same */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyContextVar_Reset(SCOPE, c->token);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    if (PyContextVar_Reset(SCOPE, c->token) < 0) {
+        Py_DECREF(t1);
+        return -1;
+    }
+    int rc;
+    if (PyDict_GET_SIZE(HANDLES)) {
+        PyObject *done = PyObject_CallFunctionObjArgs(ON_HANDLES, spec, CUSTOMER(c), RUN(c),
+                                                      PARENT(c), c->seq, c->span, c->t0, t1,
+                                                      result, NULL);
+        rc = done == NULL ? -1 : 0;
+        Py_XDECREF(done);
+    }
+    else if (c->span != Py_None) {
+        PyObject *ident = PyObject_CallOneArg(SPAN_ID, c->span);
+        rc = ident == NULL ? -1
+                           : record(tail, RUN(c), c->head, PARENT(c), c->seq, c->t0, t1, ident);
+        Py_XDECREF(ident);
+    }
+    else {
+        rc = record(tail, RUN(c), c->head, PARENT(c), c->seq, c->t0, t1, Py_None);
+    }
+    Py_DECREF(t1);
+    return rc;
+}
+
+/* The steps after the call raised ``exc``: the clock, the context reset, ``on_raise``.
+ * Never fails and leaves the exception state as it found it: recording must not replace the
+ * application's exception (at the recursion limit there is no room even to report it). */
+static void
+call_raised(const Call *c, PyObject *spec, PyObject *exc)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *t1 = perf_ns();
+    PyErr_Clear();
+    if (PyContextVar_Reset(SCOPE, c->token) == 0 && t1 != NULL) {
+        PyObject *done = PyObject_CallFunctionObjArgs(ON_RAISE, spec, CUSTOMER(c), RUN(c),
+                                                      PARENT(c), c->seq, c->span, c->t0, t1,
+                                                      exc, NULL);
+        if (done == NULL && !PyErr_ExceptionMatches(PyExc_RecursionError)) {
+            PyErr_WriteUnraisable(ON_RAISE);
+        }
+        Py_XDECREF(done);
+    }
+    Py_XDECREF(t1);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
 static PyObject *
 metered_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Metered *self = (Metered *)op;
-    PyObject *scope;
-    if (PyContextVar_Get(SCOPE, NULL, &scope) < 0) {
-        return NULL;
+    Call c;
+    int begun = call_begin(&c);
+    if (begun <= 0) {
+        return begun < 0 ? NULL : general(self, args, nargsf, kwnames);
     }
-    if (scope == NULL || !PyTuple_CheckExact(scope) || PyTuple_GET_SIZE(scope) != 3) {
-        Py_XDECREF(scope);
-        return general(self, args, nargsf, kwnames);
-    }
-    PyObject *customer = PyTuple_GET_ITEM(scope, 0);
-    PyObject *run = PyTuple_GET_ITEM(scope, 1);
-    PyObject *parent = PyTuple_GET_ITEM(scope, 2);
-    if (run == Py_None) {
-        Py_DECREF(scope);
-        return general(self, args, nargsf, kwnames);
-    }
-    PyObject *head = PyObject_GetAttr(run, s_fast);
-    if (head == NULL) {
-        Py_DECREF(scope);
-        return NULL;
-    }
-    if (head == Py_None) {  /* the run's first call: the general path opens its fast path */
-        Py_DECREF(head);
-        Py_DECREF(scope);
-        return general(self, args, nargsf, kwnames);
-    }
-    PyObject *result = NULL, *token = NULL, *span = NULL, *t0 = NULL, *t1 = NULL;
-    PyObject *seq = PyIter_Next(SEQ);
-    if (seq == NULL) {
-        goto fail;
-    }
-    PyObject *inner = PyTuple_Pack(3, customer, run, seq);
-    if (inner == NULL) {
-        goto fail;
-    }
-    token = PyContextVar_Set(SCOPE, inner);
-    Py_DECREF(inner);
-    if (token == NULL) {
-        goto fail;
-    }
-    span = current_span();
-    if (span == NULL || (t0 = perf_ns()) == NULL) {
-        PyContextVar_Reset(SCOPE, token);
-        goto fail;
-    }
-    result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     if (result == NULL) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        t1 = perf_ns();
-        PyErr_Clear();
-        if (PyContextVar_Reset(SCOPE, token) < 0) {
-            PyErr_Clear();
-        }
         PyErr_NormalizeException(&type, &value, &tb);
         if (tb != NULL && value != NULL) {
             PyException_SetTraceback(value, tb);
         }
-        if (t1 != NULL && value != NULL) {
-            PyObject *done = PyObject_CallFunctionObjArgs(
-                ON_RAISE, self->spec, customer, run, parent, seq, span, t0, t1, value, NULL);
-            if (done == NULL) {  /* recording must not replace the application's exception;
-                                  * at the recursion limit there is no room to report it */
-                if (PyErr_ExceptionMatches(PyExc_RecursionError)) {
-                    PyErr_Clear();
-                }
-                else {
-                    PyErr_WriteUnraisable(ON_RAISE);
-                }
-            }
-            Py_XDECREF(done);
-        }
         PyErr_Restore(type, value, tb);
-        goto fail;
-    }
-    t1 = perf_ns();
-    if (t1 == NULL) {
-        PyContextVar_Reset(SCOPE, token);
-        goto fail_result;
-    }
-    if (PyContextVar_Reset(SCOPE, token) < 0) {
-        goto fail_result;
-    }
-    if (PyDict_GET_SIZE(HANDLES)) {  /* current_event() may have been used inside */
-        PyObject *done = PyObject_CallFunctionObjArgs(
-            ON_HANDLES, self->spec, customer, run, parent, seq, span, t0, t1, result, NULL);
-        if (done == NULL) {
-            goto fail_result;
-        }
-        Py_DECREF(done);
-    }
-    else {
-        if (span != Py_None) {
-            PyObject *ident = PyObject_CallOneArg(SPAN_ID, span);
-            if (ident == NULL) {
-                goto fail_result;
-            }
-            Py_SETREF(span, ident);
-        }
-        if (record(self->tail, run, head, parent, seq, t0, t1, span) < 0) {
-            goto fail_result;
+        if (value != NULL) {
+            call_raised(&c, self->spec, value);
         }
     }
-    Py_DECREF(t1);
-    Py_DECREF(t0);
-    Py_DECREF(span);
-    Py_DECREF(token);
-    Py_DECREF(seq);
-    Py_DECREF(head);
-    Py_DECREF(scope);
+    else if (call_returned(&c, self->spec, self->tail, result) < 0) {
+        Py_CLEAR(result);
+    }
+    call_clear(&c);
     return result;
-fail_result:
-    Py_CLEAR(result);
-fail:
-    Py_XDECREF(t1);
-    Py_XDECREF(t0);
-    Py_XDECREF(span);
-    Py_XDECREF(token);
-    Py_XDECREF(seq);
-    Py_DECREF(head);
-    Py_DECREF(scope);
-    return NULL;
 }
 
-/* ``begin()``: for the Python coroutine wrapper, the steps before the call, as one C call.
- * None when the call takes the general path (outside a run, or the run's first call), else
- * the state ``end`` takes: (customer, run, parent, seq, token, span, t0, head) */
+/* ``begin()``: for the Python coroutine wrapper, ``call_begin`` as one C call. None when the
+ * call takes the general path, else the state ``end`` and ``raised`` take */
 static PyObject *
 begin(PyObject *module, PyObject *unused)
 {
-    PyObject *scope;
-    if (PyContextVar_Get(SCOPE, NULL, &scope) < 0) {
-        return NULL;
+    Call c;
+    int begun = call_begin(&c);
+    if (begun <= 0) {
+        return begun < 0 ? NULL : Py_NewRef(Py_None);
     }
-    if (scope == NULL || !PyTuple_CheckExact(scope) || PyTuple_GET_SIZE(scope) != 3 ||
-        PyTuple_GET_ITEM(scope, 1) == Py_None) {
-        Py_XDECREF(scope);
-        Py_RETURN_NONE;
-    }
-    PyObject *run = PyTuple_GET_ITEM(scope, 1);
-    PyObject *head = PyObject_GetAttr(run, s_fast);
-    if (head == NULL || head == Py_None) {
-        Py_XDECREF(head);
-        Py_DECREF(scope);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    PyObject *state = NULL, *token = NULL, *span = NULL, *t0 = NULL, *inner = NULL;
-    PyObject *seq = PyIter_Next(SEQ);
-    if (seq == NULL) {
-        goto done;
-    }
-    inner = PyTuple_Pack(3, PyTuple_GET_ITEM(scope, 0), run, seq);
-    if (inner == NULL || (token = PyContextVar_Set(SCOPE, inner)) == NULL) {
-        goto done;
-    }
-    if ((span = current_span()) == NULL || (t0 = perf_ns()) == NULL) {
-        PyContextVar_Reset(SCOPE, token);
-        goto done;
-    }
-    state = PyTuple_Pack(8, PyTuple_GET_ITEM(scope, 0), run, PyTuple_GET_ITEM(scope, 2), seq,
-                         token, span, t0, head);
+    PyObject *state = PyTuple_Pack(6, c.scope, c.head, c.seq, c.token, c.span, c.t0);
     if (state == NULL) {
-        PyContextVar_Reset(SCOPE, token);
+        PyContextVar_Reset(SCOPE, c.token);
     }
-done:
-    Py_XDECREF(inner);
-    Py_XDECREF(t0);
-    Py_XDECREF(span);
-    Py_XDECREF(token);
-    Py_XDECREF(seq);
-    Py_DECREF(head);
-    Py_DECREF(scope);
+    call_clear(&c);
     return state;
 }
 
-/* ``end(state, spec, tail, result)``: the steps after a call that returned (``begin``'s
- * state): the clock, the context reset, then the fast record or ``on_handles`` */
+/* ``begin``'s state as a ``Call`` of borrowed references; 0, or -1 (a TypeError) */
+static int
+call_of(PyObject *state, Call *c)
+{
+    if (!PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 6) {
+        PyErr_SetString(PyExc_TypeError, "the state must come from begin()");
+        return -1;
+    }
+    PyObject *const *st = &PyTuple_GET_ITEM(state, 0);
+    *c = (Call){st[0], st[1], st[2], st[3], st[4], st[5]};
+    return 0;
+}
+
+/* ``end(state, spec, tail, result)``: ``call_returned`` for a coroutine that returned */
 static PyObject *
 end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != 8) {
-        PyErr_SetString(PyExc_TypeError, "end(state, spec, tail, result): state from begin()");
+    Call c;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "end(state, spec, tail, result)");
         return NULL;
     }
-    PyObject *t1 = perf_ns();
-    if (t1 == NULL) {
+    if (call_of(args[0], &c) < 0 || call_returned(&c, args[1], args[2], args[3]) < 0) {
         return NULL;
     }
-    PyObject *const *st = &PyTuple_GET_ITEM(args[0], 0);
-    /* customer, run, parent, seq, token, span, t0, head */
-    if (PyContextVar_Reset(SCOPE, st[4]) < 0) {
-        Py_DECREF(t1);
+    Py_RETURN_NONE;
+}
+
+/* ``raised(state, spec, exc)``: ``call_raised`` for a coroutine that raised ``exc`` */
+static PyObject *
+raised(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Call c;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "raised(state, spec, exc)");
         return NULL;
     }
-    int rc;
-    if (PyDict_GET_SIZE(HANDLES)) {
-        PyObject *done = PyObject_CallFunctionObjArgs(
-            ON_HANDLES, args[1], st[0], st[1], st[2], st[3], st[5], st[6], t1, args[3], NULL);
-        rc = done == NULL ? -1 : 0;
-        Py_XDECREF(done);
-    }
-    else if (st[5] != Py_None) {
-        PyObject *ident = PyObject_CallOneArg(SPAN_ID, st[5]);
-        rc = ident == NULL ? -1 : record(args[2], st[1], st[7], st[2], st[3], st[6], t1, ident);
-        Py_XDECREF(ident);
-    }
-    else {
-        rc = record(args[2], st[1], st[7], st[2], st[3], st[6], t1, Py_None);
-    }
-    Py_DECREF(t1);
-    if (rc < 0) {
+    if (call_of(args[0], &c) < 0) {
         return NULL;
     }
+    call_raised(&c, args[1], args[2]);
     Py_RETURN_NONE;
 }
 
@@ -1106,6 +1098,8 @@ static PyMethodDef module_methods[] = {
      "The steps before a metered coroutine's call: its state, or None (the general path)."},
     {"end", (PyCFunction)(void (*)(void))end, METH_FASTCALL,
      "end(state, spec, tail, result): the steps after a metered coroutine's call returned."},
+    {"raised", (PyCFunction)(void (*)(void))raised, METH_FASTCALL,
+     "raised(state, spec, exc): the steps after a metered coroutine's call raised exc."},
     {"encode_request", (PyCFunction)(void (*)(void))encode_request, METH_FASTCALL,
      "encode_request(rec, prefix, offset, mask, dumps, external_id): a request record's JSON."},
     {"encode_requests", (PyCFunction)(void (*)(void))encode_requests, METH_FASTCALL,

@@ -137,8 +137,8 @@ class RequestMeter:
             raise ValueError(f"quantity {quantity_problem(quantity)}")
         #: (method, route label) -> its ``Shape``
         self._shapes: dict[tuple[str, str], Shape] = {}
-        #: customer ids the callable returned that passed ``check_name`` (as it returned them)
-        self._customers: dict[str, str] = {}
+        #: customer ids the callable returned that passed ``check_name``
+        self._customers: set[str] = set()
 
     def wanted(self, route: str | None, path: str) -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
@@ -186,11 +186,11 @@ class RequestMeter:
             if carried is not None:
                 return ScopedRequestRun(self, carried, method, label)
             if customer.__class__ is str:  # the common answer: no options dict to build
-                customer_id = self._customers.get(customer)
-                if customer_id is None:
-                    customer_id = check_name(customer, "customer_id")
-                    if customer_id is not None and len(self._customers) < _CUSTOMERS_MAX:
-                        self._customers[customer] = customer_id  # ids come from requests
+                customer_id: str | None = customer
+                if customer not in self._customers:
+                    check_name(customer, "customer_id")  # raises for an id that is not one
+                    if len(self._customers) < _CUSTOMERS_MAX:  # ids come from requests
+                        self._customers.add(customer)
             else:
                 options = customer_options(customer)
                 if options is None:

@@ -30,14 +30,14 @@ import pytest
 
 import drip
 import drip.testing
-from drip._compiled import speedups
+from drip._compiled import python_only, speedups
 from drip._metered import _wrap
 from drip._records import WIDTH, pack_flat
 from drip.models import pack_columns, unpack_columns
 
 compiled = pytest.mark.skipif(speedups is None, reason="drip._speedups is not built here")
 #: read at import, before conftest's fixture clears every ``DRIP_*`` variable
-PURE = os.environ.get("DRIP_PURE_PYTHON", "") not in ("", "0")
+PURE = python_only()
 REQUIRED = bool(os.environ.get("DRIP_REQUIRE_SPEEDUPS"))
 
 

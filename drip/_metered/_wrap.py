@@ -9,7 +9,8 @@ reach the body.
 The function wrapper's common case is also compiled (``drip/_speedups.c``: the same steps
 without a Python frame, calling back into ``on_raise`` / ``on_handles`` / the general path here
 for the rest), and so are the steps around a coroutine's call. They are used when the module
-was built and ``DRIP_PURE_PYTHON`` is not set (``drip._compiled``); ``COMPILED`` says which. The Python wrapper below stays the reference both are tested against.
+was built and ``DRIP_PURE_PYTHON`` is not set (``drip._compiled``); ``COMPILED`` says which.
+The Python wrappers below stay the reference both are tested against.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def on_raise(
     spec: Spec, customer: str | None, run: Any, parent: int | None, seq: int, span: Any,
     t0: int, t1: int, exc: BaseException,
 ) -> None:  # fmt: skip
-    """The compiled call's function raised ``exc`` (which it re-raises)."""
+    """A metered call in a run raised ``exc`` (which the wrapper re-raises)."""
     in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, None, exc)
 
 
@@ -47,12 +48,12 @@ def on_handles(
     spec: Spec, customer: str | None, run: Any, parent: int | None, seq: int, span: Any,
     t0: int, t1: int, result: Any,
 ) -> None:  # fmt: skip
-    """The compiled call returned while ``current_event()`` handles exist."""
+    """A metered call in a run returned while ``current_event()`` handles exist."""
     in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, result)
 
 
 def span_of(span: Any) -> int | None:
-    """The id of the span current when a compiled call began (``drip.otel.LAST``)."""
+    """The id of the span current when a call began (``drip.otel.LAST``)."""
     last = _otel.LAST
     return last[1] if last[0] is span else _span_id(span)
 
@@ -76,6 +77,7 @@ _compiled_module = _compiled()
 _MeteredFunction: Any = None if _compiled_module is None else _compiled_module.MeteredFunction
 _begin: Any = None if _compiled_module is None else _compiled_module.begin
 _end: Any = None if _compiled_module is None else _compiled_module.end
+_raised: Any = None if _compiled_module is None else _compiled_module.raised
 #: whether metered functions and coroutines take the compiled common case (``_speedups.c``)
 COMPILED = _compiled_module is not None
 
@@ -109,17 +111,15 @@ def wrap_function(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            ctx = _context_of(span)
-            in_run(spec, customer, run, parent, seq, ctx, t0).finish(t1, None, exc)
+            on_raise(spec, customer, run, parent, seq, span, t0, t1, exc)
             raise
         t1 = _perf()
         _reset(token)
         if handles:  # current_event() may have been used inside
-            in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, result)
+            on_handles(spec, customer, run, parent, seq, span, t0, t1, result)
         else:
             if span is not None:
-                last = _otel.LAST
-                span = last[1] if last[0] is span else _span_id(span)
+                span = span_of(span)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             # only ints, strings and None, kept flat (the tuple is freed at once): nothing the GC
@@ -143,19 +143,17 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
         return metered_by_result
     tail = spec.m.fast_tail(spec.qconst)
     if _begin is not None:  # a coroutine function it must stay: its steps are compiled instead
-        begin, end = _begin, _end
+        begin, end, raised = _begin, _end, _raised
 
         @functools.wraps(fn)
         async def metered_compiled(*args: Any, **kwargs: Any) -> Any:
-            state = begin()  # (customer, run, parent, seq, token, span, t0, head) or None
-            if state is None:  # outside a run, or its first call
+            state = begin()  # the call's state, or None: outside a run, or its first call
+            if state is None:
                 return await general_async(spec, fn, args, kwargs)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                t1 = _perf()
-                _reset(state[4])
-                on_raise(spec, state[0], state[1], state[2], state[3], state[5], state[6], t1, exc)
+                raised(state, spec, exc)
                 raise
             end(state, spec, tail, result)
             return result
@@ -177,17 +175,15 @@ def wrap_coroutine(fn: Callable[..., Awaitable[Any]], spec: Spec) -> Callable[..
         except BaseException as exc:
             t1 = _perf()
             _reset(token)
-            ctx = _context_of(span)
-            in_run(spec, customer, run, parent, seq, ctx, t0).finish(t1, None, exc)
+            on_raise(spec, customer, run, parent, seq, span, t0, t1, exc)
             raise
         t1 = _perf()
         _reset(token)
-        if handles:
-            in_run(spec, customer, run, parent, seq, _context_of(span), t0).finish(t1, result)
+        if handles:  # current_event() may have been used inside
+            on_handles(spec, customer, run, parent, seq, span, t0, t1, result)
         else:
             if span is not None:
-                last = _otel.LAST
-                span = last[1] if last[0] is span else _span_id(span)
+                span = span_of(span)
             lane = run._lane  # the fast lane, inline: no Python frame (see drip._recorder.Lane)
             q = lane.q
             # only ints, strings and None, kept flat (the tuple is freed at once): nothing the GC
