@@ -1,4 +1,4 @@
-"""drip's compiled parts (drip/_speedups.c): the common case of a metered call, packed columns.
+"""drip's compiled parts (drip/_speedups*.c): a metered call's and a web request's common case.
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no
 compiler, another Python implementation) drip installs and runs as pure Python, the same
@@ -11,6 +11,13 @@ from setuptools import Extension, setup
 
 extensions = []
 if platform.python_implementation() == "CPython":
-    extensions.append(Extension("drip._speedups", ["drip/_speedups.c"], optional=True))
+    extensions.append(
+        Extension(
+            "drip._speedups",
+            ["drip/_speedups.c", "drip/_speedups_web.c"],
+            depends=["drip/_speedups.h"],
+            optional=True,
+        )
+    )
 
 setup(ext_modules=extensions)

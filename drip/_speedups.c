@@ -34,10 +34,11 @@
  * record (or a slice of them) as JSON items, byte for byte what ``drip._records``'s
  * ``encode_request_*`` write; None for any record it does not know the shape of (the Python
  * encoders take it).
+ *
+ * 4. A web request's run, opened and finished (``_speedups_web.c``).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "_speedups.h"
+
 #include <limits.h>
 #include <string.h>
 #include <time.h>
@@ -53,25 +54,26 @@ typedef struct {
 } Metered;
 
 /* handed in once by ``bind`` (strong references, kept for the life of the process) */
-static PyObject *SCOPE;       /* drip.context.SCOPE */
-static PyObject *SEQ;         /* drip._records.SEQ, an itertools.count */
-static PyObject *OTEL;        /* drip.otel's module dict: CV and KEY are read on every call */
+PyObject *SCOPE;              /* drip.context.SCOPE */
+PyObject *SEQ;                /* drip._records.SEQ, an itertools.count */
+PyObject *OTEL;               /* drip.otel's module dict: CV and KEY are read on every call */
 static PyObject *HANDLES;     /* drip._metered._call.handles, a dict */
 static PyObject *FAST;        /* drip._records.FAST */
 static PyObject *GENERAL;     /* general_sync(spec, fn, args, kwargs) */
 static PyObject *ON_RAISE;    /* (spec, customer, run, parent, seq, span, t0, t1, exc) */
 static PyObject *ON_HANDLES;  /* (spec, customer, run, parent, seq, span, t0, t1, result) */
 static PyObject *SPAN_ID;     /* span object -> its id (drip.otel.LAST / span_id) */
-static PyObject *PERF;        /* time.perf_counter_ns, where the clock is not read here */
-static PyInterpreterState *BOUND_INTERP;  /* the interpreter whose objects these are */
+PyObject *PERF;               /* time.perf_counter_ns, where the clock is not read here */
+PyInterpreterState *BOUND_INTERP;  /* the interpreter whose objects these are */
 
-static PyObject *s_fast, *s_lane, *s_q, *s_soft, *s_append, *s_CV, *s_KEY, *s_get;
+PyObject *s_lane, *s_q, *s_soft, *s_append, *s_CV;
+static PyObject *s_fast, *s_KEY, *s_get;
 static PyObject *dict_get;    /* dict.get: a context whose class keeps it is read as a dict */
 static PyTypeObject *plain_get_type;  /* the last context class found to keep dict.get */
 
 /* time.perf_counter_ns(), the same clock: CLOCK_MONOTONIC on Linux (CPython's choice there),
  * PyTime_PerfCounterRaw from 3.13, else the Python function itself */
-static PyObject *
+PyObject *
 perf_ns(void)
 {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -92,7 +94,7 @@ perf_ns(void)
 }
 
 /* the current OpenTelemetry span object (new reference; None when there is none) */
-static PyObject *
+PyObject *
 current_span(void)
 {
     PyObject *cv = PyDict_GetItemWithError(OTEL, s_CV);
@@ -1142,6 +1144,10 @@ PyInit__speedups(void)
     PyObject *type = PyType_FromSpec(&metered_spec);
     if (type == NULL || PyModule_AddObject(module, "MeteredFunction", type) < 0) {
         Py_XDECREF(type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (web_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

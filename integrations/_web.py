@@ -36,14 +36,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from drip import _default, otel
 from drip import context as drip_context
 from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
+from drip._compiled import speedups
 from drip._default import default_recorder
-from drip._records import request_parts
+from drip._recorder import DISCARD, overrides
+from drip._records import REQUEST_END, REQUEST_EVENT, REQUEST_START, request_parts
 from drip._scopes import DeferredRun, Run, begin_deferred, begin_run, leave_run
 
-__all__ = ["UNMATCHED", "HTTPServerError", "OpenRequest", "RequestMeter", "RequestRun",
-           "ScopedRequestRun", "customer_options"]  # fmt: skip
+__all__ = ["COMPILED", "UNMATCHED", "HTTPServerError", "OpenRequest", "RequestMeter", "RequestRun",
+           "ScopedRequestRun", "customer_options", "finish_request", "open_request"]  # fmt: skip
 
 logger = logging.getLogger("drip")
 
@@ -428,3 +431,43 @@ def _phrase(status: int) -> str:
         return http.HTTPStatus(status).phrase
     except ValueError:
         return ""
+
+
+def _finish(request: OpenRequest, exc: BaseException | None = None) -> None:
+    request.finish(exc)
+
+
+def _report(exc: BaseException) -> None:
+    logger.error("drip: the request's run could not be recorded", exc_info=exc)
+
+
+def _compiled() -> Any:
+    """``drip._speedups`` bound to this module's classes, or None: the Python here."""
+    if speedups is None:
+        return None
+    try:
+        speedups.bind_requests(
+            run_type=RequestRun, meter_type=RequestMeter, open=RequestMeter.open,
+            overrides=overrides, fallback=default_recorder, defaults=vars(_default),
+            discard=DISCARD, refresh=otel.refresh, span_context=otel.span_context, trace_id_hex=otel.trace_id_hex,
+            check_name=check_name, start_first=DeferredRun._start_first, report=_report,
+            marks=(REQUEST_START, REQUEST_EVENT, REQUEST_END), unmatched=UNMATCHED,
+        )  # fmt: skip
+    except ImportError:  # the metered call is not compiled here (another interpreter)
+        return None
+    return speedups
+
+
+_compiled_module = _compiled()
+#: whether requests take the compiled common case (``drip/_speedups_web.c``)
+COMPILED = _compiled_module is not None
+#: ``open_request(meter, customer, method, route, request_id)``: ``RequestMeter.open``, its
+#: common case compiled when ``COMPILED``
+open_request: Callable[[RequestMeter, Any, str, str | None, str | None], OpenRequest | None] = (
+    RequestMeter.open if _compiled_module is None else _compiled_module.open_request
+)
+#: ``finish_request(request, exc=None)``: ``request.finish(exc)``, its common case compiled
+#: when ``COMPILED``
+finish_request: Callable[[OpenRequest, BaseException | None], None] = (
+    _finish if _compiled_module is None else _compiled_module.finish_request
+)

@@ -37,8 +37,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from drip._compiled import speedups
+
 from ._requires import requires
-from ._web import RequestMeter, logger
+from ._web import COMPILED, OpenRequest, RequestMeter, finish_request, logger, open_request
 
 requests = requires("starlette.requests", extra="fastapi", integration="asgi")
 routing = requires("starlette.routing", extra="fastapi", integration="asgi")
@@ -121,35 +123,54 @@ class DripMiddleware:
         else:
             try:
                 result = meter.customer(Request(scope, receive))
-                if result.__class__ is not str and inspect.isawaitable(result):
+                if result is not None and result.__class__ is not str and _awaitable(result):
                     result = await result
             except Exception:
                 logger.exception("drip: the customer callable raised; the request is not metered")
                 return await self.app(scope, receive, send)
-            request_run = meter.open(result, method, route, request_id)
+            if result is None:
+                return await self.app(scope, receive, send)
+            request_run = open_request(meter, result, method, route, request_id)
         if request_run is None:
             return await self.app(scope, receive, send)
-
-        # a plain function returning ``send``'s awaitable, not a coroutine: no coroutine object
-        # per message (ASGI's ``send`` is any callable whose result is awaited)
-        def watch(message: Message) -> Awaitable[None]:
-            kind = message["type"]
-            if kind == "http.response.start":
-                request_run.status = message["status"]  # even if the client has gone
-            elif (
-                kind == "http.response.body"
-                and not message.get("more_body")
-                and request_run.done_ns is None
-            ):  # the last chunk is handed on now
-                request_run.done_ns = _now()
-            return send(message)
-
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, watch(request_run, send))
         except BaseException as exc:
-            request_run.finish(exc)
+            finish_request(request_run, exc)
             raise
-        request_run.finish()
+        finish_request(request_run, None)
+
+
+def _watch(request_run: OpenRequest, send: Send) -> Send:
+    """The ``send`` the application gets: notes the status and when the last body chunk is
+    handed on, then hands each message on (``drip._speedups.RequestSend``, compiled).
+
+    A plain function returning ``send``'s awaitable, not a coroutine: no coroutine object per
+    message (ASGI's ``send`` is any callable whose result is awaited).
+    """
+
+    def watching(message: Message) -> Awaitable[None]:
+        kind = message["type"]
+        if kind == "http.response.start":
+            request_run.status = message["status"]  # even if the client has gone
+        elif (
+            kind == "http.response.body"
+            and not message.get("more_body")
+            and request_run.done_ns is None
+        ):  # the last chunk is handed on now
+            request_run.done_ns = _now()
+        return send(message)
+
+    return watching
+
+
+#: what ``send`` the application gets (``_watch``, or its compiled twin)
+watch: Callable[[OpenRequest, Send], Send] = speedups.RequestSend if COMPILED else _watch
+
+
+def _awaitable(result: Any) -> bool:
+    # a dict (a customer mapping) is not awaitable: no ABC check for the common answers
+    return result.__class__ is not dict and inspect.isawaitable(result)
 
 
 _now = time.perf_counter_ns
@@ -163,8 +184,11 @@ def _cheap_request() -> type[Any]:
     a ``hasattr`` that fails; here ``__init__`` sets the scope and ``receive`` only, what
     Starlette would set per instance to the same value every time is a class attribute (an
     instance's own write, by Starlette's methods, replaces it), and ``headers`` is a plain
-    check. It is a real ``Request``: everything else is Starlette's. Should a Starlette
-    version set something else per instance (found by making one), ``Request`` itself is used.
+    check that makes Starlette's ``Headers`` without its ``__init__`` when the scope's headers
+    are a list already (``Headers(scope=scope)`` would copy them into a new list and put that
+    in the scope: the same sharing, one copy less). It is a real ``Request``: everything else
+    is Starlette's. Should a Starlette version set something else per instance (found by
+    making one), ``Request`` itself is used; likewise for ``Headers``.
     """
     base: type[Any] = requests.Request
     fields = dict(vars(base({"type": "http", "headers": []}, _cheap_request)))
@@ -174,6 +198,9 @@ def _cheap_request() -> type[Any]:
                     for v in fields.values())  # fmt: skip
     if receive is not _cheap_request or scope is None or not immutable or "_headers" in fields:
         return base
+    headers_type: type[Any] = datastructures.Headers
+    listed: list[Any] = []
+    plain_headers = vars(headers_type(scope={"headers": listed})).keys() == {"_list"}
 
     class Request(base):  # type: ignore[misc]
         _headers = None
@@ -186,7 +213,13 @@ def _cheap_request() -> type[Any]:
         def headers(self) -> Any:
             headers = self._headers
             if headers is None:
-                headers = self._headers = datastructures.Headers(scope=self.scope)
+                raw = self.scope["headers"]
+                if raw.__class__ is list and plain_headers:
+                    headers = object.__new__(headers_type)
+                    headers._list = raw
+                else:
+                    headers = headers_type(scope=self.scope)
+                self._headers = headers
             return headers
 
     for name, value in fields.items():

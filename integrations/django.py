@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._requires import requires
-from ._web import OpenRequest, RequestMeter, logger
+from ._web import OpenRequest, RequestMeter, finish_request, logger, open_request
 
 django_conf = requires("django.conf", extra="django")
 django_urls = requires("django.urls", extra="django")
@@ -80,7 +80,7 @@ class DripMiddleware:
         try:
             response = self.get_response(request)
         except BaseException as exc:
-            request_run.finish(exc)
+            finish_request(request_run, exc)
             raise
         return _end_with(request_run, response)
 
@@ -98,7 +98,7 @@ class DripMiddleware:
         try:
             response = await self.get_response(request)
         except BaseException as exc:
-            request_run.finish(exc)
+            finish_request(request_run, exc)
             raise
         return _end_with(request_run, response)
 
@@ -128,13 +128,11 @@ class DripMiddleware:
         if customer is None and carried is None:
             return None
         meta = request.META
-        request_run = self._meter.open(
-            customer,
-            request.method or "GET",
-            route,
-            meta.get(self._request_id_key),
-            carried,
-        )
+        method, request_id = request.method or "GET", meta.get(self._request_id_key)
+        if carried is None:
+            request_run = open_request(self._meter, customer, method, route, request_id)
+        else:
+            request_run = self._meter.open(customer, method, route, request_id, carried)
         if request_run is not None:
             meta[META_KEY] = request_run
         return request_run
@@ -156,7 +154,7 @@ def _end_with(request_run: OpenRequest, response: Any) -> Any:
     request_run.status = response.status_code
     if not getattr(response, "streaming", False):
         request_run.response_done()  # the body is complete, in memory
-        request_run.finish(request_run.error)
+        finish_request(request_run, request_run.error)
         return response
     content = response.streaming_content
     if getattr(response, "is_async", False):
@@ -171,7 +169,7 @@ def _after(content: Iterator[bytes], request_run: OpenRequest) -> Iterator[bytes
         yield from content
         request_run.response_done()
     finally:
-        request_run.finish(request_run.error)
+        finish_request(request_run, request_run.error)
 
 
 async def _after_async(
@@ -182,4 +180,4 @@ async def _after_async(
             yield chunk
         request_run.response_done()
     finally:
-        request_run.finish(request_run.error)
+        finish_request(request_run, request_run.error)

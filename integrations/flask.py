@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._requires import requires
-from ._web import OpenRequest, RequestMeter, logger
+from ._web import OpenRequest, RequestMeter, finish_request, logger, open_request
 
 flask = requires("flask", extra="flask")
 
@@ -91,7 +91,7 @@ class DripFlask:
             except Exception:
                 logger.exception("drip: the customer callable raised; the request is not metered")
                 return
-            request_run = meter.open(customer, request.method, route, request_id)
+            request_run = open_request(meter, customer, request.method, route, request_id)
         if request_run is not None:
             request.environ[ENVIRON_KEY] = request_run
 
@@ -122,7 +122,7 @@ class _EndRuns:
         except BaseException as exc:  # PROPAGATE_EXCEPTIONS: the server sees it, as without us
             request_run = environ.pop(ENVIRON_KEY, None)
             if request_run is not None:
-                request_run.finish(exc)
+                finish_request(request_run, exc)
             raise
         request_run = environ.pop(ENVIRON_KEY, None)
         return body if request_run is None else _Body(body, request_run)
@@ -146,4 +146,4 @@ class _Body:
                 close()
         finally:
             request_run = self._request_run
-            request_run.finish(request_run.error)
+            finish_request(request_run, request_run.error)
