@@ -129,6 +129,19 @@ recorder_now(void)
     return PyObject_CallNoArgs(FALLBACK);
 }
 
+/* ``drip.otel.span_context()``: the current span's SpanContext, None when there is no span
+ * (the common case, read here without a Python call) or it is not valid */
+static PyObject *
+span_context_now(void)
+{
+    PyObject *span = current_span();
+    if (span == NULL || span == Py_None) {
+        return span;
+    }
+    Py_DECREF(span);
+    return PyObject_CallNoArgs(SPAN_CONTEXT);
+}
+
 /* the run's correlation id: the current span's trace id (``begin_deferred``'s lines) */
 static PyObject *
 correlation_now(void)
@@ -144,14 +157,9 @@ correlation_now(void)
         }
         Py_DECREF(done);
     }
-    PyObject *span = current_span();  /* no span: span_context() is None, so is the id */
-    if (span == NULL || span == Py_None) {
-        return span;
-    }
-    Py_DECREF(span);
-    PyObject *ctx = PyObject_CallNoArgs(SPAN_CONTEXT);
-    if (ctx == NULL) {
-        return NULL;
+    PyObject *ctx = span_context_now();
+    if (ctx == NULL || ctx == Py_None) {
+        return ctx;
     }
     PyObject *hex = PyObject_CallOneArg(TRACE_ID_HEX, ctx);
     Py_DECREF(ctx);
@@ -333,12 +341,7 @@ done:
 static PyObject *
 span_id_now(void)
 {
-    PyObject *span = current_span();
-    if (span == NULL || span == Py_None) {
-        return span;
-    }
-    Py_DECREF(span);
-    PyObject *ctx = PyObject_CallNoArgs(SPAN_CONTEXT);
+    PyObject *ctx = span_context_now();
     if (ctx == NULL || ctx == Py_None) {
         return ctx;
     }
