@@ -63,11 +63,11 @@ static PyObject *GENERAL;     /* general_sync(spec, fn, args, kwargs) */
 static PyObject *ON_RAISE;    /* (spec, customer, run, parent, seq, span, t0, t1, exc) */
 static PyObject *ON_HANDLES;  /* (spec, customer, run, parent, seq, span, t0, t1, result) */
 static PyObject *SPAN_ID;     /* span object -> its id (drip.otel.LAST / span_id) */
-PyObject *PERF;               /* time.perf_counter_ns, where the clock is not read here */
+static PyObject *PERF;        /* time.perf_counter_ns, where the clock is not read here */
 PyInterpreterState *BOUND_INTERP;  /* the interpreter whose objects these are */
 
-PyObject *s_lane, *s_q, *s_soft, *s_append, *s_CV;
-static PyObject *s_fast, *s_KEY, *s_get;
+PyObject *s_q, *s_soft, *s_append, *s_CV;
+static PyObject *s_lane, *s_fast, *s_KEY, *s_get;
 static PyObject *dict_get;    /* dict.get: a context whose class keeps it is read as a dict */
 static PyTypeObject *plain_get_type;  /* the last context class found to keep dict.get */
 

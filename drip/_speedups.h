@@ -11,11 +11,10 @@
 extern PyObject *SCOPE;   /* drip.context.SCOPE */
 extern PyObject *SEQ;     /* drip._records.SEQ, an itertools.count */
 extern PyObject *OTEL;    /* drip.otel's module dict */
-extern PyObject *PERF;    /* time.perf_counter_ns */
 extern PyInterpreterState *BOUND_INTERP;
 
-/* interned attribute names: "_lane", "q", "soft", "append", "CV" */
-extern PyObject *s_lane, *s_q, *s_soft, *s_append, *s_CV;
+/* interned attribute names: "q", "soft", "append", "CV" */
+extern PyObject *s_q, *s_soft, *s_append, *s_CV;
 
 /* time.perf_counter_ns() as an int (new reference), or NULL with an exception */
 PyObject *perf_ns(void);

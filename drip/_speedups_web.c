@@ -7,8 +7,8 @@
  * request is, each the twin of Python that stays the reference:
  *
  * - ``open_request(meter, customer, method, route, request_id)`` is ``RequestMeter.open``
- *   when the customer id is a string the meter has checked before, the (method, route) has
- *   its ``Shape`` and no run is open around the request: it fills in a ``RequestRun`` the way
+ *   (None for a None customer, as there) when the customer id is a string the meter has
+ *   checked before, the (method, route) has its ``Shape`` and no run is open around the request: it fills in a ``RequestRun`` the way
  *   ``begin_deferred`` does and makes it the current run. Anything else, or any error, calls
  *   ``RequestMeter.open`` itself (which checks, logs and answers).
  * - ``finish_request(run, exc)`` is ``RequestRun.finish`` when nothing raised, the status is
@@ -58,7 +58,8 @@ static PyObject *REPORT;          /* report(exc): logs a request run that could 
 static PyObject *MARKS[3];        /* REQUEST_START, REQUEST_EVENT, REQUEST_END */
 static PyObject *UNMATCHED;       /* the route label of a request no route matched */
 
-static PyObject *s_client, *s_recorder_obj, *s_lane_of, *s_external_run_id, *s_completed, *s_finish, *s_span_id, *s_type,
+static PyObject *s_client, *s_recorder_obj, *s_lane_of, *s_external_run_id, *s_completed,
+    *s_finish, *s_span_id, *s_type,
     *s_status, *s_more_body, *s_done_ns, *s_start, *s_body, *s_extend;
 
 #define FIELD(obj, at) (*(PyObject **)((char *)(obj) + (at)))
@@ -182,6 +183,9 @@ open_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *meter = args[0], *customer = args[1], *method = args[2], *route = args[3];
     PyObject *request_id = args[4];
+    if (customer == Py_None) {
+        Py_RETURN_NONE;  /* ``customer_options(None)``: the request is not metered */
+    }
     if (route == Py_None || (PyUnicode_CheckExact(route) && PyUnicode_GET_LENGTH(route) == 0)) {
         route = UNMATCHED;  /* ``route or UNMATCHED`` */
     }
@@ -669,7 +673,8 @@ web_init(PyObject *module)
         PyObject **name;
         const char *text;
     } texts[] = {
-        {&s_client, "_client"}, {&s_recorder_obj, "_recorder_obj"}, {&s_lane_of, "lane"}, {&s_external_run_id, "external_run_id"},
+        {&s_client, "_client"}, {&s_recorder_obj, "_recorder_obj"}, {&s_lane_of, "lane"},
+        {&s_external_run_id, "external_run_id"},
         {&s_completed, "COMPLETED"}, {&s_finish, "finish"}, {&s_span_id, "span_id"},
         {&s_type, "type"}, {&s_status, "status"}, {&s_more_body, "more_body"},
         {&s_done_ns, "done_ns"}, {&s_start, "http.response.start"},

@@ -449,8 +449,9 @@ def _compiled() -> Any:
         speedups.bind_requests(
             run_type=RequestRun, meter_type=RequestMeter, open=RequestMeter.open,
             overrides=overrides, fallback=default_recorder, defaults=vars(_default),
-            discard=DISCARD, refresh=otel.refresh, span_context=otel.span_context, trace_id_hex=otel.trace_id_hex,
-            check_name=check_name, start_first=DeferredRun._start_first, report=_report,
+            discard=DISCARD, refresh=otel.refresh, span_context=otel.span_context,
+            trace_id_hex=otel.trace_id_hex, check_name=check_name,
+            start_first=DeferredRun._start_first, report=_report,
             marks=(REQUEST_START, REQUEST_EVENT, REQUEST_END), unmatched=UNMATCHED,
         )  # fmt: skip
     except ImportError:  # the metered call is not compiled here (another interpreter)

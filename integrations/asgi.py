@@ -123,12 +123,10 @@ class DripMiddleware:
         else:
             try:
                 result = meter.customer(Request(scope, receive))
-                if result is not None and result.__class__ is not str and _awaitable(result):
+                if _awaitable(result):
                     result = await result
             except Exception:
                 logger.exception("drip: the customer callable raised; the request is not metered")
-                return await self.app(scope, receive, send)
-            if result is None:
                 return await self.app(scope, receive, send)
             request_run = open_request(meter, result, method, route, request_id)
         if request_run is None:
@@ -169,8 +167,12 @@ watch: Callable[[OpenRequest, Send], Send] = speedups.RequestSend if COMPILED el
 
 
 def _awaitable(result: Any) -> bool:
-    # a dict (a customer mapping) is not awaitable: no ABC check for the common answers
-    return result.__class__ is not dict and inspect.isawaitable(result)
+    # the common answers are not: no ABC check (~2 us in situ) for them
+    return result.__class__ not in _ANSWERS and inspect.isawaitable(result)
+
+
+#: what a customer callable nearly always returns: an id, a mapping, None
+_ANSWERS = frozenset((str, dict, type(None)))
 
 
 _now = time.perf_counter_ns
@@ -199,8 +201,7 @@ def _cheap_request() -> type[Any]:
     if receive is not _cheap_request or scope is None or not immutable or "_headers" in fields:
         return base
     headers_type: type[Any] = datastructures.Headers
-    listed: list[Any] = []
-    plain_headers = vars(headers_type(scope={"headers": listed})).keys() == {"_list"}
+    plain_headers = vars(headers_type(scope={"headers": []})).keys() == {"_list"}
 
     class Request(base):  # type: ignore[misc]
         _headers = None
