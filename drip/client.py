@@ -25,6 +25,7 @@ import httpx
 
 from . import _endpoints as _api
 from ._config import OnError, Settings, resolve_settings
+from ._delivery import lifecycle
 from ._metered import make_metered
 from ._recorder import Recorder
 from ._scopes import CustomerScope, RunContext
@@ -86,6 +87,7 @@ class _ClientBase:
 
             settings = attach_local_server(settings)
         self.settings: Settings = settings
+        lifecycle.prepare(settings)
         self._on_error = on_error
         self._recorder_obj: Recorder | None = None
         self._recorder_lock = threading.Lock()

@@ -40,13 +40,16 @@ from drip import _default, otel
 from drip import context as drip_context
 from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
 from drip._compiled import speedups
-from drip._default import default_recorder
+from drip._default import default_client, default_recorder
+from drip._delivery.lifecycle import flush_all
 from drip._recorder import DISCARD, overrides
 from drip._records import REQUEST_END, REQUEST_EVENT, REQUEST_START, request_parts
 from drip._scopes import DeferredRun, Run, begin_deferred, begin_run, leave_run
+from drip.errors import DripConfigurationError
 
 __all__ = ["COMPILED", "UNMATCHED", "HTTPServerError", "OpenRequest", "RequestMeter", "RequestRun",
-           "ScopedRequestRun", "customer_options", "finish_request", "open_request"]  # fmt: skip
+           "ScopedRequestRun", "application_started", "application_stopped", "customer_options",
+           "finish_request", "open_request"]  # fmt: skip
 
 logger = logging.getLogger("drip")
 
@@ -424,6 +427,27 @@ def _record_event(
             run.event(meter.meter, meter.quantity, metadata=metadata)
     except Exception:
         logger.exception("drip: the request event could not be recorded")
+
+
+def application_started() -> None:
+    """The application is starting (an ASGI lifespan's startup, on the server's main thread
+    for uvicorn and hypercorn): make the default client here, so that its SIGTERM hook is in
+    place even when its first record comes from a thread pool (``drip._delivery.lifecycle``).
+    Unconfigured is not an error here: the first request says so."""
+    try:
+        default_client()
+    except DripConfigurationError:
+        pass
+    except Exception:  # never stand between the application and its start
+        logger.exception("drip: preparing the default client at startup failed")
+
+
+def application_stopped() -> None:
+    """The application has stopped (an ASGI lifespan's shutdown, after the server let the
+    requests in flight finish): flush what they recorded, bounded by ``shutdown_timeout``.
+    uvicorn then restores the SIGTERM handler it found and raises the signal again, which ends
+    the process without ``atexit``: this flush is the last chance."""
+    flush_all()
 
 
 def _phrase(status: int) -> str:

@@ -40,11 +40,21 @@ from typing import Any
 from drip._compiled import speedups
 
 from ._requires import requires
-from ._web import COMPILED, OpenRequest, RequestMeter, finish_request, logger, open_request
+from ._web import (
+    COMPILED,
+    OpenRequest,
+    RequestMeter,
+    application_started,
+    application_stopped,
+    finish_request,
+    logger,
+    open_request,
+)
 
 requests = requires("starlette.requests", extra="fastapi", integration="asgi")
 routing = requires("starlette.routing", extra="fastapi", integration="asgi")
 datastructures = requires("starlette.datastructures", extra="fastapi", integration="asgi")
+to_thread = requires("anyio.to_thread", extra="fastapi", integration="asgi")
 
 __all__ = ["DripMiddleware"]
 
@@ -93,6 +103,8 @@ class DripMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                return await self.app(scope, receive, _lifespan(send))
             return await self.app(scope, receive, send)
         # the request's run is opened here, not in a helper coroutine: one await less per
         # request (a sync customer callable, the common case, is never awaited)
@@ -137,6 +149,25 @@ class DripMiddleware:
             finish_request(request_run, exc)
             raise
         finish_request(request_run, None)
+
+
+def _lifespan(send: Send) -> Send:
+    """The ``send`` of the lifespan: once the application says it has started, the default
+    client is made on this thread (the server's main thread: its SIGTERM hook goes in there);
+    once it says it has shut down (the server has let the requests in flight finish), what
+    they recorded is flushed before the server hears it, in a worker thread, bounded by
+    ``shutdown_timeout``.
+    """
+
+    async def sending(message: Message) -> None:
+        kind = message.get("type")
+        if kind == "lifespan.startup.complete":
+            application_started()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await to_thread.run_sync(application_stopped)
+        await send(message)
+
+    return sending
 
 
 def _watch(request_run: OpenRequest, send: Send) -> Send:

@@ -2,14 +2,18 @@
 
 * ``atexit``: every live delivery of this process is shut down with its ``shutdown_timeout``.
 * SIGTERM (how containers, systemd and Kubernetes stop a process): Python's default handler
-  kills the process without running ``atexit``. When the first delivery starts on the main
-  thread, a handler is installed that shuts every delivery down (bounded by
+  kills the process without running ``atexit``. When a client is made on the main thread (or
+  failing that, when its first delivery starts there), a handler is installed that shuts every delivery down (bounded by
   ``shutdown_timeout``) and then, if the previous handler was the default, restores it and
   sends SIGTERM again, so the exit status is still the one SIGTERM gives. A handler the
   application installed before is chained: deliveries are flushed (not closed, the application
   may still record while it stops), then that handler runs. One installed later replaces this
   one; it then decides how the process ends (a ``sys.exit`` runs ``atexit``). A handler set to
   ``SIG_IGN`` is left alone. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
+  A server that handles SIGTERM itself and then restores the handler it found and raises the
+  signal again (uvicorn does) ends the process without ``atexit`` after its graceful shutdown:
+  what the requests it let finish recorded is flushed by ``flush_all`` from the web
+  integrations when the application's lifespan ends.
 * ``multiprocessing`` children end with ``os._exit`` (no ``atexit``) after their finalizers: a
   finalizer shuts deliveries down there. ``Pool`` workers are stopped with SIGTERM when the
   pool ends (``with Pool()``): the SIGTERM handler, inherited through fork, covers them. A
@@ -35,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 from .._records import encode_run_start
 
 if TYPE_CHECKING:
+    from .._config import Settings
     from . import Delivery
 
-__all__ = ["register", "started", "unsent_run_starts"]
+__all__ = ["flush_all", "prepare", "register", "started", "unsent_run_starts"]
 
 logger = logging.getLogger("drip")
 
@@ -51,6 +56,25 @@ def register(delivery: Delivery) -> None:
 def _mine() -> list[Delivery]:
     pid = os.getpid()
     return [d for d in list(_live) if d.pid == pid and d.started() and not d.buffer.closed]
+
+
+def prepare(settings: Settings) -> None:
+    """A client was made: on the main thread, put the SIGTERM hook in place now. Its first
+    delivery may start on another thread (a web server's thread pool, a task worker), where
+    no handler can be set, and would then leave SIGTERM unhooked for good."""
+    if settings.handle_signals:
+        _install_sigterm()
+
+
+def flush_all(timeout: float | None = None) -> None:
+    """Flush every live delivery of this process, each bounded by ``timeout`` (default: its
+    ``shutdown_timeout``): an application is stopping, the process may end without ``atexit``
+    (see the module's docstring) or go on (a test client's lifespan)."""
+    for delivery in _mine():
+        try:
+            delivery.flush(timeout)
+        except Exception:  # never stand between the application and its end
+            logger.exception("drip: flushing at the end of the application failed")
 
 
 def started(delivery: Delivery) -> None:

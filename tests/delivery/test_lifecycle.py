@@ -60,6 +60,33 @@ signal.signal(signal.SIGTERM, on_term)
     assert kit.stored(client, customer, "delivery.calls") == (N, 0)
 
 
+def test_sigterm_is_hooked_when_the_first_record_comes_from_another_thread(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    # a web server's thread pool records first: no signal handler can be set there, so the
+    # hook goes in when the client is made (on the main thread), not when delivery starts
+    body = SIGTERM_BODY.replace(
+        f"""with client.run("stopped", customer_id=CUSTOMER):
+    for i in range({N}):
+        work(i)""",
+        f"""import threading
+def pool():
+    with client.run("stopped", customer_id=CUSTOMER):
+        for i in range({N}):
+            work(i)
+worker = threading.Thread(target=pool)
+worker.start()
+worker.join()""",
+    )
+    path = kit.script(tmp_path, body.replace("{setup}", ""))
+    proc = kit.spawn(path, account, customer)
+    assert kit.wait_line(proc, "recorded") == f"recorded {N + 2}"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert kit.stored(client, customer, "delivery.calls") == (N, 0)
+
+
 def test_sigterm_opt_out_leaves_the_default_behaviour(
     tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
 ) -> None:
