@@ -24,7 +24,9 @@
 - Eager tasks (``task_always_eager``, ``.apply()``) are not published; they run as child runs of
   the caller's run, in the caller's context.
 - Prefork workers: drip's delivery restarts in each forked child, so what pool processes
-  record is sent from the child itself.
+  record is sent from the child itself. A pool process ends with ``os._exit`` (no ``atexit``,
+  no ``multiprocessing`` finalizers): on ``worker_process_shutdown``, just before, what it
+  recorded is flushed (a warm shutdown, ``--max-tasks-per-child``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import uuid
 from typing import Any
 
 from drip import context
+from drip._delivery.lifecycle import flush_all
 
 from ._requires import requires
 from ._web import logger
@@ -113,11 +116,17 @@ def _postrun(task: Any = None, state: str | None = None, **_: Any) -> None:
         planned.__exit__(None, None, None)
 
 
+def _process_shutdown(**_: Any) -> None:
+    # a pool process is about to end with os._exit: its buffer would go with it
+    flush_all()
+
+
 _SIGNALS = (
     ("before_task_publish", _before_publish),
     ("task_prerun", _prerun),
     ("task_failure", _failure),
     ("task_postrun", _postrun),
+    ("worker_process_shutdown", _process_shutdown),
 )
 
 

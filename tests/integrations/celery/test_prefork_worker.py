@@ -62,14 +62,14 @@ TASKS = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def worker(account: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
+def _worker(account: Any, tmp_path: Path, flush_interval: str) -> Iterator[dict[str, str]]:
+    """A ``celery worker`` with a prefork pool of 2; SIGTERM (a warm shutdown) at the end."""
     (tmp_path / "tasks_prefork.py").write_text(TASKS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
     env.update(
         DRIP_API_KEY=account.secret_key,
         DRIP_BASE_URL=account.base_url,
-        DRIP_FLUSH_INTERVAL="0.05",
+        DRIP_FLUSH_INTERVAL=flush_interval,
         QUEUE_DIR=str(tmp_path / "queue"),
         RESULT_DIR=str(tmp_path / "results"),
         PYTHONPATH=str(tmp_path),
@@ -87,10 +87,15 @@ def worker(account: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
     finally:
         proc.send_signal(signal.SIGTERM)  # warm shutdown
         try:
-            proc.wait(60)
+            assert proc.wait(60) == 0
         finally:
             assert proc.stderr is not None
             proc.stderr.close()
+
+
+@pytest.fixture
+def worker(account: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield from _worker(account, tmp_path, "0.05")
 
 
 def publisher(env: dict[str, str]) -> Celery:
@@ -130,3 +135,30 @@ def test_prefork_children_deliver_child_runs_and_retries_stay_in_one(
     assert {r.parent_run_id for r in children} == {parent.id}
     counts = sorted(live.get_run(r.id).totals.event_count for r in children)
     assert counts == [2, 2, 2, 2, 3]  # four adds; the flaky task's three executions, one run
+
+
+def test_a_warm_shutdown_flushes_what_the_pool_processes_recorded(
+    account: Any, tmp_path: Path, live: Drip, customers: list[str]
+) -> None:
+    # a flush interval no test waits for: the pool processes send only when they end, and
+    # they end with os._exit (no atexit): worker_process_shutdown is the only way out
+    stopping = _worker(account, tmp_path, "600")
+    env = next(stopping)
+    app = publisher(env)
+    drip_celery.instrument(app)
+    try:
+        with drip.run("batch", customer_id=customers[1]) as parent:
+            adds = [app.send_task("tasks.add", args=[i, 1]) for i in range(10)]
+        pids = {a.get(timeout=120)[1] for a in adds}
+    finally:
+        drip_celery.uninstrument(app)
+    assert os.getpid() not in pids
+    assert live.flush(30).ok
+    before = [r for r in live.list_runs(customer_id=customers[1]).data if r.parent_run_id]
+    assert before == []  # nothing sent yet: the pool processes still hold every record
+    with pytest.raises(StopIteration):
+        next(stopping)  # SIGTERM: a warm shutdown, the worker exits 0
+    children = [r for r in live.list_runs(customer_id=customers[1]).data if r.parent_run_id]
+    assert len(children) == 10 and {r.parent_run_id for r in children} == {parent.id}
+    assert all(r.status is RunStatus.COMPLETED for r in children), children
+    assert sorted(live.get_run(r.id).totals.event_count for r in children) == [2] * 10
