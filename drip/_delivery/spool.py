@@ -105,10 +105,18 @@ class Spool:
         header = b"%s %d %08x %d\n" % (_MAGIC, count, zlib.crc32(body), len(body))
         tmp = os.path.join(self.dir, name + ".tmp")
         path = os.path.join(self.dir, name + ".batch")
-        with open(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(header)
-            f.write(body)
-        os.replace(tmp, path)
+        try:
+            with open(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(header)
+                f.write(body)
+            os.replace(tmp, path)
+        except BaseException:
+            # a full disk (or a file size limit): the batch is still in memory and delivered
+            # from there; a partial file would hold the space the disk lacks, and the next
+            # process would report its records lost when they were not
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         size = len(header) + len(body)
         self.bytes += size
         return SpoolFile(path, count, size)

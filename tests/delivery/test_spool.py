@@ -265,3 +265,50 @@ def test_spooled_events_items_are_replayed_once_after_a_kill(
     proxy.up()
     _replay(tmp_path, kit, account, customer, proxy, spool, 10 * 302)
     assert kit.stored(client, customer, "delivery.calls") == (100 + 10 * 300, 0)
+
+
+def test_a_full_disk_keeps_the_records_in_memory_and_leaves_no_partial_file(
+    tmp_path: Path, account: Any, client: Drip, customer: str, proxy: Any, kit: Any
+) -> None:
+    """The spool's disk fills up while the server is down (a real limit: ``RLIMIT_FSIZE``, so
+    writes past 64 KiB fail as on a full disk): the spool is given up with one error, the
+    records wait in memory (the caller waits for room), all of them are stored once the
+    server is back, and no half-written file is left to hold the space or to be reported
+    lost by the next process."""
+    body = """
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+    client = Drip(os.environ["KEY"], os.environ["URL"], spool_dir=os.environ["SPOOL"],
+                  max_buffer=2000, max_batch_items=1000, max_retry_time=3600,
+                  flush_interval=0.05, handle_signals=False)
+    def unblock():
+        print("blocked", flush=True)
+        while not os.path.exists(os.environ["GO"]):
+            time.sleep(0.05)
+    import threading
+    threading.Timer(3.0, unblock).start()  # the buffer is full by then: the caller waits
+    with client.run("full-disk", customer_id=CUSTOMER):
+        for i in range(6000):
+            work(i)
+    report = client.flush(60)
+    s = client.stats()
+    print("done", s.sent, report.failed, report.pending, s.spooled, s.dropped, flush=True)
+    client.close()
+    """
+    spool = tmp_path / "spool"
+    go = tmp_path / "go"
+    proxy.down()
+    proc = kit.spawn(
+        kit.script(tmp_path, body), account, customer, proxy.url, SPOOL=str(spool), GO=str(go)
+    )
+    kit.wait_line(proc, "blocked")
+    proxy.up()
+    go.touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "writing to the spool failed" in err  # said once, with the reason
+    assert err.count("writing to the spool failed") == 1, err
+    assert out.split()[-6:] == ["done", "6002", "0", "0", "0", "0"], out + err
+    assert kit.stored(client, customer, "delivery.calls") == (6000, 0)
+    assert not [p.name for p in spool.rglob("*") if p.suffix in (".tmp", ".batch", ".lock")]
