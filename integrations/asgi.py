@@ -19,6 +19,10 @@ it would meter a streamed response before its body exists. Here the application 
 middleware's own context, ``send`` is watched for the final chunk, and the run ends after the
 application returns, in the context it was opened in.
 
+The lifespan passes through, watched: when the application has shut down (uvicorn runs this
+after letting the requests in flight finish, then ends the process by re-raising SIGTERM,
+without ``atexit``), every delivery is flushed before the server hears it.
+
 The route template is found before the application runs (the router's own ``matches``, through
 mounts), so it can name the run and be matched by ``include``/``exclude``. An ASGI app without a
 Starlette-style router (``app.router.routes``) gets no template: its requests are labelled

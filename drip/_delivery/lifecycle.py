@@ -3,13 +3,13 @@
 * ``atexit``: every live delivery of this process is shut down with its ``shutdown_timeout``.
 * SIGTERM (how containers, systemd and Kubernetes stop a process): Python's default handler
   kills the process without running ``atexit``. When a client is made on the main thread (or
-  failing that, when its first delivery starts there), a handler is installed that shuts every delivery down (bounded by
-  ``shutdown_timeout``) and then, if the previous handler was the default, restores it and
-  sends SIGTERM again, so the exit status is still the one SIGTERM gives. A handler the
-  application installed before is chained: deliveries are flushed (not closed, the application
-  may still record while it stops), then that handler runs. One installed later replaces this
-  one; it then decides how the process ends (a ``sys.exit`` runs ``atexit``). A handler set to
-  ``SIG_IGN`` is left alone. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
+  failing that, when its first delivery starts there), a handler is installed that shuts
+  every delivery down (bounded by ``shutdown_timeout``) and then, if the previous handler was
+  the default, restores it and sends SIGTERM again, so the exit status is still the one
+  SIGTERM gives. A handler the application installed before is chained: deliveries are
+  flushed (not closed, the application may still record while it stops), then that handler
+  runs. One installed later replaces this one; it then decides how the process ends (a
+  ``sys.exit`` runs ``atexit``). A handler set to ``SIG_IGN`` is left alone. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
   A server that handles SIGTERM itself and then restores the handler it found and raises the
   signal again (uvicorn does) ends the process without ``atexit`` after its graceful shutdown:
   what the requests it let finish recorded is flushed by ``flush_all`` from the web
