@@ -145,6 +145,7 @@ class RequestMeter:
         self._shapes: dict[tuple[str, str], Shape] = {}
         #: customer ids the callable returned that passed ``check_name``
         self._customers: set[str] = set()
+        application_started()
 
     def wanted(self, route: str | None, path: str) -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
@@ -430,10 +431,12 @@ def _record_event(
 
 
 def application_started() -> None:
-    """The application is starting (an ASGI lifespan's startup, on the server's main thread
-    for uvicorn and hypercorn): make the default client here, so that its SIGTERM hook is in
-    place even when its first record comes from a thread pool (``drip._delivery.lifecycle``).
-    Unconfigured is not an error here: the first request says so."""
+    """A middleware is set up, or the application is starting (an ASGI lifespan's startup):
+    on the main thread, where servers import and start applications, make the default client
+    now, so its SIGTERM hook is in place even when the first record comes from a thread pool
+    (a WSGI server's threads, Django's sync middleware under ASGI, FastAPI's sync handlers),
+    where no handler can be set (``drip._delivery.lifecycle``). Unconfigured is not an error
+    here: the first request says so."""
     try:
         default_client()
     except DripConfigurationError:

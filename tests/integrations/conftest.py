@@ -8,8 +8,15 @@ default client, not strict: a handler's metered call outside a run is logged, as
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +81,90 @@ def slug(live: Drip) -> Callable[[str], str]:
         return {w.id: w.slug for w in live.list_workflows().data}[workflow_id]
 
     return of
+
+
+class Deploy:
+    """An application served by ``python -m uvicorn`` in its own process, configured from the
+    environment only (with a flush interval no test waits for: nothing is sent before the stop
+    unless the stop sends it), then stopped as a deploy stops it: SIGTERM. Counts are read
+    from the real local server."""
+
+    CUSTOMERS = [f"stop-{i}" for i in range(5)]
+
+    def __init__(self, account: Any, tmp_path: Path) -> None:
+        self.account = account
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[str] | None = None
+
+    def serve(self, module: str, source: str, target: str, *options: str) -> str:
+        """Write ``source`` as ``module.py``, serve ``module:target``; the base URL."""
+        (self.tmp_path / f"{module}.py").write_text(source)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+        env.update(
+            DRIP_API_KEY=self.account.secret_key,
+            DRIP_BASE_URL=self.account.base_url,
+            DRIP_FLUSH_INTERVAL="600",
+        )
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [sys.executable, "-m", "uvicorn", f"{module}:{target}", "--port", str(port)]
+        self.proc = subprocess.Popen(
+            [*command, "--log-level", "warning", *options],
+            cwd=self.tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return url
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                threading.Event().wait(0.05)
+        self.proc.kill()
+        raise AssertionError("uvicorn did not start")
+
+    def line(self) -> str:
+        """The next line the application printed."""
+        assert self.proc is not None and self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def stop(self) -> None:
+        """SIGTERM; uvicorn shuts down, then raises it again (0 from a ``--workers`` parent)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(60) in (0, -signal.SIGTERM)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per customer: the ``api_calls`` and ``stop.work`` events the server holds."""
+        counts = {}
+        account = self.account
+        with Drip(api_key=account.secret_key, base_url=account.base_url) as client:
+            for external in self.CUSTOMERS:
+                customer = client.create_customer(external_customer_id=external).id  # existing
+                meters = client.get_usage_summary(customer_id=customer).meters
+                by_meter = {m.meter: m.run_events for m in meters}
+                counts[external] = (by_meter.get("api_calls", 0), by_meter.get("stop.work", 0))
+        return counts
+
+
+@pytest.fixture
+def deploy(account: Any, tmp_path: Path) -> Iterator[Deploy]:
+    running = Deploy(account, tmp_path)
+    try:
+        yield running
+    finally:
+        if running.proc is not None and running.proc.poll() is None:
+            running.proc.kill()

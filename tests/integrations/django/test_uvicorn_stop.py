@@ -1,0 +1,77 @@
+"""Django served by uvicorn (ASGI) and stopped by SIGTERM with a request in flight: nothing
+is lost. Django has no lifespan; the middleware makes drip's default client when Django loads
+it, on the main thread at import, so drip's SIGTERM hook is the handler uvicorn restores and
+raises SIGTERM to once its graceful shutdown is over. See ``Deploy`` in the conftest."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+
+pytest.importorskip("django")
+pytest.importorskip("uvicorn")
+
+import httpx
+
+PROJECT = textwrap.dedent(
+    """
+    import time
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False, SECRET_KEY="stop", ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"],
+        MIDDLEWARE=["drip.integrations.django.DripMiddleware"],
+        DRIP_CUSTOMER=__name__ + ".customer_for",
+    )
+    django.setup()
+
+    from django.core.asgi import get_asgi_application
+    from django.http import JsonResponse
+    from django.urls import path
+    import drip
+
+    def customer_for(request):
+        external = request.headers.get("x-customer")
+        return {"external_customer_id": external} if external else None
+
+    @drip.metered("stop.work")
+    def work(n):
+        return n
+
+    def handler(request, n):  # sync: Django runs it in a thread under ASGI
+        return JsonResponse({"n": work(n)})
+
+    def slow(request):
+        print("slow started", flush=True)
+        time.sleep(1.5)  # SIGTERM arrives meanwhile: uvicorn lets it finish
+        return JsonResponse({"n": work(-1)})
+
+    urlpatterns = [path("work/<int:n>", handler), path("slow", slow)]
+    application = get_asgi_application()
+    """
+)
+
+
+def test_sigterm_mid_request_under_uvicorn_loses_nothing(deploy: Any) -> None:
+    url = deploy.serve("stopproject", PROJECT, "application")
+    customers = deploy.CUSTOMERS
+    with httpx.Client(base_url=url) as http:
+        for i in range(50):
+            answer = http.get(f"/work/{i}", headers={"x-customer": customers[i % 5]})
+            assert answer.status_code == 200
+        slow: list[int] = []
+        in_flight = threading.Thread(
+            target=lambda: slow.append(
+                http.get("/slow", headers={"x-customer": customers[0]}, timeout=30).status_code
+            )
+        )
+        in_flight.start()
+        assert deploy.line() == "slow started"
+        deploy.stop()
+        in_flight.join(30)
+    assert slow == [200]
+    assert deploy.counts() == {"stop-0": (11, 11), **{c: (10, 10) for c in customers[1:]}}
