@@ -25,8 +25,8 @@
   the caller's run, in the caller's context.
 - Prefork workers: drip's delivery restarts in each forked child, so what pool processes
   record is sent from the child itself. A pool process ends with ``os._exit`` (no ``atexit``,
-  no ``multiprocessing`` finalizers): on ``worker_process_shutdown``, just before, what it
-  recorded is flushed (a warm shutdown, ``--max-tasks-per-child``).
+  no ``multiprocessing`` finalizers): on ``worker_process_shutdown``, just before, its
+  delivery is shut down as at ``atexit`` (a warm shutdown, ``--max-tasks-per-child``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import uuid
 from typing import Any
 
 from drip import context
-from drip._delivery.lifecycle import flush_all
+from drip._delivery.lifecycle import shutdown_all
 
 from ._requires import requires
 from ._web import logger
@@ -117,8 +117,9 @@ def _postrun(task: Any = None, state: str | None = None, **_: Any) -> None:
 
 
 def _process_shutdown(**_: Any) -> None:
-    # a pool process is about to end with os._exit: its buffer would go with it
-    flush_all()
+    # a pool process is about to end with os._exit: its buffer would go with it. Shut down,
+    # not only flushed: what the server did not take stays in the spool or is reported
+    shutdown_all()
 
 
 _SIGNALS = (

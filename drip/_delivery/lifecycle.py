@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .._config import Settings
     from . import Delivery
 
-__all__ = ["flush_all", "prepare", "register", "started", "unsent_run_starts"]
+__all__ = ["flush_all", "prepare", "register", "shutdown_all", "started", "unsent_run_starts"]
 
 logger = logging.getLogger("drip")
 
@@ -87,14 +87,17 @@ def started(delivery: Delivery) -> None:
 _exiting = False
 
 
-def _shutdown_all() -> None:
+def shutdown_all() -> None:
+    """The process is ending (``atexit``, a ``multiprocessing`` child's finalizers, a Celery
+    pool process): shut every live delivery down, each bounded by its ``shutdown_timeout``;
+    what is left stays in the spool or is reported once as undelivered."""
     global _exiting
     _exiting = True  # a SIGTERM during this bounded flush lets it finish (see _on_sigterm)
     for delivery in _mine():
         delivery.shutdown()
 
 
-atexit.register(_shutdown_all)
+atexit.register(shutdown_all)
 
 # -- SIGTERM ----------------------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ def _hook_multiprocessing_exit() -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None and _mp_hooked_pid != os.getpid():
         _mp_hooked_pid = os.getpid()
-        util.Finalize(None, _shutdown_all, exitpriority=100)
+        util.Finalize(None, shutdown_all, exitpriority=100)
 
 
 # -- fork -------------------------------------------------------------------------------------
