@@ -72,9 +72,16 @@ def flush_all(timeout: float | None = None) -> None:
     (see the module's docstring) or go on (a test client's lifespan)."""
     for delivery in _mine():
         try:
-            delivery.flush(timeout)
+            pending = delivery.flush(timeout).pending
         except Exception:  # never stand between the application and its end
             logger.exception("drip: flushing at the end of the application failed")
+            continue
+        if pending:  # said now: a process that ends without atexit would lose them unsaid
+            logger.error(
+                "drip: %d records were still waiting for the server when the application "
+                "stopped; if the process now ends without atexit, those not in a spool are lost",
+                pending,
+            )
 
 
 def started(delivery: Delivery) -> None:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 import drip
 import drip.testing
 from drip import Drip, RunStatus
+from drip._default import reset_default_client
 
 
 @drip.metered("db.queries")
@@ -356,3 +357,26 @@ def test_the_customer_callable_gets_a_whole_starlette_request_made_cheaply() -> 
     assert url.endswith("/items?q=1") and method == "POST" and cookies == {"c": "2"}
     assert params == {} and body == b'{"a":1}' and data == {"a": 1} and raw[0] == b"host"
     assert [s.customer_id for s in cap.run_starts] == ["cus_1"] and len(cap.events) == 1
+
+
+def test_the_lifespan_end_flushes_and_says_what_the_server_did_not_take(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the server cannot be reached: the flush at the lifespan's end is bounded, and what is
+    # still waiting is said then (uvicorn may end the process next, without atexit)
+    client = drip.configure(
+        api_key="sk_test_lifespan_0123456789", base_url="http://127.0.0.1:9",
+        flush_interval=600, shutdown_timeout=0.5, max_retry_time=60,
+    )  # fmt: skip
+    try:
+        app = make_app()
+        with TestClient(app) as http:
+            for i in range(3):
+                answer = http.get(f"/v1/items/{i}", headers={"x-customer": "cus_lifespan"})
+                assert answer.is_success
+        stopped = [r for r in caplog.records if "when the application stopped" in r.getMessage()]
+        # 3 runs of 4 records: start, the handler's query, the request event, end
+        assert [r.getMessage().split()[1] for r in stopped] == ["12"]
+        assert client.stats().pending == 12  # flushed (bounded), not closed: the process goes on
+    finally:
+        reset_default_client()
