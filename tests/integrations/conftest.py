@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import drip
@@ -132,6 +133,27 @@ class Deploy:
         """The next line the application printed."""
         assert self.proc is not None and self.proc.stdout is not None
         return self.proc.stdout.readline().strip()
+
+    def stop_mid_request(self, url: str, requests: int) -> int:
+        """``requests`` requests to ``/work/{i}`` from the customers in turn, then SIGTERM while
+        the first customer's ``/slow`` request is in flight (the app prints ``slow started``);
+        the status that request got."""
+        with httpx.Client(base_url=url) as http:
+            for i in range(requests):
+                customer = self.CUSTOMERS[i % len(self.CUSTOMERS)]
+                assert http.get(f"/work/{i}", headers={"x-customer": customer}).status_code == 200
+            slow: list[int] = []
+            headers = {"x-customer": self.CUSTOMERS[0]}
+            in_flight = threading.Thread(
+                target=lambda: slow.append(
+                    http.get("/slow", headers=headers, timeout=30).status_code
+                )
+            )
+            in_flight.start()
+            assert self.line() == "slow started"
+            self.stop()
+            in_flight.join(30)
+        return slow[0] if slow else 0
 
     def stop(self) -> None:
         """SIGTERM; uvicorn shuts down, then raises it again (0 from a ``--workers`` parent)."""
