@@ -41,15 +41,14 @@ from drip import context as drip_context
 from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
 from drip._compiled import speedups
 from drip._default import default_client, default_recorder
-from drip._delivery.lifecycle import flush_all
 from drip._recorder import DISCARD, overrides
 from drip._records import REQUEST_END, REQUEST_EVENT, REQUEST_START, request_parts
 from drip._scopes import DeferredRun, Run, begin_deferred, begin_run, leave_run
 from drip.errors import DripConfigurationError
 
 __all__ = ["COMPILED", "UNMATCHED", "HTTPServerError", "OpenRequest", "RequestMeter", "RequestRun",
-           "ScopedRequestRun", "application_started", "application_stopped", "customer_options",
-           "finish_request", "open_request"]  # fmt: skip
+           "ScopedRequestRun", "application_started", "customer_options", "finish_request",
+           "open_request"]  # fmt: skip
 
 logger = logging.getLogger("drip")
 
@@ -431,9 +430,8 @@ def _record_event(
 
 
 def application_started() -> None:
-    """A middleware is set up, or the application is starting (an ASGI lifespan's startup):
-    on the main thread, where servers import and start applications, make the default client
-    now, so its SIGTERM hook is in place even when the first record comes from a thread pool
+    """A middleware is set up (``RequestMeter``): on the main thread, where servers import
+    and build applications, make the default client now, so its SIGTERM hook is in place even when the first record comes from a thread pool
     (a WSGI server's threads, Django's sync middleware under ASGI, FastAPI's sync handlers),
     where no handler can be set (``drip._delivery.lifecycle``). Unconfigured is not an error
     here: the first request says so."""
@@ -443,14 +441,6 @@ def application_started() -> None:
         pass
     except Exception:  # never stand between the application and its start
         logger.exception("drip: preparing the default client at startup failed")
-
-
-def application_stopped() -> None:
-    """The application has stopped (an ASGI lifespan's shutdown, after the server let the
-    requests in flight finish): flush what they recorded, bounded by ``shutdown_timeout``.
-    uvicorn then restores the SIGTERM handler it found and raises the signal again, which ends
-    the process without ``atexit``: this flush is the last chance."""
-    flush_all()
 
 
 def _phrase(status: int) -> str:

@@ -42,14 +42,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from drip._compiled import speedups
+from drip._delivery.lifecycle import flush_all
 
 from ._requires import requires
 from ._web import (
     COMPILED,
     OpenRequest,
     RequestMeter,
-    application_started,
-    application_stopped,
     finish_request,
     logger,
     open_request,
@@ -156,19 +155,15 @@ class DripMiddleware:
 
 
 def _lifespan(send: Send) -> Send:
-    """The ``send`` of the lifespan: once the application says it has started, the default
-    client is made on this thread (the server's main thread: its SIGTERM hook goes in there);
-    once it says it has shut down (the server has let the requests in flight finish), what
-    they recorded is flushed before the server hears it, in a worker thread, bounded by
-    ``shutdown_timeout``.
+    """The ``send`` of the lifespan: once the application says it has shut down (uvicorn has
+    let the requests in flight finish, and may next end the process without ``atexit``),
+    every delivery is flushed before the server hears it, in a worker thread, bounded by
+    ``shutdown_timeout``; what the server did not take is said then (``flush_all``).
     """
 
     async def sending(message: Message) -> None:
-        kind = message.get("type")
-        if kind == "lifespan.startup.complete":
-            application_started()
-        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            await to_thread.run_sync(application_stopped)
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await to_thread.run_sync(flush_all)
         await send(message)
 
     return sending
