@@ -9,6 +9,7 @@ Idempotency keys are made here, once per call, so every retry of that call reuse
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from ._checks import check_metadata, check_name, check_quantity
 from ._ids import idempotency_key, new_id
 from ._specs import RawResponse, RequestSpec
 from .errors import DripAuthenticationError, DripValidationError
+from .models._ingest import read_ingest_result
 
 __all__ = ["RawResponse", "RequestSpec"]
 
@@ -542,9 +544,15 @@ def ingest(body: bytes) -> RequestSpec[m.IngestResult]:
     """The delivery worker's batch; ``body`` is JSON already encoded on the worker thread.
     The answer is the compact one (a status letter per item, details for rejected items)."""
     return RequestSpec(
-        "POST", "/ingest", _model(m.IngestResult), content=body, retry_safe=True,
-        max_attempts=1, params=_COMPACT,
+        "POST", "/ingest", _ingest_answer, content=body, retry_safe=True, max_attempts=1,
+        params=_COMPACT,
     )  # fmt: skip
+
+
+def _ingest_answer(raw: RawResponse) -> m.IngestResult:
+    # read by hand, not by the model: no schema is built for it, which may fail or hang at
+    # exit or in a fork() child (``read_ingest_result``); not JSON is a ValueError too
+    return read_ingest_result(json.loads(raw.content))
 
 
 _COMPACT = {"results": "compact"}

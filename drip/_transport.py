@@ -179,16 +179,22 @@ class _TransportBase:
             raise _Attempt(_api_error(response, body))
         try:
             return spec.parse(raw)
-        except (ValidationError, TypeError, ValueError) as exc:
-            what = "is not JSON" if raw.body is None else "has an unexpected shape"
-            raise _Attempt(
-                DripAPIError(
-                    f"The server's answer ({status}) to {spec.method} {spec.path} {what}: {exc}",
-                    status_code=status,
-                    code="INVALID_RESPONSE",
-                    body=raw.body if raw.body is not None else response.text,
-                )
-            ) from None
+        except Exception as exc:  # the request was answered: whatever failed is reading it
+            parsing = isinstance(exc, (ValidationError, TypeError, ValueError))
+            if not parsing:
+                what = f"could not be read: {exc!r}"
+            elif raw.body is None:
+                what = f"is not JSON: {exc}"
+            else:
+                what = f"has an unexpected shape: {exc}"
+            error = DripAPIError(
+                f"The server's answer ({status}) to {spec.method} {spec.path} {what}",
+                status_code=status,
+                code="INVALID_RESPONSE",
+                body=raw.body if raw.body is not None else response.text,
+            )
+            error.__cause__ = None if parsing else exc  # a failure of ours: its traceback
+            raise _Attempt(error) from None
 
     def _next_delay(
         self, spec: RequestSpec[T], failure: _Attempt, attempt: int, started: float

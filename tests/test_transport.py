@@ -273,6 +273,35 @@ async def test_wrong_shape_success_is_a_drip_error(make: Any, sleeps: list[float
     assert info.value.code == "INVALID_RESPONSE"
 
 
+async def test_a_success_that_cannot_be_read_for_a_reason_of_ours_is_a_drip_error(
+    make: Any, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the answer's fault (a model that cannot be built at exit, a pydantic plugin that
+    raises): still an ``INVALID_RESPONSE`` naming what failed, with its traceback, and
+    retried like one, never an unnamed error out of the client."""
+    from drip import models
+
+    real = models.TrackUsageResult.model_validate_json.__func__  # type: ignore[attr-defined]
+    failures = [RuntimeError("cannot schedule new futures after interpreter shutdown")]
+
+    def reading(cls: Any, raw: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(cls, raw)
+
+    monkeypatch.setattr(models.TrackUsageResult, "model_validate_json", classmethod(reading))
+    script = Script(httpx.Response(200, json=USAGE_OK))
+    assert (await track(make(script))).usage_event_id == "use_1"
+    assert len(script.requests) == 2 and len(sleeps) == 1  # read on the second answer
+
+    failures.extend([RuntimeError("plugin broke")] * 4)
+    with pytest.raises(DripAPIError) as info:
+        await track(make(script))
+    assert info.value.code == "INVALID_RESPONSE" and info.value.status_code == 200
+    assert "could not be read: RuntimeError('plugin broke')" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
 async def test_425_too_early_is_retried(make: Any, sleeps: list[float]) -> None:
     script = Script(
         httpx.Response(425, json={"message": "too early"}), httpx.Response(200, json=USAGE_OK)
@@ -357,3 +386,62 @@ def test_network_errors_name_the_full_url() -> None:
     ):
         client.get_customer("cus_1")
     assert f"GET http://127.0.0.1:{port}/v1/customers/cus_1" in str(caught.value)
+
+
+ANSWER = {"results": [{"index": 1, "id": "evt_2", "status": "rejected", "code": "BAD",
+                       "message": "no"}],
+          "statuses": "cr", "created": 1, "duplicates": 0, "updated": 0, "rejected": 1,
+          "columns": True}  # fmt: skip
+
+
+def _ingest_answer(answer: Any) -> Any:
+    """What the delivery's ``IngestSender`` makes of ``answer`` to a batch."""
+    from drip._config import resolve_settings
+
+    sender = transport_mod.IngestSender(
+        resolve_settings(api_key=KEY, base_url="http://drip.test", env={}),
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=answer)),
+    )
+    try:
+        return sender(b'{"items":[]}')
+    finally:
+        sender.close()
+
+
+def test_the_ingest_answer_is_read_without_building_a_schema() -> None:
+    result = _ingest_answer(ANSWER)
+    assert (result.statuses, result.created, result.rejected, result.columns) == ("cr", 1, 1, True)
+    [item] = result.results
+    assert (item.index, item.id, item.status, item.code, item.message) == (
+        1, "evt_2", "rejected", "BAD", "no"
+    )  # fmt: skip
+    full = {**ANSWER, "statuses": None, "results": [{"index": 0, "id": None, "status": "created"}]}
+    assert _ingest_answer(full).results[0].status == "created"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"created": "1"}, "'created' is not an integer: '1'"),
+        ({"rejected": True}, "'rejected' is not an integer: True"),
+        ({"statuses": "cx"}, "'statuses' is not a string of c, d, u and r: 'cx'"),
+        ({"columns": "yes"}, "'columns' is not a boolean: 'yes'"),
+        ({"results": None}, "'results' is not a list: None"),
+        ({"results": [3]}, "results[0] is not an object: 3"),
+        ({"results": [{"index": "1", "status": "created"}]}, "results[0].index is not an integer"),
+        ({"results": [{"index": 1, "status": "lost"}]}, "results[0].status is not one of"),
+        ({"results": [{"index": 1, "status": "created", "id": 7}]}, "results[0].id is not a"),
+    ],
+)
+def test_an_ingest_answer_of_another_shape_is_an_invalid_response_naming_the_field(
+    change: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(DripAPIError) as info:
+        _ingest_answer({**ANSWER, **change})
+    assert info.value.code == "INVALID_RESPONSE" and info.value.status_code == 200
+    assert "has an unexpected shape" in str(info.value) and named in str(info.value)
+
+
+def test_an_ingest_answer_that_is_not_an_object_is_an_invalid_response() -> None:
+    with pytest.raises(DripAPIError, match="the answer is not an object: list"):
+        _ingest_answer([1, 2])

@@ -8,7 +8,7 @@ import sys
 from array import array
 from itertools import repeat
 from operator import and_
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -228,3 +228,54 @@ class IngestResult(DripModel):
     columns: bool | None = None
     #: the server takes ``events`` items in their ``packed`` form too
     packed: bool | None = None
+
+
+def read_ingest_result(data: object) -> IngestResult:
+    """``IngestResult`` from the decoded JSON of an answer, checked here by hand, without
+    building the models' schemas (they are built on first use).
+
+    The delivery reads every answer this way: its first answer may come at exit, when
+    building a schema can fail (pydantic loads its plugins then, and one may need a thread
+    pool, closed by then) or hang (a ``fork()`` child inherits pydantic's build lock held by
+    the parent's thread). A shape it does not expect is a ValueError naming the field.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"the answer is not an object: {type(data).__name__}")
+    counts: dict[str, Any] = {
+        name: data.get(name) for name in ("created", "duplicates", "updated", "rejected")
+    }
+    for name, count in counts.items():
+        if count.__class__ is not int:
+            raise ValueError(f"{name!r} is not an integer: {count!r}")
+    statuses = data.get("statuses")
+    if statuses is not None and (not isinstance(statuses, str) or statuses.strip("cdur")):
+        raise ValueError(f"'statuses' is not a string of c, d, u and r: {statuses!r}")
+    flags: dict[str, Any] = {name: data.get(name) for name in ("columns", "packed")}
+    for name, flag in flags.items():
+        if flag is not None and flag.__class__ is not bool:
+            raise ValueError(f"{name!r} is not a boolean: {flag!r}")
+    results = data.get("results")
+    if not isinstance(results, list):
+        raise ValueError(f"'results' is not a list: {results!r}")
+    return IngestResult.model_construct(
+        results=[_item_result(item, i) for i, item in enumerate(results)],
+        statuses=statuses, **counts, **flags,
+    )  # fmt: skip
+
+
+_ITEM_STATUSES = frozenset(("created", "duplicate", "updated", "rejected"))
+
+
+def _item_result(item: object, i: int) -> IngestItemResult:
+    if not isinstance(item, dict):
+        raise ValueError(f"results[{i}] is not an object: {item!r}")
+    index, status = item.get("index"), item.get("status")
+    if index.__class__ is not int:
+        raise ValueError(f"results[{i}].index is not an integer: {index!r}")
+    if status not in _ITEM_STATUSES:
+        raise ValueError(f"results[{i}].status is not one of {sorted(_ITEM_STATUSES)}: {status!r}")
+    texts: dict[str, Any] = {name: item.get(name) for name in ("id", "code", "message")}
+    for name, text in texts.items():
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"results[{i}].{name} is not a string: {text!r}")
+    return IngestItemResult.model_construct(index=index, status=status, **texts)

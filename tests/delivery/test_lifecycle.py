@@ -251,3 +251,44 @@ def test_fork_inside_a_web_request_before_its_run_is_used_keeps_one_run(
     [run] = client.list_runs(customer_id=customer).data  # one run, not one per process
     assert client.get_run(run.id).totals.event_count == 500 + 1  # the child's, the request's
     assert kit.stored(client, customer, "delivery.calls") == (500, 0)
+
+
+def test_the_first_send_at_exit_needs_no_import_then(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """Nothing is sent before the process ends (a long flush interval), and no pydantic model
+    was built in it: at exit, after ``threading`` has shut thread pools to new work, reading
+    the ingest answer must not build its parser then. A real pydantic plugin (entry point
+    ``pydantic``) that needs a thread pool at import, as logfire's does (OpenTelemetry's
+    resource detection), failed there, and 44 delivered records were reported lost."""
+    site = tmp_path / "site"
+    (site / "pool_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "pool_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pool-plugin\nVersion: 1.0\n"
+    )
+    (site / "pool_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[pydantic]\npool_plugin = pool_plugin:plugin\n"
+    )
+    (site / "pool_plugin.py").write_text(
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(1) as pool:  # raises once the interpreter is shutting down\n"
+        "    pool.submit(int).result()\n"
+        "class _Plugin:\n"
+        "    def new_schema_validator(self, *args, **kwargs):\n"
+        "        return None, None, None\n"
+        "plugin = _Plugin()\n"
+    )
+    body = f"""
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=600)
+with client.run("at-exit", customer_id=CUSTOMER):
+    for i in range({N}):
+        work(i)
+assert "pool_plugin" not in sys.modules  # nothing built a model yet
+print("recorded", client.stats().pending, flush=True)
+"""
+    path = kit.script(tmp_path, body)
+    proc = kit.spawn(path, account, customer, PYTHONPATH=str(site))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip() == f"recorded {N + 2}", err
+    assert "not delivered" not in err and "drip" not in err, err
+    assert kit.stored(client, customer, "delivery.calls") == (N, 0)

@@ -85,10 +85,15 @@ def slug(live: Drip) -> Callable[[str], str]:
 
 
 class Deploy:
-    """An application served by ``python -m uvicorn`` in its own process, configured from the
-    environment only (with a flush interval no test waits for: nothing is sent before the stop
-    unless the stop sends it), then stopped as a deploy stops it: SIGTERM. Counts are read
-    from the real local server."""
+    """An application served by an ASGI server (``python -m uvicorn``, ``hypercorn`` or
+    ``daphne``) in its own process, configured from the environment only (with a flush interval
+    no test waits for: nothing is sent before the stop unless the stop sends it), then stopped
+    as a deploy stops it: SIGTERM. Counts are read from the real local server."""
+
+    #: what each server does with a request in flight at SIGTERM: uvicorn and hypercorn let it
+    #: finish and answer it; daphne closes its connection at once (0), while the handler
+    #: still runs to its end in the thread pool, and what it recorded is kept
+    IN_FLIGHT = {"uvicorn": 200, "hypercorn": 200, "daphne": 0}
 
     CUSTOMERS = [f"stop-{i}" for i in range(5)]
 
@@ -97,8 +102,11 @@ class Deploy:
         self.tmp_path = tmp_path
         self.proc: subprocess.Popen[str] | None = None
 
-    def serve(self, module: str, source: str, target: str, *options: str) -> str:
-        """Write ``source`` as ``module.py``, serve ``module:target``; the base URL."""
+    def serve(
+        self, module: str, source: str, target: str, *options: str, server: str = "uvicorn"
+    ) -> str:
+        """Write ``source`` as ``module.py``, serve ``module:target`` with ``server``
+        (``uvicorn``, ``hypercorn`` or ``daphne``); the base URL."""
         (self.tmp_path / f"{module}.py").write_text(source)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
         env.update(
@@ -109,9 +117,14 @@ class Deploy:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        command = [sys.executable, "-m", "uvicorn", f"{module}:{target}", "--port", str(port)]
+        app = f"{module}:{target}"
+        command = {
+            "uvicorn": ["uvicorn", app, "--port", str(port), "--log-level", "warning"],
+            "hypercorn": ["hypercorn", app, "--bind", f"127.0.0.1:{port}"],
+            "daphne": ["daphne", "-v", "0", "--bind", "127.0.0.1", "--port", str(port), app],
+        }[server]
         self.proc = subprocess.Popen(
-            [*command, "--log-level", "warning", *options],
+            [sys.executable, "-m", *command, *options],
             cwd=self.tmp_path,
             env=env,
             stdout=subprocess.PIPE,
@@ -127,7 +140,7 @@ class Deploy:
                     break
                 threading.Event().wait(0.05)
         self.proc.kill()
-        raise AssertionError("uvicorn did not start")
+        raise AssertionError(f"{server} did not start")
 
     def line(self) -> str:
         """The next line the application printed."""
@@ -137,18 +150,21 @@ class Deploy:
     def stop_mid_request(self, url: str, requests: int) -> int:
         """``requests`` requests to ``/work/{i}`` from the customers in turn, then SIGTERM while
         the first customer's ``/slow`` request is in flight (the app prints ``slow started``);
-        the status that request got."""
+        the status that request got (0: the server closed its connection)."""
         with httpx.Client(base_url=url) as http:
             for i in range(requests):
                 customer = self.CUSTOMERS[i % len(self.CUSTOMERS)]
                 assert http.get(f"/work/{i}", headers={"x-customer": customer}).status_code == 200
             slow: list[int] = []
             headers = {"x-customer": self.CUSTOMERS[0]}
-            in_flight = threading.Thread(
-                target=lambda: slow.append(
-                    http.get("/slow", headers=headers, timeout=30).status_code
-                )
-            )
+
+            def request() -> None:
+                try:
+                    slow.append(http.get("/slow", headers=headers, timeout=30).status_code)
+                except httpx.TransportError:  # the server dropped the connection
+                    slow.append(0)
+
+            in_flight = threading.Thread(target=request)
             in_flight.start()
             assert self.line() == "slow started"
             self.stop()
@@ -156,7 +172,8 @@ class Deploy:
         return slow[0] if slow else 0
 
     def stop(self) -> None:
-        """SIGTERM; uvicorn shuts down, then raises it again (0 from a ``--workers`` parent)."""
+        """SIGTERM: the server shuts down gracefully, then ends (uvicorn by raising SIGTERM
+        again; 0 from a ``--workers`` parent, hypercorn and daphne)."""
         proc, self.proc = self.proc, None
         if proc is None:
             return

@@ -1,7 +1,10 @@
-"""Django served by uvicorn (ASGI) and stopped by SIGTERM with a request in flight: nothing
-is lost. Django has no lifespan; the middleware makes drip's default client when Django loads
-it, on the main thread at import, so drip's SIGTERM hook is the handler uvicorn restores and
-raises SIGTERM to once its graceful shutdown is over. See ``Deploy`` in the conftest."""
+"""Django served by an ASGI server (uvicorn, hypercorn, daphne) and stopped by SIGTERM with a
+request in flight: nothing is lost. Django has no lifespan; the middleware makes drip's default
+client when Django loads it, on the main thread at import, so drip's SIGTERM hook is the
+handler uvicorn restores and raises SIGTERM to once its graceful shutdown is over; hypercorn
+and daphne end by ``atexit``, where the first batch is sent (no pydantic model was built
+before it in a Django process: see ``test_the_first_send_at_exit_needs_no_import_then``).
+See ``Deploy`` in the conftest."""
 
 from __future__ import annotations
 
@@ -54,8 +57,9 @@ PROJECT = textwrap.dedent(
 )
 
 
-def test_sigterm_mid_request_under_uvicorn_loses_nothing(deploy: Any) -> None:
-    url = deploy.serve("stopproject", PROJECT, "application")
-    assert deploy.stop_mid_request(url, 50) == 200  # served in full, and then metered
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "daphne"])
+def test_sigterm_mid_request_under_an_asgi_server_loses_nothing(deploy: Any, server: str) -> None:
+    url = deploy.serve("stopproject", PROJECT, "application", server=server)
+    assert deploy.stop_mid_request(url, 50) == deploy.IN_FLIGHT[server]
     customers = deploy.CUSTOMERS
     assert deploy.counts() == {"stop-0": (11, 11), **{c: (10, 10) for c in customers[1:]}}

@@ -1,9 +1,11 @@
-"""A deploy stops uvicorn with SIGTERM: nothing the requests recorded is lost.
+"""A deploy stops uvicorn (or hypercorn, or daphne) with SIGTERM: nothing the requests
+recorded is lost.
 
 uvicorn handles SIGTERM itself: it lets the requests in flight finish, runs the lifespan's
 shutdown, then restores the handler it found and raises SIGTERM again, so the process dies
 without ``atexit``. The middleware flushes at the end of the lifespan. Real processes: ``python
--m uvicorn`` (one worker, and ``--workers 2``); see ``Deploy`` in the conftest.
+-m uvicorn`` (one worker, and ``--workers 2``), hypercorn and daphne (which end by ``atexit``);
+see ``Deploy`` in the conftest.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ APP = textwrap.dedent(
 )
 
 
-def test_sigterm_mid_request_loses_nothing(deploy: Any) -> None:
-    url = deploy.serve("stopapp", APP, "app")
-    assert deploy.stop_mid_request(url, 100) == 200  # served in full, and then metered
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "daphne"])
+def test_sigterm_mid_request_loses_nothing(deploy: Any, server: str) -> None:
+    url = deploy.serve("stopapp", APP, "app", server=server)
+    assert deploy.stop_mid_request(url, 100) == deploy.IN_FLIGHT[server]
     customers = deploy.CUSTOMERS
     assert deploy.counts() == {"stop-0": (21, 21), **{c: (20, 20) for c in customers[1:]}}
 
