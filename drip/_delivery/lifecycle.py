@@ -9,7 +9,9 @@
   SIGTERM gives. A handler the application installed before is chained: deliveries are
   flushed (not closed, the application may still record while it stops), then that handler
   runs. One installed later replaces this one; it then decides how the process ends (a
-  ``sys.exit`` runs ``atexit``). A handler set to ``SIG_IGN`` is left alone. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
+  ``sys.exit`` runs ``atexit``). A handler set to ``SIG_IGN`` is left alone. A container's
+  init process (PID 1) is not ended by SIGTERM's default action: there deliveries are
+  flushed and go on, as the process does. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
   A server that handles SIGTERM itself and then restores the handler it found and raises the
   signal again (uvicorn does) ends the process without ``atexit`` after its graceful shutdown:
   what the requests it let finish recorded is flushed by ``flush_all`` from the web
@@ -102,6 +104,10 @@ def shutdown_all() -> None:
     _exiting = True  # a SIGTERM during this bounded flush lets it finish (see _on_sigterm)
     for delivery in _mine():
         delivery.shutdown()
+    pid = os.getpid()
+    for delivery in list(_live):  # records made after a shutdown: said in full before the end
+        if delivery.pid == pid and delivery.buffer.closed:
+            delivery.reporter.flush_drops()
 
 
 atexit.register(shutdown_all)
@@ -146,11 +152,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     _stopping = True
     previous = _previous
     chained = callable(previous) and previous is not signal.default_int_handler
-    if chained:
-        _stopping = False  # the application's handler may keep the process running
+    # a PID namespace's init (``CMD ["python", "app.py"]`` in a container): the kernel
+    # ignores SIGTERM's default action for it, so without drip the process goes on (until
+    # SIGKILL); it goes on here too, its deliveries flushed and still running
+    goes_on = chained or os.getpid() == 1
+    if goes_on:
+        _stopping = False  # the process may keep running (and be sent SIGTERM again)
     for delivery in _mine():
         try:
-            if chained:
+            if goes_on:
                 delivery.flush()
             else:
                 delivery.shutdown()
@@ -158,6 +168,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             logger.exception("drip: flushing on SIGTERM failed")
     if chained:
         previous(signum, frame)
+        return
+    if goes_on:
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)

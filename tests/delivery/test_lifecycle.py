@@ -292,3 +292,68 @@ print("recorded", client.stats().pending, flush=True)
     assert proc.returncode == 0 and out.strip() == f"recorded {N + 2}", err
     assert "not delivered" not in err and "drip" not in err, err
     assert kit.stored(client, customer, "delivery.calls") == (N, 0)
+
+
+def test_sigterm_to_a_containers_init_process_flushes_and_lets_it_go_on(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """``CMD ["python", "app.py"]``: the process is PID 1 of its namespace, where the kernel
+    ignores SIGTERM's default action, so without drip it goes on after ``docker stop``'s
+    SIGTERM (until SIGKILL). It used to go on with its deliveries shut down: everything it
+    recorded after the signal was dropped, and its run was never ended. Now the signal
+    flushes, and the process and its deliveries go on."""
+    if subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode:
+        pytest.skip("no permission to make a PID namespace (unshare --pid) here")
+    body = """
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=600)
+assert os.getpid() == 1
+with client.run("init", customer_id=CUSTOMER) as run:
+    for i in range(100):
+        work(i)
+    print("recorded", flush=True)
+    while client.stats().sent == 0:  # only SIGTERM's flush sends (flush_interval=600)
+        time.sleep(0.01)
+    print("flushed", client.stats().sent, flush=True)
+    for i in range(100):
+        work(i)
+print("run", run.id, flush=True)
+"""
+    path = kit.script(tmp_path, body)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    env.update(KEY=account.secret_key, URL=account.base_url, CUSTOMER=customer)
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", sys.executable, str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    kit.wait_line(proc, "recorded")
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    os.kill(int(children[0]), signal.SIGTERM)  # the script, PID 1 in its namespace
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    flushed, run_line = out.splitlines()
+    assert flushed == "flushed 101", err  # the run's start and its 100 events
+    assert "dropped" not in err and "drip" not in err, err
+    assert kit.stored(client, customer, "delivery.calls") == (200, 0)
+    assert client.get_run(run_line.split()[1]).status.value == "COMPLETED"
+
+
+def test_records_made_after_a_shutdown_are_all_said_before_the_process_ends(
+    tmp_path: Path, account: Any, customer: str, kit: Any
+) -> None:
+    """The first drop is said at once and later ones at most once a second: a process that
+    ends sooner said only the first (1 of 52)."""
+    body = """
+client = Drip(os.environ["KEY"], os.environ["URL"])
+with client.run("early", customer_id=CUSTOMER):
+    work(0)
+client.close()
+with client.run("late", customer_id=CUSTOMER):
+    for i in range(50):
+        work(i)
+print("stats", client.stats().dropped, flush=True)
+"""
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "stats 52", err
+    said = [int(line.split()[1]) for line in err.splitlines() if "records were dropped" in line]
+    assert sum(said) == 52, err
