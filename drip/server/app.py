@@ -24,7 +24,7 @@ from drip._version import __version__
 
 from . import dashboard
 from .deps import ServerState
-from .errors import ApiError, error_body
+from .errors import ApiError, error_body, storage_full
 from .http import SecurityHeaders, json_response
 from .keys import KeyStore
 from .openapi import install_openapi
@@ -86,12 +86,42 @@ def _install_error_handlers(app: FastAPI) -> None:
                 response.headers["Allow"] = ", ".join(allowed)
         return response
 
+    async def _storage(request: Request, exc: Exception) -> Response:
+        # answered here, not by ``_crash``: Starlette re-raises what reaches that one, so
+        # uvicorn logs a traceback and drops the keep-alive connection the client reuses
+        if not storage_full(exc):
+            raise exc
+        logger.error(
+            "the database's disk is full: %s %s failed (%s)",
+            request.method, request.url.path, str(exc).splitlines()[0],
+        )  # fmt: skip
+        message = "The server's storage is full; the request failed (see the server's log)"
+        return json_response(error_body(507, "STORAGE_FULL", message), 507)
+
+    for kind in _storage_errors():  # the operator's to fix; clients retry (5xx) or spool
+        app.add_exception_handler(kind, _storage)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response(
             error_body(500, "INTERNAL_ERROR", "The server failed; see its log for details"), 500
         )
+
+
+def _storage_errors() -> list[type[Exception]]:
+    """The exceptions a full disk comes as: the drivers' (raw, or wrapped by SQLAlchemy), the
+    OS's."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    kinds: list[type[Exception]] = [DBAPIError, sqlite3.Error, OSError]
+    try:
+        import psycopg
+    except ImportError:  # no PostgreSQL driver: not a PostgreSQL server
+        return kinds
+    return [*kinds, psycopg.Error]
 
 
 @asynccontextmanager

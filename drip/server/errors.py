@@ -9,11 +9,12 @@ missing", contract §2.1.8).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["ApiError", "describe_validation_error", "error_body"]
+__all__ = ["ApiError", "describe_validation_error", "error_body", "storage_full"]
 
 _SHORT = {
     400: "bad_request",
@@ -26,7 +27,30 @@ _SHORT = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    507: "insufficient_storage",
 }
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database's disk is full: SQLite's
+    ``SQLITE_FULL``, PostgreSQL's ``disk_full`` (53100), or ``ENOSPC`` from the OS."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if getattr(current, "sqlstate", None) == "53100":  # psycopg
+            return True
+        if current.__class__.__name__ == "OperationalError" and "database or disk is full" in str(
+            current
+        ):  # sqlite3, and SQLAlchemy's wrapper of it
+            return True
+        orig = getattr(current, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's
+        current = (
+            orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+        )
+    return False
 
 
 def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
