@@ -60,6 +60,6 @@ PROJECT = textwrap.dedent(
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "daphne"])
 def test_sigterm_mid_request_under_an_asgi_server_loses_nothing(deploy: Any, server: str) -> None:
     url = deploy.serve("stopproject", PROJECT, "application", server=server)
-    assert deploy.stop_mid_request(url, 50) == deploy.IN_FLIGHT[server]
+    assert deploy.stop_mid_request(url, 50) in deploy.IN_FLIGHT[server]
     customers = deploy.CUSTOMERS
     assert deploy.counts() == {"stop-0": (11, 11), **{c: (10, 10) for c in customers[1:]}}

@@ -57,7 +57,7 @@ APP = textwrap.dedent(
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "daphne"])
 def test_sigterm_mid_request_loses_nothing(deploy: Any, server: str) -> None:
     url = deploy.serve("stopapp", APP, "app", server=server)
-    assert deploy.stop_mid_request(url, 100) == deploy.IN_FLIGHT[server]
+    assert deploy.stop_mid_request(url, 100) in deploy.IN_FLIGHT[server]
     customers = deploy.CUSTOMERS
     assert deploy.counts() == {"stop-0": (21, 21), **{c: (20, 20) for c in customers[1:]}}
 
