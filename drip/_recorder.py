@@ -96,11 +96,12 @@ class Recorder:
         self._last_error: str | None = None
         self._last_log: dict[str, float] = {}
 
-    def report(self, exc: BaseException) -> None:
-        """A call-time problem: count it, log it, pass it to ``on_error``; raise if strict."""
+    def report(self, exc: BaseException, lost: str | None = None) -> None:
+        """A call-time problem: count it, log it, pass it to ``on_error``; raise if strict.
+        ``lost``: what was not recorded because of it, said in the log."""
         self._errors += 1
         self._last_error = str(exc)
-        log_limited(self._last_log, exc)
+        log_limited(self._last_log, exc, lost)
         if self._on_error is not None:
             try:
                 self._on_error(exc)
@@ -126,13 +127,17 @@ class Recorder:
         return self.delivery.stats(self._errors, self._last_error)
 
 
-def log_limited(last: dict[str, float], exc: BaseException) -> None:
-    """Log a problem; the same problem at most once every 10 s (each one is counted)."""
-    key = f"{type(exc).__name__}:{str(exc)[:60]}"  # the same site, not every site
+def log_limited(last: dict[str, float], exc: BaseException, lost: str | None = None) -> None:
+    """Log a problem (and what it kept from being recorded); the same problem at most once
+    every 10 s (each one is counted)."""
+    key = f"{type(exc).__name__}:{str(exc)[:60]}:{lost}"  # the same site, not every site
     now = time.monotonic()
     if now - last.get(key, -1e9) >= 10.0:
         last[key] = now
-        logger.warning("drip: %s", exc)
+        if lost is None:
+            logger.warning("drip: %s", exc)
+        else:
+            logger.warning("drip: %s was not recorded: %s", lost, exc)
 
 
 #: ``drip.testing.capture()`` pushes its recorder here: every record goes to it

@@ -171,7 +171,7 @@ class Run:
                 metadata = check_metadata(metadata)
         except (DripValidationError, TypeError) as exc:
             if self._recorder is not None:
-                self._recorder.report(exc)
+                self._recorder.report(exc, f"the event {str(event_type)[:80]!r}")
             return None
         return event_id(self._record(event_type, quantity, units, description, metadata))
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -599,6 +600,23 @@ def test_no_customer_lenient_runs_the_function_and_reports(
     assert len(cap.errors) == 3 and all(isinstance(e, DripValidationError) for e in cap.errors)
     assert cap.instrumentation.stats().errors == 3
     assert "without a customer" in caplog.text and "has no customer" in caplog.text
+
+
+def test_an_event_refused_for_its_metadata_is_named_in_the_log_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file name from ``os.listdir`` that is not UTF-8 (a lone surrogate in Python)."""
+    name = os.fsdecode(b"r\xe9sum\xe9.pdf")
+    with (
+        capture(strict=False) as cap,
+        caplog.at_level(logging.WARNING, logger="drip"),
+        drip.run("files", customer_id="cus_files") as run,
+    ):
+        assert run.event("file.read", 1, metadata={"file": name}) is None
+        assert run.event("file.ok", 1, metadata={"file": "ok"}) is not None
+    assert [e.event_type for e in cap.events] == ["file.ok"]
+    assert len(cap.errors) == 1
+    assert "the event 'file.read' was not recorded: metadata holds a lone surrogate" in caplog.text
 
 
 @pytest.mark.parametrize(
