@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, TypedDict
 
 import pytest
@@ -151,7 +152,15 @@ def graph(model: Any) -> Any:
     return builder.compile(name="qa_graph")
 
 
-@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+#: LangChain carries a run's config (its callbacks) into calls made inside a node or tool only
+#: through contextvars, which asyncio hands to its tasks from Python 3.11: before, nested calls
+#: in async code report to no handler unless the config is passed on (LangChain's own rule)
+_ASYNC_NESTING = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="LangChain nests async calls implicitly from Python 3.11"
+)
+
+
+@pytest.mark.parametrize("mode", ["invoke", pytest.param("ainvoke", marks=_ASYNC_NESTING)])
 async def test_langgraph_graph_is_one_run_with_events_nested_as_the_graph_did(
     recorder: Any, model: Any, mode: str
 ) -> None:
