@@ -31,13 +31,22 @@ def _new_token() -> str:
 
 _token = _new_token()
 _counter = itertools.count(1)
+_pid = os.getpid()
 
 
 def _after_fork_in_child() -> None:
-    global _token, _counter, _rand
+    global _token, _counter, _rand, _pid
     _token = _new_token()
     _counter = itertools.count(1)
     _rand = random.Random(random.SystemRandom().getrandbits(128))
+    _pid = os.getpid()
+
+
+def _check_fork() -> None:
+    # a fork no at-fork hook saw (uWSGI forks its workers in C): two workers would make the
+    # same keys, and the server would answer the second worker's calls as replays of the first's
+    if _pid != os.getpid():
+        _after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -46,9 +55,11 @@ if hasattr(os, "register_at_fork"):
 
 def new_id(prefix: str) -> str:
     """A new time-ordered id such as ``run_0193f2c4a1b27c9e5d3f01a2b3c4d5e6``."""
+    _check_fork()
     return f"{prefix}_{((time.time_ns() // 1_000_000) << 80) | _rand.getrandbits(80):032x}"
 
 
 def idempotency_key(prefix: str) -> str:
     """A new idempotency key, unique per call and across processes, restarts and forks."""
+    _check_fork()
     return f"{prefix}_{_token}_{next(_counter):x}"

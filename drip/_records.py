@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAST", "PAD", "REQUEST_END", "REQUEST_EVENT", "REQUEST_START", "SEQ", "WIDTH", "Clock",
-    "MeterSpec", "encode", "encode_requests", "event_id", "next_seq", "pack_flat",
+    "MeterSpec", "check_fork", "encode", "encode_requests", "event_id", "next_seq", "pack_flat",
     "request_parts", "run_head", "seq_run_id", "unflatten",
 ]  # fmt: skip
 
@@ -94,13 +94,27 @@ SEQ = itertools.count(1)
 next_seq = SEQ.__next__
 
 
+_prefix_pid = os.getpid()
+
+
 def _after_fork_in_child() -> None:
-    global _prefix
+    global _prefix, _prefix_pid
     _prefix = _new_prefix()
+    _prefix_pid = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_fork() -> None:
+    """Draw the id prefix again in a process forked without the at-fork hooks running: uWSGI
+    forks its workers in C and, by default, does not run them. Two workers would otherwise
+    make the same ids from the master's prefix, and the server would take one worker's
+    records for duplicates of the other's. Called wherever ids are formatted (once per
+    batch in the delivery worker)."""
+    if _prefix_pid != os.getpid():
+        _after_fork_in_child()
 
 
 _SEQ_MASK = (1 << 40) - 1
@@ -108,6 +122,7 @@ _SEQ_MASK = (1 << 40) - 1
 
 def event_id(seq: int, usage: bool = False) -> str:
     """The id of the event (or usage record) with this sequence number, in this process."""
+    check_fork()
     return f"{'use' if usage else 'evt'}_{_prefix}{seq & _SEQ_MASK:010x}"
 
 
@@ -514,6 +529,7 @@ REQUEST_END = 3
 
 def seq_run_id(seq: int) -> str:
     """The id of a run numbered ``seq`` (a deferred run's: ``drip._scopes.DeferredRun``)."""
+    check_fork()
     return f"run_{_prefix}{seq & _SEQ_MASK:010x}"
 
 

@@ -179,6 +179,8 @@ class _TransportBase:
             raise _Attempt(_api_error(response, body))
         try:
             return spec.parse(raw)
+        except DripError:  # the parser's own verdict on the answer (ping's 401)
+            raise
         except Exception as exc:  # the request was answered: whatever failed is reading it
             parsing = isinstance(exc, (ValidationError, TypeError, ValueError))
             if not parsing:

@@ -23,6 +23,7 @@ from .._records import (
     KINDS,
     WIDTH,
     Clock,
+    check_fork,
     encode,
     encode_columns,
     encode_fast,
@@ -208,6 +209,7 @@ def _units(chunk: list[Any]) -> list[Unit]:
 
 def _encode(d: Delivery, clock: Clock) -> Batch:
     """Encode one batch (by count and bytes), up to a flush marker."""
+    check_fork()  # the ids' prefix is this process's (a fork no at-fork hook saw)
     settings = d.settings
     limit_items, limit_bytes = settings.max_batch_items, settings.max_batch_bytes
     packed = d.packed

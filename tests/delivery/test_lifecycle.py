@@ -357,3 +357,35 @@ print("stats", client.stats().dropped, flush=True)
     assert proc.returncode == 0 and out.strip() == "stats 52", err
     said = [int(line.split()[1]) for line in err.splitlines() if "records were dropped" in line]
     assert sum(said) == 52, err
+
+
+def test_workers_forked_without_the_at_fork_hooks_make_ids_of_their_own(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """uWSGI forks its workers in C and, by default, runs none of Python's at-fork hooks
+    (``--py-call-osafterfork`` is off): here libc's ``fork()``, called through ctypes. Both
+    workers made their ids from the master's prefix and counters, so the server stored one
+    worker's run, events and usage and answered the other's as duplicates of them."""
+    body = """
+import ctypes
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=600)
+fork = ctypes.PyDLL(None).fork  # holds the GIL across fork(), as uWSGI's master does
+children = []
+for worker in range(2):
+    pid = fork()
+    if pid == 0:
+        with client.run("worker", customer_id=CUSTOMER):
+            for i in range(50):
+                work(i)
+        client.track_usage(customer_id=CUSTOMER, meter="delivery.usage", quantity=1)
+        report = client.flush(60)
+        os._exit(0 if report.ok and client.stats().duplicates == 0 else 3)
+    children.append(pid)
+print("codes", [os.waitpid(pid, 0)[1] for pid in children], flush=True)
+"""
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip() == "codes [0, 0]", out + err
+    assert kit.stored(client, customer, "delivery.calls") == (100, 0)
+    assert kit.stored(client, customer, "delivery.usage") == (0, 2)
+    assert len(client.list_runs(customer_id=customer).data) == 2
