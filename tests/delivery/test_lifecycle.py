@@ -389,3 +389,28 @@ print("codes", [os.waitpid(pid, 0)[1] for pid in children], flush=True)
     assert kit.stored(client, customer, "delivery.calls") == (100, 0)
     assert kit.stored(client, customer, "delivery.usage") == (0, 2)
     assert len(client.list_runs(customer_id=customer).data) == 2
+
+
+def test_under_uwsgi_its_atexit_hook_shuts_delivery_down_then_calls_the_previous_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uWSGI's workers are stopped by a signal whose handler exits the process: uWSGI calls
+    ``uwsgi.atexit`` there, and Python's own ``atexit`` callbacks did not come in our runs of
+    uWSGI 2.0.31 (a real uWSGI, 2 workers, 40 requests: 0-26 of 40 stored without the hook,
+    40 of 40 in 2 runs of 3 with it). The ``uwsgi`` module exists only inside uWSGI: here a
+    stand-in with its ``opt`` mapping."""
+    import types
+
+    from drip._delivery import lifecycle
+
+    calls: list[str] = []
+    uwsgi = types.ModuleType("uwsgi")
+    uwsgi.opt = {}  # type: ignore[attr-defined]
+    uwsgi.atexit = lambda: calls.append("the application's")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uwsgi", uwsgi)
+    monkeypatch.setattr(lifecycle, "_uwsgi_hooked", False)
+    monkeypatch.setattr(lifecycle, "shutdown_all", lambda: calls.append("drip's"))
+    lifecycle._hook_uwsgi_exit()
+    lifecycle._hook_uwsgi_exit()  # once per process
+    uwsgi.atexit()  # type: ignore[attr-defined]
+    assert calls == ["drip's", "the application's"]
