@@ -18,6 +18,8 @@ import os
 import random
 import time
 
+from ._forks import after_fork_in_child
+
 __all__ = ["idempotency_key", "new_id"]
 
 # random.getrandbits is ~20x cheaper than uuid4 and the module reseeds its generator in a
@@ -49,8 +51,7 @@ def _check_fork() -> None:
         _after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
 
 
 def new_id(prefix: str) -> str:

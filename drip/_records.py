@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 from . import otel
 from ._checks import ExternalId
 from ._compiled import speedups
+from ._forks import after_fork_in_child
 from .models import pack_columns, packed_count, unpack_columns
 
 if TYPE_CHECKING:
@@ -103,8 +104,7 @@ def _after_fork_in_child() -> None:
     _prefix_pid = os.getpid()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
 
 
 def check_fork() -> None:

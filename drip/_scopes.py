@@ -26,6 +26,7 @@ from ._checks import (
     clean_text,
     quantity_problem,
 )
+from ._forks import after_fork_in_child
 from ._ids import new_id
 from ._recorder import DISCARD, Fallback, Lane, Recorder, overrides, resolve
 from ._records import (
@@ -76,8 +77,9 @@ def _start_current_run_before_fork() -> None:
             run.id  # noqa: B018 - records the start and formats the id
 
 
+after_fork_in_child(_new_id_lock_in_child)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_start_current_run_before_fork, after_in_child=_new_id_lock_in_child)
+    os.register_at_fork(before=_start_current_run_before_fork)
 
 
 class Run:

@@ -39,6 +39,7 @@ import weakref
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._forks import after_fork_in_child, run_unseen
 from .._records import encode_run_start
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def prepare(settings: Settings) -> None:
     no handler can be set, and would then leave SIGTERM unhooked for good."""
     if settings.handle_signals:
         _install_sigterm()
-    _hook_uwsgi_exit()
+    _hook_uwsgi()
 
 
 def flush_all(timeout: float | None = None) -> None:
@@ -182,11 +183,17 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 _uwsgi_hooked = False
 
 
-def _hook_uwsgi_exit() -> None:
-    """Under uWSGI, shut deliveries down in ``uwsgi.atexit`` too (the previous one, if any,
-    runs after). A worker told to stop (SIGINT from the master) exits from its signal
-    handler, where uWSGI calls ``uwsgi.atexit`` and then finalizes Python, whose ``atexit``
-    callbacks, in our runs of uWSGI 2.0.31, never came."""
+def _hook_uwsgi() -> None:
+    """Under uWSGI, chain drip into its two Python hooks (each previous one runs after ours):
+
+    * ``uwsgi.post_fork_hook``: uWSGI forks its workers in C and, unless
+      ``--py-call-osafterfork``, runs none of Python's at-fork hooks; drip's resets run here
+      (``drip._forks``), before the worker's first request. Without them a worker would use
+      the master's delivery state and ids.
+    * ``uwsgi.atexit``: a worker told to stop (SIGINT from the master) exits from its signal
+      handler, where uWSGI calls this and then finalizes Python, whose ``atexit`` callbacks
+      did not come in our runs of uWSGI 2.0.31: deliveries are shut down here.
+    """
     global _uwsgi_hooked
     if _uwsgi_hooked:
         return
@@ -197,16 +204,19 @@ def _hook_uwsgi_exit() -> None:
         return
     if not hasattr(uwsgi, "opt"):  # not the embedded module
         return
-    previous = getattr(uwsgi, "atexit", None)
+    uwsgi.post_fork_hook = _chained(run_unseen, getattr(uwsgi, "post_fork_hook", None))
+    uwsgi.atexit = _chained(shutdown_all, getattr(uwsgi, "atexit", None))
 
-    def at_exit() -> None:
+
+def _chained(ours: Any, previous: Any) -> Any:
+    def hook() -> None:
         try:
-            shutdown_all()
+            ours()
         finally:
             if callable(previous):
                 previous()
 
-    uwsgi.atexit = at_exit
+    return hook
 
 
 # -- multiprocessing --------------------------------------------------------------------------
@@ -280,5 +290,6 @@ def _after_fork_in_child() -> None:
         delivery.after_fork()
 
 
+after_fork_in_child(_after_fork_in_child)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import otel as _otel
 from .._checks import check_name, clean_text, quantity_problem
+from .._forks import after_fork_in_child
 from .._recorder import Fallback, Recorder, resolve
 from .._records import MeterSpec, encode_event, encode_usage, event_id, next_seq, run_head
 from ..context import SCOPE, Scope
@@ -60,8 +60,7 @@ def _new_handle_lock_in_child() -> None:
     _handle_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_handle_lock_in_child)
+after_fork_in_child(_new_handle_lock_in_child)
 
 
 class EventHandle:

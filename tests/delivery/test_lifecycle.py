@@ -391,14 +391,15 @@ print("codes", [os.waitpid(pid, 0)[1] for pid in children], flush=True)
     assert len(client.list_runs(customer_id=customer).data) == 2
 
 
-def test_under_uwsgi_its_atexit_hook_shuts_delivery_down_then_calls_the_previous_one(
+def test_under_uwsgi_drip_chains_into_its_post_fork_and_atexit_hooks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """uWSGI's workers are stopped by a signal whose handler exits the process: uWSGI calls
-    ``uwsgi.atexit`` there, and Python's own ``atexit`` callbacks did not come in our runs of
-    uWSGI 2.0.31 (a real uWSGI, 2 workers, 40 requests: 0-26 of 40 stored without the hook,
-    40 of 40 in 2 runs of 3 with it). The ``uwsgi`` module exists only inside uWSGI: here a
-    stand-in with its ``opt`` mapping."""
+    """uWSGI forks its workers in C without Python's at-fork hooks (unless
+    ``--py-call-osafterfork``) and calls ``uwsgi.post_fork_hook`` in each instead; it stops
+    them by a signal whose handler exits the process, calling ``uwsgi.atexit``, while Python's
+    ``atexit`` callbacks did not come in our runs of uWSGI 2.0.31 (a real uWSGI, 2 workers,
+    40 requests: 0-26 of 40 stored without the hooks, 40 of 40 in 2 runs of 3 with them).
+    The ``uwsgi`` module exists only inside uWSGI: here a stand-in with its ``opt``."""
     import types
 
     from drip._delivery import lifecycle
@@ -406,11 +407,45 @@ def test_under_uwsgi_its_atexit_hook_shuts_delivery_down_then_calls_the_previous
     calls: list[str] = []
     uwsgi = types.ModuleType("uwsgi")
     uwsgi.opt = {}  # type: ignore[attr-defined]
-    uwsgi.atexit = lambda: calls.append("the application's")  # type: ignore[attr-defined]
+    uwsgi.atexit = lambda: calls.append("the application's atexit")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "uwsgi", uwsgi)
     monkeypatch.setattr(lifecycle, "_uwsgi_hooked", False)
-    monkeypatch.setattr(lifecycle, "shutdown_all", lambda: calls.append("drip's"))
-    lifecycle._hook_uwsgi_exit()
-    lifecycle._hook_uwsgi_exit()  # once per process
+    monkeypatch.setattr(lifecycle, "shutdown_all", lambda: calls.append("drip's atexit"))
+    monkeypatch.setattr(lifecycle, "run_unseen", lambda: calls.append("drip's post-fork"))
+    lifecycle._hook_uwsgi()
+    lifecycle._hook_uwsgi()  # once per process
+    uwsgi.post_fork_hook()  # type: ignore[attr-defined]
     uwsgi.atexit()  # type: ignore[attr-defined]
-    assert calls == ["drip's", "the application's"]
+    assert calls == ["drip's post-fork", "drip's atexit", "the application's atexit"]
+
+
+def test_the_resets_of_a_fork_the_hooks_did_not_see_run_once_and_keep_what_the_child_records(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """libc's ``fork()`` (through ctypes) after the parent's delivery started: what uWSGI
+    does. ``drip._forks.run_unseen`` is what drip's ``uwsgi.post_fork_hook`` calls; without
+    it the child's records went into the parent's buffer, with no thread to send them, and
+    were dropped unsaid when the fork was noticed (the flush said ``sent=-2``)."""
+    body = """
+import ctypes
+from drip import _forks
+client = Drip(os.environ["KEY"], os.environ["URL"])
+with client.run("parent", customer_id=CUSTOMER):
+    work(0)
+assert client.flush(30).ok
+pid = ctypes.PyDLL(None).fork()
+if pid == 0:
+    _forks.run_unseen()
+    _forks.run_unseen()  # once
+    with client.run("child", customer_id=CUSTOMER):
+        for i in range(50):
+            work(i)
+    report = client.flush(30)
+    os._exit(0 if (report.sent, report.failed, report.pending) == (52, 0, 0) else 3)
+print("child", os.waitpid(pid, 0)[1], flush=True)
+"""
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip() == "child 0", out + err
+    assert kit.stored(client, customer, "delivery.calls") == (51, 0)
+    assert len(client.list_runs(customer_id=customer).data) == 2
