@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["after_fork_in_child", "run_unseen"]
+
+F = TypeVar("F", bound=Callable[[], None])
 
 _resets: list[Callable[[], None]] = []
 #: the process the resets last ran in (this one, at import: nothing to reset)
@@ -26,9 +29,10 @@ def _run() -> None:
         reset()
 
 
-def after_fork_in_child(reset: Callable[[], None]) -> None:
-    """Run ``reset`` in every ``fork()`` child, in the order of registration."""
+def after_fork_in_child(reset: F) -> F:
+    """Run ``reset`` in every ``fork()`` child, in the order of registration (a decorator)."""
     _resets.append(reset)
+    return reset
 
 
 def run_unseen() -> None:

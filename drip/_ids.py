@@ -36,6 +36,7 @@ _counter = itertools.count(1)
 _pid = os.getpid()
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     global _token, _counter, _rand, _pid
     _token = _new_token()
@@ -49,9 +50,6 @@ def _check_fork() -> None:
     # same keys, and the server would answer the second worker's calls as replays of the first's
     if _pid != os.getpid():
         _after_fork_in_child()
-
-
-after_fork_in_child(_after_fork_in_child)
 
 
 def new_id(prefix: str) -> str:

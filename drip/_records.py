@@ -88,6 +88,7 @@ def _new_prefix() -> str:
 
 
 _prefix = _new_prefix()
+_prefix_pid = os.getpid()
 #: the sequence numbers (thread-safe: ``itertools.count`` is atomic in CPython); the hot path
 #: calls ``next(SEQ)``, cheaper than the bound ``__next__`` (a slot wrapper)
 SEQ = itertools.count(1)
@@ -95,24 +96,17 @@ SEQ = itertools.count(1)
 next_seq = SEQ.__next__
 
 
-_prefix_pid = os.getpid()
-
-
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     global _prefix, _prefix_pid
     _prefix = _new_prefix()
     _prefix_pid = os.getpid()
 
 
-after_fork_in_child(_after_fork_in_child)
-
-
 def check_fork() -> None:
-    """Draw the id prefix again in a process forked without the at-fork hooks running: uWSGI
-    forks its workers in C and, by default, does not run them. Two workers would otherwise
-    make the same ids from the master's prefix, and the server would take one worker's
-    records for duplicates of the other's. Called wherever ids are formatted (once per
-    batch in the delivery worker)."""
+    """Draw the id prefix again in a process forked unseen by the at-fork hooks (uWSGI's
+    workers): two workers would make the same ids, and the server would take one's records
+    for the other's duplicates. Called where ids are formatted (once per worker batch)."""
     if _prefix_pid != os.getpid():
         _after_fork_in_child()
 

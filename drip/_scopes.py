@@ -59,6 +59,7 @@ _id_lock = threading.Lock()
 _start_lock = threading.Lock()
 
 
+@after_fork_in_child
 def _new_id_lock_in_child() -> None:
     # another thread (the delivery worker formats run ids) may hold the lock at fork(): in the
     # child that thread is gone and the lock would stay held, hanging the child's first run id
@@ -77,7 +78,6 @@ def _start_current_run_before_fork() -> None:
             run.id  # noqa: B018 - records the start and formats the id
 
 
-after_fork_in_child(_new_id_lock_in_child)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_start_current_run_before_fork)
 

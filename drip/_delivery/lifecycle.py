@@ -282,6 +282,7 @@ def _before_fork() -> None:
                 delivery.carry[1][1].id  # noqa: B018
 
 
+@after_fork_in_child
 def _after_fork_in_child() -> None:
     global _mp_hooked_pid, _stopping, _exiting
     _mp_hooked_pid = 0
@@ -290,6 +291,5 @@ def _after_fork_in_child() -> None:
         delivery.after_fork()
 
 
-after_fork_in_child(_after_fork_in_child)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork)

@@ -54,13 +54,11 @@ handles: dict[int, EventHandle] = {}
 _handle_lock = threading.Lock()
 
 
+@after_fork_in_child
 def _new_handle_lock_in_child() -> None:
     # a thread of the parent inside ``EventHandle.add`` at fork() would leave it held for ever
     global _handle_lock
     _handle_lock = threading.Lock()
-
-
-after_fork_in_child(_new_handle_lock_in_child)
 
 
 class EventHandle:
