@@ -146,6 +146,23 @@ _stopping = False
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    gevent = sys.modules.get("gevent")
+    if gevent is not None and _in_gevent_hub(gevent):
+        # gevent (monkey-patched: gunicorn's gevent workers, a gevent pool) runs signal
+        # handlers in its event loop, where nothing may wait: the flush waits in a greenlet
+        gevent.spawn(_handle_sigterm, signum, frame)
+        return
+    _handle_sigterm(signum, frame)
+
+
+def _in_gevent_hub(gevent: Any) -> bool:
+    try:
+        return bool(gevent.getcurrent() is gevent.get_hub())
+    except Exception:  # not the gevent we know: do as without it
+        return False
+
+
+def _handle_sigterm(signum: int, frame: FrameType | None) -> None:
     global _stopping
     if _stopping or _exiting:
         # the process is already stopping and flushing (a second SIGTERM, or one that

@@ -449,3 +449,50 @@ print("child", os.waitpid(pid, 0)[1], flush=True)
     assert proc.returncode == 0 and out.strip() == "child 0", out + err
     assert kit.stored(client, customer, "delivery.calls") == (51, 0)
     assert len(client.list_runs(customer_id=customer).data) == 2
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey
+
+monkey.patch_all()  # first, as gevent wants: signal handlers then run in its event loop
+import os, signal, sys, time
+from drip import Drip
+from drip import instrument as dm
+
+@dm.metered("delivery.calls")
+def work(i=0):
+    return i
+
+if sys.argv[1] == "chained":  # an application's handler first (a gunicorn gevent worker's)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(5))
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=600)
+with client.run("gevent", customer_id=os.environ["CUSTOMER"]):
+    for i in range(300):
+        work(i)
+print("recorded", flush=True)
+time.sleep(60)  # SIGTERM arrives here
+"""
+
+
+@pytest.mark.parametrize(("handler", "status"), [("default", -signal.SIGTERM), ("chained", 5)])
+def test_sigterm_in_a_gevent_patched_process_flushes_in_a_greenlet(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any, handler: str, status: int
+) -> None:
+    """gevent runs signal handlers in its event loop, where waiting raises
+    ``BlockingSwitchOutError``: the flush failed with a traceback and, with Python's default
+    handler, the process then died by SIGTERM with all 302 records unsent."""
+    pytest.importorskip("gevent")
+    path = tmp_path / "gevented.py"
+    path.write_text(GEVENT_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    env.update(KEY=account.secret_key, URL=account.base_url, CUSTOMER=customer)
+    proc = subprocess.Popen(
+        [sys.executable, str(path), handler],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    kit.wait_line(proc, "recorded")
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err and "drip" not in err, err
+    assert kit.stored(client, customer, "delivery.calls") == (300, 0)
