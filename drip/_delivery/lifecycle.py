@@ -156,8 +156,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _in_gevent_hub(gevent: Any) -> bool:
+    hub = sys.modules.get("gevent.hub")  # asked without making a hub where there is none
     try:
-        return bool(gevent.getcurrent() is gevent.get_hub())
+        return hub is not None and isinstance(gevent.getcurrent(), hub.Hub)
     except Exception:  # not the gevent we know: do as without it
         return False
 
