@@ -115,8 +115,8 @@ _SEQ_MASK = (1 << 40) - 1
 
 
 def event_id(seq: int, usage: bool = False) -> str:
-    """The id of the event (or usage record) with this sequence number, in this process."""
-    check_fork()
+    """The id of the event (or usage record) with this sequence number, in this process (no
+    ``check_fork``: ``Run.event`` makes one per call; uWSGI's workers reset at their fork)."""
     return f"{'use' if usage else 'evt'}_{_prefix}{seq & _SEQ_MASK:010x}"
 
 
