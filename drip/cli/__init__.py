@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import DripError
 from . import backfill, db, demo, keys, runs, serve, usage
-from ._common import CommandError
+from ._common import CommandError, missing_extra
 
 __all__ = ["main"]
 
@@ -44,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DripError as exc:
         print(f"drip {args.command}: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        print(f"drip {args.command}: {extra}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,20 +10,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ..client import Drip
+    from ..server.storage.database import Database
 
 __all__ = [
     "DEFAULT_DB",
+    "EXTRAS",
     "CommandError",
     "add_db_options",
     "client",
     "console",
     "database_url",
+    "missing_extra",
+    "opened",
+    "shown",
 ]
 
 #: the SQLite file of ``drip serve`` and ``drip keys create`` when neither names one
@@ -32,6 +39,31 @@ DEFAULT_DB = os.path.join(".drip", "drip.db")
 
 class CommandError(Exception):
     """A refusal the command prints as ``drip <command>: <message>`` (exit status 2)."""
+
+
+#: the extra that installs each optional module a command imports (``pip install drip-sdk``
+#: alone gives the SDK and the read commands' plain output, nothing of the server)
+EXTRAS = {
+    "alembic": "server",
+    "fastapi": "server",
+    "sqlalchemy": "server",
+    "starlette": "server",
+    "uvicorn": "server",
+    "psycopg": "postgres",
+    "rich": "cli",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """What to install for a module a command could not import, or None if it is not ours."""
+    module = (exc.name or "").partition(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return None
+    return (
+        f"this command needs {module}, which comes with the {extra} extra: "
+        f'pip install "drip-sdk[{extra}]"'
+    )
 
 
 def add_db_options(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +91,59 @@ def database_url(args: argparse.Namespace, *, must_exist: bool = False) -> str:
             "Start `drip serve` here first, or name the server's database with --db PATH or "
             "--database-url URL."
         )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot make the database's folder {folder}: {exc.strerror or exc}"
+        ) from None
     return f"sqlite:///{path}"
+
+
+def shown(url: str) -> str:
+    """A database URL fit to print or log: its password masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<a database URL that cannot be read>"
+
+
+@contextmanager
+def opened(url: str) -> Iterator[Database]:
+    """The database of a command, closed after; what makes it unusable is a ``CommandError``
+    naming the database (password masked) and the driver's own words, not a traceback: an
+    unsupported URL, a server that cannot be reached, a file that is not a database.
+    """
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from ..server.storage.database import Database
+
+    try:
+        db = Database(url)
+    except ArgumentError:  # not printed: it may hold a password sqlalchemy could not find
+        raise CommandError(
+            "the database URL cannot be read: use sqlite:///PATH or postgresql://USER@HOST/DB"
+        ) from None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    except DBAPIError as exc:
+        raise _unusable(url, exc) from exc
+    try:
+        yield db
+    except DBAPIError as exc:
+        raise _unusable(url, exc) from exc
+    finally:
+        db.dispose()
+
+
+def _unusable(url: str, exc: Exception) -> CommandError:
+    cause = getattr(exc, "orig", None) or exc
+    words = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return CommandError(f"cannot use the database {shown(url)}: {words}")
 
 
 def client() -> Drip:
@@ -70,13 +153,10 @@ def client() -> Drip:
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console (tables, progress bars); rich comes with the ``cli`` and ``server`` extras."""
-    try:
-        from rich.console import Console
-    except ImportError:  # pragma: no cover - depends on the install
-        raise CommandError(
-            "this command draws tables with rich: pip install 'drip-sdk[cli]'"
-        ) from None
+    """A rich console (tables, progress bars); rich comes with the ``cli`` and ``server`` extras
+    (without them the command says which to install: ``missing_extra``)."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     # piped output is read by scripts and tests: wide enough that ids are never cut
     width = None if stream.isatty() else 200

@@ -5,23 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_db_options, database_url
+from ._common import add_db_options, database_url, opened
 
 __all__ = ["add"]
 
 
 def _db(args: argparse.Namespace) -> int:
     from ..server.storage import migrations
-    from ..server.storage.database import Database
 
-    db = Database(database_url(args))
-    try:
+    with opened(database_url(args)) as db:
         if args.db_command == "upgrade":
             applied = db.upgrade()
             print(f"upgraded: {', '.join(applied)}" if applied else "already at head")
         print(f"current: {migrations.current(db) or 'none'} (head: {migrations.head()})")
-    finally:
-        db.dispose()
     return 0
 
 

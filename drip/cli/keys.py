@@ -6,24 +6,20 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_db_options, database_url
+from ._common import add_db_options, database_url, opened, shown
 
 __all__ = ["add"]
 
 
 def _create(args: argparse.Namespace) -> int:
     from ..server.keys import KeyStore
-    from ..server.storage.database import Database
 
     url = database_url(args, must_exist=True)
-    db = Database(url)
-    try:
+    with opened(url) as db:
         db.upgrade()
         print(KeyStore(db).create_key(args.account, public=args.public))
-    finally:
-        db.dispose()
     # stdout carries the key alone (for scripts); where it went is said on stderr
-    print(f"drip keys create: stored in {url}", file=sys.stderr)
+    print(f"drip keys create: stored in {shown(url)}", file=sys.stderr)
     return 0
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from ._common import add_db_options, database_url
+from ._common import add_db_options, database_url, opened, shown
 
 __all__ = ["add"]
 
@@ -27,7 +27,6 @@ def _serve(args: argparse.Namespace) -> int:
     from ..server import Pricing
     from ..server.keys import KeyStore
     from ..server.settings import Settings
-    from ..server.storage.database import Database
 
     try:
         Pricing.build(args.price or [], args.default_price)
@@ -43,15 +42,12 @@ def _serve(args: argparse.Namespace) -> int:
         auto_create_customers=not args.no_auto_create_customers,
     )
     # migrate and make the first keys once, here; the workers find the schema at head
-    db = Database(url)
-    try:
+    with opened(url) as db:
         db.upgrade()
         created = KeyStore(db).bootstrap()
-    finally:
-        db.dispose()
     base = f"http://{args.host}:{args.port}"
     print(f"Drip local server on {base} (API at {base}/v1, dashboard at {base}/)")
-    print(f"database: {url}" + (f"; {args.workers} workers" if args.workers > 1 else ""))
+    print(f"database: {shown(url)}" + (f"; {args.workers} workers" if args.workers > 1 else ""))
     if created is not None:
         secret, public = created
         print("A new database: created the 'default' account with these keys (shown once):")

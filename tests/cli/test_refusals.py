@@ -1,0 +1,103 @@
+"""What the commands say when they cannot work: a missing extra, a database they cannot use.
+
+Each is one line naming the problem and exit status 2, never a traceback, never a password.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drip.cli import main
+from drip.cli._common import shown
+
+
+@pytest.mark.parametrize(
+    ("absent", "argv", "extra"),
+    [
+        ("uvicorn", ["serve"], "server"),
+        ("sqlalchemy", ["db", "current"], "server"),
+        ("fastapi", ["keys", "create", "--db", "{tmp}/k.db"], "server"),
+        ("psycopg", ["serve", "--database-url", "postgresql://u@127.0.0.1:1/d"], "postgres"),
+        ("rich", ["runs"], "cli"),
+    ],
+)
+def test_a_command_of_an_extra_that_is_not_installed_says_which_to_install(
+    tmp_path: Path, absent: str, argv: list[str], extra: str
+) -> None:
+    # a module that is None in sys.modules fails to import as an absent one does
+    # (ModuleNotFoundError naming it): the install without the extra, in one process
+    script = (
+        f"import sys; sys.modules[{absent!r}] = None\n"
+        "from drip.cli import main\n"
+        f"sys.exit(main({[a.format(tmp=tmp_path) for a in argv]!r}))\n"
+    )
+    env = {**os.environ, "DRIP_API_KEY": "sk_test_x", "DRIP_BASE_URL": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"drip {argv[0]}: this command needs {absent}, which comes with the {extra} extra: "
+        f'pip install "drip-sdk[{extra}]"'
+    )
+
+
+def test_a_database_server_that_cannot_be_reached_is_named_without_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql://drip:s3cret@127.0.0.1:1/drip"  # port 1: refused at once
+    for argv in (["serve"], ["db", "upgrade"], ["keys", "create"]):
+        assert main([*argv, "--database-url", url]) == 2
+        out, err = capsys.readouterr()
+        assert err.startswith(f"drip {argv[0]}: cannot use the database postgresql://drip:***@")
+        assert "Connection refused" in err or "connection failed" in err, err
+        assert "s3cret" not in out + err
+
+
+def test_a_database_url_that_is_not_one_is_refused_without_echoing_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--database-url", "mysql://drip@127.0.0.1/drip"]) == 2
+    assert "unsupported database 'mysql'" in capsys.readouterr().err
+    assert main(["db", "current", "--database-url", "drip:s3cret-not-a-url"]) == 2
+    err = capsys.readouterr().err
+    assert "the database URL cannot be read" in err and "s3cret" not in err
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "notes.db"
+    text = b"my notes, not a database\n" * 40
+    path.write_bytes(text)
+    for argv in (["serve"], ["db", "upgrade"], ["keys", "create"]):
+        assert main([*argv, "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            f"drip {argv[0]}: cannot use the database sqlite:///{path}: file is not a database"
+        )
+    assert path.read_bytes() == text
+
+
+def test_a_database_folder_that_cannot_be_made_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the folder would go")
+    assert main(["serve", "--db", str(blocker / "drip.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"drip serve: cannot make the database's folder {blocker}: ")
+
+
+def test_a_printed_database_url_has_its_password_masked() -> None:
+    assert shown("postgresql://drip:s3cret@db.internal:5432/drip") == (
+        "postgresql://drip:***@db.internal:5432/drip"
+    )
+    assert shown("sqlite:////srv/drip.db") == "sqlite:////srv/drip.db"
