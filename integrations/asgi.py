@@ -25,7 +25,7 @@ without ``atexit``), every delivery is flushed before the server hears it.
 
 The route template is found before the application runs (the router's own ``matches``, through
 mounts), so it can name the run and be matched by ``include``/``exclude``. An ASGI app without a
-Starlette-style router (``app.router.routes``) gets no template: its requests are labelled
+Starlette-style or Litestar router gets no template: its requests are labelled
 ``<unmatched>`` (a raw path would be unbounded and may carry personal data), so give it a
 ``workflow=`` and match ``include``/``exclude`` against raw paths. The ``customer``
 callable receives a Starlette ``Request``; read headers, not the body (the body is the
@@ -272,22 +272,34 @@ _TEMPLATES_MAX = 2048
 def route_template(scope: Scope, app: Any = None) -> str | None:
     """The template of the route this request will reach (``/items/{item_id}``), or None.
 
-    Asks the application's router (``scope["app"]``, set by Starlette and FastAPI, else
-    ``app``) the way it will ask itself, descending into mounts, whose prefix is kept. Answers
-    are remembered per path (up to 2048, the oldest forgotten first), so a hot endpoint is
-    matched once.
+    Asks the application's router (``scope["app"]``, set by Starlette, FastAPI and Litestar,
+    else ``app``) the way it will ask itself, descending into mounts, whose prefix is kept.
+    Litestar runs an app's middleware after routing, so there the template is in the scope
+    already (``path_template``); around a Litestar app it is asked of Litestar's router.
+    Answers are remembered per path (up to 2048, the oldest forgotten first), so a hot
+    endpoint is matched once.
     """
-    router = getattr(scope.get("app") or app, "router", None)
+    root_path: str = scope.get("root_path", "")
+    routed = scope.get("path_template")
+    if isinstance(routed, str):
+        return root_path.rstrip("/") + routed
+    target = scope.get("app") or app
+    router = getattr(target, "router", None)
     routes = getattr(router, "routes", None)
-    if not routes:
+    litestar = None if routes else getattr(target, "asgi_router", None)
+    if not routes and litestar is None:
         return None
-    root_path = scope.get("root_path", "")
-    key = (id(router), scope.get("method", ""), scope.get("path", ""), root_path)
+    key = (id(router if routes else litestar), scope.get("method", ""), scope.get("path", ""),
+           root_path)  # fmt: skip
     try:
         return _templates[key]
     except KeyError:
         pass
-    template = _templates[key] = _match(routes, scope, root_path)
+    if routes:
+        template = _match(routes, scope, root_path)
+    else:
+        template = _litestar_template(litestar, scope, root_path)
+    _templates[key] = template
     if len(_templates) > _TEMPLATES_MAX:
         with contextlib.suppress(KeyError):  # another thread got there first
             _templates.popitem(last=False)
@@ -316,6 +328,26 @@ def _match(routes: Iterable[Any], scope: Scope, prefix: str) -> str | None:
             return None
         return prefix.rstrip("/") + str(template)
     return None
+
+
+def _litestar_template(router: Any, scope: Scope, root_path: str) -> str | None:
+    """The template Litestar's router finds for this request (what it will put in the scope as
+    ``path_template``), asked the way Litestar asks it: the path without ``root_path``,
+    normalised; None where Litestar will answer 404 or 405, or has no such router.
+    """
+    handle = getattr(router, "handle_routing", None)
+    if handle is None:
+        return None
+    path = scope.get("path", "")
+    if root_path:
+        path = path.split(root_path, 1)[-1]
+    path = "/" + "/".join(part for part in path.split("/") if part)
+    try:
+        found = handle(path=path, method=scope.get("method"))
+    except Exception:  # not found, method not allowed: Litestar answers it
+        return None
+    template = found[4] if isinstance(found, tuple) and len(found) > 4 else None
+    return root_path.rstrip("/") + template if isinstance(template, str) else None
 
 
 #: compiled path patterns of FastAPI's included routes, by route context
