@@ -11,15 +11,19 @@
 
 Each metered request is one run (workflow ``"GET /items/<int:item_id>"`` by default, the URL
 rule with the mount's ``SCRIPT_NAME``) holding one ``api_calls`` event, recorded when the
-response has been sent: for a streamed response, when its generator has finished.
+response is complete: for a streamed response, when its generator has finished.
 
 How: a ``before_request`` hook asks the ``customer`` callable (it receives ``flask.request``) and
-opens the run; the application's WSGI callable is wrapped so that the run ends when the server
-closes the response, which is after the last chunk. ``after_request`` and ``teardown_request``
-both run *before* a streamed body is generated, which is why they are not the end of the run; and
-because the run stays open in the serving thread's context until then, the stream's generator
-records into it too. An unhandled exception ends the run FAILED; Flask's own error handling
-(``errorhandler``, the 500 page, ``PROPAGATE_EXCEPTIONS``) is untouched.
+opens the run; the application's WSGI callable is wrapped so that the run ends when the response
+is complete. A body the view made whole (not a generator) is complete when the application
+returns it, so the run ends there: whether the server, or a test client, closes it later does not
+matter. A streamed body ends the run after its last chunk has been handed to the server (or,
+when the server closes it before, at ``close``: the client left, the event says ``incomplete``).
+``after_request`` and ``teardown_request`` both run *before* a streamed body is generated, which
+is why they are not its end; and because the run stays open in the serving thread's context
+until then, the stream's generator records into it too. An unhandled exception ends the run
+FAILED; Flask's own error handling (``errorhandler``, the 500 page, ``PROPAGATE_EXCEPTIONS``)
+is untouched.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ __all__ = ["DripFlask"]
 
 #: where the request's run waits for the end of the response, in the WSGI environ
 ENVIRON_KEY = "drip.request_run"
+#: set in the WSGI environ when the view's response body was made whole (not streamed)
+WHOLE_KEY = "drip.whole_body"
 
 
 class DripFlask:
@@ -69,6 +75,7 @@ class DripFlask:
     def init_app(self, app: Any) -> None:
         """Install on ``app``: its request hooks, and the WSGI wrapper that ends each run."""
         app.before_request(self._before)
+        app.after_request(self._after)
         app.teardown_request(self._teardown)
         app.wsgi_app = _EndRuns(app.wsgi_app)
         app.extensions["drip"] = self
@@ -94,6 +101,15 @@ class DripFlask:
             request_run = open_request(meter, customer, request.method, route, request_id)
         if request_run is not None:
             request.environ[ENVIRON_KEY] = request_run
+
+    @staticmethod
+    def _after(response: Any) -> Any:
+        # a body made whole (a list, not a generator): complete once the application returns
+        if response.is_sequence:
+            environ = flask.request.environ
+            if ENVIRON_KEY in environ:
+                environ[WHOLE_KEY] = True
+        return response
 
     @staticmethod
     def _teardown(exc: BaseException | None) -> None:
@@ -125,11 +141,18 @@ class _EndRuns:
                 finish_request(request_run, exc)
             raise
         request_run = environ.pop(ENVIRON_KEY, None)
-        return body if request_run is None else _Body(body, request_run)
+        if request_run is None:
+            return body
+        if environ.pop(WHOLE_KEY, False):  # complete now; ended here, in its own context
+            request_run.response_done()
+            finish_request(request_run, request_run.error)
+            return body
+        return _Body(body, request_run)
 
 
 class _Body:
-    """The response body, passed through; its end (``close``) ends the request's run."""
+    """A streamed response body, passed through; its last chunk (or an earlier ``close``)
+    ends the request's run."""
 
     def __init__(self, body: Iterable[bytes], request_run: OpenRequest) -> None:
         self._body = body
@@ -137,7 +160,9 @@ class _Body:
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self._body
-        self._request_run.response_done()
+        request_run = self._request_run
+        request_run.response_done()
+        finish_request(request_run, request_run.error)
 
     def close(self) -> None:
         try:

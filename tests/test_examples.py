@@ -38,6 +38,26 @@ EXPECT = {
         "streamed request run: COMPLETED",
         "'route': '/stream/{topic}'",
     ],
+    "flask_api.py": [
+        "acme: 4 requests, 400 rows",
+        "globex: 1 requests, 210 rows",
+        "streamed request run 'GET /export/<name>': COMPLETED",
+        "'route': '/export/<name>'",
+    ],
+    "django_api.py": [
+        "export sent: ['summary: 3 pages', 'detail: 12 pages']",
+        "acme: api_calls 4, llm_tokens 5, pages_rendered 18",
+        "globex: api_calls 1, pages_rendered 15",
+        "GET /summaries/<str:topic>/: COMPLETED",
+        "streamed request run 'GET /export/': COMPLETED",
+    ],
+    "celery_tasks.py": [
+        "rows: 750, retried task: 250, alone: 250",
+        "'nightly-import' has 4 child runs:",
+        "tasks.flaky_export COMPLETED, 3 event(s)",
+        "globex: its own run 'tasks.enrich_batch', parent None",
+        "acme rows_enriched: 1500",
+    ],
     "two_services.py": [
         "B trusts A: the same run; A's run holds ['api_calls', 'api_calls', "
         "'reports', 'rows_scanned']",

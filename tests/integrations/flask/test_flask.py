@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, Response, request
 
 import drip
 from drip import Drip, RunStatus
+from drip.context import current_run
 
 
 @drip.metered("db.queries")
@@ -192,6 +193,29 @@ def test_trusted_baggage_continues_the_callers_run(
     else:  # the header's customer, in B's own run
         assert [r.id for r in mine] == [caller.id] and len(theirs) == 1
         assert live.get_run(caller.id).totals.event_count == 0
+
+
+def test_responses_a_test_client_never_closes_are_counted_and_never_nest(
+    live: Drip, customers: list[str]
+) -> None:
+    # the plain way to use Flask's test client: no ``with``, no close(); a WSGI server always
+    # closes the response, the test client only when asked to
+    client = make_app().test_client()
+    for i in range(200):
+        response = client.get(f"/v1/items/{i}", headers={"x-customer": customers[i % 5]})
+        assert response.status_code == 200  # the body is not even read
+    streamed = client.get("/stream", headers={"x-customer": customers[0]})
+    assert streamed.get_data(as_text=True) == "chunk 0\nchunk 1\nchunk 2\n"  # read, not closed
+    assert client.get("/v1/items/7", headers={"x-customer": customers[0]}).json == {"item": 7}
+    assert current_run() is None  # no request's run is left open in this context
+    assert live.flush(30).ok
+    for n, customer in enumerate(customers):
+        [meter] = live.get_usage_summary(customer_id=customer, meter="api_calls").meters
+        expected = 42 if n == 0 else 40
+        assert meter.run_events == expected
+        runs = live.list_runs(customer_id=customer, limit=1000).data
+        assert len(runs) == expected and {r.status for r in runs} == {RunStatus.COMPLETED}
+        assert {r.parent_run_id for r in runs} == {None}  # none became the next one's parent
 
 
 def test_a_stream_abandoned_by_the_client_ends_the_run_marked_incomplete(
