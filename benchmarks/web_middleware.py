@@ -31,6 +31,10 @@ that drops the envelopes; ``logfire`` sends nothing (``send_to_logfire=False``).
     python benchmarks/web_middleware.py                 # both modes (~6 minutes)
     python benchmarks/web_middleware.py --mode http --repeats 7 --seconds 10
 
+``ir`` and ``ir-http`` count instructions per request under callgrind (deterministic, so they
+hold on a noisy host): ``ir`` calls the app directly, ``ir-http`` serves it with uvicorn as
+``http`` does and counts only while 1,000 requests are answered on one keep-alive connection.
+
 ``--before DIR`` adds ``drip@before`` and ``drip-deferred@before``: the same cases with an older
 ``drip`` (a folder holding its ``drip/`` package, ``integrations/`` copied to
 ``drip/integrations``) first on ``PYTHONPATH``, interleaved with this tree's, for an A/B::
@@ -63,6 +67,9 @@ CASES = ["bare", "drip", "drip-deferred", "sentry", "logfire"]
 ASGI_N = 4_000
 #: requests of the two callgrind counts in ir mode
 IR_REQUESTS = (200, 1_200)
+#: requests counted in ir-http mode (after a warm-up of IR_HTTP_WARMUP), one keep-alive connection
+IR_HTTP_REQUESTS = 1_000
+IR_HTTP_WARMUP = 300
 CONNECTIONS = 32
 WARMUP_SECONDS = 2
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -317,6 +324,55 @@ def ir_run(case: str, server: Any) -> dict[str, Any]:
     return {"ir": per, "rps": 1e9 / per}  # "rps": per billion instructions, for the table
 
 
+def ir_http_run(case: str, customer: str, server: Any) -> dict[str, Any]:
+    """Instructions per request of ``case`` served by uvicorn, as in ``http`` mode, under
+    callgrind with counting on only while ``IR_HTTP_REQUESTS`` requests are answered (after a
+    warm-up), sent one after another on one keep-alive connection: the server's and the
+    framework's own work included, start-up and the exit flush left out."""
+    import http.client
+    import tempfile
+
+    name, env = child(case)
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "callgrind.out")
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             sys.executable, __file__, "--case", name, "--mode", "http", "--url", server.url,
+             "--key", server.key, "--customer", customer],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=env,
+        )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            port = json.loads(proc.stdout.readline())["port"]
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+            def load(n: int) -> None:
+                for _ in range(n):
+                    connection.request("GET", "/items/7", headers={"x-customer": customer})
+                    response = connection.getresponse()
+                    response.read()
+                    assert response.status == 200, response.status
+
+            load(IR_HTTP_WARMUP)
+            control = ["callgrind_control", "-i"]
+            subprocess.run([*control, "on", str(proc.pid)], check=True, capture_output=True)
+            load(IR_HTTP_REQUESTS)
+            subprocess.run([*control, "off", str(proc.pid)], check=True, capture_output=True)
+            connection.close()
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())
+        finally:
+            proc.stdin.close()
+            if proc.wait(600) != 0:
+                raise RuntimeError(f"the {case} app exited with {proc.returncode}")
+        with open(out) as counts:
+            total = next(int(line.split()[1]) for line in counts if line.startswith("totals:"))
+    per = total / IR_HTTP_REQUESTS
+    return {"ir": per, "rps": 1e9 / per, "hits": answer["hits"], "drip": answer.get("drip")}
+
+
 # -- the comparison ------------------------------------------------------------------------
 
 
@@ -357,6 +413,8 @@ def compare(
                 answer = http_run(args, case, customers[case], server)
             elif mode == "ir":
                 answer = ir_run(case, server)
+            elif mode == "ir-http":
+                answer = ir_http_run(case, customers[case], server)
             else:
                 answer = asgi_run(case, customers[case], server)
             stored.check(customers[case], answer)
@@ -379,19 +437,21 @@ def report(mode: str, runs: dict[str, list[dict[str, Any]]], results: _bench.Res
                     f"{_bench.median([r['drip_cpu'] for r in answers]):.0%}"]  # fmt: skip
         row.append(" ".join(_bench.fmt(v) for v in rps))
         rows.append(row)
-    if mode == "ir":
+    if mode in ("ir", "ir-http"):
         base = _bench.median([r["ir"] for r in runs["bare"]])
         rows = [(case, _bench.fmt(_bench.median([r["ir"] for r in answers])),
                  f"{base / _bench.median([r['ir'] for r in answers]):.1%}")
                 for case, answers in runs.items()]  # fmt: skip
         print()
+        where = "FastAPI called directly" if mode == "ir" else "served by uvicorn"
         print(_bench.table(["case", "instructions per request", "bare / case"], rows,
-                           title="ir: instructions per request (callgrind, delivery deferred)"))  # fmt: skip
+                           title=f"{mode}: instructions per request (callgrind, {where}, "
+                                 "delivery deferred)"))  # fmt: skip
         for case in runs:
             if case != "bare":
                 share = base / _bench.median([r["ir"] for r in runs[case]]) * 100
-                results.check(f"ir: bare instructions / {case} instructions per request", share,
-                              "%", "", None)  # fmt: skip
+                results.check(f"{mode}: bare instructions / {case} instructions per request",
+                              share, "%", "", None)  # fmt: skip
         return
     headers = ["case", "req/s (median)", "of bare"]
     if mode == "http":
@@ -433,9 +493,10 @@ def main() -> int:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument(
         "--mode",
-        choices=["asgi", "http", "ir", "both"],
+        choices=["asgi", "http", "ir", "ir-http", "both"],
         default="both",
-        help="both = asgi and http; ir = instructions per request (valgrind)",
+        help="both = asgi and http; ir / ir-http = instructions per request (valgrind), the "
+        "app called directly / served by uvicorn",
     )
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5)
@@ -461,7 +522,7 @@ def main() -> int:
     modes = ["asgi", "http"] if args.mode == "both" else [args.mode]
     if "http" in modes and shutil.which("wrk") is None:
         raise SystemExit("http mode needs wrk on PATH (apt-get install wrk)")
-    if "ir" in modes:
+    if "ir" in modes or "ir-http" in modes:
         if shutil.which("valgrind") is None:
             raise SystemExit("ir mode needs valgrind on PATH (apt-get install valgrind)")
         deterministic = ("bare", "drip-deferred", f"drip-deferred{SUFFIX}", "raw")
