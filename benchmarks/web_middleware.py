@@ -262,6 +262,23 @@ def wrk(port: int, customer: str, seconds: int, load_core: str) -> tuple[int, fl
     return int(match.group(1)), float(match.group(2)) * scale, spent
 
 
+def stop_app(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Ask a served app to stop (a line on stdin); what it says at exit (``run_case``)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("stop\n")
+    proc.stdin.flush()
+    answer: dict[str, Any] = json.loads(proc.stdout.readline())
+    return answer
+
+
+def ended(proc: subprocess.Popen[str], case: str, timeout: float) -> None:
+    """Wait for a served app to end; it must end cleanly."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    if proc.wait(timeout) != 0:
+        raise RuntimeError(f"the {case} app exited with {proc.returncode}")
+
+
 def http_run(args: argparse.Namespace, case: str, customer: str, server: Any) -> dict[str, Any]:
     """One case served on the app's core and loaded from the other: what wrk and /proc saw."""
     app_core, load_core = cores()
@@ -279,13 +296,9 @@ def http_run(args: argparse.Namespace, case: str, customer: str, server: Any) ->
         requests, seconds, wrk_cpu = wrk(ready["port"], customer, args.seconds, load_core)
         app_cpu = cpu_seconds(proc.pid) - app0
         drip_cpu = cpu_seconds(server.pid) - drip0
-        proc.stdin.write("stop\n")
-        proc.stdin.flush()
-        answer = json.loads(proc.stdout.readline())
+        answer = stop_app(proc)
     finally:
-        proc.stdin.close()
-        if proc.wait(180) != 0:
-            raise RuntimeError(f"the {case} app exited with {proc.returncode}")
+        ended(proc, case, 180)
     return {
         "server": ready["server"], "rps": requests / seconds, "per_cpu": requests / app_cpu,
         "app_cpu": app_cpu / seconds, "wrk_cpu": wrk_cpu / seconds,
@@ -360,13 +373,9 @@ def ir_http_run(case: str, customer: str, server: Any) -> dict[str, Any]:
             load(IR_HTTP_REQUESTS)
             subprocess.run([*control, "off", str(proc.pid)], check=True, capture_output=True)
             connection.close()
-            proc.stdin.write("stop\n")
-            proc.stdin.flush()
-            answer = json.loads(proc.stdout.readline())
+            answer = stop_app(proc)
         finally:
-            proc.stdin.close()
-            if proc.wait(600) != 0:
-                raise RuntimeError(f"the {case} app exited with {proc.returncode}")
+            ended(proc, case, 600)
         with open(out) as counts:
             total = next(int(line.split()[1]) for line in counts if line.startswith("totals:"))
     per = total / IR_HTTP_REQUESTS
