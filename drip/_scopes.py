@@ -379,17 +379,19 @@ def begin_deferred(
     workflow: str,
     customer_id: str,
     external_run_id: str | None,
+    alone: bool = False,
 ) -> D | None:
     """``begin_run(shape, None, fallback, customer_id, None, deferred=True)`` for the case a web
     request is in nearly always: no run is open here. None (nothing done) when one is: then
-    ``begin_run`` makes the request's run its child.
+    ``begin_run`` makes the request's run its child. ``alone``: open it as no run's child even
+    so (the run open here is not this request's parent).
 
     A request is the hottest path there is: the run, an instance of ``cls`` (a ``DeferredRun``
     that may carry the owner's own fields, so that a request is one object, not two), is
     filled in here in one frame, without ``Run.__init__``; ``workflow``, ``customer_id`` and
     ``external_run_id`` are already checked. ``leave_run`` or ``end_alone`` ends it.
     """
-    if SCOPE.get()[1] is not None:
+    if not alone and SCOPE.get()[1] is not None:
         return None
     instr = overrides[-1] if overrides else fallback()
     correlation = None

@@ -207,7 +207,8 @@ class RequestMeter:
             shape = self._shapes.get((method, label)) or self._shape(method, label)
             run_id = None if not request_id else check_name(request_id, "external_run_id")
             assert customer_id is not None
-            run = begin_deferred(RequestRun, default_recorder, shape[0], customer_id, run_id)
+            run = begin_deferred(RequestRun, default_recorder, shape[0], customer_id, run_id,
+                                 _answered(drip_context.SCOPE.get()[1]))  # fmt: skip
             if run is None:  # inside a run: the request's is its child
                 return ScopedRequestRun(self, None, method, label, shape, run_id, customer_id)
             run._meter = self
@@ -254,6 +255,13 @@ _INT64 = 2**63
 
 def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in names)
+
+
+def _answered(run: Any) -> bool:
+    """Whether ``run`` is another request's whose response has started and is not over: a
+    streamed body that a test client never read to its end (a server always does) leaves its
+    run current in that thread. It is not the parent of the next request there."""
+    return isinstance(run, RequestRun) and run.status is not None and not run._finished
 
 
 class RequestRun(DeferredRun):

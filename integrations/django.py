@@ -22,7 +22,7 @@ hop, and the ``customer`` callable may then be ``async def``. ``DRIP_MIDDLEWARE`
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ._requires import requires
@@ -160,15 +160,46 @@ def _end_with(request_run: OpenRequest, response: Any) -> Any:
     if getattr(response, "is_async", False):
         response.streaming_content = _after_async(content, request_run)
     else:
-        response.streaming_content = _after(content, request_run)
+        response.streaming_content = _Content(content, request_run)
     return response
 
 
-def _after(content: Iterator[bytes], request_run: OpenRequest) -> Iterator[bytes]:
-    try:
-        yield from content
-        request_run.response_done()
-    finally:
+class _Content:
+    """A streamed response's content, passed through: its last chunk ends the request's run,
+    and so does ``close`` before it (the client left: the event says ``incomplete``), even
+    when not one chunk was asked for. A generator could not do that last part: closing one
+    that never started runs none of its code, so the request would never be metered.
+    """
+
+    def __init__(self, content: Iterable[bytes], request_run: OpenRequest) -> None:
+        self._content = iter(content)
+        self._source = content
+        self._request_run = request_run
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._content)
+        except StopIteration:
+            self._request_run.response_done()
+            self._end()
+            raise
+        except BaseException:
+            self._end()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        request_run = self._request_run
         finish_request(request_run, request_run.error)
 
 

@@ -148,6 +148,24 @@ def test_a_stream_is_metered_after_its_content(live: Drip, customers: list[str])
     assert "incomplete" not in meta
 
 
+def test_a_stream_the_test_client_never_reads_is_no_parent_of_the_next_request(
+    live: Drip, customers: list[str]
+) -> None:
+    client = Client()
+    unread = client.get("/stream/", headers={"x-customer": customers[0]})
+    assert unread.status_code == 200  # its content is never read: its run stays open here
+    for i in range(3):
+        assert client.get(f"/v1/items/{i}/", headers={"x-customer": customers[1]}).json()
+    runs = runs_of(live, customers[1])
+    assert len(runs) == 3 and {r.status for r in runs} == {RunStatus.COMPLETED}
+    assert {r.parent_run_id for r in runs} == {None}  # not children of the other customer's
+    unread.close()  # the run ends when the response does, marked incomplete
+    [ended] = runs_of(live, customers[0])
+    assert ended.status is RunStatus.COMPLETED
+    [event] = live.get_run_timeline(ended.id).events
+    assert (event.metadata or {}).get("incomplete") is True
+
+
 def test_an_exception_fails_the_run_and_reaches_djangos_handler(
     live: Drip, customers: list[str]
 ) -> None:

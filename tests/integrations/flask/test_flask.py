@@ -218,6 +218,24 @@ def test_responses_a_test_client_never_closes_are_counted_and_never_nest(
         assert {r.parent_run_id for r in runs} == {None}  # none became the next one's parent
 
 
+def test_a_stream_the_test_client_never_reads_is_no_parent_of_the_next_request(
+    live: Drip, customers: list[str]
+) -> None:
+    client = make_app().test_client()
+    unread = client.get("/stream", headers={"x-customer": customers[0]})
+    assert unread.status_code == 200  # its body is never read: its run stays open here
+    for i in range(3):
+        assert client.get(f"/v1/items/{i}", headers={"x-customer": customers[1]}).json
+    [open_run] = runs_of(live, customers[0])
+    assert open_run.status is RunStatus.RUNNING
+    runs = runs_of(live, customers[1])
+    assert len(runs) == 3 and {r.status for r in runs} == {RunStatus.COMPLETED}
+    assert {r.parent_run_id for r in runs} == {None}  # not children of the other customer's
+    unread.close()  # the run ends when the response does
+    [ended] = runs_of(live, customers[0])
+    assert ended.status is RunStatus.COMPLETED
+
+
 def test_a_stream_abandoned_by_the_client_ends_the_run_marked_incomplete(
     live: Drip, customers: list[str]
 ) -> None:
