@@ -22,7 +22,7 @@ hop, and the ``customer`` callable may then be ``async def``. ``DRIP_MIDDLEWARE`
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ._requires import requires
@@ -158,53 +158,66 @@ def _end_with(request_run: OpenRequest, response: Any) -> Any:
         return response
     content = response.streaming_content
     if getattr(response, "is_async", False):
-        response.streaming_content = _after_async(content, request_run)
+        response.streaming_content = _AsyncContent(content, request_run)
     else:
         response.streaming_content = _Content(content, request_run)
     return response
 
 
 class _Content:
-    """A streamed response's content, passed through: its last chunk ends the request's run,
-    and so does ``close`` before it (the client left: the event says ``incomplete``), even
-    when not one chunk was asked for. A generator could not do that last part: closing one
-    that never started runs none of its code, so the request would never be metered.
+    """A streamed response's content, as Django stores it: iterating it runs ``_after``, whose
+    end (the last chunk, an exception, or being closed or collected half-read) ends the
+    request's run; ``close`` (Django calls it once the response is over) ends it too, even when
+    not one chunk was asked for: a generator that never started runs none of its code, so the
+    request would never be metered (a server that closed before sending, a test client).
     """
 
     def __init__(self, content: Iterable[bytes], request_run: OpenRequest) -> None:
-        self._content = iter(content)
-        self._source = content
+        self._content = content
         self._request_run = request_run
+        self._running: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            return next(self._content)
-        except StopIteration:
-            self._request_run.response_done()
-            self._end()
-            raise
-        except BaseException:
-            self._end()
-            raise
+        self._running = _after(self._content, self._request_run)
+        return self._running
 
     def close(self) -> None:
         try:
-            close = getattr(self._source, "close", None)
+            running = self._running
+            close = getattr(running if running is not None else self._content, "close", None)
             if close is not None:
                 close()
         finally:
-            self._end()
+            request_run = self._request_run
+            finish_request(request_run, request_run.error)
 
-    def _end(self) -> None:
+
+def _after(content: Iterable[bytes], request_run: OpenRequest) -> Iterator[bytes]:
+    try:
+        yield from content
+        request_run.response_done()
+    finally:
+        finish_request(request_run, request_run.error)
+
+
+class _AsyncContent:
+    """``_Content`` for an async stream (ASGI): iterating it runs ``_after_async``; ``close``
+    ends a run whose content was never asked for. No ``__iter__``: Django takes it as async."""
+
+    def __init__(self, content: AsyncIterable[bytes], request_run: OpenRequest) -> None:
+        self._content = content
+        self._request_run = request_run
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _after_async(self._content, self._request_run)
+
+    def close(self) -> None:
         request_run = self._request_run
         finish_request(request_run, request_run.error)
 
 
 async def _after_async(
-    content: AsyncIterator[bytes], request_run: OpenRequest
+    content: AsyncIterable[bytes], request_run: OpenRequest
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in content:

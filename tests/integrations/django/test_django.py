@@ -216,6 +216,19 @@ async def test_async_views_and_streams(live: Drip, customers: list[str]) -> None
     assert counts == [2, 4]  # query + request; three queries in the stream + request
 
 
+async def test_an_async_stream_closed_unread_ends_its_run_incomplete(
+    live: Drip, customers: list[str]
+) -> None:
+    response = await AsyncClient().get("/async/stream/", headers={"x-customer": customers[3]})
+    assert response.status_code == 200
+    response.close()  # what Django's ASGI handler does once the response is over
+    assert (await asyncio.to_thread(live.flush, 30)).ok
+    [run] = live.list_runs(customer_id=customers[3], limit=10).data
+    assert run.status is RunStatus.COMPLETED
+    [event] = live.get_run_timeline(run.id).events
+    assert event.meter == "api_calls" and (event.metadata or {}).get("incomplete") is True
+
+
 def test_settings_mistakes_are_improperly_configured() -> None:
     from django.core.exceptions import ImproperlyConfigured
     from drip.integrations.django import DripMiddleware
