@@ -21,6 +21,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 65535:  # the OS would take 99999 as 34463 without a word
+        raise argparse.ArgumentTypeError("must be a TCP port, 1-65535")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -78,7 +85,7 @@ def add(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the local Drip server")
     add_db_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 8787)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (default: 8787)")
     serve.add_argument(
         "--price",
         action="append",

@@ -101,3 +101,15 @@ def test_a_printed_database_url_has_its_password_masked() -> None:
         "postgresql://drip:***@db.internal:5432/drip"
     )
     assert shown("sqlite:////srv/drip.db") == "sqlite:////srv/drip.db"
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_a_port_that_is_not_one_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    # 99999 would have been bound as 34463 (the OS keeps the low 16 bits), announced as 99999
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--db", str(tmp_path / "d.db"), "--port", port])
+    assert stop.value.code == 2
+    assert "argument --port: must be a TCP port, 1-65535" in capsys.readouterr().err
+    assert not (tmp_path / "d.db").exists()
