@@ -338,12 +338,13 @@ def _litestar_template(router: Any, scope: Scope, root_path: str) -> str | None:
     handle = getattr(router, "handle_routing", None)
     if handle is None:
         return None
+    from litestar.utils import normalize_path  # Litestar is installed: this is its router
+
     path = scope.get("path", "")
     if root_path:
         path = path.split(root_path, 1)[-1]
-    path = "/" + "/".join(part for part in path.split("/") if part)
     try:
-        found = handle(path=path, method=scope.get("method"))
+        found = handle(path=normalize_path(path), method=scope.get("method"))
     except Exception:  # not found, method not allowed: Litestar answers it
         return None
     template = found[4] if isinstance(found, tuple) and len(found) > 4 else None
