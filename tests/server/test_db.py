@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def test_checkpoints_run_in_the_background_and_stop_with_the_database(tmp_path: 
     started = time.monotonic()
     db.dispose()
     assert time.monotonic() - started < 2 and not thread.is_alive()
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw:
         assert raw.execute("SELECT count(*) FROM events").fetchone() == (500,)
 
 

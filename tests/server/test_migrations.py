@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,7 @@ def _load_02(url: str) -> None:
     """Fill an empty database with what drip-sdk 0.2 made (tables by ``create_all``, data)."""
     if url.startswith("sqlite"):
         script = (FIXTURES / "drip-0.2.sqlite.sql").read_text()
-        with sqlite3.connect(str(make_url(url).database)) as conn:
+        with closing(sqlite3.connect(str(make_url(url).database))) as conn, conn:
             conn.executescript(script)
         return
     script = (FIXTURES / "drip-0.2.postgresql.sql").read_text()

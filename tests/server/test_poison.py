@@ -13,6 +13,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def test_reads_answer_for_rows_stored_before_the_checks(
     start = {"type": "run.start", "id": "run_old", "customerId": customer_id, "workflow": "wf"}
     post(api, [start, event("evt_old_1", "run_old", meter="tokens", quantity=2)])
     _, path = server
-    with sqlite3.connect(path) as db:  # what an older server stored: odd text and numbers
+    with closing(sqlite3.connect(path)) as db, db:  # what an older server stored: odd text, numbers
         changed = db.execute(
             "UPDATE events SET quantity = 1e27, meta = ?, description = ? WHERE id = 'evt_old_1'",
             ('{"f": "\\udcff", "n": NaN}', "ok"),
