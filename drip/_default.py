@@ -8,6 +8,7 @@ as their fallback: the layers below never look the default client up themselves.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -63,6 +64,9 @@ def reset_default_client() -> None:
 
 
 _unconfigured_log: dict[str, float] = {}
+#: unexpected errors from making the default client whose traceback was logged (once each)
+_bugs_logged: set[str] = set()
+logger = logging.getLogger("drip")
 
 
 def default_recorder() -> Recorder | None:
@@ -72,7 +76,11 @@ def default_recorder() -> Recorder | None:
     """
     try:
         return default_client()._recorder
-    except DripConfigurationError as exc:
+    except Exception as exc:  # never the host's problem at call time: said, and not recorded
+        bug = not isinstance(exc, DripConfigurationError)
+        if bug and len(_bugs_logged) < 64 and repr(exc) not in _bugs_logged:
+            _bugs_logged.add(repr(exc))  # a bug of ours: its traceback, once
+            logger.exception("drip: the default client could not be made")
         problem = DripConfigurationError(f"drip is not configured, nothing is recorded: {exc}")
         log_limited(_unconfigured_log, problem)
         if os.environ.get("DRIP_STRICT", "").strip().lower() in ("1", "true", "yes", "on"):

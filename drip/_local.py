@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from typing import Any
 
 from ._config import Settings
@@ -19,6 +20,10 @@ __all__ = ["attach_local_server"]
 
 _lock = threading.Lock()
 _servers: dict[str, tuple[Any, str]] = {}
+#: path -> (when, why) of a server that could not start: not tried again for ``_RETRY_AFTER``
+#: seconds, so a metered loop does not pay for a failing start on every call
+_failed: dict[str, tuple[float, str]] = {}
+_RETRY_AFTER = 10.0
 
 
 def attach_local_server(settings: Settings) -> Settings:
@@ -35,11 +40,30 @@ def attach_local_server(settings: Settings) -> Settings:
     with _lock:
         entry = _servers.get(path)
         if entry is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            server = start_server(f"sqlite:///{path}")
-            entry = (server, server.create_key())
+            failed = _failed.get(path)
+            if failed is not None and time.monotonic() - failed[0] < _RETRY_AFTER:
+                raise DripConfigurationError(failed[1])
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                server = start_server(f"sqlite:///{path}")
+                entry = (server, server.create_key())
+            except Exception as exc:  # a folder that cannot be made, a file that is no database
+                why = _cannot_start(path, exc)
+                _failed[path] = (time.monotonic(), why)
+                raise DripConfigurationError(why) from exc
+            _failed.pop(path, None)
             _servers[path] = entry
     server, key = entry
     return dataclasses.replace(
         settings, base_url=f"{server.url}/v1", api_key=settings.api_key or key
+    )
+
+
+def _cannot_start(path: str, exc: Exception) -> str:
+    cause = getattr(exc, "orig", None) or exc  # sqlalchemy's errors: the driver's own words
+    words = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return (
+        f"DRIP_BASE_URL=local could not start the local Drip server over {path}: {words}. "
+        "Run from a folder you can write to, or name the file: "
+        "DRIP_BASE_URL=local:/path/to/drip.db"
     )
