@@ -21,6 +21,9 @@ logger = logging.getLogger("drip")
 
 DEFAULT_BASE_URL = "https://api.drippay.dev/v1"
 LOCAL_PREFIX = "local"
+#: the longest wait drip takes (ten years, in seconds): durations above it are refused, and
+#: ``flush(timeout=inf)`` waits this long (the OS's timers overflow on 1e308 s)
+LONGEST_WAIT = 315_360_000.0
 DEFAULT_LOCAL_DB = os.path.join(".drip", "local.db")
 
 _KEY_HELP = (
@@ -91,6 +94,15 @@ def _number(name: str, arg: float | None, env: Mapping[str, str], default: float
         raise DripConfigurationError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value < 0:
         raise DripConfigurationError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _seconds(name: str, arg: float | None, env: Mapping[str, str], default: float) -> float:
+    value = _number(name, arg, env, default)
+    if value > LONGEST_WAIT:
+        raise DripConfigurationError(
+            f"{name} must be at most {LONGEST_WAIT:.0f} seconds (ten years), got {value:g}"
+        )
     return value
 
 
@@ -182,7 +194,7 @@ def resolve_settings(
             raise DripConfigurationError(
                 f"The base URL must start with http:// or https:// (or be 'local'), got {raw_url!r}"
             )
-    timeout_s = _number("DRIP_TIMEOUT", timeout, env, 30.0)
+    timeout_s = _seconds("DRIP_TIMEOUT", timeout, env, 30.0)
     if timeout_s == 0:
         raise DripConfigurationError("DRIP_TIMEOUT must be greater than 0")
     batch_items = max(1, int(_number("DRIP_MAX_BATCH_ITEMS", max_batch_items, env, 5000)))
@@ -193,16 +205,16 @@ def resolve_settings(
         local_db=local_db,
         timeout=timeout_s,
         max_retries=int(_number("DRIP_MAX_RETRIES", max_retries, env, 4)),
-        max_retry_time=_number("DRIP_MAX_RETRY_TIME", max_retry_time, env, 60.0),
+        max_retry_time=_seconds("DRIP_MAX_RETRY_TIME", max_retry_time, env, 60.0),
         strict=_flag("DRIP_STRICT", strict, env),
-        flush_interval=_number("DRIP_FLUSH_INTERVAL", flush_interval, env, 0.5),
+        flush_interval=_seconds("DRIP_FLUSH_INTERVAL", flush_interval, env, 0.5),
         max_batch_items=batch_items,
         packed_batch_items=batch_items if batch_items_given else max(batch_items, 20_000),
         max_batch_bytes=max(
             1024, int(_number("DRIP_MAX_BATCH_BYTES", max_batch_bytes, env, 2 * 1024 * 1024))
         ),
         max_buffer=max(1, int(_number("DRIP_MAX_BUFFER", max_buffer, env, 100_000))),
-        shutdown_timeout=_number("DRIP_SHUTDOWN_TIMEOUT", shutdown_timeout, env, 5.0),
+        shutdown_timeout=_seconds("DRIP_SHUTDOWN_TIMEOUT", shutdown_timeout, env, 5.0),
         spool_dir=spool_dir or _env(env, "DRIP_SPOOL_DIR"),
         spool_max_bytes=int(
             _number("DRIP_SPOOL_MAX_BYTES", spool_max_bytes, env, 256 * 1024 * 1024)

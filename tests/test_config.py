@@ -89,6 +89,11 @@ def test_key_kind() -> None:
         ("DRIP_TIMEOUT", "0"),
         ("DRIP_MAX_RETRIES", "-1"),
         ("DRIP_STRICT", "maybe"),
+        # past the OS's timers (1e308 s crashed the delivery worker, the sender, atexit)
+        ("DRIP_FLUSH_INTERVAL", "1e308"),
+        ("DRIP_TIMEOUT", "1e308"),
+        ("DRIP_MAX_RETRY_TIME", "1e12"),
+        ("DRIP_SHUTDOWN_TIMEOUT", "315360001"),
     ],
 )
 def test_bad_numbers_and_flags_name_the_setting(name: str, value: str) -> None:
@@ -140,3 +145,12 @@ def test_delivery_settings_argument_environment_default() -> None:
     assert (given.spool_dir, given.overflow, given.handle_signals) == ("/x", "block", True)
     with pytest.raises(DripConfigurationError, match="DRIP_OVERFLOW must be 'block' or 'drop'"):
         resolve(**key, overflow="lose", env={})
+
+
+def test_durations_up_to_ten_years_are_taken() -> None:
+    s = resolve_settings(
+        env={"DRIP_API_KEY": KEY, "DRIP_FLUSH_INTERVAL": "315360000"}, shutdown_timeout=3600 * 24
+    )
+    assert s.flush_interval == 315_360_000 and s.shutdown_timeout == 86_400
+    with pytest.raises(DripConfigurationError, match="at most 315360000 seconds"):
+        Drip(api_key=KEY, flush_interval=1e308)

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._config import Settings
+from .._config import LONGEST_WAIT, Settings
 from .._records import WIDTH
 from ..errors import DripDeliveryError
 from ..models import IngestResult
@@ -238,7 +238,10 @@ class Delivery:
         )
 
     def _timeout(self, timeout: float | None) -> float:
-        return self.settings.shutdown_timeout if timeout is None else max(0.0, timeout)
+        if timeout is None:
+            return self.settings.shutdown_timeout
+        # NaN and negatives: no wait; inf and 1e308: the longest wait (timers overflow past it)
+        return min(max(0.0, timeout), LONGEST_WAIT)
 
     def _marker(self) -> Marker | None:
         with self.buffer.lock:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import httpx
+import pytest
 
-from drip import Drip
+from drip import AsyncDrip, Drip
 
 
 def test_flush_report_equals_the_servers_count(account: Any, customer: str, kit: Any) -> None:
@@ -68,3 +70,53 @@ def test_the_worker_sends_through_the_clients_transport(account: Any) -> None:
     report = client.flush(10)
     client.close()
     assert report.sent == 3 and [r.url.path for r in seen] == ["/v1/ingest"]
+
+
+def _record(client: Drip, customer: str, n: int) -> None:
+    with client.run("timeouts", customer_id=customer):
+        for _ in range(n):
+            client.metered("timeouts")(lambda: None)()
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e308])
+def test_flush_and_shutdown_can_wait_as_long_as_it_takes(
+    account: Any, customer: str, kit: Any, timeout: float
+) -> None:
+    # both overflowed the OS's timers: an OverflowError into the caller, nothing waited for
+    with Drip(account.secret_key, account.base_url, flush_interval=3600) as client:
+        _flush_and_shut_down(client, account, customer, kit, timeout)
+
+
+def _flush_and_shut_down(
+    client: Drip, account: Any, customer: str, kit: Any, timeout: float
+) -> None:
+    _record(client, customer, 10)
+    report = client.flush(timeout)
+    assert (report.sent, report.failed, report.pending) == (12, 0, 0)
+
+    async def flush_async() -> Any:
+        async with AsyncDrip(account.secret_key, account.base_url, flush_interval=3600) as other:
+            with other.run("timeouts", customer_id=customer):
+                for _ in range(10):
+                    other.metered("timeouts")(lambda: None)()
+            return await other._recorder.aflush(timeout)  # what aclose() waits with
+
+    report = asyncio.run(flush_async())
+    assert (report.sent, report.failed, report.pending) == (12, 0, 0)
+    _record(client, customer, 10)
+    report = client.shutdown(timeout)
+    assert (report.sent, report.failed, report.pending) == (12, 0, 0)
+    assert kit.stored(client, customer, "timeouts") == (30, 0)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0, 0.0])
+def test_a_flush_given_no_time_returns_at_once_and_loses_nothing(
+    account: Any, customer: str, kit: Any, timeout: float
+) -> None:
+    with Drip(account.secret_key, account.base_url, flush_interval=3600) as client:
+        _record(client, customer, 10)
+        report = client.flush(timeout)
+        assert report.failed == 0 and report.sent + report.pending == 12
+        report = client.shutdown(30)
+        assert report.failed == report.pending == 0
+        assert kit.stored(client, customer, "timeouts") == (10, 0)
