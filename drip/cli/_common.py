@@ -106,10 +106,13 @@ def shown(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    # a file name that is not UTF-8 (its bytes as surrogates) is shown escaped: never an error
+    printable = url.encode("utf-8", "backslashreplace").decode("utf-8")
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(printable)
     except ArgumentError:
         return "<a database URL that cannot be read>"
+    return printable if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 @contextmanager

@@ -113,3 +113,21 @@ def test_a_port_that_is_not_one_is_refused_before_anything_starts(
     assert stop.value.code == 2
     assert "argument --port: must be a TCP port, 1-65535" in capsys.readouterr().err
     assert not (tmp_path / "d.db").exists()
+
+
+def test_a_database_file_whose_name_is_not_utf8_is_used_and_shown_escaped(tmp_path: Path) -> None:
+    # its bytes reach Python as surrogates: printing the URL raised UnicodeEncodeError after
+    # the key was stored (keys create), or before the server started (serve)
+    path = os.fsencode(tmp_path) + b"/d\xff.db"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(
+        [sys.executable, "-m", "drip", "keys", "create", "--db", path],
+        capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.decode().startswith("sk_local_")
+    assert b"Traceback" not in done.stderr
+    assert done.stderr.decode().endswith(f"stored in sqlite:///{tmp_path}/d\\udcff.db\n")
+    assert os.path.exists(path)
+    assert shown(os.fsdecode(b"sqlite:////x/d\xff.db")) == "sqlite:////x/d\\udcff.db"
+    assert shown("postgresql://u:pw@h/d\udcff") == "postgresql://u:***@h/d%5Cudcff"
