@@ -57,6 +57,20 @@ def test_plain_thread_does_not_inherit_but_wrap_carries_it(cap: Capture) -> None
     assert [e.run_id for e in cap.events] == [run.id]
 
 
+def test_a_call_in_a_thread_that_lost_its_run_says_how_to_carry_it() -> None:
+    with capture(strict=False) as cap, drip.run("wf", customer_id="c") as run:
+        with ThreadPoolExecutor(2) as pool:  # a plain pool: its threads begin empty
+            list(pool.map(step, ["a", "b"]))
+        step("main")
+    assert [e.run_id for e in cap.events] == [run.id]
+    said = [str(e) for e in cap.errors]
+    assert len(said) == 2 and all("drip.context.ContextThreadPoolExecutor" in s for s in said)
+    with capture(strict=False) as main_thread:
+        step("no run")
+    (problem,) = main_thread.errors
+    assert "without a customer" in str(problem) and "drip.context" not in str(problem)
+
+
 def test_wrapped_function_can_run_concurrently_and_does_not_leak_back(cap: Capture) -> None:
     barrier = threading.Barrier(4)
 

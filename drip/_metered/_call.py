@@ -292,7 +292,7 @@ def _begin(spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | 
             DripValidationError(
                 f"@metered({spec.m.meter!r}) on {spec.name} was called outside any run and "
                 "without a customer, so it is not recorded: open a drip.run(..., customer_id=) "
-                "or drip.customer(...), or pass customer_id= to the decorator",
+                "or drip.customer(...), or pass customer_id= to the decorator" + _in_a_thread(),
                 field="customer_id",
             )
         )
@@ -354,3 +354,14 @@ def begin_in(ctx: contextvars.Context, spec: Spec, args: Any, kwargs: Any) -> Ca
         return call
 
     return ctx.run(begin)
+
+
+def _in_a_thread() -> str:
+    """What to add when the call runs on another thread than the main one: the run or customer
+    the code around it opened may be in the thread that started it (threads begin empty)."""
+    if threading.current_thread() is threading.main_thread():
+        return ""
+    return (
+        "; in a thread or executor, a run opened in the thread that started it is carried "
+        "with drip.context.wrap(fn) or drip.context.ContextThreadPoolExecutor"
+    )
