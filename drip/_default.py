@@ -8,17 +8,20 @@ as their fallback: the layers below never look the default client up themselves.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 from typing import Any
 
+from ._delivery import lifecycle
 from ._recorder import Recorder, log_limited
 from .client import Drip
 from .errors import DripConfigurationError
 
 __all__ = ["configure", "default_client", "default_recorder", "reset_default_client"]
 
+logger = logging.getLogger("drip")
 _lock = threading.Lock()
 _client: Drip | None = None
 
@@ -38,6 +41,20 @@ def default_client() -> Drip:
 def _set(client: Drip | None) -> None:
     global _client
     _client = client
+
+
+def _close_at_exit() -> None:
+    """The process is ending: deliver what is buffered (every client's, as the delivery's own
+    ``atexit`` hook would: it runs after this one), then close the default client's
+    connections, which nobody else will (``-X dev`` warned of an unclosed socket)."""
+    client = _client
+    if client is None:
+        return
+    try:
+        lifecycle.shutdown_all()
+        client._transport.close()
+    except Exception:  # never stand between the process and its end
+        logger.exception("drip: closing the default client at exit failed")
 
 
 def configure(api_key: str | None = None, base_url: str | None = None, **options: Any) -> Drip:
@@ -66,7 +83,6 @@ def reset_default_client() -> None:
 _unconfigured_log: dict[str, float] = {}
 #: unexpected errors from making the default client whose traceback was logged (once each)
 _bugs_logged: set[str] = set()
-logger = logging.getLogger("drip")
 
 
 def default_recorder() -> Recorder | None:
@@ -86,3 +102,7 @@ def default_recorder() -> Recorder | None:
         if os.environ.get("DRIP_STRICT", "").strip().lower() in ("1", "true", "yes", "on"):
             raise problem from exc
         return None
+
+
+# registered after the delivery's own hook (imported above), so it runs before it
+atexit.register(_close_at_exit)

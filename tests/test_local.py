@@ -134,3 +134,19 @@ with drip.run(workflow="w", customer_id="cus_any"):
     assert out.stderr.count("Traceback") == 1, out.stderr  # the bug's, once
     assert "ZeroDivisionError: a bug of ours" in out.stderr
     assert "drip is not configured, nothing is recorded: a bug of ours" in out.stderr
+
+
+def test_the_default_client_leaves_no_socket_open_at_exit(tmp_path: Path) -> None:
+    # its connections were never closed: python -X dev said "unclosed socket" at every exit
+    code = (
+        "import drip\n"
+        "c = drip.drip.create_customer(external_customer_id='exit-user')\n"
+        "drip.metered(meter='calls', customer_id=c.id)(lambda: None)()\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "DRIP_BASE_URL": f"local:{tmp_path / 'x.db'}"}
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", code],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "ResourceWarning" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
