@@ -127,12 +127,19 @@ class Recorder:
         return self.delivery.stats(self._errors, self._last_error)
 
 
+#: problems remembered by ``log_limited`` (a long process meets ever new ones: bounded)
+_LOGGED_MAX = 1024
+
+
 def log_limited(last: dict[str, float], exc: BaseException, lost: str | None = None) -> None:
     """Log a problem (and what it kept from being recorded); the same problem at most once
     every 10 s (each one is counted)."""
     key = f"{type(exc).__name__}:{str(exc)[:60]}:{lost}"  # the same site, not every site
     now = time.monotonic()
     if now - last.get(key, -1e9) >= 10.0:
+        if len(last) >= _LOGGED_MAX:  # keys carry values from calls: forget the settled ones
+            for old in [k for k, t in last.items() if now - t >= 10.0] or list(last):
+                del last[old]
         last[key] = now
         if lost is None:
             logger.warning("drip: %s", exc)

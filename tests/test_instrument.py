@@ -760,3 +760,18 @@ def test_metered_inside_a_client_run_records_into_that_client() -> None:
     assert sent_y == []
     x.shutdown(1)
     y.shutdown(1)
+
+
+def test_problems_remembered_for_the_log_stay_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    # each distinct problem was remembered for good: a long process meeting ever new customer
+    # ids that are not ids grew without bound
+    from drip._recorder import _LOGGED_MAX, log_limited
+
+    last: dict[str, float] = {}
+    with caplog.at_level(logging.WARNING, logger="drip"):
+        for i in range(5 * _LOGGED_MAX):
+            log_limited(last, DripValidationError(f"customer_id {i:08d} is not an id"))
+        log_limited(last, DripValidationError("customer_id 00000003 is not an id"))
+    assert len(last) <= _LOGGED_MAX
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 5 * _LOGGED_MAX + 1  # each new problem said once (and a forgotten one)
