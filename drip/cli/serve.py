@@ -74,9 +74,10 @@ def _serve(args: argparse.Namespace) -> int:
     # migrate and make the first keys once, here; the workers find the schema at head
     with opened(url) as db:
         db.upgrade()
-        created = KeyStore(db).bootstrap()
-    problem = _cannot_listen(args.host, args.port)
-    if problem is not None:  # said before the server is announced
+        # before a new database's keys are made: they are shown once, when the server starts
+        problem = _cannot_listen(args.host, args.port)
+        created = None if problem is not None else KeyStore(db).bootstrap()
+    if problem is not None:
         print(f"drip serve: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
         return 2
     base = base_url(args.host, args.port)

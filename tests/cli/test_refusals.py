@@ -16,6 +16,8 @@ import pytest
 from drip.cli import main
 from drip.cli._common import shown
 from drip.cli.serve import base_url
+from drip.server.keys import KeyStore
+from drip.server.storage.database import Database
 
 
 @pytest.mark.parametrize(
@@ -149,7 +151,13 @@ def test_a_port_in_use_is_said_before_the_server_is_announced(
         f"drip serve: cannot listen on 127.0.0.1:{port}: Address already in use "
         "(another server is there: choose another --port)\n"
     )
-    assert main(["serve", "--db", str(tmp_path / "d.db"), "--host", "192.0.2.1"]) == 2
+    # the new database's keys are made when the server can start (they are shown once then)
+    db = Database(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        assert KeyStore(db).bootstrap() is not None
+    finally:
+        db.dispose()
+    assert main(["serve", "--db", str(tmp_path / "e.db"), "--host", "192.0.2.1"]) == 2
     assert "cannot listen on 192.0.2.1:8787: Cannot assign requested address" in (
         capsys.readouterr().err
     )
