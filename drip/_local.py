@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ._config import Settings
-from .errors import DripConfigurationError
+from .errors import DripConfigurationError, driver_words
 
 __all__ = ["attach_local_server"]
 
@@ -60,10 +60,9 @@ def attach_local_server(settings: Settings) -> Settings:
 
 
 def _cannot_start(path: str, exc: Exception) -> str:
-    cause = getattr(exc, "orig", None) or exc  # sqlalchemy's errors: the driver's own words
-    words = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     return (
-        f"DRIP_BASE_URL=local could not start the local Drip server over {path}: {words}. "
+        f"DRIP_BASE_URL=local could not start the local Drip server over {path}: "
+        f"{driver_words(exc)}. "
         "Run from a folder you can write to, or name the file: "
         "DRIP_BASE_URL=local:/path/to/drip.db"
     )

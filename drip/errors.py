@@ -150,6 +150,12 @@ _BY_STATUS: dict[int, type[DripAPIError]] = {
 }
 
 
+def driver_words(exc: BaseException) -> str:
+    """The first line of what a database driver said (under SQLAlchemy's wrapper, ``orig``)."""
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
 def api_error_class(status_code: int) -> type[DripAPIError]:
     """The exception class for an HTTP error status."""
     if status_code == 429:

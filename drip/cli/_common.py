@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ..errors import driver_words
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -144,9 +146,7 @@ def opened(url: str) -> Iterator[Database]:
 
 
 def _unusable(url: str, exc: Exception) -> CommandError:
-    cause = getattr(exc, "orig", None) or exc
-    words = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    return CommandError(f"cannot use the database {shown(url)}: {words}")
+    return CommandError(f"cannot use the database {shown(url)}: {driver_words(exc)}")
 
 
 def client() -> Drip:
