@@ -33,6 +33,7 @@ __all__ = [
     "insert_many",
     "insert_new",
     "json_text",
+    "lock_names",
     "max_seq",
     "query_rows",
 ]
@@ -54,6 +55,13 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def lock_names(conn: Connection, names: Sequence[str]) -> None:
+    """Make writers of the same ``names`` take turns until this transaction ends: an advisory
+    lock per name on PostgreSQL; nothing on SQLite, where every write transaction does."""
+    if conn.dialect.name == "postgresql":
+        postgres.lock_names(conn, names)
 
 
 def _returns_ids(conn: Connection) -> bool:

@@ -41,6 +41,7 @@ __all__ = [
     "insert_copy",
     "insert_rows",
     "insert_unnest",
+    "lock_names",
     "migration_lock",
 ]
 
@@ -78,6 +79,14 @@ def migration_lock(engine: Engine) -> Iterator[Connection]:
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             conn.commit()
+
+
+def lock_names(conn: Connection, names: Sequence[str]) -> None:
+    """Hold a transaction-level advisory lock per name until this transaction ends (in sorted
+    order, so two transactions locking the same names never deadlock): writers of the same
+    thing take turns where no unique index makes them."""
+    for name in sorted(set(names)):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name})
 
 
 _ARRAY_TYPES = ((BigInteger, "int8"), (Integer, "int4"), (Float, "float8"), (Boolean, "bool"))

@@ -34,7 +34,7 @@ from drip.models import (
 
 from .. import clock
 from ..errors import ApiError, describe_validation_error
-from .bulk import bulk_insert_ignore, bulk_insert_new, chunked, insert_ignore
+from .bulk import bulk_insert_ignore, bulk_insert_new, chunked, insert_ignore, lock_names
 from .customers import named_customer
 from .database import Database
 from .refs import known_runs, require_owner, require_run, run_row
@@ -182,6 +182,10 @@ def _stored_run(
     if existing is not None:
         return existing, str(existing.customer_id)
     customer_id = named_customer(conn, account_id, req, create_customers)
+    if req.external_run_id:
+        # no unique index holds (customer, externalRunId): on PostgreSQL, writers of the same
+        # one take turns from here to their commit, so the later one finds the earlier's run
+        lock_names(conn, [f"run-external:{account_id}:{customer_id}:{req.external_run_id}"])
     return _by_external_id(conn, account_id, customer_id, req.external_run_id), customer_id
 
 
@@ -231,9 +235,12 @@ def start_run(
         run_id = req.id or new_id("run")
         values = _run_values(account_id, run_id, customer_id, req, workflow.id, started, now, owner)
         values["parent_run_id"] = req.parent_run_id
-        conn.execute(insert_ignore(db.dialect, runs).values(values))
+        went_in = conn.execute(
+            insert_ignore(db.dialect, runs).values(values).returning(runs.c.id)
+        ).scalar()
+        # None: another transaction stored this client id after the look-up (PostgreSQL)
         row = require_run(conn, account_id, run_id)
-    return run_result(row, duplicate=False)
+    return run_result(row, duplicate=went_in is None)
 
 
 def run_totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, float, float | None]:
@@ -320,12 +327,19 @@ def emit_event(db: Database, account_id: int, req: EmitEventRequest) -> EventRes
         existing = _find_event(conn, account_id, req.id, req.idempotency_key)
         if existing is None:
             row = _request_event_row(account_id, found[0], req, now)
-            conn.execute(insert_ignore(db.dialect, events).values(row))
-            existing = _find_event(conn, account_id, row["id"], None)
-            assert existing is not None
-            # checked absent above, in this write transaction: the row went in
-            roll_events(conn, account_id, [row])
-            return _event_result(existing, duplicate=False)
+            went_in = conn.execute(
+                insert_ignore(db.dialect, events).values(row).returning(events.c.id)
+            ).scalar()
+            if went_in is not None:
+                roll_events(conn, account_id, [row])
+                stored = _find_event(conn, account_id, row["id"], None)
+                assert stored is not None  # this transaction's own row
+                return _event_result(stored, duplicate=False)
+            # PostgreSQL: another transaction stored the same id or key after the look-up
+            # above; the insert waited for it to commit, so a new look-up sees its row
+            existing = _find_event(conn, account_id, req.id, req.idempotency_key)
+            if existing is None:
+                raise ApiError(409, "EVENT_ID_CONFLICT", "An event with this id already exists")
     return _event_result(existing, duplicate=True)
 
 
@@ -359,12 +373,38 @@ def _existing_events(
     return by_id, by_key
 
 
+def _answer_lost(
+    conn: Connection,
+    account_id: int,
+    rows: Sequence[dict[str, Any]],
+    row_at: Sequence[int],
+    went_in: set[str],
+    results: list[BatchEventResult],
+) -> None:
+    """The rows that did not go in (PostgreSQL: another transaction stored the same id or key
+    after this one looked) answer as duplicates of the stored events: the insert waited for
+    that transaction to commit, so a new look-up sees them."""
+    lost = [(row, at) for row, at in zip(rows, row_at, strict=True) if row["id"] not in went_in]
+    by_id, by_key = _existing_events(
+        conn,
+        account_id,
+        [row["id"] for row, _ in lost],
+        [row["idempotency_key"] for row, _ in lost if row["idempotency_key"]],
+    )
+    for row, at in lost:
+        stored = by_key.get(row["idempotency_key"] or "") or by_id.get(row["id"], row["id"])
+        results[at] = BatchEventResult(
+            id=stored, event_type=results[at].event_type, is_duplicate=True
+        )
+
+
 def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> EmitEventsBatchResult:
     """``POST /run-events/batch``: per-item results; a bad item is skipped, not fatal."""
     parsed = _validate_items(items)
     now = clock.now_iso()
     results: list[BatchEventResult] = []
     rows: list[dict[str, Any]] = []
+    row_at: list[int] = []  # the result of each row
     with db.write() as conn:
         valid = [p for p in parsed if isinstance(p, EmitEventRequest)]
         run_of = known_runs(conn, account_id, [p.run_id for p in valid])
@@ -422,9 +462,11 @@ def emit_events_batch(db: Database, account_id: int, items: Sequence[Any]) -> Em
             if item.idempotency_key:
                 by_key[item.idempotency_key] = row["id"]
             rows.append(row)
+            row_at.append(len(results))
             results.append(BatchEventResult(id=row["id"], event_type=item.event_type))
         went_in = bulk_insert_new(conn, events, account_id, rows)
         if went_in is not None:  # lost a race: roll only what this transaction stored
+            _answer_lost(conn, account_id, rows, row_at, went_in, results)
             rows = [row for row in rows if row["id"] in went_in]
         roll_events(conn, account_id, rows)
     created = len(rows)
@@ -459,9 +501,7 @@ def record_run(
     now = clock.now_iso()
     with db.write() as conn:
         existing, customer_id = _stored_run(conn, account_id, req, create_customers)
-        if existing is not None:
-            run_id, created, duplicates = existing.id, 0, len(req.events)
-        else:
+        if existing is None:
             workflow = resolve_workflow(conn, account_id, req.workflow, "workflow")
             run_id = req.id or new_id("run")
             terminal = req.status in TERMINAL_RUN_STATUSES
@@ -472,7 +512,14 @@ def record_run(
                 error_code=req.error_code,
                 ended_at=now if terminal else None,
             )
-            conn.execute(runs.insert().values(values))
+            went_in = conn.execute(
+                insert_ignore(db.dialect, runs).values(values).returning(runs.c.id)
+            ).scalar()
+            if went_in is None:  # another transaction stored this client id (PostgreSQL)
+                existing = require_run(conn, account_id, run_id)
+        if existing is not None:
+            run_id, created, duplicates = existing.id, 0, len(req.events)
+        else:
             rows = [
                 event_row(
                     account_id,

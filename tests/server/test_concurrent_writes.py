@@ -1,0 +1,179 @@
+"""Two writers of the same run or event at once (two worker processes answering a client and its
+retry): one stores it, the other answers the stored one as a duplicate — never a 500, a second
+run, or an id that names nothing.
+
+On SQLite writers take turns (``BEGIN IMMEDIATE``), so these pass trivially there; on PostgreSQL
+(``DRIP_TEST_DATABASE_URL``) they run side by side, and the second writer's look-up runs while
+the first's row is not yet committed. Each test pauses the first writer inside its transaction,
+after its insert, lets the second one start, then lets the first commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from drip.models import (
+    CreateCustomerRequest,
+    EmitEventRequest,
+    RecordRunRequest,
+    StartRunRequest,
+)
+from drip.server.keys import KeyStore
+from drip.server.storage import customers as storage_customers
+from drip.server.storage import runs as storage_runs
+from drip.server.storage.database import Database
+from drip.server.storage.schema import events, runs
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def account_id(db: Database) -> int:
+    KeyStore(db).create_key("race")
+    with db.read() as conn:
+        from drip.server.storage.schema import accounts
+
+        return int(conn.execute(select(accounts.c.seq).where(accounts.c.name == "race")).scalar())
+
+
+@pytest.fixture
+def customer_id(db: Database, account_id: int) -> str:
+    req = CreateCustomerRequest(external_customer_id="racer")
+    return storage_customers.create_customer(db, account_id, req)[0].id
+
+
+def race(
+    monkeypatch: pytest.MonkeyPatch,
+    hold_after: str,
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+) -> tuple[Any, Any]:
+    """Run ``first`` in a thread that pauses inside its transaction, when its call of
+    ``storage_runs.<hold_after>`` returns; start ``second`` meanwhile; then let ``first`` go."""
+    original = getattr(storage_runs, hold_after)
+    held, release = threading.Event(), threading.Event()
+    holder: list[threading.Thread] = []
+
+    def pausing(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if threading.current_thread() in holder:
+            held.set()
+            assert release.wait(10)
+        return out
+
+    monkeypatch.setattr(storage_runs, hold_after, pausing)
+    with ThreadPoolExecutor(2) as pool:
+
+        def run_first() -> Any:
+            holder.append(threading.current_thread())
+            return first()
+
+        one = pool.submit(run_first)
+        assert held.wait(10), "the first writer never reached its pause"
+        two = pool.submit(second)
+        time.sleep(0.5)  # the second writer reaches its look-up and insert
+        release.set()
+        return one.result(timeout=20), two.result(timeout=20)
+
+
+def count(db: Database, table: Any, *where: Any) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+
+
+def new_run(db: Database, account_id: int, customer_id: str) -> str:
+    req = StartRunRequest(customer_id=customer_id, workflow_id="race")
+    return storage_runs.start_run(db, account_id, req).id
+
+
+@pytest.mark.parametrize("by", ["idempotency_key", "id"])
+def test_same_event_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch, by: str
+) -> None:
+    run_id = new_run(db, account_id, customer_id)
+    value = "key-1" if by == "idempotency_key" else "evt_race_1"
+    req = EmitEventRequest(run_id=run_id, event_type="step", quantity=2, **{by: value})
+    first, second = race(
+        monkeypatch,
+        "roll_events",
+        lambda: storage_runs.emit_event(db, account_id, req),
+        lambda: storage_runs.emit_event(db, account_id, req),
+    )
+    assert (first.is_duplicate, second.is_duplicate) == (False, True)
+    assert second.id == first.id
+    assert count(db, events, events.c.run_id == run_id) == 1
+
+
+def test_same_batch_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = new_run(db, account_id, customer_id)
+    items = [
+        {"runId": run_id, "eventType": "a", "idempotencyKey": "k-a"},
+        {"runId": run_id, "eventType": "b", "id": "evt_race_b"},
+    ]
+    first, second = race(
+        monkeypatch,
+        "roll_events",
+        lambda: storage_runs.emit_events_batch(db, account_id, items),
+        lambda: storage_runs.emit_events_batch(db, account_id, items),
+    )
+    assert (first.created, first.duplicates) == (2, 0)
+    assert (second.created, second.duplicates) == (0, 2)
+    assert [e.is_duplicate for e in second.events] == [True, True]
+    assert [e.id for e in second.events] == [e.id for e in first.events]
+    assert count(db, events, events.c.run_id == run_id) == 2
+
+
+@pytest.mark.parametrize("by", ["id", "external_run_id"])
+def test_same_run_started_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch, by: str
+) -> None:
+    req = StartRunRequest(customer_id=customer_id, workflow_id="race", **{by: "run_race_1"})
+    first, second = race(
+        monkeypatch,
+        "require_run",
+        lambda: storage_runs.start_run(db, account_id, req),
+        lambda: storage_runs.start_run(db, account_id, req),
+    )
+    assert (first.is_duplicate, second.is_duplicate) == (False, True)
+    assert second.id == first.id
+    assert count(db, runs, runs.c.customer_id == customer_id) == 1
+
+
+@pytest.mark.parametrize("by", ["id", "external_run_id"])
+def test_same_run_recorded_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch, by: str
+) -> None:
+    req = RecordRunRequest.model_validate(
+        {
+            "customerId": customer_id,
+            "workflow": "race",
+            "events": [{"eventType": "llm", "quantity": 5}, {"eventType": "tool"}],
+            "id" if by == "id" else "externalRunId": "run_race_2",
+        }
+    )
+    first, second = race(
+        monkeypatch,
+        "roll_events",
+        lambda: storage_runs.record_run(db, account_id, req),
+        lambda: storage_runs.record_run(db, account_id, req),
+    )
+    assert (first.events.created, first.events.duplicates) == (2, 0)
+    assert (second.events.created, second.events.duplicates) == (0, 2)
+    assert second.run.id == first.run.id
+    assert count(db, runs, runs.c.customer_id == customer_id) == 1
+    assert count(db, events, events.c.customer_id == customer_id) == 2
