@@ -126,6 +126,7 @@ def opened(url: str) -> Iterator[Database]:
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from ..server.storage.database import Database
+    from ..server.storage.migrations import SchemaTooNew
 
     try:
         db = Database(url)
@@ -141,6 +142,8 @@ def opened(url: str) -> Iterator[Database]:
         yield db
     except DBAPIError as exc:
         raise _unusable(url, exc) from exc
+    except SchemaTooNew as exc:
+        raise CommandError(f"cannot use the database {shown(url)}: {exc}") from None
     finally:
         db.dispose()
 

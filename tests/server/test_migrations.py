@@ -247,3 +247,31 @@ def test_drip_serve_stopped_by_sigterm_leaves_no_wal_files(tmp_path: Path) -> No
     assert (
         not path.with_name("serve.db-wal").exists() and not path.with_name("serve.db-shm").exists()
     )
+
+
+def test_a_database_from_a_newer_drip_is_refused_in_one_line(database_url: str) -> None:
+    """A schema at a revision these migrations do not know (a newer drip-sdk upgraded it) is
+    refused by name, exit 2, the database untouched; not Alembic's traceback."""
+    db = Database(database_url)
+    try:
+        db.upgrade()
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0999_future'")
+        with pytest.raises(migrations.SchemaTooNew, match="0999_future"):
+            db.upgrade()
+    finally:
+        db.dispose()
+    for command in (("db", "upgrade"), ("serve", "--port", "1")):
+        result = subprocess.run(
+            [sys.executable, "-m", "drip.cli", *command, "--database-url", database_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1, message
+        assert "0999_future" in message and migrations.head() in message, message
+        assert "newer drip-sdk" in message, message
+    assert "current: 0999_future" in _drip("db", "current", "--database-url", database_url)

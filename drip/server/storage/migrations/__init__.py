@@ -21,10 +21,25 @@ from sqlalchemy import Connection, inspect
 if TYPE_CHECKING:
     from ..database import Database
 
-__all__ = ["FIRST", "config", "current", "head", "upgrade"]
+__all__ = ["FIRST", "SchemaTooNew", "config", "current", "head", "upgrade"]
 
 #: the revision a 0.2 database (tables made by ``create_all``) is stamped at
 FIRST = "0001"
+
+
+class SchemaTooNew(Exception):
+    """The database is at a revision these migrations do not know: a newer drip-sdk made or
+    upgraded it. Nothing is changed; serving it would write rows its schema may not take."""
+
+    def __init__(self, revision: str) -> None:
+        from drip._version import __version__
+
+        super().__init__(
+            f"its schema is at revision {revision!r}, which drip-sdk {__version__} does not "
+            f"know (its newest is {head()!r}): a newer drip-sdk made or upgraded it. "
+            "Serve it with the drip-sdk that did; nothing was changed"
+        )
+        self.revision = revision
 
 
 def config(conn: Connection | None = None, url: str | None = None) -> Config:
@@ -64,9 +79,11 @@ def upgrade(db: Database) -> list[str]:
             before = FIRST
         if before == head():
             return []
+        script = ScriptDirectory.from_config(config())
+        if before is not None and before not in {rev.revision for rev in script.walk_revisions()}:
+            raise SchemaTooNew(before)
         command.upgrade(config(conn), "head")
         after = _revision(conn)
-    script = ScriptDirectory.from_config(config())
     return [
         rev.revision for rev in reversed(list(script.iterate_revisions(after, before or "base")))
     ]
