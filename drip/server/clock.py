@@ -41,16 +41,21 @@ is_canonical = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").fullmatch
 def normalize(value: str | None, default: str) -> str:
     """A client timestamp in the wire format; ``default`` when it is None.
 
-    Raises ValueError when the text is not an ISO-8601 date-time.
+    Raises ValueError when the text is not an ISO-8601 date-time, or not one in years 1-9999
+    once taken to UTC.
     """
     if value is None:
         return default
     if is_canonical(value):
         return value
     try:
-        return to_iso(_parse(value))
+        moment = _parse(value)
     except ValueError:
         raise ValueError(f"not an ISO-8601 timestamp: {value[:64]!r}") from None
+    try:
+        return to_iso(moment)
+    except OverflowError:  # its offset takes it past year 1 or 9999 in UTC
+        raise ValueError(f"out of range in UTC (years 1-9999): {value[:64]!r}") from None
 
 
 def duration_ms(start: str | None, end: str | None) -> int | None:

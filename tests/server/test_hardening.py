@@ -125,3 +125,58 @@ def test_the_openapi_document_declares_every_request_body(account: Any) -> None:
         ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert ref.rsplit("/", 1)[1] in schemas, (method, path)
     assert "customerId" in schemas["TrackUsageRequest"]["properties"]  # camelCase, as sent
+
+
+#: ISO-8601 times whose UTC falls outside years 1-9999 (Python's datetime range)
+OUT_OF_RANGE = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE)
+def test_a_time_out_of_range_is_refused_alone(
+    api: httpx.Client, customer_id: str, moment: str
+) -> None:
+    """A timestamp whose UTC is before year 1 or after 9999 is a 422 naming it (one ingest item
+    rejected, the rest stored), not a 500 that fails the SDK's whole batch."""
+    body = {"customerId": customer_id, "usageType": "m", "quantity": 1, "timestamp": moment}
+    response = api.post("/usage/internal", json=body)
+    assert response.status_code == 422, response.text
+    assert "timestamp" in response.json()["message"], response.text
+    items = [
+        {"type": "usage", "id": "u-good", "customerId": customer_id, "usageType": "m",
+         "quantity": 1},
+        {"type": "usage", "id": "u-bad", "customerId": customer_id, "usageType": "m",
+         "quantity": 1, "timestamp": moment},
+    ]  # fmt: skip
+    response = api.post("/ingest", json={"items": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["created", "rejected"]
+    assert results[1]["code"] == "INVALID_TIMESTAMP"
+    response = api.get("/usage/summary", params={"since": moment})
+    assert response.status_code == 422, response.text
+    assert "since" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"since": "9999-12-31T23:59:59Z"},
+        {"until": "9999-12-31T23:30:00Z"},
+        {"since": "9999-12-31T23:00:00Z", "groupBy": "hour"},
+        {"since": "9999-12-31T22:30:00Z", "until": "9999-12-31T23:45:00Z", "groupBy": "day"},
+    ],
+)
+def test_the_last_hour_of_year_9999_is_summed(
+    api: httpx.Client, customer_id: str, window: dict[str, str]
+) -> None:
+    """Usage stored in the last hour there is is summed like any other (the hour after it
+    cannot be computed: it was a 500)."""
+    item = {"type": "usage", "id": "u-last", "customerId": customer_id, "usageType": "late",
+            "quantity": 3, "timestamp": "9999-12-31T23:50:00.000000Z"}  # fmt: skip
+    assert api.post("/ingest", json={"items": [item]}).status_code == 200
+    response = api.get("/usage/summary", params={"customerId": customer_id, **window})
+    assert response.status_code == 200, response.text
+    late = [m["quantityDecimal"] for m in response.json()["meters"] if m["meter"] == "late"]
+    stored = "9999-12-31T23:50"
+    inside = window.get("since", "") <= stored < window.get("until", "~")
+    assert late == (["3"] if inside else [])

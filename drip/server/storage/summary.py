@@ -85,7 +85,10 @@ def _split(
     if since is not None:
         start = _hour_start(since)
         if clock.to_iso(start) != since:
-            start += timedelta(hours=1)
+            try:
+                start += timedelta(hours=1)
+            except OverflowError:  # in the last hour of year 9999: no whole hour follows
+                return clock.to_iso(start), clock.to_iso(start), [(since, until)]
             edges.append((since, clock.to_iso(start)))
         lo = clock.to_iso(start)
     if until is not None:
@@ -372,7 +375,11 @@ def _cheaper_edges(
     for start, end in edges:
         assert start is not None and end is not None  # _split gives edges with both bounds
         hour = _hour_start(start)
-        first, last = clock.to_iso(hour), clock.to_iso(hour + timedelta(hours=1))
+        try:
+            first, last = clock.to_iso(hour), clock.to_iso(hour + timedelta(hours=1))
+        except OverflowError:  # the last hour of year 9999: its rows
+            add.append((start, end))
+            continue
         if end == last and _seconds((first, start)) < _seconds((start, end)):
             lo = first  # the since edge: its hour, less [hour, since)
             take.append((first, start))
