@@ -13,15 +13,41 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from .clock import now_iso
 from .storage import schema
+from .storage.bulk import lock_names
 from .storage.database import Database
 
 __all__ = ["DEFAULT_ACCOUNT", "KeyStore", "Principal", "hash_key"]
 
 DEFAULT_ACCOUNT = "default"
+
+
+def _insert_key(conn: Connection, account: str, public: bool) -> str:
+    """Store a new key of ``account`` (made if new) in this transaction; the key."""
+    key = f"{'pk' if public else 'sk'}_local_{secrets.token_hex(24)}"
+    lock_names(conn, ["drip-accounts"])  # two new accounts of one name: the later one waits
+    account_id = conn.execute(
+        select(schema.accounts.c.seq).where(schema.accounts.c.name == account)
+    ).scalar()
+    if account_id is None:
+        inserted = conn.execute(
+            schema.accounts.insert().values(name=account, created_at=now_iso())
+        ).inserted_primary_key
+        assert inserted is not None
+        account_id = inserted[0]
+    conn.execute(
+        schema.api_keys.insert().values(
+            account_id=account_id,
+            key_hash=hash_key(key),
+            kind="public" if public else "secret",
+            hint=key[:12],
+            created_at=now_iso(),
+        )
+    )
+    return key
 
 
 @dataclass(frozen=True)
@@ -54,34 +80,20 @@ class KeyStore:
 
     def create_key(self, account: str = DEFAULT_ACCOUNT, public: bool = False) -> str:
         """A new key for ``account`` (created if new); the only time the key is visible."""
-        key = f"{'pk' if public else 'sk'}_local_{secrets.token_hex(24)}"
         with self._db.write() as conn:
-            account_id = conn.execute(
-                select(schema.accounts.c.seq).where(schema.accounts.c.name == account)
-            ).scalar()
-            if account_id is None:
-                inserted = conn.execute(
-                    schema.accounts.insert().values(name=account, created_at=now_iso())
-                ).inserted_primary_key
-                assert inserted is not None
-                account_id = inserted[0]
-            conn.execute(
-                schema.api_keys.insert().values(
-                    account_id=account_id,
-                    key_hash=hash_key(key),
-                    kind="public" if public else "secret",
-                    hint=key[:12],
-                    created_at=now_iso(),
-                )
-            )
-        return key
+            return _insert_key(conn, account, public)
 
     def bootstrap(self) -> tuple[str, str] | None:
-        """On an empty database: the default account with one secret and one public key."""
-        with self._db.read() as conn:
+        """On an empty database: the default account with one secret and one public key. One
+        transaction, so of several servers starting together on a new database exactly one
+        makes (and shows) them."""
+        with self._db.write() as conn:
+            lock_names(conn, ["drip-accounts"])  # PostgreSQL; SQLite's writes take turns
             if conn.execute(select(schema.accounts.c.seq).limit(1)).first() is not None:
                 return None
-        return self.create_key(DEFAULT_ACCOUNT), self.create_key(DEFAULT_ACCOUNT, public=True)
+            return _insert_key(conn, DEFAULT_ACCOUNT, False), _insert_key(
+                conn, DEFAULT_ACCOUNT, True
+            )
 
     def verify(self, key: str) -> Principal | None:
         """The principal of a key, or None when the key is unknown."""

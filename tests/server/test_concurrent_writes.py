@@ -177,3 +177,46 @@ def test_same_run_recorded_twice_at_once(
     assert second.run.id == first.run.id
     assert count(db, runs, runs.c.customer_id == customer_id) == 1
     assert count(db, events, events.c.customer_id == customer_id) == 2
+
+
+def test_two_servers_starting_on_one_new_database_make_one_set_of_keys(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``drip serve`` starting together on a new database: one makes the default account's
+    keys and shows them; the other finds them made (it made a second pair on SQLite and could
+    fail on the accounts' unique name on PostgreSQL)."""
+    from drip.server import keys as keys_module
+
+    first_db, second_db = Database(database_url), Database(database_url)
+    try:
+        first_db.upgrade()
+        original = keys_module.now_iso
+        held, release = threading.Event(), threading.Event()
+        holder: list[threading.Thread] = []
+
+        def pausing() -> str:
+            if threading.current_thread() in holder and not held.is_set():
+                held.set()  # inside the first one's write, before it commits
+                assert release.wait(10)
+            return original()
+
+        monkeypatch.setattr(keys_module, "now_iso", pausing)
+        with ThreadPoolExecutor(2) as pool:
+
+            def run_first() -> Any:
+                holder.append(threading.current_thread())
+                return KeyStore(first_db).bootstrap()
+
+            one = pool.submit(run_first)
+            assert held.wait(10)
+            two = pool.submit(KeyStore(second_db).bootstrap)
+            time.sleep(0.5)
+            release.set()
+            made = [one.result(timeout=20), two.result(timeout=20)]
+        assert made[0] is not None and made[1] is None
+        from drip.server.storage.schema import api_keys
+
+        assert count(first_db, api_keys) == 2
+    finally:
+        first_db.dispose()
+        second_db.dispose()
