@@ -24,7 +24,7 @@ from drip._version import __version__
 
 from . import dashboard
 from .deps import ServerState
-from .errors import ApiError, error_body, storage_full
+from .errors import ApiError, database_unavailable, error_body, storage_full
 from .http import SecurityHeaders, json_response
 from .keys import KeyStore
 from .openapi import install_openapi
@@ -89,14 +89,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _storage(request: Request, exc: Exception) -> Response:
         # answered here, not by ``_crash``: Starlette re-raises what reaches that one, so
         # uvicorn logs a traceback and drops the keep-alive connection the client reuses
-        if not storage_full(exc):
-            raise exc
-        logger.error(
-            "the database's disk is full: %s %s failed (%s)",
-            request.method, request.url.path, str(exc).splitlines()[0],
-        )  # fmt: skip
-        message = "The server's storage is full; the request failed (see the server's log)"
-        return json_response(error_body(507, "STORAGE_FULL", message), 507)
+        words = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        if storage_full(exc):
+            logger.error(
+                "the database's disk is full: %s %s failed (%s)",
+                request.method, request.url.path, words,
+            )  # fmt: skip
+            message = "The server's storage is full; the request failed (see the server's log)"
+            return json_response(error_body(507, "STORAGE_FULL", message), 507)
+        if database_unavailable(exc):
+            logger.error(
+                "cannot reach the database: %s %s failed (%s)",
+                request.method, request.url.path, words,
+            )  # fmt: skip
+            message = "The server cannot reach its database: the request failed; retry shortly"
+            response = json_response(error_body(503, "DATABASE_UNAVAILABLE", message), 503)
+            response.headers["Retry-After"] = "1"
+            return response
+        raise exc
 
     for kind in _storage_errors():  # the operator's to fix; clients retry (5xx) or spool
         app.add_exception_handler(kind, _storage)
@@ -110,13 +120,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _storage_errors() -> list[type[Exception]]:
-    """The exceptions a full disk comes as: the drivers' (raw, or wrapped by SQLAlchemy), the
-    OS's."""
+    """The exceptions a full disk or a database out of reach comes as: the drivers' (raw, or
+    wrapped by SQLAlchemy), the pool's timeout, the OS's."""
     import sqlite3
 
     from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    kinds: list[type[Exception]] = [DBAPIError, sqlite3.Error, OSError]
+    kinds: list[type[Exception]] = [DBAPIError, PoolTimeout, sqlite3.Error, OSError]
     try:
         import psycopg
     except ImportError:  # no PostgreSQL driver: not a PostgreSQL server

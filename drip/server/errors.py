@@ -14,7 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["ApiError", "describe_validation_error", "error_body", "storage_full"]
+__all__ = [
+    "ApiError",
+    "database_unavailable",
+    "describe_validation_error",
+    "error_body",
+    "storage_full",
+]
 
 _SHORT = {
     400: "bad_request",
@@ -27,6 +33,7 @@ _SHORT = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    503: "service_unavailable",
     507: "insufficient_storage",
 }
 
@@ -47,6 +54,38 @@ def storage_full(exc: BaseException) -> bool:
         ):  # sqlite3, and SQLAlchemy's wrapper of it
             return True
         orig = getattr(current, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's
+        current = (
+            orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+        )
+    return False
+
+
+#: SQLite's words for a file it cannot open, or a write lock it waited for in vain
+_SQLITE_UNAVAILABLE = ("unable to open database file", "database is locked")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database cannot be used right now, which a
+    retry may fix: PostgreSQL unreachable, restarting or refusing connections (psycopg's
+    ``OperationalError``: connection failures, admin shutdown, too many connections), a
+    connection lost mid-request, no connection free in the pool, SQLite's file that cannot be
+    opened or stays locked."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kind = current.__class__
+        if kind.__module__.startswith("psycopg") and kind.__name__ == "OperationalError":
+            return True
+        if getattr(current, "connection_invalidated", False):  # SQLAlchemy: connection lost
+            return True
+        if kind.__module__.startswith("sqlalchemy") and kind.__name__ == "TimeoutError":
+            return True  # the pool had no connection to give within its timeout
+        if kind.__name__ == "OperationalError" and any(
+            words in str(current) for words in _SQLITE_UNAVAILABLE
+        ):
+            return True
+        orig = getattr(current, "orig", None)
         current = (
             orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
         )
