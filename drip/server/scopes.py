@@ -29,7 +29,7 @@ SECRET: Scope = "secret"
 #: (method, path) -> (scope, what a public key gets there)
 SCOPES: dict[tuple[str, str], tuple[Scope, str]] = {
     ("GET", "/health"): (NONE, "health check"),
-    ("POST", "/v1/customers"): (PUBLIC, "create a customer"),
+    ("POST", "/v1/customers"): (PUBLIC, "create a customer (one that exists: its id only)"),
     ("GET", "/v1/customers"): (SECRET, "list customers"),
     ("GET", "/v1/customers/{customer_id}"): (SECRET, "read a customer"),
     ("GET", "/v1/workflows"): (PUBLIC, "list workflows (no customer data)"),

@@ -252,3 +252,34 @@ def test_public_keys_read_nothing_of_the_customers() -> None:
         if method == "GET" and path.startswith("/v1/") and path != "/v1/workflows"
     }
     assert reads and all(SCOPES[r][0] == SECRET for r in reads)
+
+
+def test_a_public_key_repeating_a_customer_learns_only_its_id(world: World) -> None:
+    """``returnExisting`` with a public key answers the existing customer's id (what the SDK
+    needs to write for it), and of its identity only what the request itself gave: not its
+    metadata, nor the address or external id it did not name."""
+    secret = {"Authorization": f"Bearer {world.keys['secret']}"}
+    public = {"Authorization": f"Bearer {world.keys['public']}"}
+    private = {"plan": "enterprise", "email": "ceo@example.com"}
+    address = "0x" + uuid.uuid4().hex + "abcdef01"
+    external = f"vip-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=f"{world.base}/v1", timeout=30) as api:
+        stored = api.post(
+            "/customers",
+            json={"externalCustomerId": external, "onchainAddress": address, "metadata": private},
+            headers=secret,
+        ).json()
+        for named in ({"externalCustomerId": external}, {"onchainAddress": address}):
+            answer = api.post("/customers", json={**named, "returnExisting": True}, headers=public)
+            assert answer.status_code == 200, answer.text
+            got = answer.json()
+            assert got["id"] == stored["id"] and got["isDuplicate"] is True
+            assert got["metadata"] is None, got
+            assert got["externalCustomerId"] == named.get("externalCustomerId"), got
+            assert got["onchainAddress"] == named.get("onchainAddress"), got
+        # the secret key still gets the whole customer
+        again = api.post(
+            "/customers", json={"externalCustomerId": external, "returnExisting": True},
+            headers=secret,
+        ).json()  # fmt: skip
+        assert again["metadata"] == private and again["onchainAddress"] == address

@@ -36,6 +36,16 @@ async def create_customer(request: Request, who: Caller) -> Response:
     customer, created = await run_in_threadpool(
         customers.create_customer, state(request).db, who.account_id, req
     )
+    if who.public and not created:
+        # a public key reads nothing of the customers: of one that exists it learns the id
+        # (to write for it) and no more of its identity than the request itself gave
+        customer = customer.model_copy(
+            update={
+                "metadata": None,
+                "external_customer_id": req.external_customer_id,
+                "onchain_address": req.onchain_address,
+            }
+        )
     return json_response(customer, 201 if created else 200)
 
 
