@@ -2,7 +2,8 @@
 
 Bodies are read here (not by FastAPI's body parameters) so that every failure has our JSON error
 shape: a body over ``MAX_BODY_BYTES`` is 413 (checked from Content-Length and again while
-reading), JSON nested deeper than ``MAX_DEPTH`` or malformed is 400, a body that is not an
+reading, and on what a gzip or deflate ``Content-Encoding`` decompresses to; another coding is
+415), JSON nested deeper than ``MAX_DEPTH`` or malformed is 400, a body that is not an
 object or fails a model is 422 naming the field. An empty body counts as ``{}`` where the body
 is optional. (The OpenAPI document still declares each body's model: see ``routes``.)
 
@@ -13,6 +14,7 @@ every HTML response (the dashboard, ``/docs``).
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any, TypeVar
 
 import pydantic_core
@@ -66,7 +68,46 @@ async def read_body(request: Request) -> bytes:
         if total > MAX_BODY_BYTES:
             raise _too_large()
         chunks.append(chunk)
-    return b"".join(chunks)
+    raw = b"".join(chunks)
+    encoding = request.headers.get("content-encoding")
+    return raw if encoding is None else _decompressed(raw, encoding)
+
+
+#: zlib's window bits per Content-Encoding (gzip's header, or deflate's zlib one)
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompressed(raw: bytes, header: str) -> bytes:
+    """A body sent with ``Content-Encoding`` (codings applied in order, undone in reverse):
+    gzip and deflate are read, to at most ``MAX_BODY_BYTES`` (a small bomb is a 413); any
+    other coding is a 415 naming it; a body that is not what it claims is a 400."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        wbits = _WBITS.get(coding)
+        if wbits is None:
+            raise ApiError(
+                415,
+                "UNSUPPORTED_CONTENT_ENCODING",
+                f"Content-Encoding {coding[:40]!r} is not supported: send the body as is, "
+                "or gzip or deflate",
+            )
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(raw, MAX_BODY_BYTES + 1)
+        except zlib.error as exc:
+            raise ApiError(
+                400, "INVALID_BODY", f"The request body is not valid {coding}: {exc}"
+            ) from None
+        if len(out) > MAX_BODY_BYTES or inflater.unconsumed_tail:
+            raise _too_large()
+        if not inflater.eof:
+            raise ApiError(
+                400, "INVALID_BODY", f"The request body is not valid {coding}: cut short"
+            )
+        raw = out
+    return raw
 
 
 def _too_large() -> ApiError:

@@ -3,6 +3,7 @@ documents itself only in local development; the app factory reads the environmen
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -180,3 +181,38 @@ def test_the_last_hour_of_year_9999_is_summed(
     stored = "9999-12-31T23:50"
     inside = window.get("since", "") <= stored < window.get("until", "~")
     assert late == (["3"] if inside else [])
+
+
+def test_a_compressed_body_is_read_or_refused_by_name(api: httpx.Client, customer_id: str) -> None:
+    """``Content-Encoding: gzip`` / ``deflate`` bodies are decompressed (the same 8 MiB limit on
+    what they decompress to: a small bomb is a 413); another encoding is a 415 naming it; a
+    body that is not what it claims is a 400 naming the encoding (it was 'not valid JSON')."""
+    import gzip
+    import zlib
+
+    from drip.server.http import MAX_BODY_BYTES
+
+    body = json.dumps({"customerId": customer_id, "usageType": "gz", "quantity": 2}).encode()
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        response = api.post(
+            "/usage/internal",
+            content=packed,
+            headers={"content-type": "application/json", "content-encoding": encoding},
+        )
+        assert response.status_code == 200, (encoding, response.text)
+    summary = api.get("/usage/summary", params={"customerId": customer_id}).json()
+    assert [m["quantityDecimal"] for m in summary["meters"] if m["meter"] == "gz"] == ["4"]
+
+    def post(content: bytes, encoding: str) -> httpx.Response:
+        headers = {"content-type": "application/json", "content-encoding": encoding}
+        return api.post("/ingest", content=content, headers=headers)
+
+    bomb = gzip.compress(b" " * (MAX_BODY_BYTES + 1))
+    assert len(bomb) < 64 * 1024
+    assert post(bomb, "gzip").status_code == 413
+    refused = post(b"\x00\x01", "br")
+    assert refused.status_code == 415, refused.text
+    assert "'br'" in refused.json()["message"]
+    broken = post(b"not gzip at all", "gzip")
+    assert broken.status_code == 400, broken.text
+    assert "gzip" in broken.json()["message"]
