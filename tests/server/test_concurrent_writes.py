@@ -10,6 +10,7 @@ after its insert, lets the second one start, then lets the first commit.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,10 +61,11 @@ def race(
     hold_after: str,
     first: Callable[[], Any],
     second: Callable[[], Any],
+    where: Any = storage_runs,
 ) -> tuple[Any, Any]:
     """Run ``first`` in a thread that pauses inside its transaction, when its call of
-    ``storage_runs.<hold_after>`` returns; start ``second`` meanwhile; then let ``first`` go."""
-    original = getattr(storage_runs, hold_after)
+    ``where.<hold_after>`` returns; start ``second`` meanwhile; then let ``first`` go."""
+    original = getattr(where, hold_after)
     held, release = threading.Event(), threading.Event()
     holder: list[threading.Thread] = []
 
@@ -74,7 +76,7 @@ def race(
             assert release.wait(10)
         return out
 
-    monkeypatch.setattr(storage_runs, hold_after, pausing)
+    monkeypatch.setattr(where, hold_after, pausing)
     with ThreadPoolExecutor(2) as pool:
 
         def run_first() -> Any:
@@ -177,6 +179,31 @@ def test_same_run_recorded_twice_at_once(
     assert second.run.id == first.run.id
     assert count(db, runs, runs.c.customer_id == customer_id) == 1
     assert count(db, events, events.c.customer_id == customer_id) == 2
+
+
+def test_same_ingest_batch_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's batch sent again while the first is still being stored (a retry after a
+    timeout, to another worker): the second answers every item a duplicate, the run start
+    included (it answered 'created' twice on PostgreSQL)."""
+    from drip.server.storage import ingest as storage_ingest
+
+    items = [
+        {"type": "run.start", "id": "run_race_3", "customerId": customer_id, "workflow": "w"},
+        {"type": "event", "id": "evt_race_3", "runId": "run_race_3", "eventType": "e"},
+    ]
+    raw = json.dumps({"items": items}).encode()
+    first, second = race(
+        monkeypatch,
+        "write",
+        lambda: storage_ingest.ingest(db, account_id, raw),
+        lambda: storage_ingest.ingest(db, account_id, raw),
+        where=storage_ingest._Apply,
+    )
+    assert first.statuses == ["created", "created"]
+    assert second.statuses == ["duplicate", "duplicate"]
+    assert count(db, runs, runs.c.id == "run_race_3") == 1
 
 
 def test_two_servers_starting_on_one_new_database_make_one_set_of_keys(

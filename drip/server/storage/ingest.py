@@ -38,7 +38,7 @@ from drip.models import ONE_CUSTOMER, TERMINAL_RUN_STATUSES, RunStatus
 from .. import clock
 from ..errors import ApiError
 from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
-from .bulk import IN_CHUNK, bulk_insert_ignore, chunked, insert_new, json_text, query_rows
+from .bulk import IN_CHUNK, bulk_insert_new, chunked, insert_new, json_text, query_rows
 from .customers import AUTO_CREATE_OFF, external_customers
 from .database import Database
 from .refs import existing_customers, known_runs, not_owned, workflow_ids
@@ -200,6 +200,7 @@ class _Apply:
         self.statuses: list[str] = []
         self.problems: dict[int, tuple[str, str]] = {}
         self.run_rows: list[dict[str, Any]] = []
+        self.run_at: list[int] = []  # answer index of each run row
         self.event_rows: list[tuple[Any, ...]] = []
         self.full_rows = False  # some event rows are full ones (the rest are made full too)
         self.event_at: list[int] = []  # answer index of each event row
@@ -315,6 +316,7 @@ class _Apply:
                 "started_by": self.owner,
             }
         )
+        self.run_at.append(len(self.ids))
         return self.result(rid, "created")
 
     def apply(self, items: Sequence[Item | Rejected], canonical: bool) -> None:
@@ -433,7 +435,11 @@ class _Apply:
 
     def write(self) -> None:
         """Write what the pass decided: runs, then events and usage, then run ends."""
-        bulk_insert_ignore(self.conn, runs, self.run_rows)
+        went_in = bulk_insert_new(self.conn, runs, self.account_id, self.run_rows)
+        if went_in is not None:  # PostgreSQL: another transaction stored it after our look-up
+            for run_row, index in zip(self.run_rows, self.run_at, strict=True):
+                if run_row["id"] not in went_in:
+                    self.statuses[index] = "duplicate"
         if self.full_rows:
             self.event_rows = [_full_row(row) for row in self.event_rows]
         event_columns = EVENT_COLUMNS if self.full_rows else COMMON_COLUMNS
