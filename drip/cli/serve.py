@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from ._common import add_db_options, database_url, opened, shown
+from ._common import CommandError, add_db_options, database_url, opened, shown
 
 __all__ = ["add"]
 
@@ -57,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..server import Pricing
     from ..server.keys import KeyStore
     from ..server.settings import Settings
+    from ..server.storage.sqlite import in_memory
 
     try:
         Pricing.build(args.price or [], args.default_price)
@@ -73,6 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # migrate and make the first keys once, here; the workers find the schema at head
     with opened(url) as db:
+        if db.dialect == "sqlite" and in_memory(url):
+            raise CommandError(
+                "an in-memory SQLite database lives in one process, and the server's are not "
+                "this one (the keys printed here would be unknown to it): use a file, --db PATH"
+            )
         db.upgrade()
         # before a new database's keys are made: they are shown once, when the server starts
         problem = _cannot_listen(args.host, args.port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,19 @@ def test_read_commands(
 def test_bad_price_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["serve", "--db", str(tmp_path / "x.db"), "--price", "tokens"]) == 2
     assert "METER=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_serve_refuses_an_in_memory_database(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """Each server process would have a database of its own: the keys drip serve made and
+    printed were in none of them (every request a 401)."""
+    with socket.socket() as taken:  # were it not refused, it would stop there, not serve
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "--database-url", url, "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert "in-memory" in err and "--db" in err, err
 
 
 def test_serve_starts_with_the_http_parser_and_loop_named(tmp_path: Path) -> None:
