@@ -24,7 +24,13 @@ from drip._version import __version__
 
 from . import dashboard
 from .deps import ServerState
-from .errors import ApiError, database_unavailable, error_body, storage_full
+from .errors import (
+    ApiError,
+    database_read_only,
+    database_unavailable,
+    error_body,
+    storage_full,
+)
 from .http import SecurityHeaders, json_response
 from .keys import KeyStore
 from .openapi import install_openapi
@@ -97,6 +103,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             )  # fmt: skip
             message = "The server's storage is full; the request failed (see the server's log)"
             return json_response(error_body(507, "STORAGE_FULL", message), 507)
+        if database_read_only(exc):
+            logger.error(
+                "the database is read-only: %s %s failed (%s)",
+                request.method, request.url.path, words,
+            )  # fmt: skip
+            message = "The server's database is read-only: the write failed (see the server's log)"
+            return json_response(error_body(503, "DATABASE_READ_ONLY", message), 503)
         if database_unavailable(exc):
             logger.error(
                 "cannot reach the database: %s %s failed (%s)",

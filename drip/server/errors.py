@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 __all__ = [
     "ApiError",
+    "database_read_only",
     "database_unavailable",
     "describe_validation_error",
     "error_body",
@@ -84,6 +85,25 @@ def database_unavailable(exc: BaseException) -> bool:
         if kind.__name__ == "OperationalError" and any(
             words in str(current) for words in _SQLITE_UNAVAILABLE
         ):
+            return True
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+        )
+    return False
+
+
+def database_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database takes no writes: SQLite's
+    ``SQLITE_READONLY`` (a file or mount made read-only), PostgreSQL's read-only transaction
+    (a hot standby, ``default_transaction_read_only``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) == "25006":  # psycopg: read_only_sql_transaction
+            return True
+        if "attempt to write a readonly database" in str(current):  # sqlite3
             return True
         orig = getattr(current, "orig", None)
         current = (

@@ -53,3 +53,28 @@ def test_a_sqlite_file_that_cannot_be_opened_is_a_503(tmp_path: Path) -> None:
         response = client.get("/v1/customers", headers=headers)
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "DATABASE_UNAVAILABLE"
+
+
+def test_a_read_only_sqlite_database_is_a_clear_503(tmp_path: Path) -> None:
+    """Writes to a database that became read-only (a file whose mode or mount changed under
+    the server) answer 503 DATABASE_READ_ONLY saying so; reads still answer."""
+    from sqlalchemy import event
+
+    from drip.server.keys import KeyStore
+
+    app = create_app(f"sqlite:///{tmp_path / 'drip.db'}")
+    db = app.state.drip.db
+    key = KeyStore(db).create_key()
+    db.dispose()
+
+    @event.listens_for(db.engine, "connect")
+    def _read_only(dbapi_conn: object, _record: object) -> None:
+        dbapi_conn.execute("PRAGMA query_only=ON")  # type: ignore[attr-defined]
+
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/customers", headers=headers).status_code == 200
+        response = client.post("/v1/customers", headers=headers, json={"externalCustomerId": "ro"})
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "DATABASE_READ_ONLY"
+    assert "read-only" in response.json()["message"]
