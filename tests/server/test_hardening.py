@@ -216,3 +216,20 @@ def test_a_compressed_body_is_read_or_refused_by_name(api: httpx.Client, custome
     broken = post(b"not gzip at all", "gzip")
     assert broken.status_code == 400, broken.text
     assert "gzip" in broken.json()["message"]
+
+
+def test_an_events_batch_takes_at_most_as_many_events_as_an_ingest_batch(
+    api: httpx.Client, customer_id: str
+) -> None:
+    """``POST /v1/run-events/batch`` had no count limit: 120,000 small events fit in 8 MiB and
+    held the database's write lock for seconds. It takes ``MAX_ITEMS`` like ``/v1/ingest``."""
+    from drip.server.ingest_parse import MAX_ITEMS
+
+    run_id = api.post("/runs", json={"customerId": customer_id, "workflowId": "w"}).json()["id"]
+    events = [{"runId": run_id, "eventType": "e"}] * (MAX_ITEMS + 1)
+    response = api.post("/run-events/batch", json={"events": events})
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["code"] == "TOO_MANY_ITEMS"
+    assert str(MAX_ITEMS) in response.json()["message"]
+    timeline = api.get(f"/runs/{run_id}/timeline").json()
+    assert timeline["events"] == []  # nothing of it was stored

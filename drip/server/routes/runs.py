@@ -27,6 +27,7 @@ from drip.models import (
 from ..deps import Caller, state
 from ..errors import ApiError
 from ..http import json_response, parse, read_object
+from ..ingest_parse import MAX_ITEMS
 from ..openapi import answers, body
 from ..storage import run_list
 from ..storage import runs as storage_runs
@@ -162,6 +163,8 @@ async def emit_events_batch(request: Request, who: Caller) -> Response:
     items = (await read_object(request)).get("events")
     if not isinstance(items, list):
         raise ApiError(422, "VALIDATION_ERROR", "events: must be a list of events")
+    if len(items) > MAX_ITEMS:  # as /v1/ingest: one request holds the write lock so long
+        raise ApiError(413, "TOO_MANY_ITEMS", f"events: at most {MAX_ITEMS} events per request")
     result = await run_in_threadpool(
         storage_runs.emit_events_batch, state(request).db, who.account_id, items
     )
