@@ -19,7 +19,9 @@ def to_iso(moment: datetime) -> str:
     """``2025-01-01T00:00:00.000000Z`` for an aware datetime (naive ones are taken as UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: %Y gives '999', not '0999', for years before 1000 on glibc,
+    # and stored times must sort as text
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat("T", "microseconds") + "Z"
 
 
 def now_iso() -> str:

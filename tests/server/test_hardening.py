@@ -233,3 +233,22 @@ def test_an_events_batch_takes_at_most_as_many_events_as_an_ingest_batch(
     assert str(MAX_ITEMS) in response.json()["message"]
     timeline = api.get(f"/runs/{run_id}/timeline").json()
     assert timeline["events"] == []  # nothing of it was stored
+
+
+def test_times_before_year_1000_keep_four_digit_years(api: httpx.Client, customer_id: str) -> None:
+    """Stored times are text that sorts in time order: year 999 must be '0999', not '999'
+    (strftime's %Y on Linux), which sorted after 2026 (a window from 2026 counted it) and made
+    a window from year 1 a 500."""
+    body = {"customerId": customer_id, "usageType": "old", "quantity": 5,
+            "timestamp": "0999-06-01T12:00:00Z"}  # fmt: skip
+    stored = api.post("/usage/internal", json=body)
+    assert stored.status_code == 200, stored.text
+
+    def total(**window: str) -> list[str]:
+        response = api.get("/usage/summary", params={"customerId": customer_id, **window})
+        assert response.status_code == 200, response.text
+        return [m["quantityDecimal"] for m in response.json()["meters"] if m["meter"] == "old"]
+
+    assert total(since="2026-01-01") == []
+    assert total(since="0001-01-01T00:30:00Z", until="1000-01-01") == ["5"]
+    assert total(since="0999-06-01T11:30:00Z", groupBy="day") == ["5"]
