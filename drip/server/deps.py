@@ -41,8 +41,22 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _check_nul(request: Request) -> None:
+    """422 for a NUL in the path or a query parameter: nothing stored holds one (writes refuse
+    it), and PostgreSQL would fail the query on it (a 500)."""
+    if "\x00" in request.scope["path"]:
+        raise ApiError(422, "VALIDATION_ERROR", "the request's path holds a NUL character")
+    if b"%00" in request.scope["query_string"] or b"\x00" in request.scope["query_string"]:
+        for name, value in request.query_params.multi_items():
+            if "\x00" in name or "\x00" in value:
+                raise ApiError(
+                    422, "VALIDATION_ERROR", f"{name.replace(chr(0), '?')} holds a NUL character"
+                )
+
+
 async def authenticate(request: Request) -> Principal:
-    """FastAPI dependency: the caller of this request, allowed by the route's scope."""
+    """FastAPI dependency: the caller of this request, allowed by the route's scope (and a
+    path or query without NUL)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     key = key.strip()
@@ -61,6 +75,7 @@ async def authenticate(request: Request) -> Principal:
             "SECRET_KEY_REQUIRED",
             f"{request.method} {path} needs a secret key (sk_…): public keys may only write",
         )
+    _check_nul(request)
     return principal
 
 

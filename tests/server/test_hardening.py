@@ -252,3 +252,26 @@ def test_times_before_year_1000_keep_four_digit_years(api: httpx.Client, custome
     assert total(since="2026-01-01") == []
     assert total(since="0001-01-01T00:30:00Z", until="1000-01-01") == ["5"]
     assert total(since="0999-06-01T11:30:00Z", groupBy="day") == ["5"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/a%00b",
+        "/runs/a%00b/timeline",
+        "/customers/a%00b",
+        "/runs?customerId=a%00b",
+        "/runs?externalCustomerId=a%00b",
+        "/usage/summary?customerId=a%00b",
+        "/usage/summary?meter=a%00b",
+    ],
+)
+def test_a_nul_in_the_path_or_query_is_a_422(api: httpx.Client, path: str) -> None:
+    """PostgreSQL takes no NUL in text: an id or filter holding one was a 500 there (SQLite
+    answered 404 or an empty success). It is refused before the database, on both."""
+    response = api.get(path)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "VALIDATION_ERROR"
+    assert "NUL" in response.json()["message"]
+    ended = api.patch("/runs/a%00b", json={"status": "COMPLETED"})
+    assert ended.status_code == 422, ended.text
