@@ -38,7 +38,9 @@ def parse(header: str | None) -> dict[str, str]:
 
     Anything malformed is skipped member by member; an oversized header is ignored whole.
     """
-    if not header or len(header.encode("utf-8", "replace")) > MAX_BYTES:
+    if not isinstance(header, str) or not header:
+        return {}
+    if len(header.encode("utf-8", "replace")) > MAX_BYTES:
         return {}
     found: dict[str, str] = {}
     for member in _members(header)[:MAX_MEMBERS]:

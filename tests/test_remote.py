@@ -101,6 +101,17 @@ def test_bad_or_oversized_baggage_is_ignored(b_client: Drip) -> None:
         assert nothing is None and current_run() is None
 
 
+def test_header_values_that_are_not_text() -> None:
+    # requests sends bytes values as given: read as latin-1, as clients send str headers
+    assert extract({"Baggage": b"drip.run=run_1,drip.customer=cus_1"}).run_id == "run_1"
+    assert not extract({"baggage": 42})  # nothing a client sends: ignored, no error
+    with drip.run("a", customer_id="cus_1") as run:
+        headers: dict[str, Any] = {"Baggage": b"k=v"}
+        assert parse(inject(headers)["Baggage"])["run"] == run.id
+        odd: dict[str, Any] = {"baggage": 42}
+        assert inject(odd) == {"baggage": 42}  # not drip's to rewrite
+
+
 def test_inject_adds_opentelemetry_traceparent_alongside() -> None:
     provider = TracerProvider()
     with provider.get_tracer("t").start_as_current_span("call") as span:
