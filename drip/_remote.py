@@ -104,7 +104,9 @@ def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
         if current is not None and not isinstance(current, str):
             return headers  # a value no HTTP client sends as text: not drip's to rewrite
         merged = merge(current, values)
-        if merged is not None and merged != current:
+        if merged is None and current is not None:
+            del headers[key]  # it held only another run's drip members, and ours do not fit
+        elif merged is not None and merged != current:
             headers[key] = merged
     return headers
 

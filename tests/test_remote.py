@@ -137,3 +137,10 @@ def test_a_customer_named_by_its_external_id_travels_as_such(
     carried = extract(headers)
     assert carried.customer_id == "user_123" and type(carried.customer_id) is external
     assert extract({"baggage": "drip.customer=cus_1"}).customer_id.__class__ is str
+
+
+def test_a_forwarded_header_never_names_the_callers_run_when_the_current_one_does_not_fit() -> None:
+    forwarded = "drip.run=run_caller,drip.customer=cus_caller"
+    with drip.run("a", customer_id="cus_1"):
+        headers = {"baggage": forwarded + "," + ",".join(f"k{i}=v" for i in range(62))}
+        assert "drip." not in inject(headers)["baggage"]
