@@ -438,3 +438,20 @@ async def test_a_dropped_stream_records_at_once_without_the_cyclic_gc(
         gc.enable()
     event = only_llm(recorder.events(run.id))
     assert event.metadata["complete"] is False and event.metadata["model"] == MODEL
+
+
+def test_an_sdk_without_the_responses_api_still_meters_chat(
+    recorder: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openai before 1.66 (inside the extra's range, openai>=1.40) has no openai.resources.
+    # responses: instrument() raised ModuleNotFoundError there instead of metering chat calls
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openai.resources.responses", None)
+    drip_openai.instrument()
+    client = make_client()
+    monkeypatch.setattr(type(client), "responses", None)  # an old client has no .responses
+    drip_openai.instrument(client)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        ask(client)
+    check_chat(only_llm(recorder.events(run.id)), streamed=False)
