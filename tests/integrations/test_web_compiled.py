@@ -217,9 +217,9 @@ def test_every_scenario_records_what_the_python_records(monkeypatch: pytest.Monk
     theirs = record(calls, lambda: python_twins(monkeypatch))
     assert ours == theirs
     items, logged, outcomes = ours
-    assert outcomes.count("LookupError") == 1 and len(logged) == 3  # two bad ids, one customer
+    assert outcomes.count("LookupError") == 1 and len(logged) == 1  # one bad customer
     kinds = [i["type"] for i in items]
-    assert kinds.count("run.start") == kinds.count("run.end") == 17
+    assert kinds.count("run.start") == kinds.count("run.end") == 19  # bad ids: metered
 
 
 def test_random_sequences_record_what_the_python_records(
@@ -282,9 +282,11 @@ def test_what_is_not_the_common_case_goes_to_the_python() -> None:
         assert drip.context.current_run() is None
         assert _web.open_request(meter, None, "GET", "/a", None) is None
         assert _web.open_request(meter, 42, "GET", "/a", None) is None  # logged, not raised
-        assert _web.open_request(meter, "cus_1", "GET", "/a", "bad id\x00") is None
-    assert len(cap.run_starts) == len(cap.run_ends) == 2
-    assert [e.metadata["status_code"] for e in cap.events if e.metadata] == [None, 200]
+        bad = _web.open_request(meter, "cus_1", "GET", "/a", "bad id\x00")  # metered without
+        assert isinstance(bad, _web.RequestRun) and bad.external_run_id is None
+        _web.finish_request(bad, None)
+    assert len(cap.run_starts) == len(cap.run_ends) == 3
+    assert [e.metadata["status_code"] for e in cap.events if e.metadata] == [None, 200, None]
     with pytest.raises(TypeError):
         _web.finish_request()  # type: ignore[call-arg]
 
