@@ -449,10 +449,17 @@ def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
 
 
 def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
-    """Meter one client's calls, or (``client=None``) every OpenAI client's; idempotent."""
+    """Meter one client's calls (and its ``with_options()`` / ``copy()`` clients'), or
+    (``client=None``) every OpenAI client's; idempotent."""
+    _instrument(client, meter, True)
+
+
+def _instrument(client: Any, meter: str, undone: bool) -> None:
     for owner, method, api, is_async in _targets(client):
         begin = functools.partial(_Call, meter, api)
-        _patches.wrap(owner, method, method_wrapper(begin, is_async))
+        _patches.wrap(owner, method, method_wrapper(begin, is_async), undone=undone)
+    if client is not None:
+        _patches.follow_copies(client, lambda c: _instrument(c, meter, False), undone=undone)
 
 
 def uninstrument() -> None:
