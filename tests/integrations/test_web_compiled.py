@@ -344,3 +344,45 @@ def test_request_send_notes_status_and_last_chunk() -> None:
         send({"status": 1})  # as the Python: a message without a type is the app's mistake
     with pytest.raises(TypeError):
         send()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("which", ["compiled", "python"])
+def test_a_file_the_server_sends_by_path_is_the_last_chunk(which: str) -> None:
+    # servers with the ASGI pathsend extension (Granian) get a FileResponse as one
+    # http.response.pathsend message, no body message: the request was recorded incomplete
+    class Run:
+        status: Any = None
+        done_ns: Any = None
+
+    run = Run()
+    watch = asgi.watch if which == "compiled" else asgi._watch
+    send = watch(run, [].append)  # type: ignore[arg-type]
+    send({"type": "http.response.start", "status": 200})
+    send({"type": "http.response.pathsend", "path": "/srv/report.pdf"})
+    assert isinstance(run.done_ns, int)
+
+
+def test_a_file_response_under_pathsend_is_metered_complete(tmp_path: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    report = tmp_path / "report.txt"
+    report.write_text("numbers")
+    app = Starlette(routes=[Route("/report", lambda request: FileResponse(report))])
+    middleware = asgi.DripMiddleware(app, customer=lambda request: "cus_1")
+    scope = {"type": "http", "method": "GET", "path": "/report", "root_path": "",
+             "headers": [], "extensions": {"http.response.pathsend": {}}}  # fmt: skip
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    with drip.testing.capture() as cap:
+        asyncio.run(middleware(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    [event] = cap.events
+    assert "incomplete" not in (event.metadata or {})
