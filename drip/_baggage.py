@@ -38,7 +38,9 @@ def parse(header: str | None) -> dict[str, str]:
 
     Anything malformed is skipped member by member; an oversized header is ignored whole.
     """
-    if not header or len(header.encode("utf-8", "replace")) > MAX_BYTES:
+    if not isinstance(header, str) or not header:
+        return {}
+    if len(header.encode("utf-8", "replace")) > MAX_BYTES:
         return {}
     found: dict[str, str] = {}
     for member in _members(header)[:MAX_MEMBERS]:
@@ -55,14 +57,18 @@ def parse(header: str | None) -> dict[str, str]:
 def merge(header: str | None, values: dict[str, str]) -> str | None:
     """``header`` with drip's members replaced by ``values`` (None values are left out).
 
-    Returns the header unchanged when the result would break a W3C limit.
+    When the result would break a W3C limit, drip's members do not travel: the header is
+    returned unchanged, or without the drip members it held (another run's, from the request
+    being served: they must not name the wrong run downstream).
     """
-    kept = [m for m in _members(header or "") if not _key(m).startswith(PREFIX)]
+    members = _members(header or "")
+    kept = [m for m in members if not _key(m).startswith(PREFIX)]
+    unchanged = header if len(kept) == len(members) else ",".join(kept) or None
     ours = [f"{PREFIX}{k}={quote(v, safe='')}" for k, v in values.items() if v]
     if any(len(m) > MAX_MEMBER_BYTES for m in ours):
-        return header
+        return unchanged
     members = kept + ours
     merged = ",".join(members)
     if len(members) > MAX_MEMBERS or len(merged.encode("utf-8", "replace")) > MAX_BYTES:
-        return header
+        return unchanged
     return merged or None

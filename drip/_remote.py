@@ -58,15 +58,21 @@ class RemoteRun(Run):
 
 
 def _header(headers: Any, name: str = "baggage") -> tuple[str | None, str]:
-    """The value of ``name`` in a mapping of headers, whatever its case, and the key it has."""
+    """The value of ``name`` in a mapping of headers, whatever its case, and the key it has.
+
+    A bytes value (``requests`` sends what the application gave as it is) is read as latin-1,
+    as HTTP clients encode str headers, so the header goes out with the same bytes.
+    """
     value = headers.get(name)
-    if value is not None:
-        return value, name
-    if isinstance(headers, Mapping):
-        for key in headers:
-            if isinstance(key, str) and key.lower() == name:
-                return headers[key], key
-    return None, name
+    key = name
+    if value is None and isinstance(headers, Mapping):
+        for k in headers:
+            if isinstance(k, str) and k.lower() == name:
+                value, key = headers[k], k
+                break
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("latin-1")
+    return value, key
 
 
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
@@ -95,8 +101,12 @@ def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
         values["customer_ext" if _is_external(customer) else "customer"] = customer
     if values:
         current, key = _header(headers)
+        if current is not None and not isinstance(current, str):
+            return headers  # a value no HTTP client sends as text: not drip's to rewrite
         merged = merge(current, values)
-        if merged is not None and merged != current:
+        if merged is None and current is not None:
+            del headers[key]  # it held only another run's drip members, and ours do not fit
+        elif merged is not None and merged != current:
             headers[key] = merged
     return headers
 

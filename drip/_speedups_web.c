@@ -60,7 +60,7 @@ static PyObject *UNMATCHED;       /* the route label of a request no route match
 
 static PyObject *s_client, *s_recorder_obj, *s_lane_of, *s_external_run_id, *s_completed,
     *s_finish, *s_span_id, *s_type,
-    *s_status, *s_more_body, *s_done_ns, *s_start, *s_body, *s_extend;
+    *s_status, *s_more_body, *s_done_ns, *s_start, *s_body, *s_pathsend, *s_extend;
 
 #define FIELD(obj, at) (*(PyObject **)((char *)(obj) + (at)))
 
@@ -509,10 +509,13 @@ watch_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
         rc = status == NULL ? -1 : PyObject_SetAttr(self->run, s_status, status);
         Py_XDECREF(status);
     }
-    else if (is_text(kind, s_body)) {
-        PyObject *more = item(message, s_more_body, 1);
-        int last = more == NULL ? (PyErr_Occurred() ? -1 : 1) : !PyObject_IsTrue(more);
-        Py_XDECREF(more);
+    else if (is_text(kind, s_body) || is_text(kind, s_pathsend)) {
+        int last = 1;  /* ``http.response.pathsend``: a whole file the server sends */
+        if (is_text(kind, s_body)) {
+            PyObject *more = item(message, s_more_body, 1);
+            last = more == NULL ? (PyErr_Occurred() ? -1 : 1) : !PyObject_IsTrue(more);
+            Py_XDECREF(more);
+        }
         PyObject *done = last == 1 ? PyObject_GetAttr(self->run, s_done_ns) : NULL;
         if (last < 0 || (last == 1 && done == NULL)) {
             rc = -1;
@@ -678,7 +681,8 @@ web_init(PyObject *module)
         {&s_completed, "COMPLETED"}, {&s_finish, "finish"}, {&s_span_id, "span_id"},
         {&s_type, "type"}, {&s_status, "status"}, {&s_more_body, "more_body"},
         {&s_done_ns, "done_ns"}, {&s_start, "http.response.start"},
-        {&s_body, "http.response.body"}, {&s_extend, "extend"},
+        {&s_body, "http.response.body"}, {&s_pathsend, "http.response.pathsend"},
+        {&s_extend, "extend"},
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         if ((*texts[i].name = PyUnicode_InternFromString(texts[i].text)) == NULL) {

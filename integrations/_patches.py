@@ -12,6 +12,7 @@ class) is recorded by the outer one only: ``IN_CALL`` is set while a wrapped cal
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +28,7 @@ __all__ = ["IN_CALL", "Intercepted", "Patches", "method_wrapper"]
 IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("drip_llm_call", default=False)
 
 _MISSING = object()
+logger = logging.getLogger("drip")
 
 
 def _is_ours(method: Any) -> bool:
@@ -42,8 +44,14 @@ class Patches:
         self._lock = threading.Lock()
         self._done: list[tuple[Any, str, Any]] = []
 
-    def wrap(self, owner: Any, name: str, wrapper: Callable[..., Any]) -> bool:
-        """Wrap ``owner.name`` (a class or an object); False if drip already wrapped it."""
+    def wrap(
+        self, owner: Any, name: str, wrapper: Callable[..., Any], *, undone: bool = True
+    ) -> bool:
+        """Wrap ``owner.name`` (a class or an object); False if drip already wrapped it.
+
+        ``undone=False``: ``undo`` leaves it (a client copy's: not kept here, so copies made
+        per request are freed with their client).
+        """
         with self._lock:
             current = getattr(owner, name, None)
             if current is None or _is_ours(current):
@@ -51,8 +59,28 @@ class Patches:
             before = vars(owner).get(name, _MISSING)
             wrapt.wrap_function_wrapper(owner, name, wrapper)
             vars(owner)[name]._self_drip = True
-            self._done.append((owner, name, before))
+            if undone:
+                self._done.append((owner, name, before))
             return True
+
+    def follow_copies(
+        self, client: Any, instrument: Callable[[Any], None], *, undone: bool = True
+    ) -> None:
+        """Instrument what ``client.copy()`` / ``client.with_options()`` return too (the SDKs'
+        one method under two names): a new client with new resources, which a client
+        instrumented on its own would otherwise hand out unmetered."""
+
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            copied = wrapped(*args, **kwargs)
+            try:
+                instrument(copied)
+            except Exception:
+                logger.exception("drip: a copy of an instrumented client is not metered")
+            return copied
+
+        for name in ("copy", "with_options"):
+            if callable(getattr(client, name, None)):
+                self.wrap(client, name, wrapper, undone=undone)
 
     def undo(self) -> None:
         """Restore every wrapped method, newest first."""

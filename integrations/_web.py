@@ -205,7 +205,7 @@ class RequestMeter:
                     options.get("customer_id"), options.get("external_customer_id"), "the request"
                 )
             shape = self._shapes.get((method, label)) or self._shape(method, label)
-            run_id = None if not request_id else check_name(request_id, "external_run_id")
+            run_id = None if not request_id else _request_id(request_id)
             assert customer_id is not None
             run = begin_deferred(RequestRun, default_recorder, shape[0], customer_id, run_id,
                                  _answered(drip_context.SCOPE.get()[1]))  # fmt: skip
@@ -251,6 +251,25 @@ _SHAPES_MAX = 1024
 #: checked customer ids remembered per middleware; past that each new one is checked each time
 _CUSTOMERS_MAX = 4096
 _INT64 = 2**63
+
+
+#: when a bad request id was last logged (``time.monotonic``); at most one line a minute
+_bad_request_id_logged = [-60.0]
+
+
+def _request_id(request_id: Any) -> str | None:
+    """The request id as the run's external id, or None when it cannot be one (blank, too long,
+    unstorable). The header comes from the client: a bad one must not leave the request
+    unmetered (a client could then choose not to be billed), so the run goes without it."""
+    try:
+        return check_name(request_id, "external_run_id")
+    except Exception as exc:
+        now = time.monotonic()
+        if now - _bad_request_id_logged[0] >= 60:
+            _bad_request_id_logged[0] = now
+            logger.warning("drip: a request id is not used as the run's external id (%s); "
+                           "the request is metered without it", exc)  # fmt: skip
+        return None
 
 
 def _any_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:

@@ -153,7 +153,12 @@ def _stream(meter: str) -> Callable[..., Any]:
 
 
 def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
-    """Meter one client's calls, or (``client=None``) every Anthropic client's; idempotent."""
+    """Meter one client's calls (and its ``with_options()`` / ``copy()`` clients'), or
+    (``client=None``) every Anthropic client's; idempotent."""
+    _instrument(client, meter, True)
+
+
+def _instrument(client: Any, meter: str, undone: bool) -> None:
     from anthropic.resources.messages import AsyncMessages, Messages
 
     if client is None:
@@ -162,9 +167,11 @@ def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
         owners = [(client.messages, isinstance(client, anthropic.AsyncAnthropic))]
     for owner, is_async in owners:
         begin = functools.partial(_Call, meter)
-        _patches.wrap(owner, "create", method_wrapper(begin, is_async))
-        _patches.wrap(owner, "parse", method_wrapper(begin, is_async))
-        _patches.wrap(owner, "stream", _stream(meter))
+        _patches.wrap(owner, "create", method_wrapper(begin, is_async), undone=undone)
+        _patches.wrap(owner, "parse", method_wrapper(begin, is_async), undone=undone)
+        _patches.wrap(owner, "stream", _stream(meter), undone=undone)
+    if client is not None:
+        _patches.follow_copies(client, lambda c: _instrument(c, meter, False), undone=undone)
 
 
 def uninstrument() -> None:

@@ -182,10 +182,9 @@ def _watch(request_run: OpenRequest, send: Send) -> Send:
         if kind == "http.response.start":
             request_run.status = message["status"]  # even if the client has gone
         elif (
-            kind == "http.response.body"
-            and not message.get("more_body")
-            and request_run.done_ns is None
-        ):  # the last chunk is handed on now
+            (kind == "http.response.body" and not message.get("more_body"))
+            or kind == "http.response.pathsend"  # a whole file the server sends (Granian)
+        ) and request_run.done_ns is None:  # the last chunk is handed on now
             request_run.done_ns = _now()
         return send(message)
 

@@ -82,7 +82,7 @@ class DripMiddleware:
         except BaseException as exc:
             finish_request(request_run, exc)
             raise
-        return _end_with(request_run, response)
+        return _end_with(request_run, response, in_thread=True)
 
     async def __acall__(self, request: Any) -> Any:
         route, customer, carried = self._customer(request)
@@ -149,8 +149,13 @@ def _route(request: Any) -> str | None:
     return str(request.META.get("SCRIPT_NAME", "")).rstrip("/") + "/" + str(match.route)
 
 
-def _end_with(request_run: OpenRequest, response: Any) -> Any:
-    """End the run now, or, for a streamed response, once its content has been sent."""
+def _end_with(request_run: OpenRequest, response: Any, in_thread: bool = False) -> Any:
+    """End the run now, or, for a streamed response, once its content has been sent.
+
+    ``in_thread``: the middleware ran sync (WSGI). An async stream is then consumed in another
+    context (Django's ``async_to_sync``), where the run cannot be left: it ends at ``close``,
+    which the server calls in the request's thread, so that thread leaves the run too.
+    """
     request_run.status = response.status_code
     if not getattr(response, "streaming", False):
         request_run.response_done()  # the body is complete, in memory
@@ -158,7 +163,7 @@ def _end_with(request_run: OpenRequest, response: Any) -> Any:
         return response
     content = response.streaming_content
     if getattr(response, "is_async", False):
-        response.streaming_content = _AsyncContent(content, request_run)
+        response.streaming_content = _AsyncContent(content, request_run, not in_thread)
     else:
         response.streaming_content = _Content(content, request_run)
     return response
@@ -202,14 +207,21 @@ def _after(content: Iterable[bytes], request_run: OpenRequest) -> Iterator[bytes
 
 class _AsyncContent:
     """``_Content`` for an async stream (ASGI): iterating it runs ``_after_async``; ``close``
-    ends a run whose content was never asked for. No ``__iter__``: Django takes it as async."""
+    ends a run whose content was never asked for. No ``__iter__``: Django takes it as async.
 
-    def __init__(self, content: AsyncIterable[bytes], request_run: OpenRequest) -> None:
+    ``ends_run``: False when the stream is consumed away from the request's context (WSGI):
+    the iteration then only notes how the content ended, and ``close`` ends the run.
+    """
+
+    def __init__(
+        self, content: AsyncIterable[bytes], request_run: OpenRequest, ends_run: bool = True
+    ) -> None:
         self._content = content
         self._request_run = request_run
+        self._ends_run = ends_run
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _after_async(self._content, self._request_run)
+        return _after_async(self._content, self._request_run, self._ends_run)
 
     def close(self) -> None:
         request_run = self._request_run
@@ -217,11 +229,12 @@ class _AsyncContent:
 
 
 async def _after_async(
-    content: AsyncIterable[bytes], request_run: OpenRequest
+    content: AsyncIterable[bytes], request_run: OpenRequest, ends_run: bool = True
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in content:
             yield chunk
         request_run.response_done()
     finally:
-        finish_request(request_run, request_run.error)
+        if ends_run:
+            finish_request(request_run, request_run.error)

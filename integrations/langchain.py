@@ -13,7 +13,8 @@
 - A top-level chain or graph invocation outside any ``drip.run`` becomes a run (workflow = the
   chain's or graph's name) for the customer in ``config["metadata"]["drip_customer_id"]`` or the
   current ``drip.customer``; it ends COMPLETED or FAILED with the chain. Inside a ``drip.run``
-  the events join that run.
+  the events join that run. A model or tool invoked on its own (no chain around it) outside
+  any run records a usage record of the metadata's customer (or the current one).
 - Events nest as LangChain nests the calls: a model called inside a tool is a child of the
   tool's event. Chains in between (graph nodes, sequences) are not events themselves.
 
@@ -120,6 +121,20 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc,unused-igno
             node = self._nodes.get(parent_run_id) if parent_run_id is not None else None
         return None if node is None else node.context
 
+    def _call_context(
+        self, parent_run_id: UUID | None, metadata: dict[str, Any] | None
+    ) -> contextvars.Context | None:
+        """Where an LLM or tool call begins: under its parent, or, called on its own outside
+        any run, for the customer its metadata names (a usage record of that customer)."""
+        if parent_run_id is not None:
+            return self._parent_context(parent_run_id)
+        customer = (metadata or {}).get(CUSTOMER_KEY)
+        if not customer or drip_context.current_run() is not None:
+            return None
+        ctx = contextvars.copy_context()
+        ctx.run(drip.customer(str(customer)).__enter__)  # this copy only: never left
+        return ctx
+
     def _add(self, run_id: UUID, node: _Node) -> None:
         with self._lock:
             self._nodes[run_id] = node
@@ -187,7 +202,7 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc,unused-igno
         params = kwargs.get("invocation_params") or {}
         provider = str(metadata.get("ls_provider") or "langchain")
         call = LLMCall(
-            self.meter, provider, context=self._parent_context(parent_run_id),
+            self.meter, provider, context=self._call_context(parent_run_id, metadata),
             capture_context=True,
         )  # fmt: skip
         model = metadata.get("ls_model_name") or params.get("model") or params.get("model_name")
@@ -251,6 +266,7 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc,unused-igno
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if not self._claim(run_id):
@@ -258,7 +274,7 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc,unused-igno
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
         call = LLMCall(
             self.tool_meter, "langchain", units=None,
-            context=self._parent_context(parent_run_id), capture_context=True,
+            context=self._call_context(parent_run_id, metadata), capture_context=True,
         )  # fmt: skip
         self._add(run_id, _Node(call.context, call=call, extra={"tool": str(name)}))
 

@@ -9,7 +9,8 @@
 Metered: ``chat.completions.create`` / ``.parse`` / ``.stream()`` and ``responses.create`` /
 ``.parse`` / ``.stream()``, sync and async, ``stream=True``, ``with_raw_response`` and
 ``with_streaming_response``. Each call records one event (see ``drip.integrations._llm``) in
-the current run, under the current metered call.
+the current run, under the current metered call. An SDK older than the Responses API (openai
+before 1.66) has its chat completions metered (``.parse`` where the SDK has it there).
 
 ``with_streaming_response`` hands the caller the body to read; the call is recorded from what
 the caller read (see ``_Body``): through ``.parse()`` from the SDK's objects; through
@@ -427,24 +428,38 @@ class _AsyncStreamedResponse(_ResponseProxy):
 def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
     """(owner, method, api, is_async) for every method drip meters."""
     from openai.resources.chat.completions import AsyncCompletions, Completions
-    from openai.resources.responses import AsyncResponses, Responses
 
+    owners: list[tuple[Any, str, bool]]
     if client is None:
-        owners = [(Completions, _CHAT, False), (AsyncCompletions, _CHAT, True),
-                  (Responses, _RESPONSES, False), (AsyncResponses, _RESPONSES, True)]  # fmt: skip
+        owners = [(Completions, _CHAT, False), (AsyncCompletions, _CHAT, True)]
+        try:  # the Responses API came with openai 1.66: older SDKs meter chat completions
+            from openai.resources.responses import AsyncResponses, Responses
+        except ImportError:
+            pass
+        else:
+            owners += [(Responses, _RESPONSES, False), (AsyncResponses, _RESPONSES, True)]
     else:
         is_async = isinstance(client, openai.AsyncOpenAI)
-        owners = [(client.chat.completions, _CHAT, is_async),
-                  (client.responses, _RESPONSES, is_async)]  # fmt: skip
+        owners = [(client.chat.completions, _CHAT, is_async)]
+        responses = getattr(client, "responses", None)
+        if responses is not None:
+            owners.append((responses, _RESPONSES, is_async))
     return [(owner, method, api, is_async)
             for owner, api, is_async in owners for method in ("create", "parse")]  # fmt: skip
 
 
 def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
-    """Meter one client's calls, or (``client=None``) every OpenAI client's; idempotent."""
+    """Meter one client's calls (and its ``with_options()`` / ``copy()`` clients'), or
+    (``client=None``) every OpenAI client's; idempotent."""
+    _instrument(client, meter, True)
+
+
+def _instrument(client: Any, meter: str, undone: bool) -> None:
     for owner, method, api, is_async in _targets(client):
         begin = functools.partial(_Call, meter, api)
-        _patches.wrap(owner, method, method_wrapper(begin, is_async))
+        _patches.wrap(owner, method, method_wrapper(begin, is_async), undone=undone)
+    if client is not None:
+        _patches.follow_copies(client, lambda c: _instrument(c, meter, False), undone=undone)
 
 
 def uninstrument() -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import drip
 from drip import context as drip_context
 
-from ._llm import LLMCall, Usage, count
+from ._llm import LLMCall, Usage, count, logger
 from ._patches import Patches
 from ._requires import requires
 
@@ -95,6 +95,18 @@ def _usage(usage: dict[str, Any]) -> Usage:
     )
 
 
+def _usage_of(data: Any) -> dict[str, Any] | None:
+    """A model span's usage: ``span_data.usage``, or, in SDKs whose response spans have no
+    ``usage`` (openai-agents 0.2), the usage of the ``Response`` the span holds."""
+    usage = getattr(data, "usage", None)
+    if usage is None:
+        usage = getattr(getattr(data, "response", None), "usage", None)
+    if usage is not None and not isinstance(usage, dict):
+        dump = getattr(usage, "model_dump", None)
+        usage = dump() if callable(dump) else None
+    return usage if isinstance(usage, dict) else None
+
+
 def _model(data: Any) -> str | None:
     model = getattr(data, "model", None) or getattr(getattr(data, "response", None), "model", None)
     return model if isinstance(model, str) else None
@@ -144,12 +156,19 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc,unused-ignore
             call.streamed = STREAMED.get()  # this span's context: the run's loop task
 
     def on_span_end(self, span: Any) -> None:
+        # older SDKs (0.2) do not catch a processor's exception: it would end the agent's run
+        try:
+            self._span_end(span)
+        except Exception:
+            logger.exception("drip: an Agents SDK model call could not be recorded")
+
+    def _span_end(self, span: Any) -> None:
         with _lock:
             call = _calls.pop(span.span_id, None)
         if call is None:
             return
         data = span.span_data
-        usage = data.usage if isinstance(data.usage, dict) else None
+        usage = _usage_of(data)
         error = None
         if span.error:
             error = AgentsSpanError(str(span.error.get("message") or span.error))

@@ -101,6 +101,17 @@ def test_bad_or_oversized_baggage_is_ignored(b_client: Drip) -> None:
         assert nothing is None and current_run() is None
 
 
+def test_header_values_that_are_not_text() -> None:
+    # requests sends bytes values as given: read as latin-1, as clients send str headers
+    assert extract({"Baggage": b"drip.run=run_1,drip.customer=cus_1"}).run_id == "run_1"
+    assert not extract({"baggage": 42})  # nothing a client sends: ignored, no error
+    with drip.run("a", customer_id="cus_1") as run:
+        headers: dict[str, Any] = {"Baggage": b"k=v"}
+        assert parse(inject(headers)["Baggage"])["run"] == run.id
+        odd: dict[str, Any] = {"baggage": 42}
+        assert inject(odd) == {"baggage": 42}  # not drip's to rewrite
+
+
 def test_inject_adds_opentelemetry_traceparent_alongside() -> None:
     provider = TracerProvider()
     with provider.get_tracer("t").start_as_current_span("call") as span:
@@ -126,3 +137,10 @@ def test_a_customer_named_by_its_external_id_travels_as_such(
     carried = extract(headers)
     assert carried.customer_id == "user_123" and type(carried.customer_id) is external
     assert extract({"baggage": "drip.customer=cus_1"}).customer_id.__class__ is str
+
+
+def test_a_forwarded_header_never_names_the_callers_run_when_the_current_one_does_not_fit() -> None:
+    forwarded = "drip.run=run_caller,drip.customer=cus_caller"
+    with drip.run("a", customer_id="cus_1"):
+        headers = {"baggage": forwarded + "," + ",".join(f"k{i}=v" for i in range(62))}
+        assert "drip." not in inject(headers)["baggage"]

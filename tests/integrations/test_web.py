@@ -90,16 +90,34 @@ def test_metadata_that_cannot_be_proven_is_refused_as_run_event_refuses_it(
     assert any("metadata" in str(e) for e in cap.errors)
 
 
-def test_a_bad_request_id_or_customer_leaves_the_request_unmetered(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_bad_customer_leaves_the_request_unmetered(caplog: pytest.LogCaptureFixture) -> None:
     middleware = DripMiddleware(raw_app(), customer=customer)
     with drip.testing.capture() as cap, caplog.at_level(logging.ERROR, "drip"):
-        call(middleware, x_customer="cus_1", x_request_id=" ")  # blank: not a valid run id
         call(middleware, x_customer="x" * 300)  # longer than a name may be
         call(middleware, x_customer="cus_2")
     assert [s.customer_id for s in cap.run_starts] == ["cus_2"]
-    assert caplog.text.count("served but not metered") == 2
+    assert caplog.text.count("served but not metered") == 1
+
+
+def test_a_bad_request_id_is_dropped_and_the_request_still_metered(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the header is the client's: a blank or oversized one left the request unmetered, so a
+    # client could choose not to be billed
+    from drip.integrations import _web
+
+    monkeypatch.setattr(_web, "_bad_request_id_logged", [-60.0], raising=False)
+    middleware = DripMiddleware(raw_app(), customer=customer)
+    with drip.testing.capture() as cap, caplog.at_level(logging.WARNING, "drip"):
+        call(middleware, x_customer="cus_1", x_request_id=" ")  # blank: not a valid run id
+        call(middleware, x_customer="cus_1", x_request_id="r" * 300)  # too long
+        with drip.run("outer", customer_id="cus_1"):  # the request's run is a child here
+            call(middleware, x_customer="cus_1", x_request_id="r" * 300)
+        call(middleware, x_customer="cus_1", x_request_id="req-1")
+    starts = [s for s in cap.run_starts if s.workflow != "outer"]
+    assert [s.external_run_id for s in starts] == [None, None, None, "req-1"]
+    assert len(cap.events) == 4 and "served but not metered" not in caplog.text
+    assert caplog.text.count("request id is not used") == 1  # at most one line a minute
 
 
 def test_shapes_are_remembered_per_route_and_method_and_bounded() -> None:

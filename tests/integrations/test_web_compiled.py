@@ -217,9 +217,9 @@ def test_every_scenario_records_what_the_python_records(monkeypatch: pytest.Monk
     theirs = record(calls, lambda: python_twins(monkeypatch))
     assert ours == theirs
     items, logged, outcomes = ours
-    assert outcomes.count("LookupError") == 1 and len(logged) == 3  # two bad ids, one customer
+    assert outcomes.count("LookupError") == 1 and len(logged) == 1  # one bad customer
     kinds = [i["type"] for i in items]
-    assert kinds.count("run.start") == kinds.count("run.end") == 17
+    assert kinds.count("run.start") == kinds.count("run.end") == 19  # bad ids: metered
 
 
 def test_random_sequences_record_what_the_python_records(
@@ -282,9 +282,11 @@ def test_what_is_not_the_common_case_goes_to_the_python() -> None:
         assert drip.context.current_run() is None
         assert _web.open_request(meter, None, "GET", "/a", None) is None
         assert _web.open_request(meter, 42, "GET", "/a", None) is None  # logged, not raised
-        assert _web.open_request(meter, "cus_1", "GET", "/a", "bad id\x00") is None
-    assert len(cap.run_starts) == len(cap.run_ends) == 2
-    assert [e.metadata["status_code"] for e in cap.events if e.metadata] == [None, 200]
+        bad = _web.open_request(meter, "cus_1", "GET", "/a", "bad id\x00")  # metered without
+        assert isinstance(bad, _web.RequestRun) and bad.external_run_id is None
+        _web.finish_request(bad, None)
+    assert len(cap.run_starts) == len(cap.run_ends) == 3
+    assert [e.metadata["status_code"] for e in cap.events if e.metadata] == [None, 200, None]
     with pytest.raises(TypeError):
         _web.finish_request()  # type: ignore[call-arg]
 
@@ -342,3 +344,45 @@ def test_request_send_notes_status_and_last_chunk() -> None:
         send({"status": 1})  # as the Python: a message without a type is the app's mistake
     with pytest.raises(TypeError):
         send()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("which", ["compiled", "python"])
+def test_a_file_the_server_sends_by_path_is_the_last_chunk(which: str) -> None:
+    # servers with the ASGI pathsend extension (Granian) get a FileResponse as one
+    # http.response.pathsend message, no body message: the request was recorded incomplete
+    class Run:
+        status: Any = None
+        done_ns: Any = None
+
+    run = Run()
+    watch = asgi.watch if which == "compiled" else asgi._watch
+    send = watch(run, [].append)  # type: ignore[arg-type]
+    send({"type": "http.response.start", "status": 200})
+    send({"type": "http.response.pathsend", "path": "/srv/report.pdf"})
+    assert isinstance(run.done_ns, int)
+
+
+def test_a_file_response_under_pathsend_is_metered_complete(tmp_path: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    report = tmp_path / "report.txt"
+    report.write_text("numbers")
+    app = Starlette(routes=[Route("/report", lambda request: FileResponse(report))])
+    middleware = asgi.DripMiddleware(app, customer=lambda request: "cus_1")
+    scope = {"type": "http", "method": "GET", "path": "/report", "root_path": "",
+             "headers": [], "extensions": {"http.response.pathsend": {}}}  # fmt: skip
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    with drip.testing.capture() as cap:
+        asyncio.run(middleware(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    [event] = cap.events
+    assert "incomplete" not in (event.metadata or {})

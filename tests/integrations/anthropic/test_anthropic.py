@@ -173,3 +173,16 @@ async def test_async_abandoned_stream_records_once(
     assert event.metadata["complete"] is False and event.metadata["streamed"] is True
     # message_start said: 1210 input (cache included), 1 output so far
     assert event.quantity == (0 if how == "never-read" else 1211)
+
+
+def test_a_client_instrumented_alone_stays_metered_through_with_options(
+    recorder: Any, make_client: Any
+) -> None:
+    # with_options() / copy() give a new client with new resources: they were not metered
+    client = make_client()
+    drip_anthropic.instrument(client)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        client.with_options(timeout=5).messages.create(**ARGS)
+        with client.copy(max_retries=0).messages.stream(**ARGS) as stream:
+            stream.get_final_message()
+    assert [e.quantity for e in recorder.events(run.id)] == [1225, 1225]

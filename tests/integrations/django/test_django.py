@@ -263,3 +263,40 @@ def test_trusted_baggage_continues_the_callers_run(
         assert live.get_run(caller.id).totals.event_count == 2  # B's request and query
     else:
         assert len(theirs) == 1 and live.get_run(caller.id).totals.event_count == 0
+
+
+def wsgi_get(path: str, headers: dict[str, str]) -> bytes:
+    """One GET through Django's WSGI handler as a WSGI server does it: call, iterate, close,
+    all in this thread (gunicorn's sync worker)."""
+    from wsgiref.util import setup_testing_defaults
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    setup_testing_defaults(environ)
+    environ["HTTP_HOST"] = "testserver"
+    result = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
+    try:
+        return b"".join(result)
+    finally:
+        result.close()
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_an_async_stream_under_wsgi_leaves_nothing_behind_in_the_thread(
+    live: Drip, customers: list[str]
+) -> None:
+    # Django consumes an async stream under WSGI in another context (async_to_sync): the run
+    # ended there, but this thread stayed inside it, so later requests' metered calls (with
+    # no customer of their own) were billed to it and metered requests became its children
+    assert wsgi_get("/async/stream/", {"x-customer": customers[0]}) == (
+        b"chunk 0\nchunk 1\nchunk 2\n"
+    )
+    assert drip.context.current_run() is None and drip.context.current_customer_id() is None
+    wsgi_get("/v1/items/1/", {})  # no customer: its query is not recorded
+    wsgi_get("/v1/items/2/", {"x-customer": customers[1]})
+    [streamed] = runs_of(live, customers[0])
+    assert live.get_run(streamed.id).totals.event_count == 4  # three queries + the request
+    [other] = runs_of(live, customers[1])
+    assert other.parent_run_id is None

@@ -77,3 +77,22 @@ async def test_every_client() -> None:
     with drip.run("a", customer_id="cus_2"):
         sync.get("http://b/x")
     assert "baggage" not in seen[2].headers
+
+
+async def test_an_injection_that_fails_never_fails_the_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from drip import context
+
+    def boom(headers: object) -> object:
+        raise RuntimeError("injection failed")
+
+    monkeypatch.setattr(context, "_propagation", (boom, context._propagation[1]))
+    one = httpx.Client(transport=httpx.MockTransport(handler))
+    drip_httpx.instrument(one)
+    drip_httpx.instrument()
+    every = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    with drip.run("a", customer_id="cus_1"):
+        assert one.get("http://b/x").status_code == 200
+        assert (await every.get("http://b/y")).status_code == 200
+    assert caplog.text.count("without drip's baggage") >= 2

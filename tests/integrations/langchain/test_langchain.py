@@ -203,3 +203,23 @@ def test_two_handlers_record_each_call_once(recorder: Any, model: Any) -> None:
         model.invoke("hi", config={"callbacks": handlers})
     [event] = llm_events(recorder.events(run.id))
     check(event, streamed=False)
+
+
+async def test_a_model_or_tool_invoked_on_its_own_bills_the_metadata_customer(
+    recorder: Any, model: Any
+) -> None:
+    # no chain around it, no drip.run: the customer in the config's metadata is the one
+    # billed (it was ignored: "called outside any run and without a customer", not recorded)
+    @tool
+    def lookup(q: str) -> str:
+        """Look up."""
+        return q
+
+    cfg = config(drip_customer_id=recorder.customer)
+    model.invoke("hi", config=cfg)
+    [c async for c in model.astream("hi", config=cfg)]
+    lookup.invoke("q", config=cfg)
+    recorder.client.flush(30)
+    summary = recorder.client.get_usage_summary(customer_id=recorder.customer)
+    assert (summary.total("llm_tokens"), summary.total("tool_calls")) == (104, 1)
+    assert not recorder.client.list_runs(customer_id=recorder.customer).data

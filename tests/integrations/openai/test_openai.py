@@ -438,3 +438,43 @@ async def test_a_dropped_stream_records_at_once_without_the_cyclic_gc(
         gc.enable()
     event = only_llm(recorder.events(run.id))
     assert event.metadata["complete"] is False and event.metadata["model"] == MODEL
+
+
+def test_an_sdk_without_the_responses_api_still_meters_chat(
+    recorder: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openai before 1.66 (inside the extra's range, openai>=1.40) has no openai.resources.
+    # responses: instrument() raised ModuleNotFoundError there instead of metering chat calls
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openai.resources.responses", None)
+    drip_openai.instrument()
+    client = make_client()
+    monkeypatch.setattr(type(client), "responses", None)  # an old client has no .responses
+    drip_openai.instrument(client)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        ask(client)
+    check_chat(only_llm(recorder.events(run.id)), streamed=False)
+
+
+async def test_a_client_instrumented_alone_stays_metered_through_with_options(
+    recorder: Any, make_client: Any
+) -> None:
+    # with_options() / copy() give a new client with new resources: they were not metered
+    from drip.integrations.openai import _patches
+
+    client = make_client()
+    drip_openai.instrument(client)
+    kept = len(_patches._done)
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        ask(client.with_options(timeout=5))
+        ask(client.copy(max_retries=0).with_options(timeout=7))  # a copy's copy too
+    assert [e.quantity for e in recorder.events(run.id)] == [150, 150]
+    assert len(_patches._done) == kept  # copies are not kept for uninstrument: freed with them
+    async_client = make_client(async_=True)
+    drip_openai.instrument(async_client)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        await ask(async_client.with_options(timeout=5))
+    assert [e.quantity for e in recorder.events(run.id)] == [150]
+    drip_openai.uninstrument()
+    assert "with_options" not in vars(client) and "copy" not in vars(client)

@@ -194,3 +194,37 @@ async def test_run_streamed_model_calls_say_streamed(recorder: Any, api: str) ->
     events = llm_events(recorder, run.id)
     assert [e.metadata["streamed"] for e in events] == [True, False]
     assert [e.quantity for e in events] == ([38, 38] if api == "chat" else [70, 70])
+
+
+class _OldResponseSpan:
+    """A ``response`` span as openai-agents 0.2 makes it: the ``Response``, no ``usage``."""
+
+    __slots__ = ("input", "response")
+    type = "response"
+
+    def __init__(self, response: Any) -> None:
+        self.response, self.input = response, None
+
+
+def test_a_response_span_without_usage_reads_the_responses_and_never_raises(
+    recorder: Any, processor: DripTracingProcessor
+) -> None:
+    # openai-agents 0.2 (inside the extra's range) has no ResponseSpanData.usage: on_span_end
+    # raised AttributeError there, and that SDK does not catch a processor's exception
+    from types import SimpleNamespace
+
+    from openai.types.responses import ResponseUsage
+
+    usage = ResponseUsage.model_construct(input_tokens=50, output_tokens=20, total_tokens=70)
+    old = _OldResponseSpan(SimpleNamespace(model="gpt-4.1", usage=usage))
+    span = SimpleNamespace(trace_id="t_1", span_id="s_1", span_data=old, error=None)
+    broken = SimpleNamespace(trace_id="t_1", span_id="s_2", span_data=old, error=42)
+    with drip.run("agent", customer_id=recorder.customer) as run:
+        processor.on_span_start(span)
+        processor.on_span_end(span)
+        processor.on_span_start(broken)
+        processor.on_span_end(broken)  # a surprise in the span: logged, not raised
+    [event, *_] = llm_events(recorder, run.id)
+    assert (event.quantity, event.metadata["model"], event.metadata["input_tokens"]) == (
+        70, "gpt-4.1", 50,
+    )  # fmt: skip

@@ -73,3 +73,40 @@ def test_every_session() -> None:
     with drip.customer("cus_3"):
         s.get("http://b/x", headers={"Baggage": "k=v"})
     assert rec.seen[0].headers["baggage"] == "k=v,drip.customer=cus_3"
+
+
+def test_a_bytes_baggage_header_set_by_the_application_is_kept_and_extended() -> None:
+    # requests sends bytes header values as they are; drip's injection once raised TypeError
+    # out of the application's own call (merge split bytes with a str)
+    drip_requests.instrument()
+    s, rec = session()
+    with drip.run("a", customer_id="cus_1") as run:
+        response = s.get("http://b/x", headers={"baggage": b"k=v"})
+    assert response.status_code == 200
+    sent = rec.seen[0].headers["baggage"]
+    assert sent.startswith("k=v,") and parse(sent)["run"] == run.id
+
+
+def test_a_header_drip_cannot_read_is_sent_untouched_and_the_call_goes_through() -> None:
+    drip_requests.instrument()
+    s, rec = session()
+    odd = b"k=\xff\xfe"  # not UTF-8: drip must neither fail nor mangle it
+    with drip.run("a", customer_id="cus_1"):
+        assert s.get("http://b/x", headers={"baggage": odd}).status_code == 200
+    assert parse(rec.seen[0].headers["baggage"])  # still carries the run
+
+
+def test_an_injection_that_fails_never_fails_the_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from drip import context
+
+    def boom(headers: Any) -> Any:
+        raise RuntimeError("injection failed")
+
+    monkeypatch.setattr(context, "_propagation", (boom, context._propagation[1]))
+    drip_requests.instrument()
+    s, _ = session()
+    with drip.run("a", customer_id="cus_1"):
+        assert s.get("http://b/x").status_code == 200
+    assert "without drip's baggage" in caplog.text
