@@ -59,7 +59,7 @@ class Settings:
     spool_max_bytes: int = 256 * 1024 * 1024
     #: ``block`` (default: a full buffer makes the caller wait) or ``drop`` (opt-in)
     overflow: str = "block"
-    #: flush on SIGTERM (chaining an installed handler); DRIP_HANDLE_SIGNALS=0 opts out
+    #: flush on SIGTERM and SIGHUP (chaining an installed handler); DRIP_HANDLE_SIGNALS=0 opts out
     handle_signals: bool = True
     #: the records a batch may take once the server takes ``packed`` events items: 20,000
     #: (its limit per request) unless ``max_batch_items`` was given, then that; a request
