@@ -194,6 +194,7 @@ def resolve_settings(
             raise DripConfigurationError(
                 f"The base URL must start with http:// or https:// (or be 'local'), got {raw_url!r}"
             )
+        _check_url(url, raw_url)
     timeout_s = _seconds("DRIP_TIMEOUT", timeout, env, 30.0)
     if timeout_s == 0:
         raise DripConfigurationError("DRIP_TIMEOUT must be greater than 0")
@@ -227,6 +228,34 @@ def resolve_settings(
             else _flag("DRIP_HANDLE_SIGNALS", handle_signals, env)
         ),
     )
+
+
+def _check_url(url: str, raw: str | None) -> None:
+    """A base URL every request can be sent to: a host, a TCP port, text that encodes (an
+    environment variable holding a byte that is not UTF-8 decodes to a lone surrogate). Found
+    here, at construction, not as ``UnicodeEncodeError`` or ``httpx.InvalidURL`` from each call
+    and each delivery batch."""
+    import httpx
+
+    problem = None
+    try:
+        url.encode()
+        parsed = httpx.URL(url)
+        if not parsed.host:
+            problem = "it has no host"
+        elif parsed.port is not None and not 0 < parsed.port < 65536:
+            problem = f"the port {parsed.port} is not a TCP port (1-65535)"
+    except UnicodeEncodeError:
+        problem = (
+            "it holds a character that is not valid UTF-8 (a byte the environment could not decode)"
+        )
+    except Exception as exc:  # httpx.InvalidURL and the like: its words are the reason
+        problem = str(exc)
+    if problem is not None:
+        raise DripConfigurationError(
+            f"The base URL {raw!r} (DRIP_BASE_URL, DRIP_API_URL or base_url=) is not a usable "
+            f"URL: {problem}"
+        )
 
 
 def _overflow(value: str | None) -> str:

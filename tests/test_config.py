@@ -154,3 +154,25 @@ def test_durations_up_to_ten_years_are_taken() -> None:
     assert s.flush_interval == 315_360_000 and s.shutdown_timeout == 86_400
     with pytest.raises(DripConfigurationError, match="at most 315360000 seconds"):
         Drip(api_key=KEY, flush_interval=1e308)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8787/\udcff", "not valid UTF-8"),  # DRIP_BASE_URL=$'...\xff'
+        ("http://[::1", "port"),
+        ("http://127.0.0.1:99999", "not a TCP port"),
+        ("http:///v1", "no host"),
+        ("http://h\x00st", "non-printable"),
+    ],
+)
+def test_a_base_url_no_request_can_be_sent_to_is_refused_at_construction(
+    url: str, reason: str
+) -> None:
+    """Such a URL was taken: each Core call then raised UnicodeEncodeError or httpx.InvalidURL
+    into the caller, and every delivery batch was refused ('the ingest sender failed')."""
+    with pytest.raises(DripConfigurationError, match=reason) as info:
+        Drip(api_key=KEY, base_url=url)
+    assert "base URL" in str(info.value)
+    with pytest.raises(DripConfigurationError, match=reason):
+        resolve_settings(env={"DRIP_API_KEY": KEY, "DRIP_BASE_URL": url})
