@@ -65,6 +65,10 @@ class Settings:
     #: (its limit per request) unless ``max_batch_items`` was given, then that; a request
     #: costs the sender about the same CPU whatever its size, so a backlog goes in fewer
     packed_batch_items: int = 20_000
+    #: what the spool directory is named after, when not ``(base_url, api_key)``: the
+    #: embedded server (``DRIP_BASE_URL=local``) has a new port and key in each process, so
+    #: its spool is that of the database file (and of the key given, if any)
+    spool_identity: tuple[str, str | None] | None = None
 
     @property
     def key_kind(self) -> str:

@@ -67,11 +67,9 @@ class Delivery:
         self.append: Callable[[Any], None] = self.buffer.append
         self.spool: Spool | None = None
         if settings.spool_dir:
+            where, key = settings.spool_identity or (settings.base_url, settings.api_key)
             try:
-                self.spool = Spool(
-                    settings.spool_dir, settings.base_url, settings.api_key,
-                    settings.spool_max_bytes,
-                )  # fmt: skip
+                self.spool = Spool(settings.spool_dir, where, key, settings.spool_max_bytes)
             except OSError as exc:
                 self.reporter.problem(
                     DripDeliveryError(
