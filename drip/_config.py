@@ -136,6 +136,13 @@ def _check_key(key: str, source: str) -> None:
         raise DripConfigurationError(
             f"The API key from {source} is malformed (too short or contains spaces). " + _KEY_HELP
         )
+    if not (key.isascii() and key.isprintable()):  # no HTTP header could carry it
+        bad = next(c for c in key if not (c.isascii() and c.isprintable()))
+        raise DripConfigurationError(
+            f"The API key from {source} is malformed: it holds {bad!r}, and a key is printable "
+            "ASCII (a byte the environment could not decode, or a character pasted with it). "
+            + _KEY_HELP
+        )
 
 
 def _resolve_key(arg: str | None, env: Mapping[str, str], local: bool) -> str | None:

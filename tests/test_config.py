@@ -176,3 +176,15 @@ def test_a_base_url_no_request_can_be_sent_to_is_refused_at_construction(
     assert "base URL" in str(info.value)
     with pytest.raises(DripConfigurationError, match=reason):
         resolve_settings(env={"DRIP_API_KEY": KEY, "DRIP_BASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "key", ["sk_\udcffaaaaaaaaaaa", "sk_\u00e9aaaaaaaaaaaa", "sk_aaaaaaaa\x00aaa"]
+)
+def test_a_key_no_http_header_can_carry_is_refused_at_construction(key: str) -> None:
+    """DRIP_API_KEY=$'sk_\\xff...' (a lone surrogate once decoded) or a pasted 'é' was taken:
+    each Core call then raised UnicodeEncodeError and every delivery batch was refused."""
+    with pytest.raises(DripConfigurationError, match="printable ASCII"):
+        Drip(api_key=key, base_url="http://127.0.0.1:9")
+    with pytest.raises(DripConfigurationError, match="DRIP_API_KEY is malformed"):
+        resolve_settings(env={"DRIP_API_KEY": key})
