@@ -211,10 +211,21 @@ class Delivery:
         self.reporter = Reporter(self.reporter.on_error)
         self.buffer.reporter = self.reporter
         self._reset()
-        if self.spool is not None:
-            self.spool.after_fork()
         for rec in starts:
             self.buffer.put(rec)
+        if self.spool is not None:
+            try:
+                self.spool.after_fork()
+            except OSError as exc:  # the directory went away: never the parent's files
+                self.spool = None
+                self.reporter.problem(
+                    DripDeliveryError(
+                        f"the spool directory {self.settings.spool_dir!r} cannot be used in "
+                        f"this fork() child ({exc}); delivering without a spool",
+                        code="SPOOL",
+                    ),
+                    logging.ERROR,
+                )
 
     # -- counts -------------------------------------------------------------------------------
 

@@ -352,3 +352,31 @@ def test_the_embedded_servers_spool_is_replayed_by_the_next_process(tmp_path: Pa
     out = subprocess.run([*run, "up"], env=env, check=True, timeout=120, capture_output=True)
     assert out.stdout.split() == [b"302", b"302", b"300.0"], out.stderr[-2000:]
     assert not list(Path(spool).rglob("*.batch"))
+
+
+def test_a_fork_child_whose_spool_is_gone_still_stores_its_events_in_the_open_run(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """The child takes its own spool files at the fork; when it could not (the directory was
+    removed), the at-fork hook raised before the parent's unsent run start was put back in
+    the child's buffer: the child's events were all rejected RUN_NOT_FOUND."""
+    body = """
+    import shutil
+    spool = os.environ["SPOOL"]
+    client = Drip(os.environ["KEY"], os.environ["URL"], spool_dir=spool, flush_interval=60)
+    with client.run("forked", customer_id=CUSTOMER):
+        for i in range(10):
+            work(i)
+        shutil.rmtree(spool)
+        open(spool, "w").close()  # a file where the directory was
+        pid = os.fork()
+        for i in range(10):
+            work(i)
+        if pid == 0:
+            os._exit(0 if client.flush(30).failed == 0 else 3)
+    print("child", os.waitpid(pid, 0)[1], client.flush(30).failed, flush=True)
+    """
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer, SPOOL=str(tmp_path / "sp"))
+    out, err = proc.communicate(timeout=120)
+    assert out.split() == ["child", "0", "0"], err[-3000:]
+    assert kit.stored(client, customer, "delivery.calls") == (30, 0)
