@@ -279,6 +279,19 @@ def test_an_on_error_callback_that_shuts_down_counts_each_record_once(
     assert (stats.sent, stats.rejected, stats.undelivered, stats.recorded) == (2, 3, 0, 5)
 
 
+def test_records_given_up_for_a_full_spool_say_so(
+    make: Any, fake: FakeIngest, tmp_path: Path
+) -> None:
+    """Past the retry budget, records that did not fit the spool are reported undelivered: the
+    report said 'there is no spool' to a user who had one, full."""
+    instr = make(spool_dir=str(tmp_path), spool_max_bytes=1, max_retry_time=0.2)
+    fake.plan = [DripNetworkError("refused")] * 1000
+    record(instr, 3)
+    assert instr.flush(10).failed == 5
+    [error] = [e for e in instr.errors if getattr(e, "code", None) == "UNDELIVERED"]
+    assert "the spool is full (spool_max_bytes=1)" in str(error), error
+
+
 def test_buffer_full_waits_by_default_and_loses_nothing(make: Any, fake: FakeIngest) -> None:
     instr = make(max_buffer=10, max_batch_items=5)
     fake.gate.clear()  # the server hangs: the worker holds two batches, the buffer fills
