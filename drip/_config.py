@@ -227,7 +227,7 @@ def resolve_settings(
         ),
         max_buffer=max(1, int(_number("DRIP_MAX_BUFFER", max_buffer, env, 100_000))),
         shutdown_timeout=_seconds("DRIP_SHUTDOWN_TIMEOUT", shutdown_timeout, env, 5.0),
-        spool_dir=spool_dir or _env(env, "DRIP_SPOOL_DIR"),
+        spool_dir=_spool_dir(spool_dir or _env(env, "DRIP_SPOOL_DIR")),
         spool_max_bytes=int(
             _number("DRIP_SPOOL_MAX_BYTES", spool_max_bytes, env, 256 * 1024 * 1024)
         ),
@@ -267,6 +267,14 @@ def _check_url(url: str, raw: str | None) -> None:
             f"The base URL {raw!r} (DRIP_BASE_URL, DRIP_API_URL or base_url=) is not a usable "
             f"URL: {problem}"
         )
+
+
+def _spool_dir(path: str | None) -> str | None:
+    """A directory name the OS can take (a NUL raised ValueError out of the client's
+    construction); one that is not writable is reported when delivery starts, not here."""
+    if path is not None and "\0" in os.fspath(path):
+        raise DripConfigurationError(f"DRIP_SPOOL_DIR / spool_dir= holds a NUL character: {path!r}")
+    return path
 
 
 def _overflow(value: str | None) -> str:

@@ -188,3 +188,9 @@ def test_a_key_no_http_header_can_carry_is_refused_at_construction(key: str) -> 
         Drip(api_key=key, base_url="http://127.0.0.1:9")
     with pytest.raises(DripConfigurationError, match="DRIP_API_KEY is malformed"):
         resolve_settings(env={"DRIP_API_KEY": key})
+
+
+def test_a_spool_directory_with_a_nul_is_a_configuration_error() -> None:
+    """It raised ValueError ('embedded null byte') out of the client's construction."""
+    with pytest.raises(DripConfigurationError, match="spool_dir= holds a NUL"):
+        Drip(api_key=KEY, base_url="http://127.0.0.1:9", spool_dir="/tmp/a\x00b")
