@@ -59,12 +59,16 @@ class Settings:
     spool_max_bytes: int = 256 * 1024 * 1024
     #: ``block`` (default: a full buffer makes the caller wait) or ``drop`` (opt-in)
     overflow: str = "block"
-    #: flush on SIGTERM (chaining an installed handler); DRIP_HANDLE_SIGNALS=0 opts out
+    #: flush on SIGTERM and SIGHUP (chaining an installed handler); DRIP_HANDLE_SIGNALS=0 opts out
     handle_signals: bool = True
     #: the records a batch may take once the server takes ``packed`` events items: 20,000
     #: (its limit per request) unless ``max_batch_items`` was given, then that; a request
     #: costs the sender about the same CPU whatever its size, so a backlog goes in fewer
     packed_batch_items: int = 20_000
+    #: what the spool directory is named after, when not ``(base_url, api_key)``: the
+    #: embedded server (``DRIP_BASE_URL=local``) has a new port and key in each process, so
+    #: its spool is that of the database file (and of the key given, if any)
+    spool_identity: tuple[str, str | None] | None = None
 
     @property
     def key_kind(self) -> str:
@@ -132,6 +136,13 @@ def _check_key(key: str, source: str) -> None:
         raise DripConfigurationError(
             f"The API key from {source} is malformed (too short or contains spaces). " + _KEY_HELP
         )
+    if not (key.isascii() and key.isprintable()):  # no HTTP header could carry it
+        bad = next(c for c in key if not (c.isascii() and c.isprintable()))
+        raise DripConfigurationError(
+            f"The API key from {source} is malformed: it holds {bad!r}, and a key is printable "
+            "ASCII (a byte the environment could not decode, or a character pasted with it). "
+            + _KEY_HELP
+        )
 
 
 def _resolve_key(arg: str | None, env: Mapping[str, str], local: bool) -> str | None:
@@ -194,6 +205,7 @@ def resolve_settings(
             raise DripConfigurationError(
                 f"The base URL must start with http:// or https:// (or be 'local'), got {raw_url!r}"
             )
+        _check_url(url, raw_url)
     timeout_s = _seconds("DRIP_TIMEOUT", timeout, env, 30.0)
     if timeout_s == 0:
         raise DripConfigurationError("DRIP_TIMEOUT must be greater than 0")
@@ -215,7 +227,7 @@ def resolve_settings(
         ),
         max_buffer=max(1, int(_number("DRIP_MAX_BUFFER", max_buffer, env, 100_000))),
         shutdown_timeout=_seconds("DRIP_SHUTDOWN_TIMEOUT", shutdown_timeout, env, 5.0),
-        spool_dir=spool_dir or _env(env, "DRIP_SPOOL_DIR"),
+        spool_dir=_spool_dir(spool_dir or _env(env, "DRIP_SPOOL_DIR")),
         spool_max_bytes=int(
             _number("DRIP_SPOOL_MAX_BYTES", spool_max_bytes, env, 256 * 1024 * 1024)
         ),
@@ -227,6 +239,42 @@ def resolve_settings(
             else _flag("DRIP_HANDLE_SIGNALS", handle_signals, env)
         ),
     )
+
+
+def _check_url(url: str, raw: str | None) -> None:
+    """A base URL every request can be sent to: a host, a TCP port, text that encodes (an
+    environment variable holding a byte that is not UTF-8 decodes to a lone surrogate). Found
+    here, at construction, not as ``UnicodeEncodeError`` or ``httpx.InvalidURL`` from each call
+    and each delivery batch."""
+    import httpx
+
+    problem = None
+    try:
+        url.encode()
+        parsed = httpx.URL(url)
+        if not parsed.host:
+            problem = "it has no host"
+        elif parsed.port is not None and not 0 < parsed.port < 65536:
+            problem = f"the port {parsed.port} is not a TCP port (1-65535)"
+    except UnicodeEncodeError:
+        problem = (
+            "it holds a character that is not valid UTF-8 (a byte the environment could not decode)"
+        )
+    except Exception as exc:  # httpx.InvalidURL and the like: its words are the reason
+        problem = str(exc)
+    if problem is not None:
+        raise DripConfigurationError(
+            f"The base URL {raw!r} (DRIP_BASE_URL, DRIP_API_URL or base_url=) is not a usable "
+            f"URL: {problem}"
+        )
+
+
+def _spool_dir(path: str | None) -> str | None:
+    """A directory name the OS can take (a NUL raised ValueError out of the client's
+    construction); one that is not writable is reported when delivery starts, not here."""
+    if path is not None and "\0" in os.fspath(path):
+        raise DripConfigurationError(f"DRIP_SPOOL_DIR / spool_dir= holds a NUL character: {path!r}")
+    return path
 
 
 def _overflow(value: str | None) -> str:

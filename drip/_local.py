@@ -55,7 +55,11 @@ def attach_local_server(settings: Settings) -> Settings:
             _servers[path] = entry
     server, key = entry
     return dataclasses.replace(
-        settings, base_url=f"{server.url}/v1", api_key=settings.api_key or key
+        settings,
+        base_url=f"{server.url}/v1",
+        api_key=settings.api_key or key,
+        # a later process replays this one's spool into the same file (its port and key differ)
+        spool_identity=(f"local:{path}", settings.api_key),
     )
 
 

@@ -154,3 +154,43 @@ def test_durations_up_to_ten_years_are_taken() -> None:
     assert s.flush_interval == 315_360_000 and s.shutdown_timeout == 86_400
     with pytest.raises(DripConfigurationError, match="at most 315360000 seconds"):
         Drip(api_key=KEY, flush_interval=1e308)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8787/\udcff", "not valid UTF-8"),  # DRIP_BASE_URL=$'...\xff'
+        ("http://[::1", "port"),
+        ("http://127.0.0.1:99999", "not a TCP port"),
+        ("http:///v1", "no host"),
+        ("http://h\x00st", "non-printable"),
+    ],
+)
+def test_a_base_url_no_request_can_be_sent_to_is_refused_at_construction(
+    url: str, reason: str
+) -> None:
+    """Such a URL was taken: each Core call then raised UnicodeEncodeError or httpx.InvalidURL
+    into the caller, and every delivery batch was refused ('the ingest sender failed')."""
+    with pytest.raises(DripConfigurationError, match=reason) as info:
+        Drip(api_key=KEY, base_url=url)
+    assert "base URL" in str(info.value)
+    with pytest.raises(DripConfigurationError, match=reason):
+        resolve_settings(env={"DRIP_API_KEY": KEY, "DRIP_BASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "key", ["sk_\udcffaaaaaaaaaaa", "sk_\u00e9aaaaaaaaaaaa", "sk_aaaaaaaa\x00aaa"]
+)
+def test_a_key_no_http_header_can_carry_is_refused_at_construction(key: str) -> None:
+    """DRIP_API_KEY=$'sk_\\xff...' (a lone surrogate once decoded) or a pasted 'é' was taken:
+    each Core call then raised UnicodeEncodeError and every delivery batch was refused."""
+    with pytest.raises(DripConfigurationError, match="printable ASCII"):
+        Drip(api_key=key, base_url="http://127.0.0.1:9")
+    with pytest.raises(DripConfigurationError, match="DRIP_API_KEY is malformed"):
+        resolve_settings(env={"DRIP_API_KEY": key})
+
+
+def test_a_spool_directory_with_a_nul_is_a_configuration_error() -> None:
+    """It raised ValueError ('embedded null byte') out of the client's construction."""
+    with pytest.raises(DripConfigurationError, match="spool_dir= holds a NUL"):
+        Drip(api_key=KEY, base_url="http://127.0.0.1:9", spool_dir="/tmp/a\x00b")

@@ -232,6 +232,66 @@ def test_a_refused_batch_is_reported_not_retried(
     assert instr.flush(10).sent == 3
 
 
+def test_an_on_error_callback_that_flushes_does_not_stall_delivery(
+    make: Any, fake: FakeIngest
+) -> None:
+    """``on_error`` runs on the sender thread for delivery problems; a ``flush()`` there waited
+    for that very thread: delivery stood still for the whole timeout at each report (15 s for
+    three rejected items)."""
+    instr = make(shutdown_timeout=5)
+    flushes: list[float] = []
+
+    def on_error(exc: BaseException) -> None:
+        start = time.monotonic()
+        instr.flush()
+        flushes.append(time.monotonic() - start)
+
+    instr.delivery.reporter.on_error = on_error
+    fake.plan = [lambda items: [("rejected", "X", "no") if i["type"] == "event" else "created"
+                                for i in items]]  # fmt: skip
+    record(instr, 3)
+    start = time.monotonic()
+    report = instr.flush(30)
+    assert (report.sent, report.failed, report.pending) == (2, 3, 0)
+    assert time.monotonic() - start < 3 and flushes and max(flushes) < 1
+
+
+def test_an_on_error_callback_that_shuts_down_counts_each_record_once(
+    make: Any, fake: FakeIngest
+) -> None:
+    """A ``shutdown()`` in ``on_error`` on the sender thread counted the batch being settled as
+    undelivered too (recorded 1,026 of 513), and the sender then died on an empty outbox."""
+    instr = make(shutdown_timeout=5)
+    reports: list[Any] = []
+    instr.delivery.reporter.on_error = lambda exc: reports.append(instr.shutdown())
+    fake.plan = [lambda items: [("rejected", "X", "no") if i["type"] == "event" else "created"
+                                for i in items]]  # fmt: skip
+    failures: list[Any] = []
+    hook, threading.excepthook = threading.excepthook, failures.append
+    try:
+        record(instr, 3)
+        instr.flush(30)
+        time.sleep(0.3)
+    finally:
+        threading.excepthook = hook
+    stats = instr.stats()
+    assert not failures and reports
+    assert (stats.sent, stats.rejected, stats.undelivered, stats.recorded) == (2, 3, 0, 5)
+
+
+def test_records_given_up_for_a_full_spool_say_so(
+    make: Any, fake: FakeIngest, tmp_path: Path
+) -> None:
+    """Past the retry budget, records that did not fit the spool are reported undelivered: the
+    report said 'there is no spool' to a user who had one, full."""
+    instr = make(spool_dir=str(tmp_path), spool_max_bytes=1, max_retry_time=0.2)
+    fake.plan = [DripNetworkError("refused")] * 1000
+    record(instr, 3)
+    assert instr.flush(10).failed == 5
+    [error] = [e for e in instr.errors if getattr(e, "code", None) == "UNDELIVERED"]
+    assert "the spool is full (spool_max_bytes=1)" in str(error), error
+
+
 def test_buffer_full_waits_by_default_and_loses_nothing(make: Any, fake: FakeIngest) -> None:
     instr = make(max_buffer=10, max_batch_items=5)
     fake.gate.clear()  # the server hangs: the worker holds two batches, the buffer fills

@@ -628,6 +628,8 @@ def test_an_event_refused_for_its_metadata_is_named_in_the_log_and_the_run_goes_
         (lambda r: True, "must be a number, got bool"),
         (lambda r: -3, "must be >= 0"),
         (lambda r: 10**400, "must be at most"),
+        # a reply without the field (``reply.get("tokens")``): was 0 with outcome ok, unsaid
+        (lambda r: None, "quantity callable returned None"),
     ],
 )
 def test_bad_quantity_at_call_time(quantity: Any, message: str) -> None:

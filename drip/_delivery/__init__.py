@@ -67,11 +67,9 @@ class Delivery:
         self.append: Callable[[Any], None] = self.buffer.append
         self.spool: Spool | None = None
         if settings.spool_dir:
+            where, key = settings.spool_identity or (settings.base_url, settings.api_key)
             try:
-                self.spool = Spool(
-                    settings.spool_dir, settings.base_url, settings.api_key,
-                    settings.spool_max_bytes,
-                )  # fmt: skip
+                self.spool = Spool(settings.spool_dir, where, key, settings.spool_max_bytes)
             except OSError as exc:
                 self.reporter.problem(
                     DripDeliveryError(
@@ -213,10 +211,21 @@ class Delivery:
         self.reporter = Reporter(self.reporter.on_error)
         self.buffer.reporter = self.reporter
         self._reset()
-        if self.spool is not None:
-            self.spool.after_fork()
         for rec in starts:
             self.buffer.put(rec)
+        if self.spool is not None:
+            try:
+                self.spool.after_fork()
+            except OSError as exc:  # the directory went away: never the parent's files
+                self.spool = None
+                self.reporter.problem(
+                    DripDeliveryError(
+                        f"the spool directory {self.settings.spool_dir!r} cannot be used in "
+                        f"this fork() child ({exc}); delivering without a spool",
+                        code="SPOOL",
+                    ),
+                    logging.ERROR,
+                )
 
     # -- counts -------------------------------------------------------------------------------
 
@@ -244,6 +253,11 @@ class Delivery:
         return min(max(0.0, timeout), LONGEST_WAIT)
 
     def _marker(self) -> Marker | None:
+        if threading.get_ident() in self.buffer.exempt:
+            # on the worker or the sender itself (an ``on_error`` callback that flushes): the
+            # marker waits for this very thread, so waiting would only stall delivery (each
+            # report for the whole timeout); say what is settled now instead
+            return None
         with self.buffer.lock:
             self._fork_check()
             if self.buffer.closed or not (self._pending() or self.queued):
@@ -295,8 +309,10 @@ class Delivery:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, self.deadline + grace - time.monotonic()))
-        # a request still in flight may yet land: it stays pending (not failed) in the report
-        busy = self.in_request
+        # a request still in flight may yet land: it stays pending (not failed) in the report;
+        # so does the batch the sender is settling when this runs on it (``on_error``)
+        on_sender = len(self._threads) > 1 and self._threads[1] is threading.current_thread()
+        busy = self.in_request or on_sender
         with self.cond:
             kept = deque(
                 b for n, b in enumerate(self.outbox) if b.file is not None or (busy and n == 0)

@@ -1,4 +1,4 @@
-"""When the process stops or forks: atexit, SIGTERM, ``multiprocessing`` children, ``fork()``.
+"""When the process stops or forks: atexit, SIGTERM and SIGHUP, ``multiprocessing``, ``fork()``.
 
 * ``atexit``: every live delivery of this process is shut down with its ``shutdown_timeout``.
 * SIGTERM (how containers, systemd and Kubernetes stop a process): Python's default handler
@@ -12,6 +12,9 @@
   ``sys.exit`` runs ``atexit``). A handler set to ``SIG_IGN`` is left alone. A container's
   init process (PID 1) is not ended by SIGTERM's default action: there deliveries are
   flushed and go on, as the process does. ``handle_signals=False`` / ``DRIP_HANDLE_SIGNALS=0`` opts out.
+  SIGHUP (the terminal or SSH session of the process went away) also ends it by default without
+  ``atexit``: it is handled the same way, with its own previous handler (left alone under
+  ``nohup``, which ignores it).
   A server that handles SIGTERM itself and then restores the handler it found and raises the
   signal again (uvicorn does) ends the process without ``atexit`` after its graceful shutdown:
   what the requests it let finish recorded is flushed by ``flush_all`` from the web
@@ -117,29 +120,33 @@ atexit.register(shutdown_all)
 
 # -- SIGTERM ----------------------------------------------------------------------------------
 
-_previous: Any = None
+#: the signals that end a process by default without ``atexit``: SIGTERM (how containers,
+#: systemd and Kubernetes stop a process) and SIGHUP (its terminal or SSH session went away)
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: the handler each signal had before drip's
+_previous: dict[int, Any] = {}
 _installed_pid = 0
 
 
 def _install_sigterm() -> None:
-    global _previous, _installed_pid
-    if _installed_pid == os.getpid() or not hasattr(signal, "SIGTERM"):
+    global _installed_pid
+    if _installed_pid == os.getpid() or not _SIGNALS:
         return
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers; a later start on it will
-    current = signal.getsignal(signal.SIGTERM)
-    if current is _on_sigterm:  # inherited through fork()
-        _installed_pid = os.getpid()
-        return
-    if current is signal.SIG_IGN or current is None:
-        return  # ignored on purpose, or set outside Python: not ours to change
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError) as exc:  # pragma: no cover - e.g. an embedded interpreter
-        logger.debug("drip: cannot install the SIGTERM handler: %s", exc)
-        return
-    _previous = current
     _installed_pid = os.getpid()
+    for signum in _SIGNALS:
+        current = signal.getsignal(signum)
+        if current is _on_sigterm:  # inherited through fork()
+            continue
+        if current is signal.SIG_IGN or current is None:
+            continue  # ignored on purpose (nohup), or set outside Python: not ours to change
+        try:
+            signal.signal(signum, _on_sigterm)
+        except (ValueError, OSError) as exc:  # pragma: no cover - e.g. an embedded interpreter
+            logger.debug("drip: cannot install the handler of signal %d: %s", signum, exc)
+            continue
+        _previous[signum] = current
 
 
 _stopping = False
@@ -171,7 +178,7 @@ def _handle_sigterm(signum: int, frame: FrameType | None) -> None:
         # sends): that bounded flush finishes and ends the process
         return
     _stopping = True
-    previous = _previous
+    previous = _previous.get(signum, signal.SIG_DFL)
     chained = callable(previous) and previous is not signal.default_int_handler
     # a PID namespace's init (``CMD ["python", "app.py"]`` in a container): the kernel
     # ignores SIGTERM's default action for it, so without drip the process goes on (until
@@ -192,8 +199,8 @@ def _handle_sigterm(signum: int, frame: FrameType | None) -> None:
         return
     if goes_on:
         return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 # -- uWSGI ----------------------------------------------------------------------------------

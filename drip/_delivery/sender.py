@@ -181,11 +181,17 @@ def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
         return True
     d.counters.undelivered += count
     if d.outage_failed == 0:
+        if d.spool is None:
+            where = "there is no spool"
+        elif d.spool_failed:
+            where = "the spool could not be written"
+        else:
+            where = f"the spool is full (spool_max_bytes={d.settings.spool_max_bytes})"
         d.reporter.failure(
             "UNDELIVERED",
             count,
             f"the server failed for longer than the retry budget "
-            f"(max_retry_time={d.settings.max_retry_time:g} s) and there is no spool: {exc}",
+            f"(max_retry_time={d.settings.max_retry_time:g} s) and {where}: {exc}",
         )
     d.outage_failed += count
     return False

@@ -1,6 +1,7 @@
 """The disk spool: batches the server has not acknowledged, kept where a crash cannot reach.
 
-Layout: ``<spool_dir>/<16 hex of sha256(base URL, API key)>/``, so a later process replays only
+Layout: ``<spool_dir>/<16 hex of sha256(base URL, API key)>/`` (``Settings.spool_identity``
+when set: the embedded server's database file), so a later process replays only
 what was meant for the same server and account. Each process writes its own files::
 
     <owner>.lock                       held (flock) while the owner process lives
@@ -62,7 +63,8 @@ class Spool:
     """One process's view of its spool directory."""
 
     def __init__(self, root: str, base_url: str, api_key: str | None, max_bytes: int) -> None:
-        digest = hashlib.sha256(f"{base_url}\0{api_key or ''}".encode()).hexdigest()[:16]
+        name = f"{base_url}\0{api_key or ''}".encode("utf-8", "surrogatepass")  # a path not UTF-8
+        digest = hashlib.sha256(name).hexdigest()[:16]
         self.dir = os.path.join(os.path.abspath(root), digest)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)  # usage data: this user's only
         self.max_bytes = max_bytes

@@ -221,6 +221,9 @@ class Call:
                     quantity = spec.qfn(result)
                 except Exception as error:
                     problem = f"the quantity callable raised {error!r}"
+                else:
+                    if quantity is None:  # e.g. reply.get("tokens") on a reply without them
+                        problem = "the quantity callable returned None, not a number"
         if quantity is not None:
             bad = quantity_problem(quantity)
             if bad is not None:

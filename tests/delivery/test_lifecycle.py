@@ -101,6 +101,32 @@ def test_sigterm_opt_out_leaves_the_default_behaviour(
     assert kit.stored(client, customer, "delivery.calls") == (0, 0)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@pytest.mark.parametrize("chained", [False, True])
+def test_sighup_flushes_like_sigterm(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any, chained: bool
+) -> None:
+    """SIGHUP (a closed terminal, a dropped SSH session) ends a process by default without
+    ``atexit``, as SIGTERM does: it lost the whole buffer (4,800 of 63,300 records in a loop
+    hung up after 3 s). The default action is reset first (under ``nohup`` it is ignored)."""
+    setup = """
+def on_hup(signum, frame):
+    print("app handler", flush=True)
+    sys.exit(7)
+"""
+    body = "signal.signal(signal.SIGHUP, on_hup if CHAINED else signal.SIG_DFL)\n" + SIGTERM_BODY
+    path = kit.script(tmp_path, setup + f"CHAINED = {chained}\n" + body.replace("{setup}", ""))
+    proc = kit.spawn(path, account, customer)
+    assert kit.wait_line(proc, "recorded") == f"recorded {N + 2}"
+    os.kill(proc.pid, signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    if chained:  # flushed, then the application's handler decided
+        assert proc.returncode == 7 and "app handler" in out, err
+    else:  # flushed, then the exit status SIGHUP gives
+        assert proc.returncode == -signal.SIGHUP, err
+    assert kit.stored(client, customer, "delivery.calls") == (N, 0)
+
+
 def test_fork_inside_an_open_run_stores_every_child_event_in_that_run(
     tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
 ) -> None:

@@ -312,3 +312,71 @@ def test_a_full_disk_keeps_the_records_in_memory_and_leaves_no_partial_file(
     assert out.split()[-6:] == ["done", "6002", "0", "0", "0", "0"], out + err
     assert kit.stored(client, customer, "delivery.calls") == (6000, 0)
     assert not [p.name for p in spool.rglob("*") if p.suffix in (".tmp", ".batch", ".lock")]
+
+
+LOCAL = """
+import os, sys, time, httpx
+from drip import Drip
+db, spool, mode = sys.argv[1:4]
+options = {"transport": httpx.MockTransport(lambda r: httpx.Response(503))} if mode == "down" else {}
+client = Drip(base_url=f"local:{db}", spool_dir=spool, max_retry_time=0.5, flush_interval=0.1,
+              handle_signals=False, **options)
+call = client.metered(meter="local.calls")(lambda: None)
+if mode == "down":  # the embedded server's answers never reach delivery: all of it spools
+    with client.run("local", external_customer_id="local-spool"):
+        for i in range(300):
+            call()
+    while client.stats().spooled < 302:
+        time.sleep(0.05)
+    os._exit(0)  # no atexit, no hook: what a SIGKILL leaves
+report = client.flush(60)
+print(client.stats().replayed, report.sent,
+      client.get_usage_summary(customer_id="local-spool").total("local.calls"), flush=True)
+"""
+
+
+def test_the_embedded_servers_spool_is_replayed_by_the_next_process(tmp_path: Path) -> None:
+    """``DRIP_BASE_URL=local`` with a spool: the spool was named after the embedded server's
+    URL and key, a new port and a new key in each process, so what a killed process left on
+    disk was never replayed (55,002 records left for good in one try)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "local.py"
+    script.write_text(LOCAL)
+    db, spool = str(tmp_path / "local.db"), str(tmp_path / "spool")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    run = [sys.executable, str(script), db, spool]
+    subprocess.run([*run, "down"], env=env, check=True, timeout=120)
+    assert list(Path(spool).rglob("*.batch"))
+    out = subprocess.run([*run, "up"], env=env, check=True, timeout=120, capture_output=True)
+    assert out.stdout.split() == [b"302", b"302", b"300.0"], out.stderr[-2000:]
+    assert not list(Path(spool).rglob("*.batch"))
+
+
+def test_a_fork_child_whose_spool_is_gone_still_stores_its_events_in_the_open_run(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """The child takes its own spool files at the fork; when it could not (the directory was
+    removed), the at-fork hook raised before the parent's unsent run start was put back in
+    the child's buffer: the child's events were all rejected RUN_NOT_FOUND."""
+    body = """
+    import shutil
+    spool = os.environ["SPOOL"]
+    client = Drip(os.environ["KEY"], os.environ["URL"], spool_dir=spool, flush_interval=60)
+    with client.run("forked", customer_id=CUSTOMER):
+        for i in range(10):
+            work(i)
+        shutil.rmtree(spool)
+        open(spool, "w").close()  # a file where the directory was
+        pid = os.fork()
+        for i in range(10):
+            work(i)
+        if pid == 0:
+            os._exit(0 if client.flush(30).failed == 0 else 3)
+    print("child", os.waitpid(pid, 0)[1], client.flush(30).failed, flush=True)
+    """
+    proc = kit.spawn(kit.script(tmp_path, body), account, customer, SPOOL=str(tmp_path / "sp"))
+    out, err = proc.communicate(timeout=120)
+    assert out.split() == ["child", "0", "0"], err[-3000:]
+    assert kit.stored(client, customer, "delivery.calls") == (30, 0)
