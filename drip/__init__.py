@@ -36,6 +36,7 @@ from .errors import (
 )
 from .instrument import (
     LazyClient,
+    aflush,
     current_event,
     customer,
     flush,
@@ -105,6 +106,7 @@ __all__ = [
     "UsageSummary",
     "Workflow",
     "__version__",
+    "aflush",
     "configure",
     "current_event",
     "customer",

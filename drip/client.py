@@ -141,6 +141,10 @@ class _ClientBase:
         """Wait until every buffered record is delivered (or ``timeout``); returns a report."""
         return self._recorder.flush(timeout)
 
+    async def aflush(self, timeout: float | None = None) -> FlushReport:
+        """``flush`` for asyncio code: waits for the delivery without blocking the event loop."""
+        return await self._recorder.aflush(timeout)
+
     def shutdown(self, timeout: float | None = None) -> FlushReport:
         """Flush, then stop the background worker; returns a report."""
         return self._recorder.shutdown(timeout)

@@ -34,6 +34,7 @@ __all__ = [
     "EventHandle",
     "Instrumentation",
     "LazyClient",
+    "aflush",
     "current_event",
     "customer",
     "flush",
@@ -110,6 +111,12 @@ def flush(timeout: float | None = None) -> FlushReport:
     return FlushReport(0, 0, 0) if recorder is None else recorder.flush(timeout)
 
 
+async def aflush(timeout: float | None = None) -> FlushReport:
+    """``flush`` for asyncio code: waits without blocking the event loop."""
+    recorder = resolve(None, default_recorder)
+    return FlushReport(0, 0, 0) if recorder is None else await recorder.aflush(timeout)
+
+
 def shutdown(timeout: float | None = None) -> FlushReport:
     """Flush and stop the default client's delivery; returns a report."""
     recorder = resolve(None, default_recorder)
@@ -129,6 +136,7 @@ _ENTRY_POINTS: dict[str, Any] = {
     "run": run,
     "customer": customer,
     "flush": flush,
+    "aflush": aflush,
     "shutdown": shutdown,
     "stats": stats,
     "current_event": current_event,

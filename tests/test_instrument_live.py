@@ -206,6 +206,41 @@ def test_module_level_functions_use_the_default_client(account: Any) -> None:
         reset_default_client()
 
 
+async def test_aflush_of_an_async_client_and_of_drip_wait_without_blocking_the_loop(
+    account: Any,
+) -> None:
+    """``await client.aflush()`` / ``await drip.aflush()``: an async application's flush (the
+    synchronous ``flush`` would stop its event loop while the worker sends)."""
+    from drip import AsyncDrip
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    async with AsyncDrip(account.secret_key, account.base_url, flush_interval=60) as client:
+        cid = (await client.create_customer(external_customer_id="aflush_user")).id
+        with client.run("aflush-wf", customer_id=cid) as run:
+            for _ in range(2_000):
+                tool()
+        tick = asyncio.create_task(ticker())
+        report = await client.aflush(60)
+        tick.cancel()
+        assert report.ok and report.sent == 2_002, report  # run start, 2,000 events, end
+        assert ticks > 0  # the loop ran while the batch was sent
+        assert (await client.get_run(run.id)).totals.event_count == 2_000
+    configure(api_key=account.secret_key, base_url=account.base_url, flush_interval=60)
+    try:
+        with drip.run("aflush-default", customer_id=cid):
+            tool()
+        assert (await drip.aflush(30)).sent == 3
+    finally:
+        reset_default_client()
+
+
 def test_fork_child_records_its_own_and_resends_only_the_parents_unsent_run_start(
     account: Any, client: Drip, customer: str
 ) -> None:
