@@ -16,10 +16,16 @@ __all__ = ["duration_ms", "field_time", "is_canonical", "normalize", "now_iso", 
 
 
 def to_iso(moment: datetime) -> str:
-    """``2025-01-01T00:00:00.000000Z`` for an aware datetime (naive ones are taken as UTC)."""
+    """``2025-01-01T00:00:00.000000Z`` for an aware datetime (naive ones are taken as UTC).
+
+    The year always has four digits (``strftime("%Y")`` writes year 999 as ``999`` on glibc,
+    and stored times are compared as text). Raises OverflowError when the moment in UTC falls
+    outside years 1-9999 (``0001-01-01T00:00:00+01:00``).
+    """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def now_iso() -> str:
@@ -48,9 +54,13 @@ def normalize(value: str | None, default: str) -> str:
     if is_canonical(value):
         return value
     try:
-        return to_iso(_parse(value))
+        moment = _parse(value)
     except ValueError:
         raise ValueError(f"not an ISO-8601 timestamp: {value[:64]!r}") from None
+    try:
+        return to_iso(moment)
+    except OverflowError:
+        raise ValueError(f"outside years 1-9999 in UTC: {value[:64]!r}") from None
 
 
 def duration_ms(start: str | None, end: str | None) -> int | None:
