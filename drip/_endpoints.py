@@ -51,8 +51,10 @@ def build(model: type[M], **values: Any) -> M:
 
 
 def _segment(value: str, name: str) -> str:
-    """A path segment, escaped so an id cannot address another resource."""
-    return quote(_name(value, name), safe="")
+    """A path segment, escaped so an id cannot address another resource (``.`` and ``..``
+    too: HTTP clients resolve them as a folder and its parent)."""
+    text = quote(_name(value, name), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def _name(value: Any, name: str) -> str:

@@ -207,3 +207,15 @@ def test_auto_creation_off_rejects_with_the_reason(strict_server: Any) -> None:
         assert any("does not create customers" in str(f) for f in failures), failures
         assert [c.external_customer_id for c in client.list_customers().data] == ["member"]
         assert client.get_usage_summary(customer_id="member").total("m") == 2
+
+
+def test_own_ids_that_look_like_paths_are_read_back(client: Drip) -> None:
+    """``get_customer`` by an own id holding a "/" or made of dots: "acme/alice" was 404 "No
+    such endpoint", and "." or ".." addressed the customer list or the API root."""
+    for own in ("acme/alice", "acme/", "/lead", ".", "..", "a/../b", "%2F", "50%"):
+        made = client.create_customer(external_customer_id=own)
+        found = client.get_customer(own)
+        assert (found.id, found.external_customer_id) == (made.id, own)
+        assert client.get_customer(made.id).external_customer_id == own
+    with pytest.raises(DripNotFoundError):
+        client.get_customer("acme/bob")
