@@ -82,7 +82,11 @@ def add(commands: Any) -> None:
     runs = commands.add_parser("runs", help="list runs (newest first)")
     runs.add_argument("--customer", help="only this customer's runs (cus_… or your own id)")
     runs.add_argument("--workflow", help="only runs of this workflow (id or slug)")
-    runs.add_argument("--status", help="RUNNING, COMPLETED, FAILED, CANCELLED or TIMEOUT")
+    runs.add_argument(
+        "--status",
+        type=str.upper,  # `--status failed` as people type it
+        help="RUNNING, COMPLETED, FAILED, CANCELLED or TIMEOUT (any case)",
+    )
     runs.add_argument("--since", help="started at or after (ISO 8601, e.g. 2026-12-01)")
     runs.add_argument("--until", help="started before (ISO 8601)")
     runs.add_argument("--limit", type=int, default=20, help="rows (default 20)")

@@ -47,6 +47,8 @@ def test_runs_table_filters_and_pages(
     assert main(["runs", "--customer", "user_123", "--status", "COMPLETED"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert len(rows) == 2 and all("Nightly" in r and "user_123" in r for r in rows)
+    assert main(["runs", "--customer", "user_123", "--status", "completed"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == rows
 
     assert main(["runs", "--limit", "4"]) == 0
     out = capsys.readouterr().out
