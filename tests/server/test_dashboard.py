@@ -56,6 +56,7 @@ def browser() -> Iterator[Any]:
 
     options = Options()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for tests
     for arg in (
         "--headless=new",
         "--no-sandbox",
@@ -309,6 +310,24 @@ def test_security_headers(seeded: dict[str, Any]) -> None:
         assert response.headers["x-frame-options"] == "DENY"
     assert httpx.get(base + "/assets/..%2Fapp.py").status_code == 404
     assert httpx.get(base + "/assets/nothing.js").status_code == 404
+
+
+def test_pages_leave_no_errors_in_the_console(browser: Any, seeded: dict[str, Any]) -> None:
+    """Each page loads with nothing red in the browser's console (the page asked for a
+    /favicon.ico the server does not have: a 404 on every visit)."""
+    account = seeded["account"]
+    browser.get_log("browser")  # what earlier tests left
+    browser.get("about:blank")
+    for route, css in (
+        ("/runs", "#runs-table tbody tr[data-run]"),
+        (f"/runs/{seeded['run_id']}", "#waterfall .wf-row"),
+        ("/usage", "#customer-usage tbody tr"),
+        ("/customers", "#customers-table tbody tr"),
+    ):
+        sign_in(browser, account, route)
+        wait_for(browser, css)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
 
 
 def test_hostile_names_are_shown_as_text(browser: Any, live_server: Any) -> None:
