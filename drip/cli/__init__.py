@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `drip usage --json | head`: the reader left; no traceback, and none at exit either
+        # when Python flushes stdout (it goes to /dev/null); 128 + SIGPIPE, as a shell tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except CommandError as exc:
         print(f"drip {args.command}: {exc}", file=sys.stderr)
         return 2
