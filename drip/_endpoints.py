@@ -51,8 +51,10 @@ def build(model: type[M], **values: Any) -> M:
 
 
 def _segment(value: str, name: str) -> str:
-    """A path segment, escaped so an id cannot address another resource."""
-    return quote(_name(value, name), safe="")
+    """A path segment, escaped so an id cannot address another resource (``.`` and ``..``
+    too: HTTP clients resolve them as a folder and its parent)."""
+    text = quote(_name(value, name), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def _name(value: Any, name: str) -> str:
@@ -73,6 +75,18 @@ def _customer(customer_id: Any, external_customer_id: Any) -> dict[str, str]:
     if external_customer_id is not None:
         return {"external_customer_id": _name(external_customer_id, "external_customer_id")}
     return {"customer_id": _name(customer_id, "customer_id")}
+
+
+def _read_customer(customer_id: Any, external_customer_id: Any) -> dict[str, str]:
+    """The customer a read is filtered by: none, Drip's id or either id (``customer_id``), or
+    your own id only (``external_customer_id``); an empty one is an error, not "everyone"."""
+    if customer_id is not None and external_customer_id is not None:
+        raise DripValidationError(
+            "give customer_id or external_customer_id, not both", field="customer_id"
+        )
+    if external_customer_id is not None:
+        return {"externalCustomerId": _name(external_customer_id, "external_customer_id")}
+    return {} if customer_id is None else {"customerId": _name(customer_id, "customer_id")}
 
 
 def _required(value: Any, name: str) -> Any:
@@ -256,9 +270,11 @@ def get_usage_summary(
     since: str | datetime | date | None = None,
     until: str | datetime | date | None = None,
     group_by: str | Sequence[str] | None = None,
+    external_customer_id: str | None = None,
 ) -> RequestSpec[m.UsageSummary]:
     """Totals per meter over usage records, charges and run events in ``[since, until)``;
-    ``group_by`` any of meter, customer, workflow, day, hour, model adds ``groups``."""
+    ``group_by`` any of meter, customer, workflow, day, hour, model adds ``groups``. One
+    customer's: ``customer_id`` (``cus_…`` or your own id) or ``external_customer_id``."""
     groups = [group_by] if isinstance(group_by, str) else list(group_by or ())
     groups = [g.strip() for part in groups for g in part.split(",") if g.strip()]
     for g in groups:
@@ -268,16 +284,16 @@ def get_usage_summary(
                 field="group_by",
             )
     params: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "customerId": customer_id,
-            "meter": meter,
-            "since": _instant(since, "since"),
-            "until": _instant(until, "until"),
-            "groupBy": ",".join(groups),
-        }.items()
-        if v
+        **_read_customer(customer_id, external_customer_id),
+        **({} if meter is None else {"meter": _name(meter, "meter")}),
     }
+    for name, value in (
+        ("since", _instant(since, "since")),
+        ("until", _instant(until, "until")),
+        ("groupBy", ",".join(groups)),
+    ):
+        if value:
+            params[name] = value
     return RequestSpec(
         "GET", "/usage/summary", _model(m.UsageSummary), params=params, retry_safe=True
     )
@@ -487,13 +503,17 @@ def list_runs(
     since: str | datetime | date | None = None,
     until: str | datetime | date | None = None,
     cursor: str | None = None,
+    external_customer_id: str | None = None,
 ) -> RequestSpec[m.RunList]:
     """One page of runs, newest start first (``limit`` 1-1000), filtered by customer,
     workflow (id or slug), status and start time ``[since, until)``; pass the answer's
-    ``next_cursor`` as ``cursor`` for the next page."""
+    ``next_cursor`` as ``cursor`` for the next page. One customer's: ``customer_id`` (``cus_…``
+    or your own id) or ``external_customer_id``."""
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise DripValidationError("limit must be an int between 1 and 1000", field="limit")
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {"limit": limit, **_read_customer(customer_id, external_customer_id)}
+    if workflow is not None:
+        params["workflow"] = _name(workflow, "workflow")
     if status is not None:
         try:
             params["status"] = m.RunStatus(status).value
@@ -502,8 +522,6 @@ def list_runs(
                 f"status: not a run status: {status!r}", field="status"
             ) from None
     for name, value in (
-        ("customerId", customer_id),
-        ("workflow", workflow),
         ("since", _instant(since, "since")),
         ("until", _instant(until, "until")),
         ("cursor", cursor),

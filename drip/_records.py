@@ -533,7 +533,7 @@ def request_parts(
     """The JSON of a request run's fixed fields: the run's ``"workflow"``, and its event's type
     and quantity, metadata route and method, and metadata end (``"incomplete": true`` when
     the client left before the last body chunk)."""
-    head = f',"eventType":{dumps(meter)}'
+    head = f',"eventType":{dumps(meter)},"meter":{dumps(meter)}'  # counts for the meter
     if quantity is not None:
         head += f',"quantity":{_number(quantity)}'
     middle = f',"route":{dumps(route)},"method":{dumps(method)},"duration_ms":'

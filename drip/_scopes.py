@@ -184,9 +184,10 @@ class Run:
         units: str | None,
         description: str | None,
         metadata: dict[str, Any] | None,
+        encoder: Callable[..., str] = encode_manual,
     ) -> int:
         """``event`` for values the caller has already proven valid: no check; the event's
-        sequence number (``event_id`` formats its id).
+        sequence number (``event_id`` formats its id). ``encoder``: another of the manual layout.
 
         For code that records the same shape again and again and proves it valid once (a web
         middleware's request event): a value that fails the rules ``event`` enforces would be
@@ -197,7 +198,7 @@ class Run:
         span = None if otel.CV is None else otel.span_context()
         self._append(
             (
-                encode_manual,
+                encoder,
                 self,
                 parent if run is self else None,
                 seq,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fnmatch
 import http
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,13 +39,25 @@ from typing import Any
 
 from drip import _default, otel
 from drip import context as drip_context
-from drip._checks import check_customer, check_name, metadata_problem, quantity_problem
+from drip._checks import (
+    check_customer,
+    check_metadata,
+    check_name,
+    metadata_problem,
+    quantity_problem,
+)
 from drip._compiled import speedups
 from drip._default import default_client, default_recorder
 from drip._recorder import DISCARD, overrides
-from drip._records import REQUEST_END, REQUEST_EVENT, REQUEST_START, request_parts
+from drip._records import (
+    REQUEST_END,
+    REQUEST_EVENT,
+    REQUEST_START,
+    encode_manual,
+    request_parts,
+)
 from drip._scopes import DeferredRun, Run, begin_deferred, begin_run, leave_run
-from drip.errors import DripConfigurationError
+from drip.errors import DripConfigurationError, DripValidationError
 
 __all__ = ["COMPILED", "UNMATCHED", "HTTPServerError", "OpenRequest", "RequestMeter", "RequestRun",
            "ScopedRequestRun", "application_started", "customer_options", "finish_request",
@@ -448,12 +461,26 @@ def _record_event(
         }
         if done is None and exc is None and status is not None:
             metadata["incomplete"] = True  # the client left before the last chunk
-        if proven:
-            run._record(meter.meter, meter.quantity, None, None, metadata)
-        else:  # a status of another type, an unusual route or method: the full checks
-            run.event(meter.meter, meter.quantity, metadata=metadata)
+        checked: dict[str, Any] | None = metadata
+        if not proven:  # a status of another type, an unusual route or method: the full checks
+            try:
+                checked = check_metadata(metadata)
+            except (DripValidationError, TypeError) as problem:  # as run.event reports it
+                if run._recorder is not None:
+                    run._recorder.report(problem, f"the event {meter.meter[:80]!r}")
+                return
+        run._record(meter.meter, meter.quantity, None, None, checked, _encode_metered)
     except Exception:
         logger.exception("drip: the request event could not be recorded")
+
+
+def _encode_metered(rec: Any, clock: Any) -> str:
+    """A request event recorded as a manual one (the run was referred to: an outer run, a
+    metered call in the handler), counting for its meter as the compiled request event does
+    (``request_parts``): ``"meter"`` after its ``"eventType"`` (quotes inside JSON strings are
+    escaped, so the first ``,"eventType":`` is the field)."""
+    head = f',"eventType":{json.dumps(rec[5])}'
+    return encode_manual(rec, clock).replace(head, f'{head},"meter":{json.dumps(rec[5])}', 1)
 
 
 def application_started() -> None:

@@ -72,8 +72,8 @@ class DripMiddleware:
     """Pure ASGI middleware: one run per metered request, one ``meter`` event when it is sent.
 
     ``customer(request)`` (sync or async) returns a customer id, a mapping with
-    ``customer_id`` (or ``external_customer_id`` once the SDK supports it), or None to leave
-    the request unmetered. ``include``/``exclude`` take route patterns (``fnmatch`` style,
+    ``customer_id`` or ``external_customer_id`` (your own id: the server finds or creates the
+    customer), or None to leave the request unmetered. ``include``/``exclude`` take route patterns (``fnmatch`` style,
     compared with the route template and the raw path). ``request_id_header`` names the header
     whose value becomes the run's ``external_run_id``. With ``trust_baggage=True`` a request
     carrying drip baggage (``drip.context.inject`` on the caller's side) continues the caller's

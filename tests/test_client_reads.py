@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from drip import DripValidationError, RunStatus
+from drip import DripNotFoundError, DripValidationError, RunStatus
 
 from .test_client import Client, client  # noqa: F401  (the fixture, sync and async)
 
@@ -77,3 +77,38 @@ def test_params_on_the_wire() -> None:
     }
     runs: Any = _api.list_runs(limit=3, status="FAILED", cursor="abc").params
     assert runs == {"limit": 3, "status": "FAILED", "cursor": "abc"}
+
+
+async def test_reads_by_external_customer_id(client: Client) -> None:  # noqa: F811
+    """``external_customer_id=`` on the reads that filter by customer, as on the writes; an id
+    that could also be a ``cus_`` id is only ever taken as your own."""
+    own = "cus_looks_like_drips"
+    await client.track_usage(external_customer_id=own, meter="tokens", quantity=2)
+    run = await client.start_run(external_customer_id=own, workflow_id="ext-reads")
+    summary = await client.get_usage_summary(external_customer_id=own)
+    assert summary.total("tokens") == 2 and summary.customer_id == run.customer_id
+    runs = await client.list_runs(external_customer_id=own)
+    assert [r.id for r in runs.data] == [run.id]
+    with pytest.raises(DripNotFoundError):
+        await client.get_usage_summary(external_customer_id=run.customer_id)
+    with pytest.raises(DripNotFoundError):
+        await client.list_runs(external_customer_id="nobody-at-all")
+
+
+async def test_an_empty_filter_is_refused_not_read_as_everyone(client: Client) -> None:  # noqa: F811
+    await client.track_usage(external_customer_id="someone", meter="tokens", quantity=1)
+    for call, kwargs, field in (
+        (client.get_usage_summary, {"customer_id": ""}, "customer_id"),
+        (client.get_usage_summary, {"external_customer_id": ""}, "external_customer_id"),
+        (client.get_usage_summary, {"meter": ""}, "meter"),
+        (
+            client.get_usage_summary,
+            {"customer_id": "a", "external_customer_id": "a"},
+            "customer_id",
+        ),
+        (client.list_runs, {"customer_id": ""}, "customer_id"),
+        (client.list_runs, {"workflow": " "}, "workflow"),
+    ):
+        with pytest.raises(DripValidationError) as info:
+            await call(**kwargs)
+        assert info.value.field == field, kwargs

@@ -207,3 +207,33 @@ def test_auto_creation_off_rejects_with_the_reason(strict_server: Any) -> None:
         assert any("does not create customers" in str(f) for f in failures), failures
         assert [c.external_customer_id for c in client.list_customers().data] == ["member"]
         assert client.get_usage_summary(customer_id="member").total("m") == 2
+
+
+def test_own_ids_that_look_like_paths_are_read_back(client: Drip) -> None:
+    """``get_customer`` by an own id holding a "/" or made of dots: "acme/alice" was 404 "No
+    such endpoint", and "." or ".." addressed the customer list or the API root."""
+    for own in ("acme/alice", "acme/", "/lead", ".", "..", "a/../b", "%2F", "50%"):
+        made = client.create_customer(external_customer_id=own)
+        found = client.get_customer(own)
+        assert (found.id, found.external_customer_id) == (made.id, own)
+        assert client.get_customer(made.id).external_customer_id == own
+    with pytest.raises(DripNotFoundError):
+        client.get_customer("acme/bob")
+
+
+def test_your_own_id_given_as_customer_id_says_where_it_goes(account: Any) -> None:
+    """``customer_id="user_123"`` (your own id where Drip's goes) is refused by the server; the
+    reason, raised by a client call and reported to ``on_error`` by the instrumentation, says
+    to use ``external_customer_id=``."""
+    reported: list[BaseException] = []
+    with Drip(
+        api_key=account.secret_key, base_url=account.base_url, on_error=reported.append
+    ) as client:
+        client.create_customer(external_customer_id="own-123")
+        with pytest.raises(DripAPIError) as info:
+            client.track_usage(customer_id="own-123", meter="m", quantity=1)
+        assert "external_customer_id=" in str(info.value)
+        with client.run("wf", customer_id="own-123"):
+            pass
+        assert client.flush(timeout=10).failed == 2  # its start and its end
+    assert reported and "external_customer_id=" in str(reported[0])

@@ -8,6 +8,8 @@ and rich are imported only by the commands that use them.
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,13 +33,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable_anywhere() -> None:
+    """On a terminal or pipe that is not UTF-8 (``PYTHONIOENCODING=ascii``, a latin-1 locale,
+    a Windows console), what it cannot show (``→``, ``µs``, your customers' names) is
+    replaced, not a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if isinstance(stream, io.TextIOWrapper) and encoding != "utf8":
+            stream.reconfigure(errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``drip`` command."""
+    _printable_anywhere()
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `drip usage --json | head`: the reader left; no traceback, and none at exit either
+        # when Python flushes stdout (it goes to /dev/null); 128 + SIGPIPE, as a shell tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except CommandError as exc:
         print(f"drip {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -164,6 +164,7 @@ def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # piped output is read by scripts and tests: wide enough that ids are never cut
-    width = None if stream.isatty() else 200
+    # piped output is read by scripts and tests: as wide as the rows, so nothing is ever cut
+    # (a table is as wide as its content, not as the console)
+    width = None if stream.isatty() else 1_000_000
     return Console(file=stream, highlight=False, soft_wrap=False, width=width)

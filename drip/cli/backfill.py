@@ -8,7 +8,8 @@ it already holds as duplicates. A row's own ``idempotency_key`` column, when pre
 Columns (CSV header or JSON keys, snake_case or camelCase): ``customer_id`` or
 ``external_customer_id``, ``meter`` (or ``usage_type``), ``quantity``, ``timestamp`` (ISO 8601;
 a date alone is midnight UTC), and optionally ``units``, ``description``, ``idempotency_key``,
-``metadata`` (a JSON object; in CSV also ``metadata.<name>`` columns).
+``metadata`` (a JSON object; in CSV also ``metadata.<name>`` columns). Files are UTF-8 (a
+leading byte-order mark is fine); one that is not is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Tally:
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     """(line number, row) for each data row; a row that cannot be read is a RowError."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as lines:
+        with path.open(encoding="utf-8-sig") as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
@@ -58,12 +59,25 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
                     continue
                 yield number, row if isinstance(row, dict) else RowError("not a JSON object")
     elif path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as stream:
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would
+        # otherwise be part of the first column's name
+        with path.open(encoding="utf-8-sig", newline="") as stream:
             reader = csv.DictReader(stream)
             for row in reader:
                 yield reader.line_num, {k: v for k, v in row.items() if k and v not in ("", None)}
     else:
         raise CommandError(f"{path}: expected a .csv or .jsonl file")
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8 text, in words."""
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number} is not UTF-8 text (byte {line[exc.start]:#04x})"
+    return "not UTF-8 text"
 
 
 def _snake(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,10 +92,16 @@ def _timestamp(value: Any) -> str:
         raise RowError(f"timestamp {text!r} is not ISO 8601 (e.g. 2026-11-03T14:00:00Z)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    try:
+        utc = moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise RowError(f"timestamp {text!r} is outside years 1-9999 in UTC") from None
+    return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _quantity(value: Any) -> float:
+    if isinstance(value, bool):  # JSON true is no quantity (float(True) would record 1)
+        raise RowError(f"quantity {value!r} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -165,7 +185,12 @@ def _import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
-    total = sum(1 for _ in _rows(path))
+    try:
+        total = sum(1 for _ in _rows(path))
+    except UnicodeDecodeError:
+        raise CommandError(f"{path}: {_not_utf8(path)}; save it as UTF-8") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror or exc}") from None
     tally = Tally()
     seen: Counter[str] = Counter()
     batch: list[tuple[int, dict[str, Any]]] = []

@@ -11,6 +11,11 @@ from ._common import client, console
 __all__ = ["add"]
 
 
+def _first(*values: Any) -> Any:
+    """The first value that is not None (a run of 0 ms or 0 events shows 0, not "-")."""
+    return next((v for v in values if v is not None), None)
+
+
 def _runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -35,12 +40,15 @@ def _runs(args: argparse.Namespace) -> int:
         ("DURATION", "right"),
         ("EVENTS", "right"),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        # in a narrow terminal the names (your own, up to 256 characters) wrap; ids, times and
+        # numbers are never cut or dropped
+        names = name in ("WORKFLOW", "CUSTOMER")
+        table.add_column(name, justify=justify, no_wrap=not names, overflow="fold")  # type: ignore[arg-type]
     for run in page.data:
         extra = run.model_extra or {}
         started = getattr(run, "started_at", None) or extra.get("startedAt") or run.created_at
-        duration = getattr(run, "duration_ms", None) or extra.get("durationMs")
-        events = getattr(run, "event_count", None) or extra.get("eventCount")
+        duration = _first(getattr(run, "duration_ms", None), extra.get("durationMs"))
+        events = _first(getattr(run, "event_count", None), extra.get("eventCount"))
         external = getattr(run, "external_customer_id", None) or extra.get("externalCustomerId")
         who = f"{external} ({run.customer_id})" if external else run.customer_id
         name = ("  ↳ " if run.parent_run_id else "") + run.id
@@ -74,7 +82,11 @@ def add(commands: Any) -> None:
     runs = commands.add_parser("runs", help="list runs (newest first)")
     runs.add_argument("--customer", help="only this customer's runs (cus_… or your own id)")
     runs.add_argument("--workflow", help="only runs of this workflow (id or slug)")
-    runs.add_argument("--status", help="RUNNING, COMPLETED, FAILED, CANCELLED or TIMEOUT")
+    runs.add_argument(
+        "--status",
+        type=str.upper,  # `--status failed` as people type it
+        help="RUNNING, COMPLETED, FAILED, CANCELLED or TIMEOUT (any case)",
+    )
     runs.add_argument("--since", help="started at or after (ISO 8601, e.g. 2026-12-01)")
     runs.add_argument("--until", help="started before (ISO 8601)")
     runs.add_argument("--limit", type=int, default=20, help="rows (default 20)")

@@ -99,7 +99,11 @@ def _usage(args: argparse.Namespace) -> int:
     table = Table(title=f"usage, {window}", box=None, header_style="bold", title_justify="left")
     for name in columns:
         numeric = name in _TAIL[1:]
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+        # names (your own ids, meters, models) wrap in a narrow terminal; ids and numbers never
+        names = name in ("externalCustomerId", "meter", "model")
+        table.add_column(
+            name, justify="right" if numeric else "left", no_wrap=not names, overflow="fold"
+        )
     for row in rows:
         table.add_row(*(_number(row.get(c)) for c in columns))
     out = console()

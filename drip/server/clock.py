@@ -16,11 +16,14 @@ __all__ = ["duration_ms", "field_time", "is_canonical", "normalize", "now_iso", 
 
 
 def to_iso(moment: datetime) -> str:
-    """``2025-01-01T00:00:00.000000Z`` for an aware datetime (naive ones are taken as UTC)."""
+    """``2025-01-01T00:00:00.000000Z`` for an aware datetime (naive ones are taken as UTC).
+
+    The year always has four digits (``strftime("%Y")`` writes year 999 as ``999`` on glibc,
+    and stored times are compared as text). Raises OverflowError when the moment in UTC falls
+    outside years 1-9999 (``0001-01-01T00:00:00+01:00``).
+    """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    # isoformat, not strftime: %Y gives '999', not '0999', for years before 1000 on glibc,
-    # and stored times must sort as text
     return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat("T", "microseconds") + "Z"
 
 
@@ -56,8 +59,8 @@ def normalize(value: str | None, default: str) -> str:
         raise ValueError(f"not an ISO-8601 timestamp: {value[:64]!r}") from None
     try:
         return to_iso(moment)
-    except OverflowError:  # its offset takes it past year 1 or 9999 in UTC
-        raise ValueError(f"out of range in UTC (years 1-9999): {value[:64]!r}") from None
+    except OverflowError:
+        raise ValueError(f"outside years 1-9999 in UTC: {value[:64]!r}") from None
 
 
 def duration_ms(start: str | None, end: str | None) -> int | None:

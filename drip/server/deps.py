@@ -68,7 +68,8 @@ async def authenticate(request: Request) -> Principal:
     if principal is None:
         raise _unauthorized("Invalid API key: this server does not know it")
     route = request.scope.get("route")
-    path = getattr(route, "path", request.url.path)
+    # path_format: the template without convertors (``{customer_id}``, not ``{customer_id:path}``)
+    path = str(getattr(route, "path_format", None) or getattr(route, "path", request.url.path))
     if principal.public and scopes.required(request.method, path) == scopes.SECRET:
         raise ApiError(
             403,

@@ -20,6 +20,7 @@ __all__ = [
     "database_unavailable",
     "describe_validation_error",
     "error_body",
+    "missing_text",
     "storage_full",
 ]
 
@@ -148,11 +149,19 @@ class ApiError(Exception):
     @classmethod
     def missing_reference(cls, kind: str, ident: str, field: str) -> ApiError:
         """422 for an id in the request body that names nothing in this account."""
-        return cls(
-            422,
-            f"{kind.upper()}_NOT_FOUND",
-            f"{field}: no {kind} with id {ident!r} in this account",
+        return cls(422, f"{kind.upper()}_NOT_FOUND", f"{field}: {missing_text(kind, ident)}")
+
+
+def missing_text(kind: str, ident: str) -> str:
+    """Why a reference names nothing; for a customer id that is no ``cus_`` id, where your own
+    id goes (``customer_id="user_123"`` is the mistake every new user makes once)."""
+    text = f"no {kind} with id {ident!r} in this account"
+    if kind == "customer" and not ident.startswith("cus_"):
+        text += (
+            " (customerId is Drip's cus_… id; to name a customer by your own id, send it as "
+            "externalCustomerId: external_customer_id= in the SDK)"
         )
+    return text
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

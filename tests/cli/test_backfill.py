@@ -87,3 +87,40 @@ def test_import_refuses_unknown_files(tmp_path: Path, capsys: pytest.CaptureFixt
     other.write_text("x")
     assert main(["import", str(other)]) == 2
     assert ".csv or .jsonl" in capsys.readouterr().err
+
+
+def test_files_as_spreadsheets_and_people_write_them(
+    env: drip.Drip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet's "CSV UTF-8" (a byte-order mark first, CRLF lines) imports; a file that
+    is not UTF-8 is refused in one line naming the line, before anything is sent; a timestamp
+    outside years 1-9999 once in UTC and a JSON ``true`` quantity are rejected rows."""
+    header = "external_customer_id,meter,quantity,timestamp\r\n"
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(("\ufeff" + header + "sheet-user,t,2,2026-11-01T10:00:00Z\r\n").encode())
+    assert main(["import", str(bom)]) == 0
+    assert "1 imported, 0 duplicate" in capsys.readouterr().out
+    assert env.get_usage_summary(customer_id="sheet-user").total("t") == 2
+
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(
+        (header + "sheet-user,t,1,2026-11-01\r\nm\xfcller,t,1,2026-11-01\r\n").encode("latin-1")
+    )
+    assert main(["import", str(latin1)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 3 is not UTF-8 text (byte 0xfc)" in err
+
+    rows = tmp_path / "rows.jsonl"
+    lines = [
+        {"external_customer_id": "sheet-user", "meter": "t", "quantity": True},
+        {"external_customer_id": "sheet-user", "meter": "t", "quantity": 1,
+         "timestamp": "0001-01-01T00:00:00+01:00"},
+        {"external_customer_id": "sheet-user", "meter": "t", "quantity": 4},
+    ]  # fmt: skip
+    rows.write_bytes(b"\xef\xbb\xbf" + "\n".join(map(json.dumps, lines)).encode())
+    assert main(["import", str(rows)]) == 1
+    out = capsys.readouterr().out
+    assert "1 imported, 0 duplicate (already stored), 2 rejected" in out
+    assert "line 1: quantity True is not a number" in out
+    assert "line 2: timestamp '0001-01-01T00:00:00+01:00' is outside years 1-9999" in out
+    assert env.get_usage_summary(customer_id="sheet-user").total("t") == 6

@@ -47,6 +47,8 @@ def test_runs_table_filters_and_pages(
     assert main(["runs", "--customer", "user_123", "--status", "COMPLETED"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert len(rows) == 2 and all("Nightly" in r and "user_123" in r for r in rows)
+    assert main(["runs", "--customer", "user_123", "--status", "completed"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == rows
 
     assert main(["runs", "--limit", "4"]) == 0
     out = capsys.readouterr().out
@@ -57,3 +59,39 @@ def test_runs_table_filters_and_pages(
 
     assert main(["runs", "--customer", "ghost"]) == 1
     assert "ghost" in capsys.readouterr().err
+
+
+def test_long_names_cut_nothing_piped_and_any_encoding_prints(
+    client: drip.Drip, account: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Piped, a long workflow or customer name cut the run id and the status to "…"; on a
+    stream that is not UTF-8 (``PYTHONIOENCODING=ascii``) every command ended in a
+    UnicodeEncodeError for its "→" or "µs"; a run of no events showed "-"."""
+    import os
+    import subprocess
+    import sys
+
+    long_name = "Ä-" + "w" * 200
+    with client.run(long_name, external_customer_id="ü" * 250) as run:
+        pass
+    client.track_usage(external_customer_id="ü" * 250, meter="m-" + "x" * 200, quantity=1)
+    assert client.flush(timeout=10).ok
+    capsys.readouterr()
+    assert main(["runs", "--customer", "ü" * 250]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and run.id in out and "COMPLETED" in out and long_name in out
+    assert out.splitlines()[1].split()[-1] == "0"  # events
+    assert main(["usage", "--by", "customer,meter"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and run.customer_id in out and "m-" + "x" * 200 in out
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    for argv, shown in (
+        (["usage", "--by", "customer"], b" 1    0.000000 "),
+        (["runs"], run.id.encode()),
+        (["timeline", run.id], run.id.encode()),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "drip", *argv], capture_output=True, env=env, timeout=60
+        )
+        assert proc.returncode == 0 and shown in proc.stdout, proc.stderr.decode()

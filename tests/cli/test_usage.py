@@ -79,3 +79,30 @@ def test_usage_refuses_unknown_groupings_and_customers(
     assert "unknown ['planet']" in capsys.readouterr().err
     assert main(["usage", "--customer", "nobody"]) == 1
     assert "nobody" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(account: Any) -> None:
+    """``drip usage --json | head -1``: the reader closes the pipe before the rows are
+    written; the command ends quietly with 141 (128 + SIGPIPE), as shell tools do."""
+    import os
+    import subprocess
+    import sys
+
+    with drip.Drip(api_key=account.secret_key, base_url=account.base_url) as client:
+        for i in range(300):
+            client.track_usage(external_customer_id=f"pipe-{i}", meter="m", quantity=1)
+    env = {**os.environ, "DRIP_API_KEY": account.secret_key, "DRIP_BASE_URL": account.base_url}
+    for fmt in ("--json", "--csv"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "drip", "usage", "--by", "customer,meter", fmt],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # the reader leaves, with most of the rows unread
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 141, err
+        assert "Traceback" not in err and "Exception ignored" not in err

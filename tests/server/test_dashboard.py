@@ -56,6 +56,7 @@ def browser() -> Iterator[Any]:
 
     options = Options()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for tests
     for arg in (
         "--headless=new",
         "--no-sandbox",
@@ -253,6 +254,9 @@ def test_usage_chart_renders_for_a_customer_filter(browser: Any, seeded: dict[st
     )
     # acme ran the even nightly reports (100 + i tokens) plus 420 + 250 in the failing run
     assert total == sum(100 + i for i in range(0, 29, 2)) + 420 + 250
+    # one customer's usage has no per-customer table, and no stray "null" where it would be
+    view = browser.find_element(By.ID, "view").text
+    assert "null" not in view.split() and "Per customer" not in view
     shot(browser, "usage-customer")
     sign_in(browser, account, "/usage?range=7d")
     wait_for(browser, "#customer-usage tbody tr")
@@ -306,3 +310,54 @@ def test_security_headers(seeded: dict[str, Any]) -> None:
         assert response.headers["x-frame-options"] == "DENY"
     assert httpx.get(base + "/assets/..%2Fapp.py").status_code == 404
     assert httpx.get(base + "/assets/nothing.js").status_code == 404
+
+
+def test_pages_leave_no_errors_in_the_console(browser: Any, seeded: dict[str, Any]) -> None:
+    """Each page loads with nothing red in the browser's console (the page asked for a
+    /favicon.ico the server does not have: a 404 on every visit)."""
+    account = seeded["account"]
+    browser.get_log("browser")  # what earlier tests left
+    browser.get("about:blank")
+    for route, css in (
+        ("/runs", "#runs-table tbody tr[data-run]"),
+        (f"/runs/{seeded['run_id']}", "#waterfall .wf-row"),
+        ("/usage", "#customer-usage tbody tr"),
+        ("/customers", "#customers-table tbody tr"),
+    ):
+        sign_in(browser, account, route)
+        wait_for(browser, css)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
+
+
+def test_hostile_names_are_shown_as_text(browser: Any, live_server: Any) -> None:
+    """Customer ids, workflows, meters, event types, units, metadata and error messages are
+    the instrumented application's data: every page shows them as text, never as markup."""
+    import uuid
+
+    name = f"xss-{uuid.uuid4().hex[:8]}"
+    account = type("A", (), {})()
+    account.base_url = live_server.url
+    account.secret_key = live_server.create_key(name)
+    evil = '<img src=x class=injected onerror="document.title=1"><b class=injected>b</b>'
+    with Drip(api_key=account.secret_key, base_url=f"{live_server.url}/v1") as client:
+        customer = client.create_customer(external_customer_id="c" + evil, metadata={"k": evil})
+        client.track_usage(customer_id=customer.id, meter="m" + evil, quantity=3)
+        with client.run("wf" + evil, customer_id=customer.id, correlation_id="t" + evil) as run:
+            run.event("e" + evil, 2, units="u" + evil, metadata={"x": evil})
+        with pytest.raises(ValueError), client.run("fail" + evil, customer_id=customer.id):
+            raise ValueError("boom" + evil)
+        assert client.flush(timeout=20).failed == 0
+    for route, css in (
+        ("/runs", "#runs-table tbody tr[data-run]"),
+        (f"/runs/{run.id}", "#waterfall .wf-row"),
+        ("/usage?range=24h", "#customer-usage tbody tr"),
+        ("/customers", "#customers-table tbody tr"),
+        (f"/customers/{customer.id}", "#customer-ids"),
+    ):
+        sign_in(browser, account, route)
+        wait_for(browser, css)
+        text = browser.find_element(By.ID, "view").text
+        assert evil in text, route
+        assert not browser.find_elements(By.CSS_SELECTOR, ".injected"), route
+    assert browser.title != "1"

@@ -32,7 +32,7 @@ def _walk(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
             continue
         for method in getattr(route, "methods", None) or ():
             if method != "HEAD":
-                yield method, prefix + route.path
+                yield method, prefix + route.path_format
 
 
 def _app_routes() -> set[tuple[str, str]]:

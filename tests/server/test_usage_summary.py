@@ -285,3 +285,45 @@ def test_edge_hours_read_either_way_give_the_same_summary(
     rows = [summary(api, **query) for query in queries]
     assert either == rows
     assert sum(len(body["meters"]) + len(body["groups"]) for body in rows) > 50
+
+
+def test_the_ends_of_the_calendar(api: httpx.Client, customer_id: str) -> None:
+    """Years 1 and 9999 and years before 1000: stored with four digits (as text they sort in
+    time order), counted in their windows, and a moment past year 9999 (or before year 1) once
+    in UTC is a rejected item or a 422, never a 500."""
+    stamps = {
+        "y1": ("0001-01-01T00:00:00Z", 1),
+        "y999": ("0999-06-01T10:30:00+00:00", 2),
+        "y2026": ("2026-01-01T00:00:00Z", 4),
+        "last": ("9999-12-31T23:30:00Z", 8),
+    }
+    items = [
+        {"type": "usage", "id": f"use_{name}", "customerId": customer_id, "usageType": "t",
+         "quantity": quantity, "timestamp": ts}
+        for name, (ts, quantity) in stamps.items()
+    ]  # fmt: skip
+    beyond = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"]
+    items += [{**items[0], "id": f"use_beyond{i}", "timestamp": ts} for i, ts in enumerate(beyond)]
+    body = api.post("/ingest", json={"items": items}).json()
+    assert [r["status"] for r in body["results"]] == ["created"] * 4 + ["rejected"] * 2
+    assert {r["code"] for r in body["results"][4:]} == {"INVALID_TIMESTAMP"}
+    assert "outside years 1-9999" in body["results"][4]["message"]
+
+    def total(**params: Any) -> str | None:
+        found = meters(summary(api, customerId=customer_id, **params))
+        return found.get(("t", "meter"))
+
+    assert total() == "15"
+    assert total(since="2000-01-01") == "12"
+    assert total(since="0001-01-01", until="1971-01-01") == "3"
+    assert total(since="0999-06-01T10:00:00+00:00", until="0999-06-01T11:00:00Z") == "2"
+    assert total(since="2026-06-01", until="9999-12-31T23:59:59.999999Z") == "8"
+    assert total(since="9999-12-31T23:10:00Z") == "8"
+    assert total(since="9999-12-31T23:40:00Z") is None
+    assert total(until="9999-12-31T23:30:00Z") == "7"
+    by_day = summary(api, customerId=customer_id, groupBy="day")["groups"]
+    assert [g["day"] for g in by_day] == ["0001-01-01", "0999-06-01", "2026-01-01", "9999-12-31"]
+    for params in ({"since": beyond[0]}, {"until": beyond[1]}):
+        response = api.get("/usage/summary", params=params)
+        assert response.status_code == 422 and "outside years 1-9999" in response.text
+        assert api.get("/runs", params=params).status_code == 422

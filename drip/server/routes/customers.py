@@ -64,7 +64,9 @@ async def list_customers(
     return json_response(result)
 
 
-@router.get("/customers/{customer_id}", responses=answers(Customer))
+# ``:path``: your own id may hold a "/" ("acme/alice"); the client sends it escaped, and the
+# ASGI server hands the route the unescaped path
+@router.get("/customers/{customer_id:path}", responses=answers(Customer))
 async def get_customer(request: Request, who: Caller, customer_id: str) -> Response:
     customer = await run_in_threadpool(
         customers.get_customer, state(request).db, who.account_id, customer_id

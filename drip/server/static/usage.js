@@ -135,5 +135,7 @@ export async function usageView(view, query) {
       `${new Date(p.until).toISOString().slice(0, 16).replace("T", " ")} UTC, per ${p.bucket}`)),
     periodControls(query, (f) => go("usage", f), true),
     charts,
-    table && h("div", { class: "card" }, h("h2", {}, "Per customer, this period"), table));
+    // replaceChildren writes a null as the text "null": no table, no node
+    ...(table ? [h("div", { class: "card" }, h("h2", {}, "Per customer, this period"), table)]
+      : []));
 }

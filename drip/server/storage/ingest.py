@@ -36,7 +36,7 @@ from sqlalchemy import (
 from drip.models import ONE_CUSTOMER, TERMINAL_RUN_STATUSES, RunStatus
 
 from .. import clock
-from ..errors import ApiError
+from ..errors import ApiError, missing_text
 from ..ingest_parse import MAX_ITEMS, Item, Rejected, parse_batch
 from .bulk import IN_CHUNK, bulk_insert_new, chunked, insert_new, json_text, query_rows
 from .customers import AUTO_CREATE_OFF, external_customers
@@ -268,7 +268,7 @@ class _Apply:
         return str(customer_id)
 
     def reject_missing(self, ident: str | None, kind: str, ref: str) -> None:
-        message = f"no {kind} with id {ref!r} in this account"
+        message = missing_text(kind, ref)
         self.result(ident, "rejected", f"{kind.upper()}_NOT_FOUND", message)
 
     def time(self, value: str | None, ident: str | None) -> str | None:

@@ -75,6 +75,14 @@ def _hour_start(moment: str) -> datetime:
     return datetime.strptime(moment[:13], "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
 
 
+def _hour_after(hour: datetime) -> datetime | None:
+    """The next hour; None after the last hour a datetime holds (9999-12-31T23)."""
+    try:
+        return hour + timedelta(hours=1)
+    except OverflowError:
+        return None
+
+
 def _split(
     since: str | None, until: str | None
 ) -> tuple[str | None, str | None, list[tuple[str | None, str | None]]]:
@@ -85,10 +93,10 @@ def _split(
     if since is not None:
         start = _hour_start(since)
         if clock.to_iso(start) != since:
-            try:
-                start += timedelta(hours=1)
-            except OverflowError:  # in the last hour of year 9999: no whole hour follows
-                return clock.to_iso(start), clock.to_iso(start), [(since, until)]
+            after = _hour_after(start)
+            if after is None:  # since lies in the very last hour: read the window's rows
+                return since, since, [(since, until)]
+            start = after
             edges.append((since, clock.to_iso(start)))
         lo = clock.to_iso(start)
     if until is not None:
@@ -375,12 +383,11 @@ def _cheaper_edges(
     for start, end in edges:
         assert start is not None and end is not None  # _split gives edges with both bounds
         hour = _hour_start(start)
-        try:
-            first, last = clock.to_iso(hour), clock.to_iso(hour + timedelta(hours=1))
-        except OverflowError:  # the last hour of year 9999: its rows
+        after = _hour_after(hour)
+        first, last = clock.to_iso(hour), clock.to_iso(after) if after else None
+        if last is None:  # the last hour a datetime holds: its rows
             add.append((start, end))
-            continue
-        if end == last and _seconds((first, start)) < _seconds((start, end)):
+        elif end == last and _seconds((first, start)) < _seconds((start, end)):
             lo = first  # the since edge: its hour, less [hour, since)
             take.append((first, start))
         elif start == first and _seconds((end, last)) < _seconds((start, end)):

@@ -380,3 +380,20 @@ def test_the_lifespan_end_flushes_and_says_what_the_server_did_not_take(
         assert client.stats().pending == 12  # flushed (bounded), not closed: the process goes on
     finally:
         reset_default_client()
+
+
+def test_requests_count_for_the_api_calls_meter(
+    live: Drip, customers: list[str], http: TestClient
+) -> None:
+    """The request event counts for ``meter=`` (kind ``meter`` in the usage summary, where the
+    dashboard's usage charts and per-customer table read), whether the handler metered nothing
+    (the compiled request event) or something (the run was referred to: a manual event). It
+    was kind ``event``, like ``run.event("report.sent")``, and missing from the dashboard."""
+    http.get("/health", headers={"x-customer": customers[2]})  # excluded: not metered
+    http.get("/stream", headers={"x-customer": customers[2]})  # metered calls in the handler
+    http.get("/unavailable", headers={"x-customer": customers[2]})  # nothing metered inside
+    with drip.run("outer", customer_id=customers[2]):  # a request inside an open run
+        http.get("/unavailable", headers={"x-customer": customers[2]})
+    assert live.flush(30).ok
+    summary = live.get_usage_summary(customer_id=customers[2], meter="api_calls")
+    assert [(m.kind, m.quantity, m.run_events) for m in summary.meters] == [("meter", 3, 3)]
