@@ -51,6 +51,16 @@ def test_compiled_in_ci() -> None:
     assert speedups is not None and _wrap.COMPILED
 
 
+def test_the_signal_watch_is_built_on_posix_whatever_the_python_mode() -> None:
+    """``drip._sigwatch`` is not a twin of anything (DRIP_PURE_PYTHON leaves it on): without
+    it a main thread blocked when SIGTERM came keeps the process alive (see sigwatch)."""
+    from drip._delivery import sigwatch
+
+    if not REQUIRED or os.name != "posix":
+        pytest.skip("only .ci/run requires the extensions (DRIP_REQUIRE_SPEEDUPS=1)")
+    assert sigwatch._sigwatch is not None
+
+
 # -- pack -----------------------------------------------------------------------------------
 
 

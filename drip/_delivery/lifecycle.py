@@ -21,7 +21,9 @@
   integrations when the application's lifespan ends.
 * ``multiprocessing`` children end with ``os._exit`` (no ``atexit``) after their finalizers: a
   finalizer shuts deliveries down there. ``Pool`` workers are stopped with SIGTERM when the
-  pool ends (``with Pool()``): the SIGTERM handler, inherited through fork, covers them. A
+  pool ends (``with Pool()``): the SIGTERM handler, inherited through fork, covers them, and
+  a worker blocked on the pool's lock, whose main thread may never run it, is covered by the
+  watching thread (``sigwatch``). A
   child ended by ``os._exit`` from user code, or by SIGKILL, gets no hook: the spool covers it.
 * ``fork()``: the child starts with an empty buffer (the parent sends what it recorded) and
   re-sends the starts of runs the parent has not delivered yet (``unsent_run_starts``).
@@ -38,12 +40,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._forks import after_fork_in_child, run_unseen
 from .._records import encode_run_start
+from . import sigwatch
 
 if TYPE_CHECKING:
     from .._config import Settings
@@ -97,6 +101,7 @@ def started(delivery: Delivery) -> None:
     _hook_multiprocessing_exit()
     if delivery.settings.handle_signals:
         _install_sigterm()
+        _watch()
 
 
 _exiting = False
@@ -147,9 +152,44 @@ def _install_sigterm() -> None:
             logger.debug("drip: cannot install the handler of signal %d: %s", signum, exc)
             continue
         _previous[signum] = current
+    _watch()
+
+
+def _watch() -> None:
+    """Hear the signals drip handles on a drip thread too (``sigwatch``): a main thread
+    blocked in C when one came (a ``Pool`` worker at ``Pool.terminate()``) would not run the
+    handler. From any thread; a fork child starts its own."""
+    ours = [s for s in _SIGNALS if signal.getsignal(s) is _on_sigterm]
+    if ours:
+        sigwatch.start(ours, _from_watcher)
+
+
+#: how long the watching thread leaves the signal to the main thread's handler
+_MAIN_FIRST = 0.25
+
+
+def _from_watcher(signum: int) -> None:
+    """A signal drip handles, heard on the watching thread: if the main thread's handler has
+    not taken it within ``_MAIN_FIRST`` (it is blocked, or the signal came in the window
+    before a block), do what it would have done. An application's own handler (chained)
+    and PID 1 are left to the main thread: only it can run a Python handler."""
+    if signum not in _SIGNALS or signal.getsignal(signum) is not _on_sigterm:
+        return
+    if _is_app_handler(_previous.get(signum, signal.SIG_DFL)) or os.getpid() == 1:
+        return
+    deadline = time.monotonic() + _MAIN_FIRST
+    while not (_stopping or _exiting) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _handle_sigterm(signum, None)
+
+
+def _is_app_handler(previous: Any) -> bool:
+    return callable(previous) and previous is not signal.default_int_handler
 
 
 _stopping = False
+#: the main thread's handler and the watching thread's: one of them stops the process
+_stop_lock = threading.RLock()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -172,14 +212,16 @@ def _in_gevent_hub(gevent: Any) -> bool:
 
 def _handle_sigterm(signum: int, frame: FrameType | None) -> None:
     global _stopping
-    if _stopping or _exiting:
-        # the process is already stopping and flushing (a second SIGTERM, or one that
-        # arrives during atexit or a multiprocessing child's exit, as ``Pool.terminate``
-        # sends): that bounded flush finishes and ends the process
-        return
-    _stopping = True
+    with _stop_lock:
+        if _stopping or _exiting:
+            # the process is already stopping and flushing (a second SIGTERM, one that
+            # arrives during atexit or a multiprocessing child's exit, as ``Pool.terminate``
+            # sends, or the watching thread got there first): that bounded flush finishes
+            # and ends the process
+            return
+        _stopping = True
     previous = _previous.get(signum, signal.SIG_DFL)
-    chained = callable(previous) and previous is not signal.default_int_handler
+    chained = _is_app_handler(previous)
     # a PID namespace's init (``CMD ["python", "app.py"]`` in a container): the kernel
     # ignores SIGTERM's default action for it, so without drip the process goes on (until
     # SIGKILL); it goes on here too, its deliveries flushed and still running
@@ -199,8 +241,7 @@ def _handle_sigterm(signum: int, frame: FrameType | None) -> None:
         return
     if goes_on:
         return
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    sigwatch.die_by(signum)
 
 
 # -- uWSGI ----------------------------------------------------------------------------------

@@ -194,6 +194,74 @@ def test_multiprocessing_pool_children_deliver_everything(
     assert len(runs) == 81 and {r.status.value for r in runs} == {"COMPLETED"}
 
 
+MAIN_THREAD_CANNOT_TAKE_IT = f"""
+import threading
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=60)
+with client.run("stuck", customer_id=CUSTOMER):
+    for i in range({N}):
+        work(i)
+# the state of a Pool worker whose SIGTERM came just before it blocked on the pool's lock:
+# the main thread waits in C and will not run a Python handler; another thread of the
+# application takes the process's signals
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+print("recorded", client.stats().pending, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_sigterm_the_main_thread_cannot_handle_still_flushes_and_ends_the_process(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """Python runs signal handlers on the main thread only: one blocked in C when SIGTERM
+    came (a ``multiprocessing.Pool`` worker at ``Pool.terminate()``, hit in the window before
+    it blocks on the pool's lock) never ran drip's handler, and the process, which SIGTERM's
+    default action would have ended, waited forever (the pool's ``with`` block with it).
+    drip's C handler hands the signal to a drip thread, which flushes and ends the process."""
+    proc = kit.spawn(kit.script(tmp_path, MAIN_THREAD_CANNOT_TAKE_IT), account, customer)
+    assert kit.wait_line(proc, "recorded") == f"recorded {N + 2}"
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("SIGTERM did not end the process: nothing heard it") from None
+    assert proc.returncode == -signal.SIGTERM, err
+    assert kit.stored(client, customer, "delivery.calls") == (N, 0)
+
+
+CHILD_SIGTERM_IS_NOT_THE_PARENTS = """
+client = Drip(os.environ["KEY"], os.environ["URL"], flush_interval=60)
+with client.run("parent", customer_id=CUSTOMER):
+    for i in range(10):
+        work(i)
+pid = os.fork()
+if pid == 0:  # a child that records nothing: its signal handler is still the parent's
+    time.sleep(600)
+    os._exit(0)
+time.sleep(0.5)
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+time.sleep(1)  # what the parent's watching thread would have done by now
+print("child", os.WIFSIGNALED(status) and os.WTERMSIG(status), "parent alive", flush=True)
+print("flushed", client.flush(30).ok, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_fork_childs_sigterm_does_not_stop_the_parent(
+    tmp_path: Path, account: Any, client: Drip, customer: str, kit: Any
+) -> None:
+    """The child inherits drip's C handler and the parent's pipe: it must not write there
+    (the parent's thread would take the child's SIGTERM for its own and end the parent)."""
+    proc = kit.spawn(kit.script(tmp_path, CHILD_SIGTERM_IS_NOT_THE_PARENTS), account, customer)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"child {int(signal.SIGTERM)} parent alive" in out and "flushed True" in out, out + err
+    assert kit.stored(client, customer, "delivery.calls") == (10, 0)
+
+
 FORK_WHILE_ID_LOCK_HELD = """
 import os, signal, threading
 import drip._scopes as scopes
