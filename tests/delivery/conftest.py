@@ -191,8 +191,27 @@ def wait_line(proc: Any, expected: str, timeout: float = 120) -> str:
 
 
 @pytest.fixture
-def kit() -> Any:
-    """The helpers above, for test modules (tests are not a package)."""
+def kit() -> Iterator[Any]:
+    """The helpers above, for test modules (tests are not a package). A child still running
+    when the test ends (a hang the test timed out on) is killed and its pipes closed here, so
+    that it neither outlives the run nor fails the next test with unclosed-file warnings."""
     import types
 
-    return types.SimpleNamespace(stored=stored, script=script, spawn=spawn, wait_line=wait_line)
+    children: list[Any] = []
+
+    def spawn_tracked(*args: Any, **kwargs: Any) -> Any:
+        proc = spawn(*args, **kwargs)
+        children.append(proc)
+        return proc
+
+    yield types.SimpleNamespace(
+        stored=stored, script=script, spawn=spawn_tracked, wait_line=wait_line
+    )
+    for proc in children:
+        if proc.poll() is None:
+            proc.kill()
+            with contextlib.suppress(Exception):
+                proc.communicate(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
