@@ -163,11 +163,13 @@ class RequestMeter:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
 
         A pattern (``fnmatch`` style: ``/health``, ``/internal/*``, ``/items/{item_id}``) is
-        compared with the route template and with the raw path.
+        compared with the route template, and with the raw path only when no route matched:
+        the path is the client's to choose, and matching it as well let a client skip billing
+        (``exclude=["*/health"]`` with a route ``/files/{name:path}``: ``/files/x/health``).
         """
         if self.exclude is None and self.include is None:
             return True
-        names = (path,) if route is None or route == path else (route, path)
+        names = (path,) if route is None else (route,)
         if self.exclude is not None and _any_match(names, self.exclude):
             return False
         return self.include is None or _any_match(names, self.include)

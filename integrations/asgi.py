@@ -73,9 +73,10 @@ class DripMiddleware:
 
     ``customer(request)`` (sync or async) returns a customer id, a mapping with
     ``customer_id`` or ``external_customer_id`` (your own id: the server finds or creates the
-    customer), or None to leave the request unmetered. ``include``/``exclude`` take route patterns (``fnmatch`` style,
-    compared with the route template and the raw path). ``request_id_header`` names the header
-    whose value becomes the run's ``external_run_id``. With ``trust_baggage=True`` a request
+    customer), or None to leave the request unmetered. ``include``/``exclude`` take route
+    patterns (``fnmatch`` style, compared with the route template; with the raw path only
+    when no route matched). ``request_id_header`` names the header whose value becomes the
+    run's ``external_run_id``. With ``trust_baggage=True`` a request
     carrying drip baggage (``drip.context.inject`` on the caller's side) continues the caller's
     run instead of opening its own: only for callers you trust, since the baggage names the
     customer to bill.

@@ -134,6 +134,19 @@ def test_shapes_are_remembered_per_route_and_method_and_bounded() -> None:
     assert len(meter._shapes) == 1024
 
 
+def test_patterns_match_the_route_not_a_path_the_client_chose() -> None:
+    """A client picks the path: matched against it as well, ``exclude`` let a request to a
+    billed catch-all route go unbilled by ending its path in an excluded name."""
+    meter = RequestMeter(customer=customer, exclude=["*/health", "/internal/*"])
+    assert meter.wanted("/files/{name}", "/files/x/health")  # the route is billed
+    assert meter.wanted("/files/{name}", "/internal/x") is True
+    assert not meter.wanted("/internal/{rest}", "/internal/metrics")
+    assert not meter.wanted(None, "/svc/health")  # no route matched: the raw path decides
+    included = RequestMeter(customer=customer, include=["/v1/*"])
+    assert not included.wanted("/{page}", "/v1/anything")  # a catch-all outside /v1
+    assert included.wanted("/v1/items/{item_id}", "/v1/items/3")
+
+
 def test_meter_and_quantity_mistakes_raise_when_installed() -> None:
     with pytest.raises(ValueError, match="quantity"):
         RequestMeter(customer=customer, quantity=-1)
