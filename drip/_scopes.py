@@ -325,6 +325,7 @@ def begin_run(
     customer_id: str | None,
     correlation_id: str | None = None,
     deferred: bool = False,
+    problem: Exception | None = None,
 ) -> Run:
     """Open a run in the current context and record its start; ``leave_run`` ends it.
 
@@ -334,12 +335,13 @@ def begin_run(
     new one is its child and inherits its customer, client and correlation id.
 
     ``deferred``: when it is not a child, a ``DeferredRun``, whose start waits until something
-    refers to it.
+    refers to it. ``problem``: why the customer given is unusable: reported, and the run has
+    no customer (inheriting one would bill someone else).
     """
     customer, parent, _ = SCOPE.get()
     bound = recorder or (parent._recorder if parent is not None else None)
     instr = resolve(bound, fallback)
-    customer = customer_id or customer
+    customer = (customer_id or customer) if problem is None else None
     correlation = correlation_id or (parent.correlation_id if parent else None)
     if correlation is None:
         if otel.CV is None:
@@ -349,7 +351,8 @@ def begin_run(
     if customer is None and instr is not None:
         try:
             instr.report(
-                DripValidationError(
+                problem
+                or DripValidationError(
                     f"drip.run({shape.workflow!r}) has no customer: pass customer_id= (or "
                     "external_customer_id=) or open it inside drip.customer(...); this run "
                     "is not recorded",
@@ -451,16 +454,18 @@ class RunContext:
         external_customer_id: str | None = None,
     ) -> None:
         self.workflow: str = check_name(workflow, "workflow")  # type: ignore[assignment]
-        check = check_name  # None means "not given": only given values are checked
-        self.customer_id = check_customer(
-            customer_id, external_customer_id, f"drip.run({workflow!r})"
-        )
-        self.external_run_id = (
-            None if external_run_id is None else check(external_run_id, "external_run_id")
-        )
-        self.correlation_id = (
-            None if correlation_id is None else check(correlation_id, "correlation_id")
-        )
+        check = check_name  # None means "not given" (optional): only given values are checked
+        #: a bad id comes from data: a call-time problem, reported when the run opens
+        self._customer_problem: Exception | None = None
+        try:
+            where = f"drip.run({workflow!r})"
+            self.customer_id = check_customer(customer_id, external_customer_id, where)
+        except (DripValidationError, TypeError) as exc:
+            if customer_id is not None and external_customer_id is not None:
+                raise  # both given: a mistake in the code, not in the data
+            self.customer_id, self._customer_problem = None, exc
+        self.external_run_id = check(external_run_id, "external_run_id", optional=True)
+        self.correlation_id = check(correlation_id, "correlation_id", optional=True)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         self.metadata = check_metadata(metadata)
@@ -471,7 +476,7 @@ class RunContext:
     def start(self) -> Run:
         """Open a run in the current context (what ``__enter__`` does)."""
         run = begin_run(self, self._recorder, self._fallback, self.customer_id,
-                        self.correlation_id)  # fmt: skip
+                        self.correlation_id, problem=self._customer_problem)  # fmt: skip
         self._open.append(run)
         return run
 
@@ -509,6 +514,8 @@ class RunContext:
 
     def __call__(self, fn: F) -> F:
         """Decorate a function (sync or async): every call runs in a new run."""
+        if self._customer_problem is not None:  # a constant given to a decorator: a mistake
+            raise self._customer_problem
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(
                 f"drip.run cannot decorate the generator {fn.__qualname__}: open the run with "

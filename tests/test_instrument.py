@@ -602,6 +602,39 @@ def test_no_customer_lenient_runs_the_function_and_reports(
     assert "without a customer" in caplog.text and "has no customer" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "given", [{"external_customer_id": ""}, {"external_customer_id": 42}, {"customer_id": " "}]
+)
+def test_a_customer_id_that_cannot_be_one_is_a_call_time_problem(given: dict[str, Any]) -> None:
+    """The id in ``with drip.run(..., external_customer_id=user_id)`` comes from data (a
+    request, a row): one that cannot be an id raised into the application (its request
+    failed). It is reported like a run without a customer, and raised in strict mode; the
+    run does not take the customer around it (that would bill someone else)."""
+
+    @drip.metered("m")
+    def f() -> int:
+        return 5
+
+    with capture(strict=False) as cap:
+        with drip.customer("cus_outer"), drip.run("wf", **given) as run:
+            assert f() == 5 and run.id.startswith("run_")
+        assert cap.records == []  # neither the run nor its event, and nothing for cus_outer
+        [problem] = [e for e in cap.errors if "customer" in str(e)]
+        assert isinstance(problem, (DripValidationError, TypeError))
+        assert "customer_id" in str(problem)
+    with (
+        capture(),
+        pytest.raises((DripValidationError, TypeError), match="customer_id"),
+        drip.run("wf", **given),  # strict: raised where the run opens
+    ):
+        pass
+    with pytest.raises((DripValidationError, TypeError), match="customer_id"):
+
+        @drip.run("wf", **given)  # a decorator's constant: a mistake, raised when applied
+        def job() -> None:
+            pass
+
+
 def test_an_event_refused_for_its_metadata_is_named_in_the_log_and_the_run_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
