@@ -18,7 +18,8 @@ One metered request is one run:
 - workflow: the middleware's ``workflow`` or ``"<METHOD> <route template>"``;
 - ``external_run_id``: the request id header, when the request has one;
 - one ``meter`` event with metadata ``status_code``, ``route``, ``method``, ``duration_ms`` (and
-  ``incomplete: true`` when the client went away before the last body chunk);
+  ``incomplete: true`` when the response started but its last body chunk was never sent: the
+  client went away, the body raised, the server's stop cancelled it);
 - status >= 500 or an exception ends it FAILED (the exception is the framework's to handle);
   4xx end it COMPLETED with the status recorded.
 
@@ -345,7 +346,7 @@ class RequestRun(DeferredRun):
         )
         if proven and self._pending:  # the common case: nothing referred to the run
             assert parts is not None
-            cut = self.done_ns is None and exc is None and status is not None
+            cut = self.done_ns is None and status is not None  # started, never finished
             try:
                 self.end_alone(parts[cut], status, self.done_ns, failed)
             except Exception:
@@ -461,8 +462,10 @@ def _record_event(
             # µs resolution, as a float of ms (floor division: cheaper than round)
             "duration_ms": ((done or time.perf_counter_ns()) - start) // 1000 / 1000,
         }
-        if done is None and exc is None and status is not None:
-            metadata["incomplete"] = True  # the client left before the last chunk
+        if done is None and status is not None:
+            # the response started and its last chunk was never handed on: the client left,
+            # the body raised, or the server's stop cancelled it
+            metadata["incomplete"] = True
         checked: dict[str, Any] | None = metadata
         if not proven:  # a status of another type, an unusual route or method: the full checks
             try:

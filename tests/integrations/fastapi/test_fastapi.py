@@ -319,6 +319,57 @@ def test_a_client_leaving_mid_stream_ends_the_run_marked_incomplete(
     assert (request.metadata or {}).get("incomplete") is True
 
 
+def test_a_stream_cut_by_an_error_or_a_server_stopping_is_marked_incomplete(
+    live: Drip, customers: list[str]
+) -> None:
+    """The response had started (status 200 sent) but its last chunk never went: a server's
+    graceful-shutdown timeout cancels the application mid-stream (uvicorn
+    ``--timeout-graceful-shutdown``), or the body raises. The event said 200 and complete."""
+    app = FastAPI()
+
+    @app.get("/cut/{how}")
+    async def cut(how: str) -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            yield "first "
+            if how == "error":
+                raise RuntimeError("feed down")
+            await asyncio.sleep(3600)  # the server's stop cancels it here
+
+        return StreamingResponse(body())
+
+    app.add_middleware(DripMiddleware, customer=header_customer)
+
+    async def serve(how: str) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "GET", "scheme": "http", "path": f"/cut/{how}",
+                 "raw_path": f"/cut/{how}".encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"x-customer", customers[0].encode())]}  # fmt: skip
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(3600)  # the client stays
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        task = asyncio.ensure_future(app(scope, receive, send))
+        while not task.done() and not any(m.get("body") for m in sent):
+            await asyncio.sleep(0.005)
+        task.cancel()  # what uvicorn does to a request still running at its stop
+        with pytest.raises(BaseException):  # noqa: B017 - CancelledError, or the body's error
+            await task
+
+    for how in ("cancel", "error"):
+        asyncio.run(serve(how))
+    runs = {r.status.value: r for r in runs_of(live, customers[0])}
+    assert set(runs) == {"CANCELLED", "FAILED"}, runs
+    for run in runs.values():
+        [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+        assert (event.metadata or {}).get("incomplete") is True, event.metadata
+        assert (event.metadata or {})["status_code"] == 200
+
+
 def test_fastapi_and_asgi_name_the_same_class() -> None:
     from drip.integrations import asgi, fastapi
 
