@@ -21,45 +21,33 @@ event hook to that client only.
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any
 
 import wrapt
 
-from drip import context
-
+from ._outgoing import inject_quietly
 from ._requires import requires
 
 httpx = requires("httpx", extra="fastapi", integration="httpx")
 
 __all__ = ["instrument", "uninstrument"]
 
-logger = logging.getLogger("drip")
-
-
-def _inject(headers: Any) -> None:
-    """drip's baggage on an outgoing request's headers; never fails the application's call."""
-    try:
-        context.inject(headers)
-    except Exception:
-        logger.exception("drip: this request goes out without drip's baggage")
-
 
 _MARK = "_drip_baggage_hook"
 
 
 def _inject_sync(request: Any) -> None:
-    _inject(request.headers)
+    inject_quietly(request.headers)
 
 
 async def _inject_async(request: Any) -> None:
-    _inject(request.headers)
+    inject_quietly(request.headers)
 
 
 def _send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     request = args[0] if args else kwargs.get("request")
     if request is not None:
-        _inject(request.headers)
+        inject_quietly(request.headers)
     return wrapped(*args, **kwargs)
 
 

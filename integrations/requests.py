@@ -14,13 +14,11 @@ See ``drip.integrations.httpx`` for what is carried.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import wrapt
 
-from drip import context
-
+from ._outgoing import inject_quietly
 from ._requires import requires
 
 requests = requires("requests", extra="requests")
@@ -28,21 +26,10 @@ requests = requires("requests", extra="requests")
 __all__ = ["instrument", "uninstrument"]
 
 
-logger = logging.getLogger("drip")
-
-
-def _inject(headers: Any) -> None:
-    """drip's baggage on an outgoing request's headers; never fails the application's call."""
-    try:
-        context.inject(headers)
-    except Exception:
-        logger.exception("drip: this request goes out without drip's baggage")
-
-
 def _send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     request = args[0] if args else kwargs.get("request")
     if request is not None:
-        _inject(request.headers)
+        inject_quietly(request.headers)
     return wrapped(*args, **kwargs)
 
 

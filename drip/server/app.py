@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -96,29 +96,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         # answered here, not by ``_crash``: Starlette re-raises what reaches that one, so
         # uvicorn logs a traceback and drops the keep-alive connection the client reuses
         words = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        if storage_full(exc):
-            logger.error(
-                "the database's disk is full: %s %s failed (%s)",
-                request.method, request.url.path, words,
-            )  # fmt: skip
-            message = "The server's storage is full; the request failed (see the server's log)"
-            return json_response(error_body(507, "STORAGE_FULL", message), 507)
-        if database_read_only(exc):
-            logger.error(
-                "the database is read-only: %s %s failed (%s)",
-                request.method, request.url.path, words,
-            )  # fmt: skip
-            message = "The server's database is read-only: the write failed (see the server's log)"
-            return json_response(error_body(503, "DATABASE_READ_ONLY", message), 503)
-        if database_unavailable(exc):
-            logger.error(
-                "cannot reach the database: %s %s failed (%s)",
-                request.method, request.url.path, words,
-            )  # fmt: skip
-            message = "The server cannot reach its database: the request failed; retry shortly"
-            response = json_response(error_body(503, "DATABASE_UNAVAILABLE", message), 503)
-            response.headers["Retry-After"] = "1"
-            return response
+        for applies, said, status, code, message, passing in _STORAGE_ANSWERS:
+            if applies(exc):
+                logger.error("%s: %s %s failed (%s)", said, request.method, request.url.path,
+                             words)  # fmt: skip
+                response = json_response(error_body(status, code, message), status)
+                if passing:  # worth a retry soon
+                    response.headers["Retry-After"] = "1"
+                return response
         raise exc
 
     for kind in _storage_errors():  # the operator's to fix; clients retry (5xx) or spool
@@ -130,6 +115,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return json_response(
             error_body(500, "INTERNAL_ERROR", "The server failed; see its log for details"), 500
         )
+
+
+#: the storage problems answered by name: (test, log words, status, code, message, passing)
+_STORAGE_ANSWERS: tuple[tuple[Callable[[BaseException], bool], str, int, str, str, bool], ...] = (
+    (storage_full, "the database's disk is full", 507, "STORAGE_FULL",
+     "The server's storage is full; the request failed (see the server's log)", False),
+    (database_read_only, "the database is read-only", 503, "DATABASE_READ_ONLY",
+     "The server's database is read-only: the write failed (see the server's log)", False),
+    (database_unavailable, "cannot reach the database", 503, "DATABASE_UNAVAILABLE",
+     "The server cannot reach its database: the request failed; retry shortly", True),
+)  # fmt: skip
 
 
 def _storage_errors() -> list[type[Exception]]:
