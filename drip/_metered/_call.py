@@ -166,7 +166,9 @@ def current_event() -> EventHandle:
 class Spec:
     """Everything one ``@metered(...)`` fixed at decoration time."""
 
-    __slots__ = ("customer", "customer_fn", "fallback", "instr", "m", "name", "qconst", "qfn")
+    __slots__ = (
+        "customer", "customer_fn", "fallback", "instr", "later", "m", "name", "qconst", "qfn",
+    )  # fmt: skip
 
     def __init__(self, instr: Recorder | None, fallback: Fallback, m: MeterSpec, name: str) -> None:
         self.instr = instr
@@ -177,6 +179,8 @@ class Spec:
         self.qfn: Callable[[Any], Any] | None = None
         self.customer: str | None = None
         self.customer_fn: Callable[..., Any] | None = None
+        #: begun by code, not a decorated function (an LLM integration's call): said so in reports
+        self.later = False
 
 
 class Call:
@@ -293,6 +297,13 @@ def _begin(spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | 
     if customer is None:
         instr.report(
             DripValidationError(
+                f"{spec.name} was made outside any run and without a customer, so it is not "
+                "recorded: open a drip.run(..., customer_id=) or drip.customer(...) around it"
+                + _in_a_thread(),
+                field="customer_id",
+            )
+            if spec.later
+            else DripValidationError(
                 f"@metered({spec.m.meter!r}) on {spec.name} was called outside any run and "
                 "without a customer, so it is not recorded: open a drip.run(..., customer_id=) "
                 "or drip.customer(...), or pass customer_id= to the decorator" + _in_a_thread(),

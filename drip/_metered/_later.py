@@ -44,11 +44,12 @@ def later_spec(
 ) -> Spec:
     """What ``begin_later`` needs fixed once: the meter (also the event type) and its units.
 
-    ``name`` names the caller in reports (``@metered('llm_tokens') on <name> ...``). The
+    ``name`` names the caller in reports (``an LLM call (llm_tokens) was made ...``). The
     quantity is always given at ``Later.end``.
     """
     spec = Spec(recorder, fallback, MeterSpec(meter, meter, units, None), name)
     spec.qconst = 0
+    spec.later = True
     return spec
 
 

@@ -73,3 +73,7 @@ def test_not_recorded_without_a_customer_in_lenient_mode() -> None:
         assert not call.recording and call.finished
         call.finish_tokens("gpt-4o-mini", Usage(1, 1))
     assert lenient.records == [] and len(lenient.errors) == 1
+    # the hint fits an SDK call, which has no decorator to pass customer_id= to
+    message = str(lenient.errors[0])
+    assert message.startswith("an LLM call (llm_tokens) was made outside any run"), message
+    assert "decorator" not in message and "drip.customer(...) around it" in message
