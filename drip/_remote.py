@@ -29,7 +29,7 @@ from ._checks import check_name
 from ._default import default_recorder
 from ._recorder import resolve
 from ._records import encode_run_start, event_id
-from ._scopes import Run, _restore, end_run
+from ._scopes import Run, end_run, restore
 from .context import SCOPE
 
 __all__ = ["Continuation", "RemoteRun", "extract", "inject"]
@@ -227,7 +227,7 @@ class Continuation:
         self._runs.pop()
         token = self._tokens.pop()
         if token is not None:
-            _restore(token)
+            restore(token)
 
     async def __aenter__(self) -> Run | None:
         return self.__enter__()

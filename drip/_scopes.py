@@ -44,7 +44,7 @@ from .context import SCOPE
 from .errors import DripValidationError
 
 __all__ = [
-    "CustomerScope", "DeferredRun", "Run", "RunContext", "begin_deferred", "begin_run", "leave_run",
+    "DeferredRun", "Run", "RunContext", "begin_deferred", "begin_run", "leave_run", "restore",
 ]  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -300,7 +300,7 @@ class DeferredRun(Run):
             lane.append(rec[:8])
             lane.append(rec[8:16])
             lane.append(rec[16:])
-        _restore(self._token)
+        restore(self._token)
         return True
 
 
@@ -432,7 +432,7 @@ def leave_run(run: Run, exc: BaseException | None) -> None:
         run._append((encode_run_end, run, "COMPLETED", None, None, _perf()))
     else:
         end_run(run, exc)
-    _restore(run._token)
+    restore(run._token)
 
 
 class RunContext:
@@ -538,7 +538,7 @@ class RunContext:
         return run_sync  # type: ignore[return-value]
 
 
-def _restore(token: Any) -> None:
+def restore(token: Any) -> None:
     # A ValueError means the scope is left in another context than it was entered in (a
     # generator closed by the garbage collector, another task): the context it changed is not
     # this one, so this one is left alone.
@@ -547,54 +547,3 @@ def _restore(token: Any) -> None:
         SCOPE.reset(token)
     except ValueError:
         pass
-
-
-class CustomerScope:
-    """What ``drip.customer(id)`` returns: everything inside records for this customer.
-
-    ``drip.customer(external_customer_id="user_123")`` names it by your own id instead.
-    """
-
-    def __init__(self, customer_id: str | None = None, *, external_customer_id: str | None = None):
-        self.customer_id: str = check_customer(  # type: ignore[assignment]
-            customer_id, external_customer_id, "drip.customer(...)", required=True
-        )
-        self._tokens: list[Any] = []
-
-    def __enter__(self) -> str:
-        _, run, seq = SCOPE.get()
-        self._tokens.append(SCOPE.set((self.customer_id, run, seq)))
-        return self.customer_id
-
-    def __exit__(self, *exc: object) -> None:
-        _restore(self._tokens.pop())
-
-    async def __aenter__(self) -> str:
-        return self.__enter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.__exit__()
-
-    def _again(self) -> CustomerScope:
-        # a fresh scope per call (tokens are per entry); the id is already checked
-        scope = CustomerScope.__new__(CustomerScope)
-        scope.customer_id, scope._tokens = self.customer_id, []
-        return scope
-
-    def __call__(self, fn: F) -> F:
-        """Decorate a function (sync or async): its calls run for this customer."""
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def with_customer_async(*args: Any, **kwargs: Any) -> Any:
-                async with self._again():
-                    return await fn(*args, **kwargs)
-
-            return with_customer_async  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def with_customer(*args: Any, **kwargs: Any) -> Any:
-            with self._again():
-                return fn(*args, **kwargs)
-
-        return with_customer  # type: ignore[return-value]

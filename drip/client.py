@@ -25,10 +25,11 @@ import httpx
 
 from . import _endpoints as _api
 from ._config import OnError, Settings, resolve_settings
+from ._customer_scope import CustomerScope
 from ._delivery import lifecycle
 from ._metered import make_metered
 from ._recorder import Recorder
-from ._scopes import CustomerScope, RunContext
+from ._scopes import RunContext
 from ._transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
@@ -135,7 +136,9 @@ class _ClientBase:
     ) -> CustomerScope:
         """``with client.customer(id):`` sets the customer for everything inside
         (``external_customer_id=``: by your own id)."""
-        return CustomerScope(customer_id, external_customer_id=external_customer_id)
+        return CustomerScope(
+            customer_id, external_customer_id=external_customer_id, recorder=self._recorder
+        )
 
     def flush(self, timeout: float | None = None) -> FlushReport:
         """Wait until every buffered record is delivered (or ``timeout``); returns a report."""

@@ -24,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._customer_scope import CustomerScope
 from ._default import default_client, default_recorder
 from ._delivery import DeliveryStats, FlushReport
 from ._metered import EventHandle, current_event, make_metered
 from ._recorder import Recorder, resolve
-from ._scopes import CustomerScope, RunContext
+from ._scopes import RunContext
 
 __all__ = [
     "EventHandle",
@@ -102,7 +103,9 @@ def customer(
 ) -> CustomerScope:
     """``with drip.customer(id):`` (or ``async with``, or a decorator): the customer inside.
     ``drip.customer(external_customer_id="user_123")`` names it by your own id."""
-    return CustomerScope(customer_id, external_customer_id=external_customer_id)
+    return CustomerScope(
+        customer_id, external_customer_id=external_customer_id, fallback=default_recorder
+    )
 
 
 def flush(timeout: float | None = None) -> FlushReport:
@@ -176,4 +179,4 @@ class Instrumentation(Recorder):
         self, customer_id: str | None = None, *, external_customer_id: str | None = None
     ) -> CustomerScope:
         """``with instr.customer(id)``: the customer for everything inside."""
-        return CustomerScope(customer_id, external_customer_id=external_customer_id)
+        return CustomerScope(customer_id, external_customer_id=external_customer_id, recorder=self)

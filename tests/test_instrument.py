@@ -635,6 +635,31 @@ def test_a_customer_id_that_cannot_be_one_is_a_call_time_problem(given: dict[str
             pass
 
 
+@pytest.mark.parametrize("given", [{"external_customer_id": ""}, {"customer_id": 7}])
+def test_a_customer_scope_for_an_id_that_cannot_be_one_bills_nobody(
+    given: dict[str, Any],
+) -> None:
+    """``with drip.customer(external_customer_id=user_id)``: as for ``drip.run``, an id from
+    data that cannot be one is reported (raised in strict mode), and what runs inside is not
+    billed to the customer around it."""
+
+    @drip.metered("m")
+    def f() -> int:
+        return 5
+
+    with capture(strict=False) as cap:
+        with drip.customer("cus_outer"), drip.customer(**given):
+            assert f() == 5
+        assert cap.records == []
+        assert any("customer_id" in str(e) for e in cap.errors)
+    with (
+        capture(),
+        pytest.raises((DripValidationError, TypeError), match="customer_id"),
+        drip.customer(**given),
+    ):
+        pass
+
+
 def test_an_event_refused_for_its_metadata_is_named_in_the_log_and_the_run_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -748,7 +773,9 @@ def test_bare_decorator_and_non_callable_and_bad_run_arguments() -> None:
     with pytest.raises(DripValidationError, match="workflow"):
         drip.run("")
     with pytest.raises(DripValidationError, match="customer_id"):
-        drip.customer(" ")
+        drip.customer(" ")(add)  # a decorator's constant: raised when applied
+    with pytest.raises(DripValidationError, match="customer_id"):
+        drip.customer()  # neither id: a mistake in the code
 
 
 # -- clients ------------------------------------------------------------------------------------
