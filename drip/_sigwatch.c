@@ -59,6 +59,21 @@ is_ours(const struct sigaction *action)
     return (action->sa_flags & SA_SIGINFO) && action->sa_sigaction == on_signal;
 }
 
+/* a signal number from Python: 1..NSIG-1, or -1 with an exception */
+static int
+signal_number(PyObject *obj)
+{
+    long signum = PyLong_AsLong(obj);
+    if (signum == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (signum <= 0 || signum >= NSIG) {
+        PyErr_Format(PyExc_ValueError, "signal number out of range: %ld", signum);
+        return -1;
+    }
+    return (int)signum;
+}
+
 /* watch(fd, signals): the signals whose handler is now preceded by the write (a list) */
 static PyObject *
 watch(PyObject *self, PyObject *args)
@@ -81,16 +96,12 @@ watch(PyObject *self, PyObject *args)
     watch_fd = fd;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        long signum = PyLong_AsLong(item);
-        if (signum == -1 && PyErr_Occurred()) {
-            goto error;
-        }
-        if (signum <= 0 || signum >= NSIG) {
-            PyErr_Format(PyExc_ValueError, "signal number out of range: %ld", signum);
+        int signum = signal_number(item);
+        if (signum < 0) {
             goto error;
         }
         struct sigaction now;
-        if (sigaction((int)signum, NULL, &now) != 0) {
+        if (sigaction(signum, NULL, &now) != 0) {
             PyErr_SetFromErrno(PyExc_OSError);
             goto error;
         }
@@ -103,7 +114,7 @@ watch(PyObject *self, PyObject *args)
             struct sigaction ours = now;
             ours.sa_sigaction = on_signal;
             ours.sa_flags = now.sa_flags | SA_SIGINFO;
-            if (sigaction((int)signum, &ours, NULL) != 0) {
+            if (sigaction(signum, &ours, NULL) != 0) {
                 PyErr_SetFromErrno(PyExc_OSError);
                 goto error;
             }
@@ -124,19 +135,15 @@ error:
 static PyObject *
 set_default(PyObject *self, PyObject *arg)
 {
-    long signum = PyLong_AsLong(arg);
-    if (signum == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (signum <= 0 || signum >= NSIG) {
-        PyErr_Format(PyExc_ValueError, "signal number out of range: %ld", signum);
+    int signum = signal_number(arg);
+    if (signum < 0) {
         return NULL;
     }
     struct sigaction action;
     memset(&action, 0, sizeof(action));
     action.sa_handler = SIG_DFL;
     sigemptyset(&action.sa_mask);
-    if (sigaction((int)signum, &action, NULL) != 0) {
+    if (sigaction(signum, &action, NULL) != 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     Py_RETURN_NONE;
@@ -146,15 +153,12 @@ set_default(PyObject *self, PyObject *arg)
 static PyObject *
 watching(PyObject *self, PyObject *arg)
 {
-    long signum = PyLong_AsLong(arg);
-    if (signum == -1 && PyErr_Occurred()) {
+    int signum = signal_number(arg);
+    if (signum < 0) {
         return NULL;
     }
-    if (signum <= 0 || signum >= NSIG) {
-        Py_RETURN_FALSE;
-    }
     struct sigaction now;
-    if (sigaction((int)signum, NULL, &now) != 0) {
+    if (sigaction(signum, NULL, &now) != 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyBool_FromLong(is_ours(&now) && watch_pid == getpid());

@@ -75,6 +75,7 @@ def prepare(settings: Settings) -> None:
     no handler can be set, and would then leave SIGTERM unhooked for good."""
     if settings.handle_signals:
         _install_sigterm()
+        _watch()
     _hook_uwsgi()
 
 
@@ -152,7 +153,6 @@ def _install_sigterm() -> None:
             logger.debug("drip: cannot install the handler of signal %d: %s", signum, exc)
             continue
         _previous[signum] = current
-    _watch()
 
 
 def _watch() -> None:
