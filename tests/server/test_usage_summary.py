@@ -128,6 +128,9 @@ def test_all_time_totals_are_exact_and_split_by_kind(
     tokens = next(m for m in body["meters"] if m["meter"] == "tokens")
     assert tokens["runEvents"] == 4 and tokens["usageRecords"] == 1 and tokens["quantity"] == 14.8
     assert body["groups"] == [] and body["groupBy"] == []
+    # an empty groupBy is refused by name, not read as "no grouping" (schemathesis, ST201)
+    empty = api.get("/usage/summary", params={"groupBy": ""})
+    assert empty.status_code == 422 and "groupBy: empty" in empty.text
 
 
 def test_windows_whole_and_partial_hours(api: httpx.Client, data: dict[str, str]) -> None:

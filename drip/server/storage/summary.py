@@ -68,6 +68,10 @@ def parse_group_by(value: str | Sequence[str] | None) -> list[str]:
             )
         if part not in out:
             out.append(part)
+    if not out:  # ``groupBy=`` given with nothing in it: a mistake, not "no grouping"
+        raise ApiError(
+            422, "VALIDATION_ERROR", f"groupBy: empty (give one or more of {', '.join(GROUPS)})"
+        )
     return out
 
 
