@@ -30,6 +30,7 @@ that drops the envelopes; ``logfire`` sends nothing (``send_to_logfire=False``).
 
     python benchmarks/web_middleware.py                 # both modes (~6 minutes)
     python benchmarks/web_middleware.py --mode http --repeats 7 --seconds 10
+    python benchmarks/web_middleware.py --endpoint sync      # a ``def`` endpoint (thread pool)
 
 ``ir`` and ``ir-http`` count instructions per request under callgrind (deterministic, so they
 hold on a noisy host): ``ir`` calls the app directly, ``ir-http`` serves it with uvicorn as
@@ -76,6 +77,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 #: ``--before``: the folder of the older drip that the ``@before`` cases run
 BEFORE: str | None = None
 SUFFIX = "@before"
+#: ``--endpoint``, handed to each case's process: ``async`` (``async def``) or ``sync`` (``def``)
+ENDPOINT_ENV = "DRIP_BENCH_ENDPOINT"
 
 
 def child(case: str) -> tuple[str, dict[str, str] | None]:
@@ -127,10 +130,19 @@ def build_app(case: str, url: str, key: str, hits: list[int]) -> Any:
 
     app = FastAPI()
 
-    @app.get("/items/{item_id}")
-    async def item(item_id: int) -> dict[str, int]:
-        hits[0] += 1  # every case counts: drip's are checked against the server's count
-        return {"item": item_id}
+    if os.environ.get(ENDPOINT_ENV) == "sync":  # FastAPI runs it in its thread pool
+
+        @app.get("/items/{item_id}")
+        def item_sync(item_id: int) -> dict[str, int]:
+            hits[0] += 1
+            return {"item": item_id}
+
+    else:
+
+        @app.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            hits[0] += 1  # every case counts: drip's are checked against the server's count
+            return {"item": item_id}
 
     if case.startswith("drip"):
         from drip.integrations.fastapi import DripMiddleware
@@ -512,6 +524,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="each timed wrk run")
     parser.add_argument("--cases", help="comma-separated subset of: raw," + ",".join(CASES))
     parser.add_argument("--before", metavar="DIR", help="an older drip to compare (see above)")
+    parser.add_argument(
+        "--endpoint",
+        choices=["async", "sync"],
+        default="async",
+        help="the endpoint: async def (the default: the cheapest FastAPI request, the hardest "
+        "case for a middleware), or def, which FastAPI runs in its thread pool",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -521,6 +540,7 @@ def main() -> int:
         run_case(args)
         return 0
 
+    os.environ[ENDPOINT_ENV] = args.endpoint  # each case's process reads it
     wanted = args.cases.split(",") if args.cases else CASES
     cases = [c for c in wanted if c != "raw" and installed(c)]
     if args.before:
@@ -537,7 +557,7 @@ def main() -> int:
         deterministic = ("bare", "drip-deferred", f"drip-deferred{SUFFIX}", "raw")
         cases = [c for c in cases if c in deterministic]
         args.repeats = 1  # a count does not vary from run to run
-    _bench.header("web_middleware", f"cases: {', '.join(cases)}; {args.repeats} repeats "
+    _bench.header("web_middleware", f"{args.endpoint} def endpoint; cases: {', '.join(cases)}; {args.repeats} repeats "
                   f"interleaved; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     results = _bench.Results("web_middleware")
     with _bench.DripServer() as server:
