@@ -389,3 +389,59 @@ def test_without_a_spool_the_report_names_the_api_key(
     assert "this server does not know it" in str(found[1])
     assert auth_proxy.refused >= 2
     assert kit.stored(client, customer, "delivery.calls") == (0, 0)
+
+
+@pytest.mark.slow
+def test_drip_spool_replay_sends_an_old_keys_records_with_the_new_key_once(
+    tmp_path: Path,
+    account: Any,
+    live_server: Any,
+    client: Drip,
+    customer: str,
+    auth_proxy: AuthProxy,
+    kit: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The key is rotated: the process using the old one exits with its records on disk (the
+    directory of the old key); `drip spool replay` sends them with the new key, each once."""
+    from drip.cli import main
+
+    spool = tmp_path / "spool"
+    auth_proxy.refusing = True
+    producer = kit.spawn(
+        kit.script(tmp_path, PRODUCER, "producer.py"), account, customer, auth_proxy.url,
+        SPOOL=str(spool), EXIT="1",
+    )  # fmt: skip
+    out, err = producer.communicate(timeout=120)
+    assert producer.returncode == 0, err
+    spooled, shutdown = out.splitlines()
+    assert spooled.split()[1:] == [str(TOTAL), "0", "0", "0"], out
+    _, kept, failed, seconds = shutdown.split()
+    assert (int(kept), int(failed)) == (TOTAL, 0) and int(seconds) <= 4, out
+    assert "drip spool replay" in err and account.secret_key not in err
+    [folder] = [p for p in spool.iterdir() if p.is_dir()]
+
+    assert main(["spool", "list", "--spool-dir", str(spool)]) == 0
+    listed = capsys.readouterr().out
+    row = next(line for line in listed.splitlines() if line.startswith(folder.name))
+    assert auth_proxy.url in row and account.secret_key[:12] in row
+    assert f"{TOTAL:,}" in row.split() and account.secret_key not in listed
+
+    # another account's key: every record is rejected, so nothing is stored and nothing removed
+    other = live_server.create_key(f"other-{account.name}")
+    argv = ["spool", "replay", folder.name, "--spool-dir", str(spool)]
+    assert main([*argv, "--api-key", other, "--base-url", account.base_url]) == 1
+    assert "of the account these records belong to" in capsys.readouterr().err
+    assert kit.stored(client, customer, "delivery.calls") == (0, 0)
+    assert len(list(folder.glob("*.batch"))) == len(list(folder.glob("*.batch"))) > 0
+
+    new_key = live_server.create_key(account.name)  # the rotated key of the same account
+    assert main([*argv, "--api-key", new_key, "--base-url", account.base_url]) == 0
+    said = capsys.readouterr().out
+    assert f"{TOTAL:,} stored, 0 already there, 0 rejected" in " ".join(said.split()), said
+    assert kit.stored(client, customer, "delivery.calls") == (RUNS * EVENTS, 0)
+    assert not list(folder.glob("*.batch"))
+    # the same key again: nothing left to send
+    assert main([*argv, "--api-key", new_key, "--base-url", account.base_url]) == 0
+    assert "replayed 0 records" in capsys.readouterr().out
+    assert kit.stored(client, customer, "delivery.calls") == (RUNS * EVENTS, 0)
