@@ -234,11 +234,16 @@ def _report_key(d: Delivery, exc: DripError, durable: bool) -> None:
         )
     else:
         held = d.queued
+        if spool is None:
+            keep = "set spool_dir= to keep records on disk while a key is refused"
+        elif d.spool_failed:
+            keep = f"the spool {spool.dir} could not be written"
+        else:
+            keep = f"the spool {spool.dir} is full (spool_max_bytes={d.settings.spool_max_bytes})"
         why = (
             f"the server refused the API key ({exc}); retrying for up to "
             f"{d.settings.max_retry_time:g} s in case the key is fixed on the server, then "
-            f"these records are lost: check DRIP_API_KEY / api_key=, and set spool_dir= to "
-            f"keep records on disk while a key is refused"
+            f"these records are lost: check DRIP_API_KEY / api_key= ({keep})"
         )
     report = DripDeliveryError(why, code="UNAUTHORIZED", count=held)
     report.__cause__ = exc

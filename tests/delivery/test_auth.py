@@ -445,3 +445,36 @@ def test_drip_spool_replay_sends_an_old_keys_records_with_the_new_key_once(
     assert main([*argv, "--api-key", new_key, "--base-url", account.base_url]) == 0
     assert "replayed 0 records" in capsys.readouterr().out
     assert kit.stored(client, customer, "delivery.calls") == (RUNS * EVENTS, 0)
+
+
+def test_a_full_spool_behind_a_refused_key_keeps_memory_bounded_and_the_caller_going(
+    make: Any, fake: FakeIngest, tmp_path: Path
+) -> None:
+    """The spool filled while the key was refused: the worker kept encoding batches into
+    memory without bound (100,000 records pending with max_buffer=1,000). Now at most two
+    batches wait in memory; past the retry budget the oldest of them is reported undelivered
+    (as without a spool), so the caller is never held for as long as the key is refused."""
+    fake.refusals = None
+    instr = make(
+        spool_dir=str(tmp_path), spool_max_bytes=100_000, max_buffer=1_000,
+        max_batch_items=100, max_retry_time=0.5,
+    )  # fmt: skip
+    done = threading.Event()
+    most = [0]
+
+    def produce() -> None:
+        for _ in range(50):
+            record(instr, 200)
+            most[0] = max(most[0], instr.stats().pending)
+        done.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    assert done.wait(60), "the caller was held"
+    assert most[0] <= 1_000 + 2 * 100 + 100
+    report = instr.flush(5)
+    stats = instr.stats()
+    assert stats.spooled > 0 and stats.refused == 0
+    assert stats.spooled + stats.undelivered + stats.pending == 50 * 202
+    assert report.spooled == stats.spooled
+    lost = [e for e in instr.errors if getattr(e, "code", None) == "UNDELIVERED"]
+    assert lost and "the spool is full" in str(lost[0]) and "API key" in str(lost[0])
