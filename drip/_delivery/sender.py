@@ -157,6 +157,10 @@ def _deliver(
             logger.debug(
                 "drip: ingest attempt %d failed (%s); retry in %.2f s", attempt, exc, delay
             )
+            if durable and _key_refused(exc):
+                if d.stop.wait(delay):  # a shutdown: the batch waits on disk for a later
+                    return False  # process; no use trying the key again until then
+                continue
             if not d.sleep(delay):
                 return False
             continue
@@ -186,6 +190,8 @@ def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
         if not d.key_refused:
             d.key_refused = True
             _report_key(d, exc, durable)
+        if durable:
+            d.release_spooled()
     elif not (lone or d.outage_reported):
         d.outage_reported = True
         report = DripDeliveryError(

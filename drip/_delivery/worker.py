@@ -179,6 +179,8 @@ def _drain(d: Delivery, clock: Clock) -> None:
             d.queued += batch.count
             d.encoding = []
             d.cond.notify_all()
+        if d.key_refused and batch.marker is not None:
+            d.release_spooled()
 
 
 def _all_fast(chunk: list[Any], clock: Clock) -> list[str] | None:

@@ -96,6 +96,13 @@ def record(instr: Instrumentation, n: int) -> None:
             work(i)
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
 def codes(instr: Any) -> list[str]:
     return [e.code for e in instr.errors if isinstance(e, DripDeliveryError)]
 
@@ -108,8 +115,11 @@ def test_with_a_spool_a_refused_key_keeps_the_records_and_retries_until_it_is_ac
     fake.refusals = 3
     instr = make(spool_dir=str(tmp_path), max_retry_time=0.1)
     record(instr, 3)
+    # while the key is refused, a flush returns as soon as the records are on disk
+    assert instr.flush(20).spooled == 5
+    wait_for(lambda: instr.stats().sent == 5, 20)
     report = instr.flush(20)
-    assert (report.sent, report.failed, report.pending, report.spooled) == (5, 0, 0, 0)
+    assert (report.sent, report.failed, report.pending, report.spooled) == (0, 0, 0, 0)
     stats = instr.stats()
     assert (stats.sent, stats.refused, stats.undelivered) == (5, 0, 0)
     assert len(set(fake.ids)) == len(fake.ids) == 5 and fake.calls == 4
@@ -160,7 +170,7 @@ def test_the_refused_key_backs_off_far_beyond_the_outage_cap(
     fake.refusals = 14
     instr = make(spool_dir=str(tmp_path), max_retry_time=0.1)
     record(instr, 1)
-    assert instr.flush(20).sent == 3
+    wait_for(lambda: instr.stats().sent == 3, 20)
     assert len(delays) == 14 and 30 <= max(delays) <= 60 and delays[-1] > 8
 
 
@@ -265,13 +275,6 @@ def call(i: int) -> int:
     return i
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
-
-
 RUNS, EVENTS = 10, 100
 TOTAL = RUNS * (EVENTS + 2)
 
@@ -296,9 +299,12 @@ def test_a_server_refusing_the_key_for_a_while_then_accepting_stores_everything_
         assert (stats.sent, stats.refused, stats.undelivered) == (0, 0, 0)
         assert auth_proxy.refused >= 2
         assert kit.stored(client, customer, "delivery.calls") == (0, 0)
+        report = producer.flush(30)  # everything is on disk: it returns at once
+        assert (report.sent, report.failed, report.pending, report.spooled) == (0, 0, 0, TOTAL)
         auth_proxy.refusing = False  # the key is accepted again (fixed on the server)
+        wait_for(lambda: producer.stats().spooled == 0, 120)  # at the next try
         report = producer.flush(120)
-        assert (report.sent, report.failed, report.pending, report.spooled) == (TOTAL, 0, 0, 0)
+        assert (report.failed, report.pending, report.spooled) == (0, 0, 0)
         stats = producer.stats()
         assert (stats.sent + stats.duplicates, stats.refused, stats.undelivered) == (TOTAL, 0, 0)
     assert kit.stored(client, customer, "delivery.calls") == (RUNS * EVENTS, 0)
@@ -478,3 +484,25 @@ def test_a_full_spool_behind_a_refused_key_keeps_memory_bounded_and_the_caller_g
     assert report.spooled == stats.spooled
     lost = [e for e in instr.errors if getattr(e, "code", None) == "UNDELIVERED"]
     assert lost and "the spool is full" in str(lost[0]) and "API key" in str(lost[0])
+
+
+def test_while_the_key_is_refused_flush_and_shutdown_return_once_everything_is_on_disk(
+    make: Any, fake: FakeIngest, tmp_path: Path
+) -> None:
+    """A flush at the end of each request (serverless) waited its whole timeout while the key
+    was refused, although nothing more could happen to the records: they were on disk."""
+    fake.refusals = None
+    instr = make(spool_dir=str(tmp_path), max_retry_time=0.1)
+    for n in range(1, 4):
+        record(instr, 3)
+        start = time.monotonic()
+        report = instr.flush(30)
+        assert time.monotonic() - start < 3
+        assert (report.sent, report.failed, report.pending, report.spooled) == (0, 0, 0, 5 * n)
+    record(instr, 3)
+    start = time.monotonic()
+    report = instr.shutdown(30)
+    assert time.monotonic() - start < 3
+    assert (report.failed, report.pending, report.spooled) == (0, 0, 20)
+    assert sum(int(p.read_bytes().split()[1]) for p in tmp_path.rglob("*.batch")) == 20
+    assert codes(instr) == ["UNAUTHORIZED"]
