@@ -138,7 +138,7 @@ def _replay(args: argparse.Namespace) -> int:
     out = console()
     out.print(
         f"replayed {outcome.sent + outcome.duplicates + outcome.rejected:,} records "
-        f"({outcome.batches} batches) from {path} to {outcome.base_url}: {outcome.sent:,} "
+        f"({_n(outcome.batches, 'batch')}) from {path} to {outcome.base_url}: {outcome.sent:,} "
         f"stored, {outcome.duplicates:,} already there, {outcome.rejected:,} rejected"
         + (f" ({_reasons(outcome.reasons)})" if outcome.rejected else "")
     )
@@ -146,12 +146,17 @@ def _replay(args: argparse.Namespace) -> int:
         out.print(f"damaged: {problem}")
     if outcome.live:
         out.print(
-            f"{outcome.live} batches belong to a process that is still running, left alone: "
+            f"{_n(outcome.live, 'batch')} of a process that is still running left alone: "
             "stop it (or let it finish), then replay again"
         )
     if outcome.stopped:
-        raise DripError(f"stopped, {outcome.left} batches kept in {path}: {outcome.stopped}")
+        kept = _n(outcome.left, "batch")
+        raise DripError(f"stopped, {kept} kept in {path}: {outcome.stopped}")
     return 1 if outcome.problems or outcome.live else 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "es" if noun.endswith("ch") else "s")
 
 
 def _reasons(reasons: dict[str, int]) -> str:
