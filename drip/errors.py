@@ -64,8 +64,10 @@ class DripDeliveryError(DripError):
     Never raised into your code by delivery: it is logged and passed to ``on_error``. ``code``
     is ``BUFFER_FULL`` or ``CLOSED`` (dropped on the caller's side), the server's reason for a
     rejected item (e.g. ``RUN_NOT_FOUND``; ``item_id`` names the item), ``REFUSED`` (the
-    server refused a whole batch, e.g. 401), ``UNDELIVERED`` (still pending when a shutdown
-    timed out), ``ENCODE`` or ``WORKER``.
+    server refused a whole batch, e.g. 404), ``UNAUTHORIZED`` (the server refused the API key,
+    401 or 403: the records are retried, and kept in the spool when there is one),
+    ``RETRYING`` (an outage), ``UNDELIVERED`` (the retry budget or a shutdown timeout ran out
+    without a spool to hold them), ``SPOOL``, ``SPOOL_CORRUPT``, ``ENCODE`` or ``WORKER``.
     """
 
     def __init__(

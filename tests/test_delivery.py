@@ -25,9 +25,9 @@ import pytest
 from drip import instrument as drip
 from drip._config import resolve_settings
 from drip.errors import (
-    DripAuthenticationError,
     DripDeliveryError,
     DripNetworkError,
+    DripNotFoundError,
     DripRateLimitError,
     DripServerError,
 )
@@ -215,7 +215,7 @@ def test_rejected_items_are_reported_once_never_retried(
 
 @pytest.mark.parametrize(
     "failure",
-    [DripAuthenticationError("bad key", status_code=401), ValueError("a bug in the sender")],
+    [DripNotFoundError("no such route", status_code=404), ValueError("a bug in the sender")],
 )
 def test_a_refused_batch_is_reported_not_retried(
     make: Any, fake: FakeIngest, failure: Exception
@@ -599,7 +599,7 @@ def test_a_refused_batch_in_the_pipeline_does_not_stop_the_ones_after_it(
 ) -> None:
     instr = make(max_batch_items=10, flush_interval=10)
     fake.plan = [lambda items: ["created"] * len(items)] * 2
-    fake.plan += [DripAuthenticationError("bad key", status_code=401)]
+    fake.plan += [DripNotFoundError("no such route", status_code=404)]
     record(instr, 100)
     report = instr.flush(20)
     assert (report.sent, report.failed, report.pending) == (92, 10, 0)

@@ -112,6 +112,8 @@ class Delivery:
         self.failures = 0
         self.outage_reported = False
         self.outage_failed = 0
+        #: the server refused the API key (401/403) and has not accepted it since
+        self.key_refused = False
         #: the sender is inside a request (its outcome unknown until it returns)
         self.in_request = False
         self._threads: list[threading.Thread] = []
@@ -191,6 +193,17 @@ class Delivery:
         with self.buffer.lock:
             self._start()
 
+    def release_spooled(self) -> None:
+        """While the server refuses the key: a flush whose records are all on disk (or sent)
+        returns now, reporting them spooled, instead of waiting its whole timeout for a key
+        that will not be fixed within it."""
+        with self.cond:
+            for batch in self.outbox:
+                if batch.count and batch.file is None:
+                    return
+                if batch.marker is not None:
+                    batch.marker.set()
+
     def release_markers(self) -> None:
         with self.cond:
             for batch in self.outbox:
@@ -229,12 +242,12 @@ class Delivery:
 
     # -- counts -------------------------------------------------------------------------------
 
-    def _on_disk(self) -> int:
+    def on_disk(self) -> int:
         return sum(b.count for b in list(self.outbox) if b.file is not None)
 
     def _pending(self) -> int:
         memory = self.buffer.records() + len(self.encoding) // WIDTH + (self.carry is not None)
-        return memory + self.queued - self._on_disk()
+        return memory + self.queued - self.on_disk()
 
     def _counts(self) -> tuple[int, int]:
         return self.counters.delivered(), self.counters.failed()
@@ -243,7 +256,7 @@ class Delivery:
         self.reporter.flush_drops()
         sent, failed = self._counts()
         return FlushReport(
-            sent - before[0], failed - before[1], max(0, self._pending()), self._on_disk()
+            sent - before[0], failed - before[1], max(0, self._pending()), self.on_disk()
         )
 
     def _timeout(self, timeout: float | None) -> float:
@@ -331,7 +344,14 @@ class Delivery:
             self.reporter.failure(
                 "UNDELIVERED", lost, f"the shutdown timeout ({timeout:g} s) passed"
             )
-        if report.spooled:
+        if report.spooled and self.key_refused and self.spool is not None:
+            logger.error(
+                "drip: the server refused the API key: %d records were not delivered and wait "
+                "in the spool %s. A process with the same key replays them once the server "
+                "accepts it; if the key was rotated: drip spool replay %s --api-key <new key>",
+                report.spooled, self.spool.dir, self.spool.dir,
+            )  # fmt: skip
+        elif report.spooled:
             logger.warning(
                 "drip: %d records were not delivered yet and wait in the spool %s for the "
                 "next process", report.spooled, self.spool.dir if self.spool else "",
@@ -352,7 +372,7 @@ class Delivery:
     def stats(self, errors: int = 0, last_error: str | None = None) -> DeliveryStats:
         c = self.counters
         pending = max(0, self._pending())
-        spooled = self._on_disk()
+        spooled = self.on_disk()
         sent, failed = self._counts()
         return DeliveryStats(
             recorded=sent + failed - c.dropped + pending + spooled - c.replayed,

@@ -11,6 +11,13 @@ each one: delivered, rejected item by item, refused, or left for the spool.
   first one at once, the rest of the outage in one report with the total when it ends or at
   shutdown); with a spool nothing fails: the batch stays on disk and is retried (backoff capped
   at 8 s) until the server answers or the process ends, and a later process replays it.
+* A refused key (401, 403): a verdict on the API key, not on the records (revoked, wrong or
+  rotated). Reported once (``UNAUTHORIZED``: the status, where the records are, what to do).
+  With a spool the batch stays on disk and is retried with a long backoff (doubling up to
+  60 s), so a key fixed on the server is picked up; nothing is counted refused, and the spool
+  files outlive the process (``drip spool replay`` sends them with a new key). Without a spool
+  (or a batch the spool could not take) it is retried within the budget like an outage, then
+  reported undelivered, naming the API key.
 * Poison isolation: a batch the server refuses as a whole (400, 413, 422) is split in halves and
   each half sent again, down to the single record, which is then reported alone with the server's
   reason; every other record is delivered. Items the server rejects one by one (compact answer)
@@ -25,7 +32,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._records import columns_count, item_is_columns, split_columns
-from .._transport import retry_delay
+from .._transport import backoff_delay, retry_delay
 from ..errors import DripAPIError, DripDeliveryError, DripError, DripNetworkError
 from ..models import IngestResult
 from .spool import SpoolCorrupt
@@ -40,6 +47,10 @@ logger = logging.getLogger("drip")
 
 #: a whole batch refused with one of these may hold one bad record: split it to find it
 _SPLIT_STATUSES = frozenset({400, 413, 422})
+#: the server refused the API key (unknown, revoked, rotated, not allowed), not the records
+AUTH_STATUSES = frozenset({401, 403})
+#: the longest wait between two tries of a refused key, with a spool
+KEY_RETRY_CAP = 60.0
 
 
 def run_sender(d: Delivery) -> None:
@@ -127,6 +138,8 @@ def _deliver(
                 d.in_request = False
         except DripError as exc:
             delay = retry_delay(exc, attempt)
+            if delay is None and _key_refused(exc):
+                delay = backoff_delay(attempt, cap=KEY_RETRY_CAP if durable else 8.0)
             if delay is None:
                 if (
                     count > 1
@@ -144,6 +157,10 @@ def _deliver(
             logger.debug(
                 "drip: ingest attempt %d failed (%s); retry in %.2f s", attempt, exc, delay
             )
+            if durable and _key_refused(exc):
+                if d.stop.wait(delay):  # a shutdown: the batch waits on disk for a later
+                    return False  # process; no use trying the key again until then
+                continue
             if not d.sleep(delay):
                 return False
             continue
@@ -168,7 +185,14 @@ def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
     # a lone network error is often a stale keep-alive connection, retried at once: an outage
     # is reported (once) when a retry fails too, or when the server itself answered
     lone = d.failures == 1 and isinstance(exc, DripNetworkError)
-    if not (lone or d.outage_reported):
+    key = _key_refused(exc)
+    if key:
+        if not d.key_refused:
+            d.key_refused = True
+            _report_key(d, exc, durable)
+        if durable:
+            d.release_spooled()
+    elif not (lone or d.outage_reported):
         d.outage_reported = True
         report = DripDeliveryError(
             f"delivery is failing ({exc}); retrying for up to {d.settings.max_retry_time:g} s"
@@ -187,19 +211,57 @@ def _outage(d: Delivery, exc: DripError, count: int, durable: bool) -> bool:
             where = "the spool could not be written"
         else:
             where = f"the spool is full (spool_max_bytes={d.settings.spool_max_bytes})"
+        what = "refused the API key" if key else "failed"
         d.reporter.failure(
             "UNDELIVERED",
             count,
-            f"the server failed for longer than the retry budget "
+            f"the server {what} for longer than the retry budget "
             f"(max_retry_time={d.settings.max_retry_time:g} s) and {where}: {exc}",
         )
     d.outage_failed += count
     return False
 
 
+def _key_refused(exc: DripError) -> bool:
+    return isinstance(exc, DripAPIError) and exc.status_code in AUTH_STATUSES
+
+
+def _report_key(d: Delivery, exc: DripError, durable: bool) -> None:
+    """The one report of a refused key: what the server said, where the records are, and
+    what to do about it."""
+    spool = d.spool
+    if durable and spool is not None:
+        held = d.on_disk()
+        why = (
+            f"the server refused the API key ({exc}); nothing is lost: {held} records are kept "
+            f"in the spool {spool.dir} and retried (at least once a minute), so a key fixed on "
+            f"the server is picked up. If the key was rotated, send them with the new one: "
+            f"drip spool replay {spool.dir} --api-key <new key>"
+        )
+    else:
+        held = d.queued
+        if spool is None:
+            keep = "set spool_dir= to keep records on disk while a key is refused"
+        elif d.spool_failed:
+            keep = f"the spool {spool.dir} could not be written"
+        else:
+            keep = f"the spool {spool.dir} is full (spool_max_bytes={d.settings.spool_max_bytes})"
+        why = (
+            f"the server refused the API key ({exc}); retrying for up to "
+            f"{d.settings.max_retry_time:g} s in case the key is fixed on the server, then "
+            f"these records are lost: check DRIP_API_KEY / api_key= ({keep})"
+        )
+    report = DripDeliveryError(why, code="UNAUTHORIZED", count=held)
+    report.__cause__ = exc
+    d.reporter.problem(report, logging.ERROR)
+
+
 def _recovered(d: Delivery) -> None:
     d.failures = 0
     d.outage_reported = False
+    if d.key_refused:
+        d.key_refused = False
+        logger.warning("drip: the server accepts the API key again; delivery resumes")
     if d.down_since is None:
         return
     d.down_since = None

@@ -7,6 +7,9 @@ what was meant for the same server and account. Each process writes its own file
     <owner>.lock                       held (flock) while the owner process lives
     <owner>-<seq>.batch                one encoded batch: a header line, then the body
     <owner>-<seq>.tmp                  a batch being written (renamed to .batch when complete)
+    spool.json                         the base URL and a hint of the key (its first 12
+                                       characters, as the server shows it; never the key), for
+                                       ``drip spool list`` and ``drip spool replay``
 
 ``owner`` is ``<start time ns>-<pid>``, so names sort in the order batches were written. A batch
 file holds ``DRIP1 <records> <crc32> <bytes>\\n`` and the ``POST /v1/ingest`` body, byte for byte.
@@ -31,19 +34,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no replay of other processes' files
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Spool", "SpoolCorrupt", "SpoolFile"]
+__all__ = ["META", "Spool", "SpoolCorrupt", "SpoolFile", "SpoolSummary", "key_hint", "survey"]
 
 _MAGIC = b"DRIP1"
+#: what a spool directory is for: its base URL and a hint of its key, never the key
+META = "spool.json"
 
 
 class SpoolCorrupt(Exception):
@@ -67,9 +73,21 @@ class Spool:
         digest = hashlib.sha256(name).hexdigest()[:16]
         self.dir = os.path.join(os.path.abspath(root), digest)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)  # usage data: this user's only
+        _describe(self.dir, base_url, api_key)
         self.max_bytes = max_bytes
         self._lock_fd: int | None = None
         self._take_ownership()
+
+    @classmethod
+    def existing(cls, path: str, max_bytes: int = 1 << 62) -> Spool:
+        """The spool directory ``path`` as it is (``drip spool replay``), under an owner of its
+        own, so that it claims only the batches of processes that are gone."""
+        spool = cls.__new__(cls)
+        spool.dir = os.path.abspath(path)
+        spool.max_bytes = max_bytes
+        spool._lock_fd = None
+        spool._take_ownership()
+        return spool
 
     def _take_ownership(self) -> None:
         """A fresh owner name and its lock (at start and in a ``fork()`` child)."""
@@ -207,23 +225,16 @@ class Spool:
             if not any(n.startswith(prefix) for n in os.listdir(self.dir)):
                 os.unlink(os.path.join(self.dir, self.owner + ".lock"))
 
+    def release(self) -> None:
+        """Let go of this owner's lock (``drip spool replay`` at its end): what it kept is then
+        claimable by the next replay, in this process too."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def _gone(self, owner: str) -> bool:
-        """True when no live process holds ``owner``'s lock."""
-        assert fcntl is not None
-        path = os.path.join(self.dir, owner + ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return True  # already claimed (or never locked): the rename below decides
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        finally:
-            os.close(fd)  # releases the probe's lock
-        return True
+        return _gone(self.dir, owner)
 
     def _claim(self, path: str, problems: list[str]) -> SpoolFile | None:
         self._seq += 1
@@ -250,3 +261,91 @@ class Spool:
 def _owner(name: str) -> str:
     """``<time>-<pid>`` of ``<time>-<pid>-<seq>.batch``."""
     return "-".join(name.split("-")[:2])
+
+
+def _gone(folder: str, owner: str) -> bool:
+    """True when no live process holds ``owner``'s lock."""
+    assert fcntl is not None
+    path = os.path.join(folder, owner + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True  # already claimed (or never locked): the rename below decides
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return True
+
+
+def key_hint(api_key: str | None) -> str:
+    """What may be shown of a key: its first 12 characters (the server's own hint)."""
+    return f"{api_key[:12]}…" if api_key else "(no key)"
+
+
+def _describe(folder: str, base_url: str, api_key: str | None) -> None:
+    """Write ``spool.json`` once (best effort: the spool works without it)."""
+    path = os.path.join(folder, META)
+    if os.path.exists(path):
+        return
+    data = {"base_url": base_url, "key": key_hint(api_key), "created": time.time()}
+    part = f"{path}.{os.getpid()}.part"  # not .tmp: that is a batch being written
+    with contextlib.suppress(OSError):
+        with open(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(data, f)
+        os.replace(part, path)
+
+
+@dataclass
+class SpoolSummary:
+    """What one spool directory holds (``drip spool list``)."""
+
+    dir: str
+    base_url: str | None = None
+    key: str | None = None
+    batches: int = 0
+    records: int = 0
+    bytes: int = 0
+    #: modification time of the oldest batch (seconds since the epoch)
+    oldest: float | None = None
+    #: batches of processes still running (their lock is held): not replayable now
+    live: int = 0
+    corrupt: int = 0
+    owners: set[str] = field(default_factory=set)
+
+
+def survey(folder: str) -> SpoolSummary:
+    """Read what ``folder`` (one spool directory) holds, without changing anything."""
+    summary = SpoolSummary(os.path.abspath(folder))
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(folder, META), encoding="utf-8") as f:
+            data = json.load(f)
+        summary.base_url = str(data.get("base_url") or "") or None
+        summary.key = str(data.get("key") or "") or None
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.endswith(".corrupt"):
+            summary.corrupt += 1
+        if not entry.name.endswith(".batch"):
+            continue
+        try:
+            stat = entry.stat()
+            with open(entry.path, "rb") as f:
+                parts = f.readline(64).split(b" ")
+            count = int(parts[1]) if len(parts) == 4 and parts[0] == _MAGIC else 0
+        except (OSError, ValueError):
+            continue
+        summary.batches += 1
+        summary.records += count
+        summary.bytes += stat.st_size
+        if summary.oldest is None or stat.st_mtime < summary.oldest:
+            summary.oldest = stat.st_mtime
+        owner = _owner(entry.name)
+        if owner not in summary.owners:
+            summary.owners.add(owner)
+        if fcntl is not None and not _gone(folder, owner):
+            summary.live += 1
+    return summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from itertools import compress, repeat
 from operator import is_not
 from typing import TYPE_CHECKING, Any
@@ -93,13 +94,56 @@ def _room(d: Delivery) -> bool:
     """Wait until another batch may be encoded; False when a shutdown deadline passed."""
     with d.cond:
         while True:
-            if d.spool is not None and not d.spool_failed and d.spool.has_room(0):
-                return True
-            if len(d.outbox) < AHEAD:  # no spool, or it is full: stay two batches ahead
+            spool = d.spool
+            if (
+                spool is not None
+                and not d.spool_failed
+                and spool.has_room(d.settings.max_batch_bytes)
+            ):
+                return True  # the next batch goes to disk
+            # no spool, or it is full: at most two batches in memory (a full spool used to
+            # let them pile up without bound behind a batch retried for as long as the
+            # server is down or refuses the key)
+            if sum(b.file is None for b in d.outbox) < AHEAD:
                 return True
             if d.gave_up():
                 return False
-            d.cond.wait(0.05)
+            if spool is None or not _give_up_one(d):
+                d.cond.wait(0.05)
+
+
+def _give_up_one(d: Delivery) -> bool:
+    """With the spool full behind a batch on disk that the sender keeps retrying (the server
+    down, or refusing the key, past the retry budget): the oldest batch held in memory is
+    reported undelivered, as it would be without a spool, so the caller is not held for as
+    long as that lasts. Called under ``d.cond``; False when there is nothing to give up."""
+    since = d.down_since
+    if since is None or time.monotonic() - since < d.settings.max_retry_time:
+        return False
+    if not d.outbox or d.outbox[0].file is None:
+        return False  # the sender gives up in-memory batches itself past the budget
+    for n, batch in enumerate(d.outbox):
+        if n and batch.file is None and batch.count:
+            break
+    else:
+        return False
+    del d.outbox[n]
+    d.queued -= batch.count
+    d.counters.undelivered += batch.count
+    if batch.marker is not None:
+        batch.marker.set()
+    if d.outage_failed == 0:
+        what = "refused the API key" if d.key_refused else "failed"
+        d.reporter.failure(
+            "UNDELIVERED",
+            batch.count,
+            f"the server {what} for longer than the retry budget "
+            f"(max_retry_time={d.settings.max_retry_time:g} s) and the spool is full "
+            f"(spool_max_bytes={d.settings.spool_max_bytes})",
+        )
+    d.outage_failed += batch.count
+    d.cond.notify_all()
+    return True
 
 
 def _pump(d: Delivery, clock: Clock) -> None:
@@ -135,6 +179,8 @@ def _drain(d: Delivery, clock: Clock) -> None:
             d.queued += batch.count
             d.encoding = []
             d.cond.notify_all()
+        if d.key_refused and batch.marker is not None:
+            d.release_spooled()
 
 
 def _all_fast(chunk: list[Any], clock: Clock) -> list[str] | None:

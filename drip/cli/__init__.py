@@ -1,5 +1,5 @@
 """The ``drip`` command: ``serve``, ``db``, ``keys create``, ``demo``, ``runs``, ``timeline``,
-``usage`` and ``import``, one module each.
+``usage``, ``import`` and ``spool``, one module each.
 
 Imports are lazy so that ``drip --help`` stays fast: the server (FastAPI, SQLAlchemy, uvicorn)
 and rich are imported only by the commands that use them.
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import DripError
-from . import backfill, db, demo, keys, runs, serve, usage
+from . import backfill, db, demo, keys, runs, serve, spool, usage
 from ._common import CommandError, missing_extra
 
 __all__ = ["main"]
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"drip-sdk {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, db, keys, demo, runs, usage, backfill):
+    for module in (serve, db, keys, demo, runs, usage, backfill, spool):
         module.add(commands)
     return parser
 
