@@ -50,6 +50,7 @@ __all__ = ["MAX_ITEMS", "Outcome", "ingest", "parse_batch"]
 
 _RUNNING = RunStatus.RUNNING.value
 _is_canonical = clock.is_canonical
+_MAX_DURATION, _clamp_duration = clock.MAX_DURATION_MS, clock.clamp_duration
 
 
 #: the SDK's usual event (a metered call that went well), as the fast schema gives it
@@ -341,6 +342,8 @@ class _Apply:
             if common:
                 _, eid, run_id, event_type, meter, quantity, ts, duration, outcome = it.values()
                 common = meter is not None  # no meter: an event type, kept on a full row
+                if duration is not None and not 0 <= duration <= _MAX_DURATION:
+                    duration = _clamp_duration(duration)
             if not common:
                 eid, run_id, ts = it["id"], it["run_id"], it.get("timestamp")
             run = runs_get(run_id)
@@ -379,8 +382,8 @@ class _Apply:
             self.account_id, it["id"], it["run_id"], customer_id, event_type,
             get("meter") or event_type, 1.0 if quantity is None else quantity, get("units"),
             get("description"), get("correlation_id"), get("parent_event_id"), get("span_id"),
-            None if meta is None else json_text(meta), ts, get("duration_ms"), get("outcome"),
-            get("error_type"), True if get("meter") is None else None,
+            None if meta is None else json_text(meta), ts, _clamp_duration(get("duration_ms")),
+            get("outcome"), get("error_type"), True if get("meter") is None else None,
         )  # fmt: skip
 
     def usage(self, it: Item) -> None:

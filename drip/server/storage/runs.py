@@ -130,7 +130,7 @@ def _request_event_row(
         span_id=req.span_id,
         idempotency_key=req.idempotency_key,
         meta=req.metadata,
-        duration_ms=req.duration_ms,
+        duration_ms=clock.clamp_duration(req.duration_ms),
         outcome=req.outcome,
         error_type=req.error_type,
     )

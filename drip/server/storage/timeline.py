@@ -64,11 +64,27 @@ DETAILS_TIMELINE_LIMIT = 1000
 # --------------------------------------------------------------------------------------------
 # reading a run
 
+
+def _shown_duration() -> Any:
+    """``duration_ms`` as ``clock.clamp_duration`` stores it: durations an older server stored
+    as they came (-5, 1e300, infinity, PostgreSQL's NaN) are read clamped, so no answer holds
+    a number JSON cannot carry (SQLite writes infinity as ``Inf``) or a bar no chart can draw.
+    PostgreSQL orders NaN above infinity; SQLite stores NaN as NULL."""
+    d = events.c.duration_ms
+    most = literal(float(clock.MAX_DURATION_MS))
+    return case(
+        (d.between(literal(0.0), most), d),
+        (and_(d < literal(0.0), d > literal(-math.inf)), literal(0.0)),
+        (and_(d > most, d < literal(math.inf)), most),
+        else_=null(),
+    )
+
+
 #: the columns a timeline shows, in the order ``_event_dicts`` unpacks them
 _EVENT_COLUMNS = (
     events.c.seq, events.c.id, events.c.event_type, events.c.timestamp, events.c.quantity,
     events.c.units, events.c.description, events.c.cost_units, events.c.correlation_id,
-    events.c.parent_event_id, events.c.span_id, events.c.duration_ms, events.c.outcome,
+    events.c.parent_event_id, events.c.span_id, _shown_duration(), events.c.outcome,
     events.c.error_type, events.c.meter,
     # the JSON text as stored: parsed here only when there is some (most events have none)
     type_coerce(events.c.meta, Text),
@@ -248,7 +264,7 @@ def _json_column(dialect: str, pricing: Pricing) -> Any:
         ("quantity", e.c.quantity), ("units", e.c.units), ("description", e.c.description),
         ("costUnits", e.c.cost_units), ("correlationId", e.c.correlation_id),
         ("parentEventId", e.c.parent_event_id), ("spanId", e.c.span_id),
-        ("durationMs", e.c.duration_ms), ("outcome", e.c.outcome),
+        ("durationMs", _shown_duration()), ("outcome", e.c.outcome),
         ("errorType", e.c.error_type), ("meter", e.c.meter), ("charge", null()),
     )  # fmt: skip
     meta = type_coerce(e.c.meta, Text)
