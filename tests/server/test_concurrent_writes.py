@@ -206,6 +206,47 @@ def test_same_ingest_batch_twice_at_once(
     assert count(db, runs, runs.c.id == "run_race_3") == 1
 
 
+def test_same_run_ended_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers ending the same run at once (the SDK's batch and its retry): the second
+    answers as a second end sent afterwards does, ``duplicate`` (both answered 'updated' on
+    PostgreSQL), and the run keeps the first end's time and metadata."""
+    from drip.server.storage import ingest as storage_ingest
+
+    run_id = new_run(db, account_id, customer_id)
+
+    def end(at: str, note: str) -> bytes:
+        item = {"type": "run.end", "runId": run_id, "status": "COMPLETED", "endedAt": at}
+        return json.dumps({"items": [{**item, "metadata": {"note": note}}]}).encode()
+
+    first_end = end("2030-01-01T00:00:01.000000Z", "first")
+    second_end = end("2030-01-01T00:00:02.000000Z", "second")
+    first, second = race(
+        monkeypatch,
+        "write",
+        lambda: storage_ingest.ingest(db, account_id, first_end),
+        lambda: storage_ingest.ingest(db, account_id, second_end),
+        where=storage_ingest._Apply,
+    )
+    again = storage_ingest.ingest(db, account_id, second_end)
+    assert (
+        (first.statuses, second.statuses)
+        == (["updated"], again.statuses)
+        == (
+            ["updated"],
+            ["duplicate"],
+        )
+    )
+    with db.read() as conn:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+    assert (row.status, row.ended_at, row.meta) == (
+        "COMPLETED",
+        "2030-01-01T00:00:01.000000Z",
+        {"note": "first"},
+    )
+
+
 def test_two_servers_starting_on_one_new_database_make_one_set_of_keys(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,6 +208,7 @@ class _Apply:
         self.usage_rows: list[tuple[Any, ...]] = []
         self.usage_at: list[int] = []
         self.ends: dict[str, dict[str, Any]] = {}
+        self.end_at: dict[str, int] = {}  # run id -> the index of its end's answer
         # map() and filter() over C callables: no Python step per item (events are nearly all)
         valid: list[Item] = list(filter(dict.__instancecheck__, items))  # type: ignore[arg-type]
         run_refs: set[str] = set(map(dict.get, valid, repeat("run_id")))  # type: ignore[arg-type]
@@ -426,6 +427,7 @@ class _Apply:
         if ended is None:
             return None
         run[1] = status
+        self.end_at[run_id] = len(self.ids)
         self.ends[run_id] = {
             "b_id": run_id,
             "b_status": status,
@@ -508,13 +510,21 @@ class _Apply:
             "error_message": bindparam("b_message"),
             "error_code": bindparam("b_code"),
         }
-        where = (runs.c.account_id == self.account_id, runs.c.id == bindparam("b_id"))
-        plain = [e for e in self.ends.values() if not e["b_meta"]]
-        if plain:
-            self.conn.execute(update(runs).where(*where).values(values), plain)
-        if with_meta:
-            values["meta"] = bindparam("b_meta")
-            self.conn.execute(update(runs).where(*where).values(values), with_meta)
+        # not where the status is already the one given: a run another transaction ended so
+        # since our look-up (PostgreSQL: a worker ending it at the same time, whose update we
+        # waited for) answers as a second end sent afterwards does, a duplicate
+        where = (
+            runs.c.account_id == self.account_id,
+            runs.c.id == bindparam("b_id"),
+            runs.c.status != bindparam("b_status"),
+        )
+        plain = update(runs).where(*where).values(values).returning(runs.c.id)
+        values["meta"] = bindparam("b_meta")
+        merged = update(runs).where(*where).values(values).returning(runs.c.id)
+        for end in self.ends.values():
+            statement = merged if end["b_meta"] else plain
+            if self.conn.execute(statement, end).first() is None:
+                self.statuses[self.end_at[end["b_id"]]] = "duplicate"
 
 
 class Outcome(NamedTuple):
