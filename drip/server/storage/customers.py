@@ -39,6 +39,7 @@ __all__ = [
     "customer_filter",
     "customer_model",
     "external_customers",
+    "external_ids",
     "get_customer",
     "list_customers",
     "named_customer",
@@ -187,6 +188,20 @@ def _by_external(conn: Connection, account_id: int, refs: list[str]) -> dict[str
             )
         ):
             found[external] = customer_id
+    return found
+
+
+def external_ids(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, str | None]:
+    """Drip id -> the customer's own id (None when it has none), for ``ids`` (read in the
+    caller's transaction; those of no customer of the account are left out)."""
+    found: dict[str, str | None] = {}
+    for part in chunked(sorted(ids)):
+        for customer_id, external in conn.execute(
+            select(customers.c.id, customers.c.external_customer_id).where(
+                customers.c.account_id == account_id, customers.c.id.in_(part)
+            )
+        ):
+            found[customer_id] = external
     return found
 
 
