@@ -247,6 +247,32 @@ def test_same_run_ended_twice_at_once(
     )
 
 
+def test_same_run_ended_twice_at_once_by_patch(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PATCH /runs/{id}`` twice at once with the same status: the second changes nothing, as
+    when sent afterwards (it overwrote the first's endedAt, and its metadata merge read the run
+    before the first's metadata was there)."""
+    from drip.models import EndRunRequest
+
+    run_id = new_run(db, account_id, customer_id)
+
+    def end(at: str, note: str) -> EndRunRequest:
+        body = {"status": "COMPLETED", "endedAt": at, "metadata": {note: True}}
+        return EndRunRequest.model_validate(body)
+
+    first, second = race(
+        monkeypatch,
+        "run_totals",
+        lambda: storage_runs.end_run(db, account_id, run_id, end("2030-01-01T00:00:01Z", "a")),
+        lambda: storage_runs.end_run(db, account_id, run_id, end("2030-01-01T00:00:02Z", "b")),
+    )
+    assert first.ended_at == second.ended_at == "2030-01-01T00:00:01.000000Z"
+    with db.read() as conn:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+    assert (row.ended_at, row.meta) == ("2030-01-01T00:00:01.000000Z", {"a": True})
+
+
 def test_two_servers_starting_on_one_new_database_make_one_set_of_keys(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
