@@ -273,6 +273,28 @@ def test_same_run_ended_twice_at_once_by_patch(
     assert (row.ended_at, row.meta) == ("2030-01-01T00:00:01.000000Z", {"a": True})
 
 
+def test_one_wallet_in_two_letter_cases_created_at_once(
+    db: Database, account_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests creating a customer for one EVM address, spelled in two letter cases, at
+    once: one customer, which the second answers as a duplicate, with the first's spelling."""
+    wallet = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    first_req = CreateCustomerRequest(onchain_address=wallet)
+    second_req = CreateCustomerRequest(onchain_address=wallet.lower(), return_existing=True)
+    (first, made), (second, made_again) = race(
+        monkeypatch,
+        "customer_row",
+        lambda: storage_customers.create_customer(db, account_id, first_req),
+        lambda: storage_customers.create_customer(db, account_id, second_req),
+        where=storage_customers,
+    )
+    assert (made, made_again) == (True, False)
+    assert second.id == first.id and second.onchain_address == wallet
+    from drip.server.storage.schema import customers
+
+    assert count(db, customers, customers.c.account_id == account_id) == 1
+
+
 def test_two_servers_starting_on_one_new_database_make_one_set_of_keys(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
