@@ -124,9 +124,17 @@ def test_durations_stored_by_an_older_server_are_read_clamped(
     with db.write() as conn:
         for eid, value in stored.items():
             conn.execute(update(events).where(events.c.id == eid).values(duration_ms=value))
+        # and an infinite quantity and cost (1e400 in a request to an older server)
+        conn.execute(update(events).where(events.c.id == "e3").values(quantity=math.inf))
+        conn.execute(update(events).where(events.c.id == "e4").values(cost_units=-math.inf))
     found = _durations(api)
     # SQLite stores NaN as NULL; PostgreSQL keeps it
     assert found == {"e0": 0, "e1": MAX_DURATION_MS, "e2": None, "e3": None, "e4": None}
+    shown = {e["id"]: e for e in strict_json(api.get("/runs/run_d/timeline"))["events"]}
+    assert (shown["e3"]["quantity"], shown["e3"]["metadata"]["quantity"]) == (0, 0)
+    assert shown["e4"]["costUnits"] is None
+    details = {e["id"]: e for e in strict_json(api.get("/runs/run_d"))["timeline"]}
+    assert (details["e3"]["quantity"], details["e4"]["costUnits"]) == (0, None)
     runs = strict_json(api.get("/runs"))
     assert [r["durationMs"] for r in runs["data"]] == [0]
     strict_json(api.get("/usage/summary", params={"groupBy": "customer,meter"}))
