@@ -23,6 +23,7 @@ import pydantic_core
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip._checks import find_bad_text
@@ -269,6 +270,14 @@ class InternalErrors:
 
         try:
             await self.app(scope, receive, watching)
+        except ClientDisconnect:
+            # the client left while sending its body (its own timeout, a killed process): an
+            # ordinary event, not a bug; nothing was stored, and no one is left to answer
+            _log.warning(
+                "the client went away while sending %s %s: nothing done",
+                scope.get("method"),
+                scope.get("path"),
+            )
         except Exception:
             _log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:

@@ -98,3 +98,36 @@ def test_an_unmapped_storage_error_is_one_json_500_too(
         status, _, _ = _exchange(sock, stream, "/v1/customers", key)
         assert status == 200
     assert len([r for r in caplog.records if r.exc_info is not None]) == 1
+
+
+def test_a_client_leaving_mid_body_is_one_line_not_a_traceback(
+    server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that goes away while sending its body (its timeout, a killed process) is an
+    ordinary event: a warning line, no traceback, nothing stored, the server serves on."""
+    import time
+
+    import httpx
+
+    key = server.create_key("leaver")
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/ingest HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {key}\r\nContent-Length: 100000\r\n\r\n".encode()
+            + b'{"items": [{"type": "usage", "id": "u1", "externalCustomerId": "a", '
+            + b'"usageType": "x", "quantity": 1}'
+        )
+        time.sleep(0.3)
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(
+        "went away" in r.getMessage() for r in caplog.records
+    ):
+        time.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if "went away" in r.getMessage()] == [
+        "the client went away while sending POST /v1/ingest: nothing done"
+    ]
+    assert [r for r in caplog.records if r.exc_info is not None] == []
+    summary = httpx.get(f"{server.url}/v1/usage/summary", headers=headers, timeout=10)
+    assert summary.status_code == 200 and summary.json()["meters"] == []
