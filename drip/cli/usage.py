@@ -53,19 +53,23 @@ def _columns(rows: list[dict[str, Any]], by: list[str]) -> list[str]:
     return [c for c in (*dims, *_TAIL) if c in present]
 
 
-def _name_customers(drip: Any, rows: list[dict[str, Any]]) -> None:
-    """Add each customer's own id beside Drip's (one listing, not one request per row)."""
-    if not any("customerId" in row for row in rows):
+def _name_customers(drip: Any, summary: Any, rows: list[dict[str, Any]]) -> None:
+    """Add each customer's own id beside Drip's. The summary names them (a server of this
+    release); from an older one, the customers are listed until every row's is found."""
+    groups = summary.groups or []
+    wanted = {row["customerId"] for row in rows if "customerId" in row}
+    if not wanted or all("external_customer_id" in g.model_fields_set for g in groups):
         return
-    names, offset = {}, 0
-    while True:
+    names: dict[str, str | None] = {}
+    offset = 0
+    while not wanted <= names.keys():
         page = drip.list_customers(limit=1000, offset=offset)
         names.update({c.id: c.external_customer_id for c in page.data})
         offset += len(page.data)
         if len(page.data) < 1000:
             break
     for row in rows:
-        if row.get("customerId") in names and names[row["customerId"]]:
+        if names.get(row.get("customerId", "")):
             row["externalCustomerId"] = names[row["customerId"]]
 
 
@@ -81,8 +85,9 @@ def _usage(args: argparse.Namespace) -> int:
     extra = {"since": args.since, "until": args.until, "group_by": by or None}
     query.update({k: v for k, v in extra.items() if v})
     with client() as drip:
-        rows = _rows(drip.get_usage_summary(**query))
-        _name_customers(drip, rows)
+        summary = drip.get_usage_summary(**query)
+        rows = _rows(summary)
+        _name_customers(drip, summary, rows)
     columns = _columns(rows, by)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)

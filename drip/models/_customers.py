@@ -142,6 +142,8 @@ class UsageGroup(DripModel):
     quantity: str
     meter: str | None = None
     customer_id: str | None = None
+    #: the customer's own id, when grouped by customer (null for one that has none)
+    external_customer_id: str | None = None
     workflow_id: str | None = None
     model: str | None = None
     #: ``YYYY-MM-DD`` (UTC) when grouped by day

@@ -31,7 +31,7 @@ from .errors import (
     error_body,
     storage_full,
 )
-from .http import SecurityHeaders, json_response
+from .http import InternalErrors, SecurityHeaders, json_response
 from .keys import KeyStore
 from .openapi import install_openapi
 from .pricing import Pricing
@@ -93,8 +93,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def _storage(request: Request, exc: Exception) -> Response:
-        # answered here, not by ``_crash``: Starlette re-raises what reaches that one, so
-        # uvicorn logs a traceback and drops the keep-alive connection the client reuses
+        # answered here; what none of these words fit goes on to ``http.InternalErrors``
         words = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         for applies, said, status, code, message, passing in _STORAGE_ANSWERS:
             if applies(exc):
@@ -108,13 +107,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     for kind in _storage_errors():  # the operator's to fix; clients retry (5xx) or spool
         app.add_exception_handler(kind, _storage)
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return json_response(
-            error_body(500, "INTERNAL_ERROR", "The server failed; see its log for details"), 500
-        )
+    # what no handler here answers (a bug): ``http.InternalErrors``, one JSON 500
 
 
 #: the storage problems answered by name: (test, log words, status, code, message, passing)
@@ -193,6 +186,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(dashboard.router)
+    app.add_middleware(InternalErrors)  # inside SecurityHeaders: its 500s get the headers too
     app.add_middleware(SecurityHeaders)
     install_openapi(app)
     return app

@@ -7,12 +7,22 @@ parses them) sees the same shape everywhere.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 
 from .errors import ApiError
 
-__all__ = ["duration_ms", "field_time", "is_canonical", "normalize", "now_iso", "to_iso"]
+__all__ = [
+    "MAX_DURATION_MS",
+    "clamp_duration",
+    "duration_ms",
+    "field_time",
+    "is_canonical",
+    "normalize",
+    "now_iso",
+    "to_iso",
+]
 
 
 def to_iso(moment: datetime) -> str:
@@ -61,6 +71,21 @@ def normalize(value: str | None, default: str) -> str:
         return to_iso(moment)
     except OverflowError:
         raise ValueError(f"outside years 1-9999 in UTC: {value[:64]!r}") from None
+
+
+#: the longest duration an event is stored with (30 days, in ms); a longer one is this
+MAX_DURATION_MS = 30 * 24 * 3600 * 1000
+
+
+def clamp_duration(value: float | None) -> float | None:
+    """An event's ``durationMs`` as stored: negative is 0, more than ``MAX_DURATION_MS`` is
+    that, not finite (NaN, infinity) is None. Clamped, not refused: refusing the event would
+    lose the usage it bills."""
+    if value is None or 0 <= value <= MAX_DURATION_MS:
+        return value
+    if value != value or value in (math.inf, -math.inf):
+        return None
+    return 0.0 if value < 0 else float(MAX_DURATION_MS)  # floats: a column of one type
 
 
 def duration_ms(start: str | None, end: str | None) -> int | None:

@@ -8,12 +8,14 @@ object or fails a model is 422 naming the field. An empty body counts as ``{}`` 
 is optional. (The OpenAPI document still declares each body's model: see ``routes``.)
 
 ``SecurityHeaders`` adds a Content-Security-Policy, anti-framing and ``nosniff`` headers to
-every HTML response (the dashboard, ``/docs``).
+every HTML response (the dashboard, ``/docs``). ``InternalErrors`` answers an error no handler
+maps (a bug) with one JSON 500 and one traceback in the log, and keeps the connection open.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from typing import Any, TypeVar
 
@@ -21,15 +23,17 @@ import pydantic_core
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip._checks import find_bad_text
 
-from .errors import ApiError, describe_validation_error
+from .errors import ApiError, describe_validation_error, error_body
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
+    "InternalErrors",
     "SecurityHeaders",
     "check_text",
     "decode",
@@ -191,7 +195,9 @@ def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> Respo
     else:
         try:
             # pydantic's Rust encoder: ~3x json.dumps on a 10,000-event timeline (3.6 MB)
-            content = pydantic_core.to_json(model)
+            # a number JSON has not (infinity, NaN, stored before the checks) is null, not the
+            # ``Infinity`` no JSON reader takes
+            content = pydantic_core.to_json(model, inf_nan_mode="null")
         except PydanticSerializationError:  # odd stored text (a lone surrogate): JSON's escapes
             content = _dumps(model)
     return Response(content=content, status_code=status, media_type="application/json")
@@ -237,3 +243,47 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class InternalErrors:
+    """ASGI middleware: an exception no handler answered (a bug, or a storage error that is not
+    a full disk or an unreachable database) becomes one JSON 500 in the API's error shape,
+    logged once with its traceback. (A handler for ``Exception`` registered on the app is
+    called by Starlette's outermost middleware, which then raises the exception again: uvicorn
+    logged a second traceback and closed the client's keep-alive connection.) When the answer
+    had already begun, it cannot become a 500: logged, and the connection is left to uvicorn."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watching(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        except ClientDisconnect:
+            # the client left while sending its body (its own timeout, a killed process): an
+            # ordinary event, not a bug; nothing was stored, and no one is left to answer
+            _log.warning(
+                "the client went away while sending %s %s: nothing done",
+                scope.get("method"),
+                scope.get("path"),
+            )
+        except Exception:
+            _log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                return
+            body = error_body(500, "INTERNAL_ERROR", "The server failed; see its log for details")
+            await json_response(body, 500)(scope, receive, send)
+
+
+_log = logging.getLogger("drip.server")

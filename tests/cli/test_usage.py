@@ -107,3 +107,66 @@ def test_a_reader_that_leaves_early_gets_no_traceback(account: Any) -> None:
         proc.stderr.close()
         assert proc.wait(timeout=60) == 141, err
         assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_by_customer_names_the_customers_without_listing_them(
+    client: drip.Drip,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--by customer`` with many customers in the account, few in the window: the summary
+    names each group's customer, so the command makes one request (it listed every customer
+    of the account, 1,000 a page)."""
+    import httpx
+
+    rows = [f"quiet_{i},api_calls,1,2026-11-01T00:00:00Z" for i in range(1001)]
+    rows += ["alice,api_calls,2,2026-12-01T09:00:00Z", "bob,api_calls,5,2026-12-01T10:00:00Z"]
+    data = tmp_path / "rows.csv"
+    data.write_text("external_customer_id,meter,quantity,timestamp\n" + "\n".join(rows) + "\n")
+    assert main(["import", str(data)]) == 0
+    capsys.readouterr()
+    sent: list[str] = []
+    send = httpx.Client.send
+
+    def counting(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        sent.append(request.url.path)
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", counting)
+    window = ["--since", "2026-12-01", "--until", "2026-12-02", "--by", "customer", "--json"]
+    assert main(["usage", *window]) == 0
+    got = {r["externalCustomerId"]: r["quantity"] for r in json.loads(capsys.readouterr().out)}
+    assert got == {"alice": "2", "bob": "5"}
+    assert sent == ["/v1/usage/summary"]
+
+
+def test_by_customer_from_an_older_server_lists_customers_until_all_are_named() -> None:
+    """A server before ``groups[].externalCustomerId``: the customers are listed, a page at a
+    time, until every row's customer is named (not the whole account)."""
+    from types import SimpleNamespace
+
+    from drip.cli.usage import _name_customers, _rows
+    from drip.models import UsageSummary
+
+    summary = UsageSummary.model_validate(
+        {
+            "meters": [],
+            "groupBy": ["customer"],
+            "groups": [{"kind": "meter", "quantity": "2", "customerId": "cus_3"}],
+        }
+    )
+    pages: list[int] = []
+
+    def list_customers(limit: int, offset: int) -> Any:
+        pages.append(offset)
+        made = [
+            SimpleNamespace(id=f"cus_{offset + i}", external_customer_id=f"u{offset + i}")
+            for i in range(limit)
+        ]
+        return SimpleNamespace(data=made)
+
+    rows = _rows(summary)
+    _name_customers(SimpleNamespace(list_customers=list_customers), summary, rows)
+    assert rows[0]["externalCustomerId"] == "u3"
+    assert pages == [0]

@@ -206,6 +206,95 @@ def test_same_ingest_batch_twice_at_once(
     assert count(db, runs, runs.c.id == "run_race_3") == 1
 
 
+def test_same_run_ended_twice_at_once(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers ending the same run at once (the SDK's batch and its retry): the second
+    answers as a second end sent afterwards does, ``duplicate`` (both answered 'updated' on
+    PostgreSQL), and the run keeps the first end's time and metadata."""
+    from drip.server.storage import ingest as storage_ingest
+
+    run_id = new_run(db, account_id, customer_id)
+
+    def end(at: str, note: str) -> bytes:
+        item = {"type": "run.end", "runId": run_id, "status": "COMPLETED", "endedAt": at}
+        return json.dumps({"items": [{**item, "metadata": {"note": note}}]}).encode()
+
+    first_end = end("2030-01-01T00:00:01.000000Z", "first")
+    second_end = end("2030-01-01T00:00:02.000000Z", "second")
+    first, second = race(
+        monkeypatch,
+        "write",
+        lambda: storage_ingest.ingest(db, account_id, first_end),
+        lambda: storage_ingest.ingest(db, account_id, second_end),
+        where=storage_ingest._Apply,
+    )
+    again = storage_ingest.ingest(db, account_id, second_end)
+    assert (
+        (first.statuses, second.statuses)
+        == (["updated"], again.statuses)
+        == (
+            ["updated"],
+            ["duplicate"],
+        )
+    )
+    with db.read() as conn:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+    assert (row.status, row.ended_at, row.meta) == (
+        "COMPLETED",
+        "2030-01-01T00:00:01.000000Z",
+        {"note": "first"},
+    )
+
+
+def test_same_run_ended_twice_at_once_by_patch(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PATCH /runs/{id}`` twice at once with the same status: the second changes nothing, as
+    when sent afterwards (it overwrote the first's endedAt, and its metadata merge read the run
+    before the first's metadata was there)."""
+    from drip.models import EndRunRequest
+
+    run_id = new_run(db, account_id, customer_id)
+
+    def end(at: str, note: str) -> EndRunRequest:
+        body = {"status": "COMPLETED", "endedAt": at, "metadata": {note: True}}
+        return EndRunRequest.model_validate(body)
+
+    first, second = race(
+        monkeypatch,
+        "run_totals",
+        lambda: storage_runs.end_run(db, account_id, run_id, end("2030-01-01T00:00:01Z", "a")),
+        lambda: storage_runs.end_run(db, account_id, run_id, end("2030-01-01T00:00:02Z", "b")),
+    )
+    assert first.ended_at == second.ended_at == "2030-01-01T00:00:01.000000Z"
+    with db.read() as conn:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+    assert (row.ended_at, row.meta) == ("2030-01-01T00:00:01.000000Z", {"a": True})
+
+
+def test_one_wallet_in_two_letter_cases_created_at_once(
+    db: Database, account_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests creating a customer for one EVM address, spelled in two letter cases, at
+    once: one customer, which the second answers as a duplicate, with the first's spelling."""
+    wallet = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    first_req = CreateCustomerRequest(onchain_address=wallet)
+    second_req = CreateCustomerRequest(onchain_address=wallet.lower(), return_existing=True)
+    (first, made), (second, made_again) = race(
+        monkeypatch,
+        "customer_row",
+        lambda: storage_customers.create_customer(db, account_id, first_req),
+        lambda: storage_customers.create_customer(db, account_id, second_req),
+        where=storage_customers,
+    )
+    assert (made, made_again) == (True, False)
+    assert second.id == first.id and second.onchain_address == wallet
+    from drip.server.storage.schema import customers
+
+    assert count(db, customers, customers.c.account_id == account_id) == 1
+
+
 def test_two_servers_starting_on_one_new_database_make_one_set_of_keys(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,7 @@ another account is simply not found.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,9 +40,11 @@ __all__ = [
     "customer_filter",
     "customer_model",
     "external_customers",
+    "external_ids",
     "get_customer",
     "list_customers",
     "named_customer",
+    "onchain_key",
 ]
 
 #: the reason an unknown external id is refused when auto-creation is off
@@ -66,10 +69,26 @@ def customer_model(row: Row[Any], duplicate: bool = False) -> Customer:
     )
 
 
+#: an EVM address: ``0x`` and hex digits, the same wallet in any letter case (EIP-55)
+_EVM = re.compile(r"0[xX][0-9a-fA-F]+")
+
+
+def onchain_key(address: str | None) -> str | None:
+    """An on-chain address as compared and kept unique (``customers.onchain_key``): an EVM
+    address in lower case (``0xAbC…`` and ``0xabc…`` are one wallet; the mixed case is only
+    EIP-55's checksum); any other address as given (base58 and others are case-sensitive)."""
+    if address is None or not _EVM.fullmatch(address):
+        return address
+    return "0x" + address[2:].lower()
+
+
 def _same_identity(row: Row[Any], req: CreateCustomerRequest) -> bool:
     return (
         not req.external_customer_id or row.external_customer_id == req.external_customer_id
-    ) and (not req.onchain_address or row.onchain_address == req.onchain_address)
+    ) and (
+        not req.onchain_address
+        or onchain_key(row.onchain_address) == onchain_key(req.onchain_address)
+    )
 
 
 def _fills_address(
@@ -83,7 +102,7 @@ def _fills_address(
     taken = conn.execute(
         select(customers.c.id).where(
             customers.c.account_id == account_id,
-            customers.c.onchain_address == req.onchain_address,
+            customers.c.onchain_key == onchain_key(req.onchain_address),
         )
     ).first()
     return taken is None
@@ -96,7 +115,7 @@ def _conflict(conn: Connection, account_id: int, req: CreateCustomerRequest) -> 
     if req.external_customer_id:
         holds.append(c.c.external_customer_id == req.external_customer_id)
     if req.onchain_address:
-        holds.append(c.c.onchain_address == req.onchain_address)
+        holds.append(c.c.onchain_key == onchain_key(req.onchain_address))
     return conn.execute(
         select(c).where(c.c.account_id == account_id, or_(*holds)).order_by(c.c.seq).limit(1)
     ).first()
@@ -115,6 +134,7 @@ def create_customer(
         "id": customer_id,
         "external_customer_id": req.external_customer_id,
         "onchain_address": req.onchain_address,
+        "onchain_key": onchain_key(req.onchain_address),
         "is_internal": bool(req.is_internal),
         "status": CustomerStatus.ACTIVE.value,
         "meta": req.metadata,
@@ -134,7 +154,11 @@ def create_customer(
             conn.execute(
                 update(customers)
                 .where(customers.c.account_id == account_id, customers.c.id == existing.id)
-                .values(onchain_address=req.onchain_address, updated_at=now)
+                .values(
+                    onchain_address=req.onchain_address,
+                    onchain_key=onchain_key(req.onchain_address),
+                    updated_at=now,
+                )
             )
             existing = customer_row(conn, account_id, existing.id)
     if existing is not None and req.return_existing and _same_identity(existing, req):
@@ -187,6 +211,20 @@ def _by_external(conn: Connection, account_id: int, refs: list[str]) -> dict[str
             )
         ):
             found[external] = customer_id
+    return found
+
+
+def external_ids(conn: Connection, account_id: int, ids: Iterable[str]) -> dict[str, str | None]:
+    """Drip id -> the customer's own id (None when it has none), for ``ids`` (read in the
+    caller's transaction; those of no customer of the account are left out)."""
+    found: dict[str, str | None] = {}
+    for part in chunked(sorted(ids)):
+        for customer_id, external in conn.execute(
+            select(customers.c.id, customers.c.external_customer_id).where(
+                customers.c.account_id == account_id, customers.c.id.in_(part)
+            )
+        ):
+            found[customer_id] = external
     return found
 
 

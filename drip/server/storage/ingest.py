@@ -50,6 +50,7 @@ __all__ = ["MAX_ITEMS", "Outcome", "ingest", "parse_batch"]
 
 _RUNNING = RunStatus.RUNNING.value
 _is_canonical = clock.is_canonical
+_MAX_DURATION, _clamp_duration = clock.MAX_DURATION_MS, clock.clamp_duration
 
 
 #: the SDK's usual event (a metered call that went well), as the fast schema gives it
@@ -207,6 +208,7 @@ class _Apply:
         self.usage_rows: list[tuple[Any, ...]] = []
         self.usage_at: list[int] = []
         self.ends: dict[str, dict[str, Any]] = {}
+        self.end_at: dict[str, int] = {}  # run id -> the index of its end's answer
         # map() and filter() over C callables: no Python step per item (events are nearly all)
         valid: list[Item] = list(filter(dict.__instancecheck__, items))  # type: ignore[arg-type]
         run_refs: set[str] = set(map(dict.get, valid, repeat("run_id")))  # type: ignore[arg-type]
@@ -341,6 +343,8 @@ class _Apply:
             if common:
                 _, eid, run_id, event_type, meter, quantity, ts, duration, outcome = it.values()
                 common = meter is not None  # no meter: an event type, kept on a full row
+                if duration is not None and not 0 <= duration <= _MAX_DURATION:
+                    duration = _clamp_duration(duration)
             if not common:
                 eid, run_id, ts = it["id"], it["run_id"], it.get("timestamp")
             run = runs_get(run_id)
@@ -379,8 +383,8 @@ class _Apply:
             self.account_id, it["id"], it["run_id"], customer_id, event_type,
             get("meter") or event_type, 1.0 if quantity is None else quantity, get("units"),
             get("description"), get("correlation_id"), get("parent_event_id"), get("span_id"),
-            None if meta is None else json_text(meta), ts, get("duration_ms"), get("outcome"),
-            get("error_type"), True if get("meter") is None else None,
+            None if meta is None else json_text(meta), ts, _clamp_duration(get("duration_ms")),
+            get("outcome"), get("error_type"), True if get("meter") is None else None,
         )  # fmt: skip
 
     def usage(self, it: Item) -> None:
@@ -423,6 +427,7 @@ class _Apply:
         if ended is None:
             return None
         run[1] = status
+        self.end_at[run_id] = len(self.ids)
         self.ends[run_id] = {
             "b_id": run_id,
             "b_status": status,
@@ -505,13 +510,21 @@ class _Apply:
             "error_message": bindparam("b_message"),
             "error_code": bindparam("b_code"),
         }
-        where = (runs.c.account_id == self.account_id, runs.c.id == bindparam("b_id"))
-        plain = [e for e in self.ends.values() if not e["b_meta"]]
-        if plain:
-            self.conn.execute(update(runs).where(*where).values(values), plain)
-        if with_meta:
-            values["meta"] = bindparam("b_meta")
-            self.conn.execute(update(runs).where(*where).values(values), with_meta)
+        # not where the status is already the one given: a run another transaction ended so
+        # since our look-up (PostgreSQL: a worker ending it at the same time, whose update we
+        # waited for) answers as a second end sent afterwards does, a duplicate
+        where = (
+            runs.c.account_id == self.account_id,
+            runs.c.id == bindparam("b_id"),
+            runs.c.status != bindparam("b_status"),
+        )
+        plain = update(runs).where(*where).values(values).returning(runs.c.id)
+        values["meta"] = bindparam("b_meta")
+        merged = update(runs).where(*where).values(values).returning(runs.c.id)
+        for end in self.ends.values():
+            statement = merged if end["b_meta"] else plain
+            if self.conn.execute(statement, end).first() is None:
+                self.statuses[self.end_at[end["b_id"]]] = "duplicate"
 
 
 class Outcome(NamedTuple):

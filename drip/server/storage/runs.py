@@ -130,7 +130,7 @@ def _request_event_row(
         span_id=req.span_id,
         idempotency_key=req.idempotency_key,
         meta=req.metadata,
-        duration_ms=req.duration_ms,
+        duration_ms=clock.clamp_duration(req.duration_ms),
         outcome=req.outcome,
         error_type=req.error_type,
     )
@@ -269,9 +269,15 @@ def end_run(
         require_owner(row, owner)
         if row.status != req.status.value:
             meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
+            # not if another request ended it so since our read (PostgreSQL: we waited for its
+            # update): then nothing changes, as for a second end sent afterwards
             conn.execute(
                 update(runs)
-                .where(runs.c.account_id == account_id, runs.c.id == run_id)
+                .where(
+                    runs.c.account_id == account_id,
+                    runs.c.id == run_id,
+                    runs.c.status != req.status.value,
+                )
                 .values(
                     status=req.status.value,
                     ended_at=ended,

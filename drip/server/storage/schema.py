@@ -86,6 +86,8 @@ customers = Table(
     Column("id", _ID, nullable=False),
     Column("external_customer_id", _ID),
     Column("onchain_address", _ID),
+    # the address as compared: an EVM (0x hex) address in lower case (customers.onchain_key)
+    Column("onchain_key", _ID),
     Column("is_internal", Boolean, nullable=False, default=False),
     Column("status", String(16), nullable=False),
     Column("meta", _JSON),
@@ -93,7 +95,7 @@ customers = Table(
     Column("updated_at", _TIME, nullable=False),
     Index("uq_customers_id", "account_id", "id", unique=True),
     Index("uq_customers_external", "account_id", "external_customer_id", unique=True),
-    Index("uq_customers_onchain", "account_id", "onchain_address", unique=True),
+    Index("uq_customers_onchain_key", "account_id", "onchain_key", unique=True),
     # customer lists, keyset-paged on seq
     Index("ix_customers_seq", "account_id", "seq"),
 )

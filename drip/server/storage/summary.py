@@ -29,7 +29,7 @@ from .. import clock
 from ..errors import ApiError
 from ..pricing import format_usdc
 from . import decimals
-from .customers import customer_filter
+from .customers import customer_filter, external_ids
 from .database import Database
 from .rollups import ACCOUNT, Rollup, model_of
 from .schema import events, runs, usage_records, usage_rollups
@@ -155,9 +155,22 @@ class _Totals:
             found[4] += quantity
             found[5] += sums[5]
 
+    def customers(self) -> set[str]:
+        """The customers the groups name (none unless grouped by customer)."""
+        if "customer" not in self.group_by:
+            return set()
+        at = self.group_by.index("customer") + 1  # a group's key: (kind, *dimensions)
+        return {key[at] for key in self.groups}
+
     def summary(
-        self, customer_id: str | None, since: str | None, until: str | None
+        self,
+        customer_id: str | None,
+        since: str | None,
+        until: str | None,
+        external: dict[str, str | None] | None = None,
     ) -> UsageSummary:
+        """``external``: the own id of each customer the groups name."""
+        external = external or {}
         # a total that counts nothing came from an hour's rollups less rows that made all of
         # it (``_cheaper_edges``): every stored row counts one, so no real total is empty
         tables: tuple[dict[Any, _Sums], ...] = (self.meters, self.groups)
@@ -185,6 +198,7 @@ class _Totals:
                     kind=key[0],
                     meter=dims.get("meter"),
                     customer_id=dims.get("customer"),
+                    external_customer_id=external.get(dims.get("customer", "")),
                     workflow_id=dims.get("workflow") or None,
                     model=dims.get("model") or None,
                     day=dims.get("day"),
@@ -368,7 +382,8 @@ def usage_summary(
             _from_rows(conn, totals, account_id, customer_id, meter, edges)
         if rests:
             _from_rows(conn, totals, account_id, customer_id, meter, rests, sign=-1)
-    return totals.summary(customer_id, since, until)
+        external = external_ids(conn, account_id, totals.customers())
+    return totals.summary(customer_id, since, until, external)
 
 
 def _cheaper_edges(

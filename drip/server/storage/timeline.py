@@ -64,11 +64,42 @@ DETAILS_TIMELINE_LIMIT = 1000
 # --------------------------------------------------------------------------------------------
 # reading a run
 
+
+def _finite(column: Any, otherwise: Any) -> Any:
+    """SQL: ``column`` when it is a finite number, else ``otherwise``. An older server stored
+    what came (1e400 is infinity): SQLite writes infinity into JSON as ``Inf`` (no JSON at
+    all), PostgreSQL as the string ``"Infinity"``. PostgreSQL orders NaN above infinity;
+    SQLite stores NaN as NULL."""
+    return case(
+        (and_(column > literal(-math.inf), column < literal(math.inf)), column), else_=otherwise
+    )
+
+
+def _shown_duration() -> Any:
+    """``duration_ms`` as ``clock.clamp_duration`` stores it: durations an older server stored
+    as they came (-5, 1e300, infinity, NaN) are read clamped, so no answer holds a number JSON
+    cannot carry or a bar no chart can draw."""
+    d = events.c.duration_ms
+    most = literal(float(clock.MAX_DURATION_MS))
+    return case(
+        (d.between(literal(0.0), most), d),
+        (and_(d < literal(0.0), d > literal(-math.inf)), literal(0.0)),
+        (and_(d > most, d < literal(math.inf)), most),
+        else_=null(),
+    )
+
+
+#: an event's quantity and cost as shown: an infinite one (stored before the checks) is 0 (its
+#: price is 0 too: ``Pricing.micros``) and no cost
+_QUANTITY = _finite(events.c.quantity, literal(0.0))
+_COST_UNITS = _finite(events.c.cost_units, null())
+
+
 #: the columns a timeline shows, in the order ``_event_dicts`` unpacks them
 _EVENT_COLUMNS = (
-    events.c.seq, events.c.id, events.c.event_type, events.c.timestamp, events.c.quantity,
-    events.c.units, events.c.description, events.c.cost_units, events.c.correlation_id,
-    events.c.parent_event_id, events.c.span_id, events.c.duration_ms, events.c.outcome,
+    events.c.seq, events.c.id, events.c.event_type, events.c.timestamp, _QUANTITY,
+    events.c.units, events.c.description, _COST_UNITS, events.c.correlation_id,
+    events.c.parent_event_id, events.c.span_id, _shown_duration(), events.c.outcome,
     events.c.error_type, events.c.meter,
     # the JSON text as stored: parsed here only when there is some (most events have none)
     type_coerce(events.c.meta, Text),
@@ -245,16 +276,16 @@ def _json_column(dialect: str, pricing: Pricing) -> Any:
     e = events
     fields = (
         ("id", e.c.id), ("eventType", e.c.event_type), ("timestamp", e.c.timestamp),
-        ("quantity", e.c.quantity), ("units", e.c.units), ("description", e.c.description),
-        ("costUnits", e.c.cost_units), ("correlationId", e.c.correlation_id),
+        ("quantity", _QUANTITY), ("units", e.c.units), ("description", e.c.description),
+        ("costUnits", _COST_UNITS), ("correlationId", e.c.correlation_id),
         ("parentEventId", e.c.parent_event_id), ("spanId", e.c.span_id),
-        ("durationMs", e.c.duration_ms), ("outcome", e.c.outcome),
+        ("durationMs", _shown_duration()), ("outcome", e.c.outcome),
         ("errorType", e.c.error_type), ("meter", e.c.meter), ("charge", null()),
     )  # fmt: skip
     meta = type_coerce(e.c.meta, Text)
     if dialect == "postgresql":
         merged: Any = func.coalesce(cast(meta, JSONB), func.jsonb_build_object()).op("||")(
-            func.jsonb_build_object("quantity", e.c.quantity, "units", e.c.units)
+            func.jsonb_build_object("quantity", _QUANTITY, "units", e.c.units)
         )
         build, array = func.json_build_object, func.json_build_array
         # float8 as text is the shortest exact form (PostgreSQL 12+), as psycopg reads it
@@ -264,8 +295,8 @@ def _json_column(dialect: str, pricing: Pricing) -> Any:
         valid = case((func.json_valid(meta), meta), else_="{}")
         # most events carry no metadata: building the object is cheaper than json_set on "{}"
         merged = case(
-            (meta.is_(None), func.json_object("quantity", e.c.quantity, "units", e.c.units)),
-            else_=func.json_set(valid, "$.quantity", e.c.quantity, "$.units", e.c.units),
+            (meta.is_(None), func.json_object("quantity", _QUANTITY, "units", e.c.units)),
+            else_=func.json_set(valid, "$.quantity", _QUANTITY, "$.units", e.c.units),
         )
         build, array = func.json_object, func.json_array
         # 17 significant digits: the stored double exactly (SQLite's own text has 15)
