@@ -13,7 +13,9 @@ Metered: ``messages.create`` (sync, async, ``stream=True``), ``messages.parse`` 
 Anthropic reports ``input_tokens`` without the cache: drip's ``input_tokens`` adds cache reads
 and cache writes back, so the quantity is every billed token. Stream usage is cumulative:
 ``message_start`` has the input and a first output count, each ``message_delta`` the running
-totals, which replace (never add to) what was known.
+totals, which replace (never add to) what was known. A message (or a stream that reached
+``message_stop``) with no usage at all, as some proxies send, records quantity 0 with
+``usage: "missing"`` and a warning once per model (see ``drip.integrations._llm``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class _MessageStream(StreamState):
         self.thinking = 0
 
     def _take(self, usage: Any) -> None:
+        if usage is None:  # a proxy that drops it: unknown, not 0 (``usage: "missing"``)
+            return
         for field in _FIELDS:
             value = getattr(usage, field, None)
             if value is not None:
@@ -95,10 +99,11 @@ class _Call:
         self.llm = LLMCall(meter, "anthropic")
 
     def result(self, result: Any) -> Any:
-        if isinstance(result, anthropic.Stream):
-            return watch(result, self.llm, _MessageStream(self.model), is_async=False)
-        if isinstance(result, anthropic.AsyncStream):
-            return watch(result, self.llm, _MessageStream(self.model), is_async=True)
+        if isinstance(result, (anthropic.Stream, anthropic.AsyncStream)):
+            state = _MessageStream(self.model)
+            state.where = getattr(result, "response", None)
+            is_async = isinstance(result, anthropic.AsyncStream)
+            return watch(result, self.llm, state, is_async=is_async)
         model = getattr(result, "model", None) or self.model
         self.llm.finish_tokens(model, safely(_message_usage, result))
         return result

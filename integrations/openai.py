@@ -26,7 +26,18 @@ the caller did not ask, drip asks, and takes the extra final chunk (empty ``choi
 request's ``usage``) out of the stream: the caller's loop sees exactly the chunks it would have
 seen without drip, so code that reads ``chunk.choices[0]`` keeps working. drip reads that chunk
 from its SSE event (``_UsageTap``), so the SDK does not parse a chunk nobody will see. A caller
-that asked for usage gets the chunk, as usual.
+that asked for usage gets the chunk, as usual. (A caller's ``include_usage: False`` is asked as
+True too: the usage is what is billed, and the caller's loop is the same either way.)
+
+Some OpenAI-compatible servers (proxies, other providers) ignore ``stream_options`` and never
+send the usage chunk. A chat stream read to its end (its last chunk closed a choice with a
+``finish_reason``, then the stream ran out) without usage is not an abandoned one: it records
+quantity 0, no token fields and ``usage: "missing"`` (not ``complete: false``), and drip logs a
+warning, once per model and endpoint, naming the endpoint and what to do. The same for a
+Responses stream whose ``response.completed`` (or ``incomplete`` / ``failed``) event carries no
+usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A stream
+the caller leaves before that end (``break`` and close, ``with``, dropped) or that is cut before
+its ``finish_reason`` stays ``complete: false``.
 """
 
 from __future__ import annotations
@@ -93,6 +104,11 @@ class _ChatStream(StreamState):
     """Usage is on the last chunk only (when asked): ``feed`` runs on that chunk alone."""
 
     key = "usage"
+    missing_hint = (
+        "the stream ended without the usage chunk that stream_options={'include_usage': True} "
+        "asks for, so that server (an OpenAI-compatible provider or proxy) ignores the option: "
+        "enable usage reporting there, or meter these calls yourself"
+    )
 
     def __init__(self, model: str | None, hide_usage_chunk: bool) -> None:
         super().__init__(model)
@@ -106,6 +122,20 @@ class _ChatStream(StreamState):
     def seen(self, last: Any) -> None:
         if not self.done:  # cut before the usage chunk: the model the chunks named
             self.model = getattr(last, "model", None) or self.model
+
+    def ended(self) -> None:
+        """Ran out with no usage: the provider's end if the last chunk closed a choice
+        (``finish_reason``) or was a usage chunk (empty ``choices``) drip could not read."""
+        choices = getattr(self.last, "choices", None)
+        if isinstance(choices, list) and (
+            not choices or any(getattr(c, "finish_reason", None) for c in choices)
+        ):
+            self.done = True
+            if not choices and getattr(self.last, "usage", None) is not None:
+                self.missing_hint = (
+                    "its usage chunk came in a shape drip could not read (the error is logged "
+                    "above); please report it to drip with that chunk"
+                )
 
     def taken(self, data: str) -> bool:
         """An SSE event's JSON (``_UsageTap``): True if it was the usage chunk, now read."""
@@ -211,6 +241,7 @@ class _Call:
             return result
         if isinstance(result, (openai.Stream, openai.AsyncStream)):
             state = self.state()
+            state.where = getattr(result, "response", None)
             hidden = self.hide and getattr(result, "_decoder", None) is not None
             if hidden and isinstance(state, _ChatStream):
                 result._decoder = _UsageTap(result._decoder, state)
@@ -292,19 +323,24 @@ class _Body:
         if read_all and not body:  # read whole by ``.read()`` and what calls it
             body = self.response.http_response.content
         state = self.call.state()
+        state.where = getattr(self.response, "http_response", None)
         if self.stream:
             for line in body.decode("utf-8", "replace").splitlines():
                 data = line[5:].strip() if line.startswith("data:") else ""
                 if data and data != "[DONE]":
                     safely(self._feed, state, data)
-            if state.last is not None:
+            if state.last is not None and not state.done:
                 safely(state.seen, state.last)
+                if read_all and error is None:  # read to its end: the provider's end?
+                    safely(state.ended)
             usage, complete = state.usage, state.done
         else:
             response = safely(_json, body) if read_all and body else None
             usage = None if response is None else safely(_usage_of, self.call.api, response)
             state.model = getattr(response, "model", None) or state.model
-            complete = usage is not None
+            complete = response is not None  # read whole: a body without usage says so
+        if self.stream and self.call.llm.stream is None:
+            self.call.llm.stream = state  # names the endpoint if usage is missing
         llm.finish_tokens(state.model, usage, error=error, streamed=self.stream, complete=complete)
 
     @staticmethod

@@ -186,3 +186,24 @@ def test_a_client_instrumented_alone_stays_metered_through_with_options(
         with client.copy(max_retries=0).messages.stream(**ARGS) as stream:
             stream.get_final_message()
     assert [e.quantity for e in recorder.events(run.id)] == [1225, 1225]
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_a_stream_to_message_stop_without_usage_says_usage_missing(
+    recorder: Any, make_client: Any, fake: Any, async_: bool
+) -> None:
+    from drip.integrations import _llm
+
+    _llm._missing_warned.clear()
+    fake.without_usage = True  # a proxy that drops every usage object
+    drip_anthropic.instrument()
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if async_:
+            stream = await make_client(async_=True).messages.create(**ARGS, stream=True)
+            kinds = [e.type async for e in stream]
+        else:
+            kinds = [e.type for e in make_client().messages.create(**ARGS, stream=True)]
+    assert kinds[-1] == "message_stop"
+    event = only_llm(recorder.events(run.id))
+    assert (event.quantity, event.metadata["usage"]) == (0, "missing")
+    assert "complete" not in event.metadata and "input_tokens" not in event.metadata

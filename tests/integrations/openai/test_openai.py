@@ -357,8 +357,11 @@ def test_an_unreadable_usage_is_logged_and_the_chunk_passed_on(
         chunks = list(ask(client, stream=True))
     assert len(chunks) == 5 and chunks[-1].choices == []  # unread, so not hidden
     assert "could not read a stream item" in caplog.text
+    assert "usage chunk came in a shape drip could not read" in caplog.text
     event = only_llm(recorder.events(run.id))
-    assert event.metadata["complete"] is False and event.quantity == 0
+    # read to its end, with no usage drip could read: missing, not abandoned
+    assert event.metadata["usage"] == "missing" and event.quantity == 0
+    assert "complete" not in event.metadata and "input_tokens" not in event.metadata
 
 
 @pytest.mark.parametrize("asked", [False, True], ids=["drip-asked", "caller-asked"])
