@@ -106,6 +106,9 @@ class LLMCall:
 
     #: the state of the stream this call returned (``watch``), if it streams
     stream: StreamState | None = None
+    #: what to do when this call ends without usage, if the integration knows better than
+    #: the generic advice (see ``_usage_missing``)
+    missing_hint = ""
 
     def __init__(
         self,
@@ -175,7 +178,7 @@ class LLMCall:
                 meta["cost_usd"] = price
         elif error is None and complete:  # ended as meant, yet no usage: say so (see above)
             meta["usage"] = "missing"
-            _usage_missing(self.provider, model, streamed, self.stream)
+            _usage_missing(self.provider, model, streamed, self.stream, self.missing_hint)
         if not complete:
             meta["complete"] = False
         if extra:
@@ -226,14 +229,16 @@ _MISSING_HINT = (
 )
 
 
-def _usage_missing(provider: str, model: str | None, streamed: bool, state: Any) -> None:
+def _usage_missing(
+    provider: str, model: str | None, streamed: bool, state: Any, hint: str = ""
+) -> None:
     """Warn, once per provider, model and endpoint, of a call that ended with no usage."""
     endpoint = None if state is None else safely(state.endpoint)
     key = (provider, model, endpoint)
     if key in _missing_warned or len(_missing_warned) >= 256:
         return
     _missing_warned.add(key)
-    hint = (state.missing_hint if state is not None else "") or _MISSING_HINT
+    hint = (state.missing_hint if state is not None else "") or hint or _MISSING_HINT
     logger.warning(
         "drip: %s %s for model %r%s ended with no token usage; recorded with quantity 0 and "
         "metadata usage='missing' (not an abandoned call): %s. Said once per model and endpoint.",
