@@ -433,5 +433,8 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
 
 
 def end_stream(stream: Any, error: BaseException | None = None) -> None:
-    """End the call of a stream ``watch`` metered (once; later calls do nothing)."""
-    vars(stream)[_CALL].end_stream(error)
+    """End the call of a stream ``watch`` metered (once; later calls do nothing; a stream
+    drip does not watch: nothing)."""
+    call = getattr(stream, "__dict__", {}).get(_CALL)
+    if call is not None:
+        call.end_stream(error)

@@ -12,6 +12,10 @@ Metered: ``chat.completions.create`` / ``.parse`` / ``.stream()`` and ``response
 the current run, under the current metered call. An SDK older than the Responses API (openai
 before 1.66) has its chat completions metered (``.parse`` where the SDK has it there).
 
+The ``.stream()`` helpers' streams close the HTTP response rather than the SDK stream drip
+watches; drip also hooks their ``close`` (``_watch_helpers``), so leaving their ``with`` early
+records the call then, not when the helper is freed.
+
 ``with_streaming_response`` hands the caller the body to read; the call is recorded from what
 the caller read (see ``_Body``): through ``.parse()`` from the SDK's objects; through
 ``.read()`` / ``.text()`` / ``.json()`` / ``.iter_bytes()`` / ``.iter_text()`` /
@@ -484,6 +488,40 @@ def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
             for owner, api, is_async in owners for method in ("create", "parse")]  # fmt: skip
 
 
+def _helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        end_stream(getattr(instance, "_raw_stream", None))
+
+
+async def _async_helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        end_stream(getattr(instance, "_raw_stream", None))
+
+
+def _watch_helpers() -> None:
+    """The ``.stream()`` helpers' streams close the HTTP response, not the SDK stream drip
+    watches: leaving their ``with`` after a ``break`` ended the call only when the helper
+    was freed (maybe after the run). Their ``close`` ends it now (a stream drip does not
+    watch: nothing)."""
+    try:
+        from openai.lib.streaming.chat import AsyncChatCompletionStream, ChatCompletionStream
+    except ImportError:  # an SDK without the helpers
+        return
+    helpers = [(ChatCompletionStream, False), (AsyncChatCompletionStream, True)]
+    try:
+        from openai.lib.streaming.responses import AsyncResponseStream, ResponseStream
+    except ImportError:
+        pass
+    else:
+        helpers += [(ResponseStream, False), (AsyncResponseStream, True)]
+    for cls, is_async in helpers:
+        _patches.wrap(cls, "close", _async_helper_close if is_async else _helper_close)
+
+
 def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
     """Meter one client's calls (and its ``with_options()`` / ``copy()`` clients'), or
     (``client=None``) every OpenAI client's; idempotent."""
@@ -491,6 +529,8 @@ def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
 
 
 def _instrument(client: Any, meter: str, undone: bool) -> None:
+    if undone:
+        _watch_helpers()
     for owner, method, api, is_async in _targets(client):
         begin = functools.partial(_Call, meter, api)
         _patches.wrap(owner, method, method_wrapper(begin, is_async), undone=undone)
