@@ -258,18 +258,33 @@ class _Call:
         return _AsyncStreamedResponse(result, self)
 
     def failed(self, exc: BaseException) -> None:
-        self.llm.finish_tokens(self.model, None, error=exc)
+        # ``.parse()``'s LengthFinishReasonError / ContentFilterFinishReasonError carry the
+        # answer the provider billed: its usage is recorded with the error
+        completion = getattr(exc, "completion", None)
+        usage = None if completion is None else safely(_usage_of, self.api, completion)
+        model = getattr(completion, "model", None) or self.model
+        self.llm.finish_tokens(model if isinstance(model, str) else self.model, usage, error=exc)
+
+    def from_body(self, body: bytes) -> None:
+        """Record a plain answer from its JSON body (a raw response, already read)."""
+        response = safely(_json, body)
+        if response is not None:
+            usage = safely(_usage_of, self.api, response)
+            self.llm.finish_tokens(getattr(response, "model", None) or self.model, usage)
 
 
 class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
-    """``with_raw_response``: the call is recorded from what ``.parse()`` gives."""
+    """``with_raw_response``: a plain answer's body is already read, and recorded from its JSON
+    at once (not through ``.parse()``, which may raise, e.g. ``LengthFinishReasonError`` of
+    ``chat.completions.parse``, and must raise where the caller calls it, not here); a stream
+    is recorded from what ``.parse()`` gives."""
 
     def __init__(self, wrapped: Any, call: _Call) -> None:
         super().__init__(wrapped)
         self._self_call = call
         self._self_parsed: Any = None
         if not getattr(wrapped, "_stream", False):
-            self.parse()  # the body is already read: record now, not when (if) parse is called
+            call.from_body(wrapped.http_response.content)
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
         parsed = self.__wrapped__.parse(*args, **kwargs)
