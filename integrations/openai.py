@@ -201,6 +201,8 @@ class _ResponsesStream(StreamState):
             if event.type in self._FINAL:
                 self.usage = _usage_of(_RESPONSES, response)
                 self.done = True
+                if event.type == "response.failed":  # no usage here is no configuration error
+                    self.missing_hint = "the response failed (response.failed) before any usage"
         return True
 
 

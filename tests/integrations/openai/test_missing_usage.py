@@ -194,3 +194,21 @@ def test_with_streaming_response_read_whole_without_usage(
     ):
         read_sync(response, how)
     check_missing(only_llm(recorder.events(run.id)), streamed=stream)
+
+
+def test_a_failed_response_without_usage_is_not_blamed_on_configuration(
+    recorder: Any, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failed(request: Any) -> Any:
+        events = response_events()
+        events[-1].update(type="response.failed")
+        events[-1]["response"].update(status="failed", usage=None)
+        return sse_response(sse(events))
+
+    drip_openai.instrument()
+    client = make_client(handler=failed)
+    with drip.run("resp", customer_id=recorder.customer) as run:
+        events = list(client.responses.create(model="gpt-4.1", input="hi", stream=True))
+    assert events[-1].type == "response.failed"
+    check_missing(only_llm(recorder.events(run.id)), model="gpt-4.1")
+    assert "response failed" in caplog.text and "include_usage" not in caplog.text
