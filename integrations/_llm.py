@@ -18,7 +18,16 @@ Streams are metered in place (``watch``): the caller keeps the SDK's own stream 
 item generator drip wraps once, and a provider-specific ``StreamState`` reads the items that can
 carry usage. The event is finished exactly once: on exhaustion, on ``close()``, on leaving
 ``with``, on an error while iterating, or when garbage-collected. A stream that ends before the
-provider's final usage records what was seen so far with ``complete: false``.
+provider's end (its final usage, or its end marker) records what was seen so far with
+``complete: false``: the caller left early, or the connection was cut.
+
+A call that ended as the provider meant it to (a plain answer, or a stream read to the
+provider's end) but carries no usage at all (an OpenAI-compatible proxy or provider that ignores
+``stream_options={"include_usage": True}``, a response whose ``usage`` is null) records quantity
+0, no token fields (absent, never guessed) and metadata ``usage: "missing"``, without
+``complete: false``: a configuration problem to fix, not a stream someone abandoned. It is
+logged (a warning on the ``drip`` logger) once per provider, model and endpoint, saying what to
+do.
 """
 
 from __future__ import annotations
@@ -97,6 +106,9 @@ class LLMCall:
 
     #: the state of the stream this call returned (``watch``), if it streams
     stream: StreamState | None = None
+    #: what to do when this call ends without usage, if the integration knows better than
+    #: the generic advice (see ``_usage_missing``)
+    missing_hint = ""
 
     def __init__(
         self,
@@ -164,6 +176,9 @@ class LLMCall:
                 price = None
             if price is not None:
                 meta["cost_usd"] = price
+        elif error is None and complete:  # ended as meant, yet no usage: say so (see above)
+            meta["usage"] = "missing"
+            _usage_missing(self.provider, model, streamed, self.stream, self.missing_hint)
         if not complete:
             meta["complete"] = False
         if extra:
@@ -184,14 +199,17 @@ class LLMCall:
         except Exception:  # strict mode: a bad quantity is raised after it was recorded
             logger.exception("drip: recording an LLM call failed")
 
-    def end_stream(self, error: BaseException | None = None) -> None:
-        """Finish a streamed call from what its stream saw (once; later calls do nothing)."""
+    def end_stream(self, error: BaseException | None = None, ran_out: bool = False) -> None:
+        """Finish a streamed call from what its stream saw (once; later calls do nothing).
+        ``ran_out``: the stream's items ran out (not closed early, not raised)."""
         state = self.stream
         event = self.event
         if state is None or event is None or event.ended:
             return
         if not state.done and state.last is not None:
             safely(state.seen, state.last)
+            if ran_out and error is None:
+                safely(state.ended)
         self.finish_tokens(
             state.model, state.usage, error=error, streamed=True, complete=state.done
         )
@@ -204,6 +222,31 @@ class LLMCall:
                 self.finish(0, {"provider": self.provider, "complete": False})
 
 
+#: (provider, model, endpoint) already warned of a call without usage; bounded
+_missing_warned: set[tuple[str, str | None, str | None]] = set()
+_MISSING_HINT = (
+    "make the provider (or the proxy in between) report usage, or meter these calls yourself"
+)
+
+
+def _usage_missing(
+    provider: str, model: str | None, streamed: bool, state: Any, hint: str = ""
+) -> None:
+    """Warn, once per provider, model and endpoint, of a call that ended with no usage."""
+    endpoint = None if state is None else safely(state.endpoint)
+    key = (provider, model, endpoint)
+    if key in _missing_warned or len(_missing_warned) >= 256:
+        return
+    _missing_warned.add(key)
+    hint = (state.missing_hint if state is not None else "") or hint or _MISSING_HINT
+    logger.warning(
+        "drip: %s %s for model %r%s ended with no token usage; recorded with quantity 0 and "
+        "metadata usage='missing' (not an abandoned call): %s. Said once per model and endpoint.",
+        provider, "stream" if streamed else "call", model,
+        f" from {endpoint}" if endpoint else "", hint,
+    )  # fmt: skip
+
+
 class StreamState:
     """What one stream saw so far; subclasses read the provider's items (see ``watch``).
 
@@ -214,6 +257,10 @@ class StreamState:
     """
 
     key = "type"
+    #: the SDK's HTTP response, when the integration has it (its URL names the endpoint)
+    where: Any = None
+    #: what to do when this kind of stream ends without usage (see ``_usage_missing``)
+    missing_hint = ""
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
@@ -229,6 +276,15 @@ class StreamState:
         """The last item the stream gave, when it ends; fills in what ``feed`` skipped (the
         model of an OpenAI chat stream cut before its usage chunk)."""
 
+    def ended(self) -> None:
+        """The items ran out (not closed early, not raised) before ``done``: set ``done`` if
+        the last item shows the provider's end (a stream cut cleanly mid-message has none)."""
+
+    def endpoint(self) -> str | None:
+        """The URL the stream came from (no query), when ``where`` is an HTTP response."""
+        url = getattr(getattr(self.where, "request", None), "url", None)
+        return None if url is None else str(url).split("?", 1)[0]
+
     def take(self, item: Any) -> None:
         """Read one item outside a watched stream (a raw SSE body decoded by drip)."""
         if getattr(item, self.key, None) is not None:
@@ -240,10 +296,12 @@ def _unreadable() -> None:
     logger.exception("drip: could not read a stream item; it is passed on as it is")
 
 
-def _ended(call: weakref.ref[LLMCall], error: BaseException | None = None) -> None:
+def _ended(
+    call: weakref.ref[LLMCall], error: BaseException | None = None, ran_out: bool = False
+) -> None:
     live = call()
     if live is not None:  # None: the stream was dropped, and its call recorded then
-        live.end_stream(error)
+        live.end_stream(error, ran_out)
 
 
 class _Ending:
@@ -259,7 +317,10 @@ class _Ending:
         return None
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        _ended(self.call, None if kind is None or kind is GeneratorExit else exc)
+        if kind is None:  # the items ran out
+            _ended(self.call, None, True)
+        else:
+            _ended(self.call, None if kind is GeneratorExit else exc)
 
 
 def _watched(items: Iterator[Any], call: weakref.ref[LLMCall], state: StreamState) -> Iterator[Any]:
@@ -372,5 +433,8 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
 
 
 def end_stream(stream: Any, error: BaseException | None = None) -> None:
-    """End the call of a stream ``watch`` metered (once; later calls do nothing)."""
-    vars(stream)[_CALL].end_stream(error)
+    """End the call of a stream ``watch`` metered (once; later calls do nothing; a stream
+    drip does not watch: nothing)."""
+    call = getattr(stream, "__dict__", {}).get(_CALL)
+    if call is not None:
+        call.end_stream(error)

@@ -7,18 +7,23 @@
     drip_anthropic.instrument(client)      # or one client
 
 Metered: ``messages.create`` (sync, async, ``stream=True``), ``messages.parse`` and
-``messages.stream()`` (which does not go through ``create``). Each call records one event (see
+``messages.stream()`` (which does not go through ``create``), ``with_raw_response`` and
+``with_streaming_response`` too (see ``_Raw``). Each call records one event (see
 ``drip.integrations._llm``).
 
 Anthropic reports ``input_tokens`` without the cache: drip's ``input_tokens`` adds cache reads
 and cache writes back, so the quantity is every billed token. Stream usage is cumulative:
 ``message_start`` has the input and a first output count, each ``message_delta`` the running
-totals, which replace (never add to) what was known.
+totals, which replace (never add to) what was known. A message (or a stream that reached
+``message_stop``) with no usage at all, as some proxies send, records quantity 0 with
+``usage: "missing"`` and a warning once per model (see ``drip.integrations._llm``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +34,7 @@ from ._patches import Patches, method_wrapper
 from ._requires import requires
 
 anthropic = requires("anthropic", extra="anthropic")
+from anthropic._response import APIResponse, AsyncAPIResponse  # noqa: E402  (after the check)
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -59,6 +65,15 @@ def _message_usage(message: Any) -> Usage | None:
     return _usage({f: count(getattr(usage, f, 0)) for f in _FIELDS}, _thinking(usage))
 
 
+def _json_usage(usage: Any) -> Usage | None:
+    """The usage object of a message's JSON (a raw body drip decodes itself)."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("output_tokens_details")
+    thinking = count(details.get("thinking_tokens", 0)) if isinstance(details, dict) else 0
+    return _usage({f: count(usage.get(f, 0)) for f in _FIELDS}, thinking)
+
+
 class _MessageStream(StreamState):
     """Raw stream events; every count is cumulative, so each one seen replaces the last."""
 
@@ -68,6 +83,8 @@ class _MessageStream(StreamState):
         self.thinking = 0
 
     def _take(self, usage: Any) -> None:
+        if usage is None:  # a proxy that drops it: unknown, not 0 (``usage: "missing"``)
+            return
         for field in _FIELDS:
             value = getattr(usage, field, None)
             if value is not None:
@@ -95,10 +112,13 @@ class _Call:
         self.llm = LLMCall(meter, "anthropic")
 
     def result(self, result: Any) -> Any:
-        if isinstance(result, anthropic.Stream):
-            return watch(result, self.llm, _MessageStream(self.model), is_async=False)
-        if isinstance(result, anthropic.AsyncStream):
-            return watch(result, self.llm, _MessageStream(self.model), is_async=True)
+        if isinstance(result, (APIResponse, AsyncAPIResponse)):  # with_raw / streaming_response
+            return (_AsyncRaw if isinstance(result, AsyncAPIResponse) else _Raw)(result, self)
+        if isinstance(result, (anthropic.Stream, anthropic.AsyncStream)):
+            state = _MessageStream(self.model)
+            state.where = getattr(result, "response", None)
+            is_async = isinstance(result, anthropic.AsyncStream)
+            return watch(result, self.llm, state, is_async=is_async)
         model = getattr(result, "model", None) or self.model
         self.llm.finish_tokens(model, safely(_message_usage, result))
         return result
@@ -111,6 +131,74 @@ class _Call:
 
     def failed(self, exc: BaseException) -> None:
         self.llm.finish_tokens(self.model, None, error=exc)
+
+
+def _from_body(response: Any, call: _Call) -> bool:
+    """Record a plain (not SSE) raw response from its body, if it has been read; True if so."""
+    if call.llm.finished or response._is_sse_stream:
+        return call.llm.finished
+    try:
+        content = response.http_response.content  # raises while a streamed body is unread
+    except Exception:
+        return False
+    message = safely(json.loads, content)
+    if not isinstance(message, dict):
+        return False
+    model = message.get("model")
+    usage = safely(_json_usage, message.get("usage"))
+    call.llm.finish_tokens(model if isinstance(model, str) else call.model, usage)
+    return True
+
+
+def _dropped(response: Any, call: _Call) -> None:
+    """A raw response let go of: from its body if read, else unknown (``complete: false``)."""
+    if call.llm.stream is not None:  # parsed into a watched stream: what it saw
+        call.llm.end_stream()
+    elif not _from_body(response, call):
+        stream = bool(response._is_sse_stream)
+        call.llm.finish_tokens(call.model, None, streamed=stream, complete=False)
+
+
+class _Raw(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
+    """``with_raw_response`` / ``with_streaming_response``: the SDK's ``APIResponse``. A body
+    already read (``with_raw_response``) is recorded at once; otherwise from what ``.parse()``
+    gives (a message, or a stream watched as any other), or, when the response is closed
+    (leaving ``with``) or let go of, from the body the caller read (``.read()`` / ``.json()`` / ``.text()``). A body never read
+    (or an SSE body read raw, which drip does not decode) records ``complete: false``."""
+
+    def __init__(self, wrapped: Any, call: _Call) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_parsed: Any = None
+        if not _from_body(wrapped, call):
+            weakref.finalize(self, _dropped, wrapped, call)
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        return self._self_take(self.__wrapped__.parse(*args, **kwargs), args or kwargs)
+
+    def close(self) -> None:  # leaving ``with_streaming_response``'s ``with``
+        try:
+            self.__wrapped__.close()
+        finally:
+            _dropped(self.__wrapped__, self._self_call)
+
+    def _self_take(self, parsed: Any, custom: Any) -> Any:
+        if custom:  # ``parse(to=...)``: the caller's own type
+            return parsed
+        if self._self_parsed is None:
+            self._self_parsed = self._self_call.result(parsed)
+        return self._self_parsed
+
+
+class _AsyncRaw(_Raw):
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:
+        return self._self_take(await self.__wrapped__.parse(*args, **kwargs), args or kwargs)
+
+    async def close(self) -> None:  # type: ignore[override]
+        try:
+            await self.__wrapped__.close()
+        finally:
+            _dropped(self.__wrapped__, self._self_call)
 
 
 class _Manager(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version

@@ -9,6 +9,9 @@
 
 - Each LLM or chat-model call records one ``meter`` event (default ``llm_tokens``) with the
   tokens of its ``usage_metadata`` (see ``drip.integrations._llm`` for the fields).
+  A model that reports no usage at all (a ChatOpenAI stream without ``stream_usage=True``
+  against a non-OpenAI base URL) records quantity 0 with ``usage: "missing"`` and a warning,
+  once per model, saying so.
 - Each tool call records one ``tool_meter`` event (default ``tool_calls``, quantity 1).
 - A top-level chain or graph invocation outside any ``drip.run`` becomes a run (workflow = the
   chain's or graph's name) for the customer in ``config["metadata"]["drip_customer_id"]`` or the
@@ -45,6 +48,13 @@ from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402  (after t
 __all__ = ["DripCallbackHandler"]
 
 CUSTOMER_KEY = "drip_customer_id"
+#: what to do when a model reports no ``usage_metadata`` (see ``drip.integrations._llm``)
+MISSING_HINT = (
+    "the model's result carried no usage_metadata: a ChatOpenAI stream reports usage only with "
+    "stream_usage=True, which LangChain turns on by itself only for OpenAI's own base URL (not "
+    "for Azure, OpenRouter or a proxy); pass stream_usage=True to the model, or make its "
+    "provider report usage"
+)
 
 
 @dataclass
@@ -205,6 +215,7 @@ class DripCallbackHandler(BaseCallbackHandler):  # type: ignore[misc,unused-igno
             self.meter, provider, context=self._call_context(parent_run_id, metadata),
             capture_context=True,
         )  # fmt: skip
+        call.missing_hint = MISSING_HINT
         model = metadata.get("ls_model_name") or params.get("model") or params.get("model_name")
         self._add(run_id, _Node(call.context, call=call, model=model))
 

@@ -24,6 +24,13 @@ LiteLLM closes the stream itself when it reaches the end, from inside ``__next__
 is not an abandonment (the success hook follows). The success hook and the abandonment take the
 same pending call, so at most one of them records it.
 
+A call whose provider reported no usage (LiteLLM then hands over a usage of zeros) records
+quantity 0 with ``usage: "missing"`` and a warning once per model, not 0 input and 0 output
+tokens. A stream is different: LiteLLM asks the provider for usage only when the caller passes
+``stream_options={"include_usage": True}``; without it LiteLLM counts the tokens itself with a
+tokenizer, and that estimate (not the provider's count) is what LiteLLM reports and drip
+records. Pass ``stream_options={"include_usage": True}`` to meter streams exactly.
+
 A begun event LiteLLM never reports at all (neither hook, no stream) is kept until
 ``MAX_PENDING`` newer calls push it out, and is then recorded with ``complete: false`` and no
 token counts.
@@ -58,13 +65,19 @@ def _usage(response: Any) -> Usage | None:
 
 
 def _tokens(usage: Any) -> Usage | None:
+    """Token counts, or None when unknown: LiteLLM fills in a usage of zeros when the
+    provider sent none, and no call has 0 input and 0 output tokens (``usage: "missing"``)."""
     if usage is None:
+        return None
+    inputs = count(getattr(usage, "prompt_tokens", 0))
+    outputs = count(getattr(usage, "completion_tokens", 0))
+    if not inputs and not outputs:
         return None
     prompt = getattr(usage, "prompt_tokens_details", None)
     completion = getattr(usage, "completion_tokens_details", None)
     return Usage(
-        input_tokens=count(getattr(usage, "prompt_tokens", 0)),
-        output_tokens=count(getattr(usage, "completion_tokens", 0)),
+        input_tokens=inputs,
+        output_tokens=outputs,
         cached_input_tokens=count(getattr(prompt, "cached_tokens", 0)),
         cache_creation_input_tokens=count(getattr(usage, "cache_creation_input_tokens", 0)),
         reasoning_tokens=count(getattr(completion, "reasoning_tokens", 0)),

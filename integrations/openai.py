@@ -12,6 +12,10 @@ Metered: ``chat.completions.create`` / ``.parse`` / ``.stream()`` and ``response
 the current run, under the current metered call. An SDK older than the Responses API (openai
 before 1.66) has its chat completions metered (``.parse`` where the SDK has it there).
 
+The ``.stream()`` helpers' streams close the HTTP response rather than the SDK stream drip
+watches; drip also hooks their ``close`` (``_watch_helpers``), so leaving their ``with`` early
+records the call then, not when the helper is freed.
+
 ``with_streaming_response`` hands the caller the body to read; the call is recorded from what
 the caller read (see ``_Body``): through ``.parse()`` from the SDK's objects; through
 ``.read()`` / ``.text()`` / ``.json()`` / ``.iter_bytes()`` / ``.iter_text()`` /
@@ -26,7 +30,18 @@ the caller did not ask, drip asks, and takes the extra final chunk (empty ``choi
 request's ``usage``) out of the stream: the caller's loop sees exactly the chunks it would have
 seen without drip, so code that reads ``chunk.choices[0]`` keeps working. drip reads that chunk
 from its SSE event (``_UsageTap``), so the SDK does not parse a chunk nobody will see. A caller
-that asked for usage gets the chunk, as usual.
+that asked for usage gets the chunk, as usual. (A caller's ``include_usage: False`` is asked as
+True too: the usage is what is billed, and the caller's loop is the same either way.)
+
+Some OpenAI-compatible servers (proxies, other providers) ignore ``stream_options`` and never
+send the usage chunk. A chat stream read to its end (its last chunk closed a choice with a
+``finish_reason``, then the stream ran out) without usage is not an abandoned one: it records
+quantity 0, no token fields and ``usage: "missing"`` (not ``complete: false``), and drip logs a
+warning, once per model and endpoint, naming the endpoint and what to do. The same for a
+Responses stream whose ``response.completed`` (or ``incomplete`` / ``failed``) event carries no
+usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A stream
+the caller leaves before that end (``break`` and close, ``with``, dropped) or that is cut before
+its ``finish_reason`` stays ``complete: false``.
 """
 
 from __future__ import annotations
@@ -93,6 +108,11 @@ class _ChatStream(StreamState):
     """Usage is on the last chunk only (when asked): ``feed`` runs on that chunk alone."""
 
     key = "usage"
+    missing_hint = (
+        "the stream ended without the usage chunk that stream_options={'include_usage': True} "
+        "asks for, so that server (an OpenAI-compatible provider or proxy) ignores the option: "
+        "enable usage reporting there, or meter these calls yourself"
+    )
 
     def __init__(self, model: str | None, hide_usage_chunk: bool) -> None:
         super().__init__(model)
@@ -106,6 +126,20 @@ class _ChatStream(StreamState):
     def seen(self, last: Any) -> None:
         if not self.done:  # cut before the usage chunk: the model the chunks named
             self.model = getattr(last, "model", None) or self.model
+
+    def ended(self) -> None:
+        """Ran out with no usage: the provider's end if the last chunk closed a choice
+        (``finish_reason``) or was a usage chunk (empty ``choices``) drip could not read."""
+        choices = getattr(self.last, "choices", None)
+        if isinstance(choices, list) and (
+            not choices or any(getattr(c, "finish_reason", None) for c in choices)
+        ):
+            self.done = True
+            if not choices and getattr(self.last, "usage", None) is not None:
+                self.missing_hint = (
+                    "its usage chunk came in a shape drip could not read (the error is logged "
+                    "above); please report it to drip with that chunk"
+                )
 
     def taken(self, data: str) -> bool:
         """An SSE event's JSON (``_UsageTap``): True if it was the usage chunk, now read."""
@@ -167,6 +201,8 @@ class _ResponsesStream(StreamState):
             if event.type in self._FINAL:
                 self.usage = _usage_of(_RESPONSES, response)
                 self.done = True
+                if event.type == "response.failed":  # no usage here is no configuration error
+                    self.missing_hint = "the response failed (response.failed) before any usage"
         return True
 
 
@@ -211,6 +247,7 @@ class _Call:
             return result
         if isinstance(result, (openai.Stream, openai.AsyncStream)):
             state = self.state()
+            state.where = getattr(result, "response", None)
             hidden = self.hide and getattr(result, "_decoder", None) is not None
             if hidden and isinstance(state, _ChatStream):
                 result._decoder = _UsageTap(result._decoder, state)
@@ -223,18 +260,33 @@ class _Call:
         return _AsyncStreamedResponse(result, self)
 
     def failed(self, exc: BaseException) -> None:
-        self.llm.finish_tokens(self.model, None, error=exc)
+        # ``.parse()``'s LengthFinishReasonError / ContentFilterFinishReasonError carry the
+        # answer the provider billed: its usage is recorded with the error
+        completion = getattr(exc, "completion", None)
+        usage = None if completion is None else safely(_usage_of, self.api, completion)
+        model = getattr(completion, "model", None) or self.model
+        self.llm.finish_tokens(model if isinstance(model, str) else self.model, usage, error=exc)
+
+    def from_body(self, body: bytes) -> None:
+        """Record a plain answer from its JSON body (a raw response, already read)."""
+        response = safely(_json, body)
+        if response is not None:
+            usage = safely(_usage_of, self.api, response)
+            self.llm.finish_tokens(getattr(response, "model", None) or self.model, usage)
 
 
 class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
-    """``with_raw_response``: the call is recorded from what ``.parse()`` gives."""
+    """``with_raw_response``: a plain answer's body is already read, and recorded from its JSON
+    at once (not through ``.parse()``, which may raise, e.g. ``LengthFinishReasonError`` of
+    ``chat.completions.parse``, and must raise where the caller calls it, not here); a stream
+    is recorded from what ``.parse()`` gives."""
 
     def __init__(self, wrapped: Any, call: _Call) -> None:
         super().__init__(wrapped)
         self._self_call = call
         self._self_parsed: Any = None
         if not getattr(wrapped, "_stream", False):
-            self.parse()  # the body is already read: record now, not when (if) parse is called
+            call.from_body(wrapped.http_response.content)
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
         parsed = self.__wrapped__.parse(*args, **kwargs)
@@ -292,19 +344,24 @@ class _Body:
         if read_all and not body:  # read whole by ``.read()`` and what calls it
             body = self.response.http_response.content
         state = self.call.state()
+        state.where = getattr(self.response, "http_response", None)
         if self.stream:
             for line in body.decode("utf-8", "replace").splitlines():
                 data = line[5:].strip() if line.startswith("data:") else ""
                 if data and data != "[DONE]":
                     safely(self._feed, state, data)
-            if state.last is not None:
+            if state.last is not None and not state.done:
                 safely(state.seen, state.last)
+                if read_all and error is None:  # read to its end: the provider's end?
+                    safely(state.ended)
             usage, complete = state.usage, state.done
         else:
             response = safely(_json, body) if read_all and body else None
             usage = None if response is None else safely(_usage_of, self.call.api, response)
             state.model = getattr(response, "model", None) or state.model
-            complete = usage is not None
+            complete = response is not None  # read whole: a body without usage says so
+        if self.stream and self.call.llm.stream is None:
+            self.call.llm.stream = state  # names the endpoint if usage is missing
         llm.finish_tokens(state.model, usage, error=error, streamed=self.stream, complete=complete)
 
     @staticmethod
@@ -448,6 +505,40 @@ def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
             for owner, api, is_async in owners for method in ("create", "parse")]  # fmt: skip
 
 
+def _helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        end_stream(getattr(instance, "_raw_stream", None))
+
+
+async def _async_helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        end_stream(getattr(instance, "_raw_stream", None))
+
+
+def _watch_helpers() -> None:
+    """The ``.stream()`` helpers' streams close the HTTP response, not the SDK stream drip
+    watches: leaving their ``with`` after a ``break`` ended the call only when the helper
+    was freed (maybe after the run). Their ``close`` ends it now (a stream drip does not
+    watch: nothing)."""
+    try:
+        from openai.lib.streaming.chat import AsyncChatCompletionStream, ChatCompletionStream
+    except ImportError:  # an SDK without the helpers
+        return
+    helpers = [(ChatCompletionStream, False), (AsyncChatCompletionStream, True)]
+    try:
+        from openai.lib.streaming.responses import AsyncResponseStream, ResponseStream
+    except ImportError:
+        pass
+    else:
+        helpers += [(ResponseStream, False), (AsyncResponseStream, True)]
+    for cls, is_async in helpers:
+        _patches.wrap(cls, "close", _async_helper_close if is_async else _helper_close)
+
+
 def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
     """Meter one client's calls (and its ``with_options()`` / ``copy()`` clients'), or
     (``client=None``) every OpenAI client's; idempotent."""
@@ -455,6 +546,8 @@ def instrument(client: Any = None, *, meter: str = "llm_tokens") -> None:
 
 
 def _instrument(client: Any, meter: str, undone: bool) -> None:
+    if undone:
+        _watch_helpers()
     for owner, method, api, is_async in _targets(client):
         begin = functools.partial(_Call, meter, api)
         _patches.wrap(owner, method, method_wrapper(begin, is_async), undone=undone)

@@ -52,6 +52,7 @@ def events() -> list[dict[str, Any]]:
 class FakeAnthropic:
     def __init__(self) -> None:
         self.status = 200
+        self.without_usage = False  # a proxy that drops every usage object
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
@@ -59,7 +60,11 @@ class FakeAnthropic:
             error = {"type": "error", "error": {"type": "invalid_request_error", "message": "boom"}}
             return httpx2.Response(self.status, json=error)
         if body.get("stream"):
-            text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events())
+            items = events()
+            if self.without_usage:
+                items[0]["message"].pop("usage")
+                items[-2].pop("usage")
+            text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in items)
             return httpx2.Response(
                 200, headers={"content-type": "text/event-stream"}, content=text.encode()
             )

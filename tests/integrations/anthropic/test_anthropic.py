@@ -186,3 +186,96 @@ def test_a_client_instrumented_alone_stays_metered_through_with_options(
         with client.copy(max_retries=0).messages.stream(**ARGS) as stream:
             stream.get_final_message()
     assert [e.quantity for e in recorder.events(run.id)] == [1225, 1225]
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_a_stream_to_message_stop_without_usage_says_usage_missing(
+    recorder: Any, make_client: Any, fake: Any, async_: bool
+) -> None:
+    from drip.integrations import _llm
+
+    _llm._missing_warned.clear()
+    fake.without_usage = True  # a proxy that drops every usage object
+    drip_anthropic.instrument()
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if async_:
+            stream = await make_client(async_=True).messages.create(**ARGS, stream=True)
+            kinds = [e.type async for e in stream]
+        else:
+            kinds = [e.type for e in make_client().messages.create(**ARGS, stream=True)]
+    assert kinds[-1] == "message_stop"
+    event = only_llm(recorder.events(run.id))
+    assert (event.quantity, event.metadata["usage"]) == (0, "missing")
+    assert "complete" not in event.metadata and "input_tokens" not in event.metadata
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_with_raw_response_records_the_tokens(
+    recorder: Any, make_client: Any, async_: bool, stream: bool
+) -> None:
+    # it went through create() but returned the SDK's APIResponse: recorded 0 tokens before
+    drip_anthropic.instrument()
+    client = make_client(async_=async_)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        raw = client.messages.with_raw_response.create(**ARGS, stream=stream)
+        raw = (await raw) if async_ else raw
+        assert raw.http_response.status_code == 200
+        parsed = (await raw.parse()) if async_ else raw.parse()
+        if stream:
+            kinds = [e.type async for e in parsed] if async_ else [e.type for e in parsed]
+            assert kinds[-1] == "message_stop"
+        else:
+            assert parsed.content[0].text == "hello"
+    check(only_llm(recorder.events(run.id)), streamed=stream)
+
+
+def test_with_raw_response_recorded_even_if_never_parsed(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        raw = make_client().messages.with_raw_response.create(**ARGS)
+        assert raw.json()["usage"]["output_tokens"] == 15
+        del raw
+        gc.collect()
+    check(only_llm(recorder.events(run.id)), streamed=False)
+
+
+@pytest.mark.parametrize("how", ["parse", "read", "unread"])
+def test_with_streaming_response(recorder: Any, how: str) -> None:
+    import json
+
+    import httpx2
+
+    from .conftest import message
+
+    def body_on_the_wire(request: Any) -> Any:  # not in memory until read, as over a network
+        content = iter([json.dumps(message()).encode()])
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=content)
+
+    transport = httpx2.MockTransport(body_on_the_wire)
+    client = anthropic.Anthropic(api_key="sk-test", http_client=httpx2.Client(transport=transport))
+    drip_anthropic.instrument()
+    with (
+        drip.run("chat", customer_id=recorder.customer) as run,
+        client.messages.with_streaming_response.create(**ARGS) as response,
+    ):
+        if how == "parse":
+            assert response.parse().usage.output_tokens == 15
+        elif how == "read":
+            response.read()
+    event = only_llm(recorder.events(run.id))
+    if how == "unread":  # never read: nothing is known
+        assert event.quantity == 0 and event.metadata["complete"] is False
+    else:
+        check(event, streamed=False)
+
+
+def test_with_streaming_response_stream_left_early(recorder: Any, make_client: Any) -> None:
+    drip_anthropic.instrument()
+    with (
+        drip.run("chat", customer_id=recorder.customer) as run,
+        make_client().messages.with_streaming_response.create(**ARGS, stream=True) as response,
+    ):
+        assert next(iter(response.parse())).type == "message_start"
+    event = only_llm(recorder.events(run.id))
+    assert (event.quantity, event.metadata["complete"]) == (1211, False)  # what was reported

@@ -223,3 +223,21 @@ async def test_a_model_or_tool_invoked_on_its_own_bills_the_metadata_customer(
     summary = recorder.client.get_usage_summary(customer_id=recorder.customer)
     assert (summary.total("llm_tokens"), summary.total("tool_calls")) == (104, 1)
     assert not recorder.client.list_runs(customer_id=recorder.customer).data
+
+
+def test_a_model_without_usage_says_usage_missing_and_what_to_do(
+    recorder: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from drip.integrations import _llm
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    _llm._missing_warned.clear()
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="hi")] * 2))
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        model.invoke("hi", config=config())
+        "".join(str(c.content) for c in model.stream("hi", config=config()))
+    events = llm_events(recorder.events(run.id))
+    assert [(e.quantity, e.metadata["usage"]) for e in events] == [(0, "missing")] * 2
+    assert all("complete" not in e.metadata for e in events)
+    assert "stream_usage=True" in caplog.text

@@ -188,3 +188,50 @@ def test_stream_read_to_the_end_is_complete_and_recorded_once(recorder: Any) -> 
     time.sleep(0.5)
     [event] = llm_events(recorder, run.id, 1)
     check(event, streamed=True)
+
+
+@pytest.fixture
+def no_usage_server() -> Iterator[str]:
+    """A local OpenAI-compatible server whose answers carry no usage: its base URL."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = json.dumps({
+                "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "hi"}}],
+            }).encode()  # fmt: skip
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_provider_without_usage_is_usage_missing_not_zero_tokens(
+    recorder: Any, no_usage_server: str
+) -> None:
+    # LiteLLM fills in a Usage of zeros when the provider sent none: drip recorded it as
+    # 0 input and 0 output tokens, indistinguishable from a real count
+    with drip.run("chat", customer_id=recorder.customer) as run:
+        litellm.completion(
+            model="openai/gpt-4o-mini", messages=MESSAGES, api_base=no_usage_server, api_key="k"
+        )
+    [event] = llm_events(recorder, run.id, 1)
+    assert (event.quantity, event.outcome, event.metadata["usage"]) == (0, "ok", "missing")
+    assert "input_tokens" not in event.metadata and "cost_usd" not in event.metadata

@@ -126,3 +126,14 @@ def make_client(fake: FakeOpenAI) -> Any:
         return openai.OpenAI(api_key="sk-test", http_client=httpx2.Client(transport=transport))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _warned_afresh() -> Any:
+    """Each test sees drip's once-per-model warnings of a call without usage afresh."""
+    from drip.integrations import _llm
+
+    warned = getattr(_llm, "_missing_warned", set())
+    warned.clear()
+    yield
+    warned.clear()

@@ -357,8 +357,11 @@ def test_an_unreadable_usage_is_logged_and_the_chunk_passed_on(
         chunks = list(ask(client, stream=True))
     assert len(chunks) == 5 and chunks[-1].choices == []  # unread, so not hidden
     assert "could not read a stream item" in caplog.text
+    assert "usage chunk came in a shape drip could not read" in caplog.text
     event = only_llm(recorder.events(run.id))
-    assert event.metadata["complete"] is False and event.quantity == 0
+    # read to its end, with no usage drip could read: missing, not abandoned
+    assert event.metadata["usage"] == "missing" and event.quantity == 0
+    assert "complete" not in event.metadata and "input_tokens" not in event.metadata
 
 
 @pytest.mark.parametrize("asked", [False, True], ids=["drip-asked", "caller-asked"])
@@ -478,3 +481,30 @@ async def test_a_client_instrumented_alone_stays_metered_through_with_options(
     assert [e.quantity for e in recorder.events(run.id)] == [150]
     drip_openai.uninstrument()
     assert "with_options" not in vars(client) and "copy" not in vars(client)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_leaving_a_stream_helper_early_records_at_once(
+    recorder: Any, make_client: Any, api: str, async_: bool
+) -> None:
+    # the helpers close the HTTP response, not the stream drip watches: the call was recorded
+    # only when the helper was freed, after the run here (the caller still holds ``stream``)
+    drip_openai.instrument()
+    client = make_client(async_=async_)
+    if api == "chat":
+        manager = client.chat.completions.stream(model="gpt-4o-mini", messages=[])
+    else:
+        manager = client.responses.stream(model="gpt-4.1", input="hi")
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        if async_:
+            async with manager as stream:
+                async for _ in stream:
+                    break
+        else:
+            with manager as stream:
+                for _ in stream:
+                    break
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.metadata["streamed"] is True
+    assert stream is not None  # still held by the caller
