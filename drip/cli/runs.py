@@ -16,6 +16,19 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def _run_duration(ms: float | None) -> str:
+    """A run's duration (whole milliseconds, as the server gives it) for people: a run under
+    a millisecond is "< 1 ms" (was "0 µs", a precision the value does not have); minutes and
+    hours past a minute (was "7200.00 s")."""
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return "< 1 ms"
+    if ms < 60_000:
+        return format_ms(ms)
+    return f"{ms / 60_000:.1f} min" if ms < 3_600_000 else f"{ms / 3_600_000:.1f} h"
+
+
 def _runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -58,7 +71,7 @@ def _runs(args: argparse.Namespace) -> int:
             who,
             run.status.value,
             str(started).replace("T", " ")[:19],
-            format_ms(duration),
+            _run_duration(duration),
             "-" if events is None else str(events),
         )
     out = console()

@@ -278,8 +278,8 @@ class InternalErrors:
                 scope.get("method"),
                 scope.get("path"),
             )
-        except Exception:
-            _log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+        except Exception as exc:
+            _log_once(exc, scope)
             if started:
                 return
             body = error_body(500, "INTERNAL_ERROR", "The server failed; see its log for details")
@@ -287,3 +287,23 @@ class InternalErrors:
 
 
 _log = logging.getLogger("drip.server")
+
+
+def _log_once(exc: BaseException, scope: Scope) -> None:
+    """One traceback for one failure: what caused ``exc`` (a driver's error under SQLAlchemy's,
+    which repeats its words) is named on the log line, not printed as a second traceback."""
+    causes = []
+    seen = {id(exc)}
+    current = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        causes.append(f"{current.__class__.__name__}: {current}".splitlines()[0][:300])
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    exc.__cause__ = exc.__context__ = None  # the exception ends here: nothing else reads these
+    exc.__suppress_context__ = True
+    reason = f" (caused by {'; by '.join(causes)})" if causes else ""
+    _log.error(
+        "unhandled error on %s %s%s", scope.get("method"), scope.get("path"), reason, exc_info=exc
+    )

@@ -95,3 +95,29 @@ def test_long_names_cut_nothing_piped_and_any_encoding_prints(
             [sys.executable, "-m", "drip", *argv], capture_output=True, env=env, timeout=60
         )
         assert proc.returncode == 0 and shown in proc.stdout, proc.stderr.decode()
+
+
+def test_durations_read_as_people_say_them(
+    client: drip.Drip, account: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's duration is whole milliseconds: under one is "< 1 ms" (it showed "0 µs"); a
+    long one is in minutes or hours (it showed "7200.00 s")."""
+    import httpx
+
+    t0 = "2026-12-01T10:00:00.000000Z"
+    ends = {"run_fast": "2026-12-01T10:00:00.000400Z", "run_mid": "2026-12-01T10:00:01.500000Z",
+            "run_min": "2026-12-01T10:05:00.000000Z", "run_long": "2026-12-01T12:00:00.000000Z"}  # fmt: skip
+    items: list[dict[str, Any]] = []
+    for run_id, end in ends.items():
+        items.append({"type": "run.start", "id": run_id, "externalCustomerId": "u",
+                      "workflow": "w", "startedAt": t0})  # fmt: skip
+        items.append({"type": "run.end", "runId": run_id, "status": "COMPLETED", "endedAt": end})
+    headers = {"Authorization": f"Bearer {account.secret_key}"}
+    sent = httpx.post(f"{account.base_url}/v1/ingest", json={"items": items}, headers=headers)
+    assert sent.status_code == 200, sent.text
+    assert main(["runs"]) == 0
+    shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "< 1 ms" in shown["run_fast"] and "µs" not in shown["run_fast"]
+    assert "1.50 s" in shown["run_mid"]
+    assert "5.0 min" in shown["run_min"]
+    assert "2.0 h" in shown["run_long"]

@@ -115,3 +115,19 @@ def test_upgrade_keys_the_addresses_stored_before(database_url: str) -> None:
             clash = api.post("/customers", json={"onchainAddress": "0x" + CHECKSUMMED[2:].upper()})
             assert clash.status_code == 409 and clash.json()["existingCustomerId"] == "cus_first"
             assert api.post("/customers", json={"onchainAddress": "so1ana"}).status_code == 201
+
+
+def test_a_taken_address_is_named_as_the_conflict(api: httpx.Client) -> None:
+    """A new external id with an address another customer holds: the 409 names the address,
+    not the external id (which no customer has)."""
+    holder = api.post("/customers", json={"onchainAddress": CHECKSUMMED}).json()
+    for extra in ({}, {"returnExisting": True}):
+        body = {"externalCustomerId": "new_user", "onchainAddress": CHECKSUMMED.lower(), **extra}
+        clash = api.post("/customers", json=body)
+        assert clash.status_code == 409, clash.text
+        assert clash.json()["existingCustomerId"] == holder["id"]
+        assert "onchainAddress" in clash.json()["message"], clash.json()["message"]
+    taken = api.post("/customers", json={"externalCustomerId": "u2"}).json()
+    again = api.post("/customers", json={"externalCustomerId": "u2", "onchainAddress": "0x1234"})
+    assert again.status_code == 409 and again.json()["existingCustomerId"] == taken["id"]
+    assert "externalCustomerId" in again.json()["message"]

@@ -83,10 +83,15 @@ def test_an_unmapped_storage_error_is_one_json_500_too(
     handler hands it on) is answered the same way."""
     import sqlite3
 
+    import sqlalchemy.exc
+
     key = server.create_key("crash")
 
     def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise sqlite3.IntegrityError("some constraint nobody expected")
+        try:
+            raise sqlite3.IntegrityError("some constraint nobody expected")
+        except sqlite3.Error as exc:  # wrapped as SQLAlchemy wraps a driver's error
+            raise sqlalchemy.exc.IntegrityError("INSERT …", None, exc) from exc
 
     monkeypatch.setattr(storage_customers, "get_customer", broken)
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
@@ -98,6 +103,9 @@ def test_an_unmapped_storage_error_is_one_json_500_too(
         status, _, _ = _exchange(sock, stream, "/v1/customers", key)
         assert status == 200
     assert len([r for r in caplog.records if r.exc_info is not None]) == 1
+    # one traceback in the log's text too: the driver's error is named on the line
+    assert caplog.text.count("Traceback (most recent call last)") == 1
+    assert "caused by IntegrityError: some constraint nobody expected" in caplog.text
 
 
 def test_a_client_leaving_mid_body_is_one_line_not_a_traceback(

@@ -163,7 +163,11 @@ def create_customer(
             existing = customer_row(conn, account_id, existing.id)
     if existing is not None and req.return_existing and _same_identity(existing, req):
         return customer_model(existing, duplicate=True), False
+    # the field the stored customer holds: an unknown external id with a taken address is a
+    # conflict on the address (it was reported as one on the external id)
     which = "externalCustomerId" if req.external_customer_id else "onchainAddress"
+    if existing is not None and existing.external_customer_id != req.external_customer_id:
+        which = "onchainAddress"
     raise ApiError(
         409,
         "CUSTOMER_ALREADY_EXISTS",
