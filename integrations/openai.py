@@ -39,7 +39,9 @@ send the usage chunk. A chat stream read to its end (its last chunk closed a cho
 quantity 0, no token fields and ``usage: "missing"`` (not ``complete: false``), and drip logs a
 warning, once per model and endpoint, naming the endpoint and what to do. The same for a
 Responses stream whose ``response.completed`` (or ``incomplete`` / ``failed``) event carries no
-usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A stream
+usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A
+``background=True`` response answered ``queued`` / ``in_progress`` is not done: it records
+``complete: false`` with its ``status`` (drip does not meter ``responses.retrieve``). A stream
 the caller leaves before that end (``break`` and close, ``with``, dropped) or that is cut before
 its ``finish_reason`` stays ``complete: false``.
 """
@@ -71,6 +73,8 @@ _WRAPPED = (openai.Stream, openai.AsyncStream, LegacyAPIResponse, APIResponse, A
 
 _patches = Patches()
 _CHAT, _RESPONSES = "chat", "responses"
+#: a Responses answer not done yet (``background=True``): its usage comes later, elsewhere
+_PENDING = frozenset({"queued", "in_progress"})
 
 
 def _chat_usage(usage: Any) -> Usage:
@@ -243,7 +247,10 @@ class _Call:
             except Exception:  # a surprise in the SDK's object: logged, never raised
                 logger.exception("drip: reading an OpenAI usage failed; recorded without it")
                 usage = None
-            self.llm.finish_tokens(model, usage)
+            if usage is None and getattr(result, "status", None) in _PENDING:  # background
+                self.llm.finish_tokens(model, None, complete=False, extra={"status": result.status})
+            else:
+                self.llm.finish_tokens(model, usage)
             return result
         if isinstance(result, (openai.Stream, openai.AsyncStream)):
             state = self.state()
