@@ -17,7 +17,7 @@ call does nests under it), and ended once, from whatever thread or task sees the
 Streams are metered in place (``watch``): the caller keeps the SDK's own stream object, whose
 item generator drip wraps once, and a provider-specific ``StreamState`` reads the items that can
 carry usage. The event is finished exactly once: on exhaustion, on ``close()``, on leaving
-``with``, on an error while iterating, or when garbage-collected. A stream that ends before the
+``with``, on an error while iterating, when garbage-collected, or at the process's exit. A stream that ends before the
 provider's end (its final usage, or its end marker) records what was seen so far with
 ``complete: false``: the caller left early, or the connection was cut.
 
@@ -32,6 +32,7 @@ do.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import functools
 import logging
@@ -418,6 +419,7 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     from the same items).
     """
     call.stream = state
+    _open.add(call)
     attrs = vars(stream)
     if "_iterator" in attrs:  # made on the stream itself (openai): its frame holds the stream
         twin = object.__new__(type(stream))  # so read through a copy, as anthropic's SDK
@@ -430,6 +432,24 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     cls = type(stream)
     stream.__class__ = _classes.get(cls) or _watched_class(cls, is_async)
     return stream
+
+
+#: the calls of watched streams, while they live: ended at exit (see ``_end_open_at_exit``)
+_open: weakref.WeakSet[LLMCall] = weakref.WeakSet()
+
+
+def _end_open_at_exit() -> None:
+    """The process is ending with streams still open (held by a long-lived object, read by a
+    daemon thread): record each with what it saw, ``complete: false``, before drip's own exit
+    hook delivers (registered after it, so run before it); dropped after it, they were lost."""
+    for call in list(_open):
+        try:
+            call.end_stream()
+        except Exception:  # never stand between the process and its end
+            logger.exception("drip: recording an open stream at exit failed")
+
+
+atexit.register(_end_open_at_exit)
 
 
 def end_stream(stream: Any, error: BaseException | None = None) -> None:

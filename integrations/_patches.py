@@ -107,22 +107,38 @@ class Intercepted(Protocol):
     def failed(self, exc: BaseException) -> None: ...
 
 
-def method_wrapper(begin: Callable[[dict[str, Any]], Intercepted], is_async: bool) -> Any:
-    """A wrapt wrapper that begins a call, runs the SDK method, and hands over its outcome.
+def _again(call: Intercepted, exc: Exception) -> dict[str, Any] | None:
+    """The kwargs to send once more when the provider refused what drip added to the request
+    (``call.refused(exc)``, if the integration has it), else None."""
+    refused = getattr(call, "refused", None)
+    return None if refused is None else refused(exc)  # type: ignore[no-any-return,unused-ignore]
+
+
+def method_wrapper(begin: Callable[[dict[str, Any], Any], Intercepted], is_async: bool) -> Any:
+    """A wrapt wrapper that begins a call (``begin(kwargs, instance)``), runs the SDK method,
+    and hands over its outcome.
 
     SDK async methods are not always coroutine functions (openai's ``required_args`` wraps
-    them in a sync function that returns the coroutine), so the caller says which it is.
+    them in a sync function that returns the coroutine), so the caller says which it is. A
+    request the provider refuses because of what drip added to it is sent once more as the
+    caller wrote it (see ``_again``): instrumenting must not break a call.
     """
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if IN_CALL.get():
             return wrapped(*args, **kwargs)
-        call = begin(kwargs)
+        call = begin(kwargs, instance)
         event = call.llm.event
         token = IN_CALL.set(True)
         current = None if event is None else event.enter()
         try:
-            result = wrapped(*args, **call.kwargs)
+            try:
+                result = wrapped(*args, **call.kwargs)
+            except Exception as exc:
+                again = _again(call, exc)
+                if again is None:
+                    raise
+                result = wrapped(*args, **again)
         except BaseException as exc:
             call.failed(exc)
             raise
@@ -135,12 +151,18 @@ def method_wrapper(begin: Callable[[dict[str, Any]], Intercepted], is_async: boo
     async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if IN_CALL.get():
             return await wrapped(*args, **kwargs)
-        call = begin(kwargs)
+        call = begin(kwargs, instance)
         event = call.llm.event
         token = IN_CALL.set(True)
         current = None if event is None else event.enter()
         try:
-            result = await wrapped(*args, **call.kwargs)
+            try:
+                result = await wrapped(*args, **call.kwargs)
+            except Exception as exc:
+                again = _again(call, exc)
+                if again is None:
+                    raise
+                result = await wrapped(*args, **again)
         except BaseException as exc:
             call.failed(exc)
             raise

@@ -105,7 +105,7 @@ class _MessageStream(StreamState):
 
 
 class _Call:
-    def __init__(self, meter: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, meter: str, kwargs: dict[str, Any], instance: Any = None) -> None:
         model = kwargs.get("model")
         self.kwargs = kwargs
         self.model = model if isinstance(model, str) else None

@@ -26,12 +26,12 @@ or half read records the usage seen so far (none: quantity 0, no token fields) w
 sees the usage chunk drip asked for (below): raw bytes are the wire's, never edited.
 
 Chat streams carry usage only when asked (``stream_options={"include_usage": True}``). When
-the caller did not ask, drip asks, and takes the extra final chunk (empty ``choices``, the whole
-request's ``usage``) out of the stream: the caller's loop sees exactly the chunks it would have
-seen without drip, so code that reads ``chunk.choices[0]`` keeps working. drip reads that chunk
-from its SSE event (``_UsageTap``), so the SDK does not parse a chunk nobody will see. A caller
-that asked for usage gets the chunk, as usual. (A caller's ``include_usage: False`` is asked as
-True too: the usage is what is billed, and the caller's loop is the same either way.)
+the caller did not ask (or said False), drip asks, and takes the extra final chunk (empty
+``choices``, the request's ``usage``) out of the stream: the caller's loop sees exactly the
+chunks it would have seen without drip, so ``chunk.choices[0]`` keeps working. drip reads that
+chunk from its SSE event (``_UsageTap``): the SDK does not parse a chunk nobody will see. A
+caller that asked gets the chunk, as usual. A server that refuses the option is sent the
+request as the caller wrote it (``_Call.refused``).
 
 Some OpenAI-compatible servers (proxies, other providers) ignore ``stream_options`` and never
 send the usage chunk. A chat stream read to its end (its last chunk closed a choice with a
@@ -39,7 +39,9 @@ send the usage chunk. A chat stream read to its end (its last chunk closed a cho
 quantity 0, no token fields and ``usage: "missing"`` (not ``complete: false``), and drip logs a
 warning, once per model and endpoint, naming the endpoint and what to do. The same for a
 Responses stream whose ``response.completed`` (or ``incomplete`` / ``failed``) event carries no
-usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A stream
+usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A
+``background=True`` response answered ``queued`` / ``in_progress`` is not done: it records
+``complete: false`` with its ``status`` (drip does not meter ``responses.retrieve``). A stream
 the caller leaves before that end (``break`` and close, ``with``, dropped) or that is cut before
 its ``finish_reason`` stays ``complete: false``.
 """
@@ -71,6 +73,8 @@ _WRAPPED = (openai.Stream, openai.AsyncStream, LegacyAPIResponse, APIResponse, A
 
 _patches = Patches()
 _CHAT, _RESPONSES = "chat", "responses"
+#: a Responses answer not done yet (``background=True``): its usage comes later, elsewhere
+_PENDING = frozenset({"queued", "in_progress"})
 
 
 def _chat_usage(usage: Any) -> Usage:
@@ -206,6 +210,15 @@ class _ResponsesStream(StreamState):
         return True
 
 
+#: base URLs of servers that refused the ``stream_options`` drip adds (see ``_Call.refused``)
+_REFUSING: set[str] = set()
+
+
+def _base(instance: Any) -> str:
+    """The base URL of the client a resource (``client.chat.completions``) belongs to."""
+    return str(getattr(getattr(instance, "_client", None), "base_url", ""))
+
+
 def _prepare(api: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Ask a chat stream for its usage if the caller did not; True if drip asked."""
     if api != _CHAT or kwargs.get("stream") is not True:
@@ -221,14 +234,36 @@ def _prepare(api: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 class _Call:
     """One intercepted call: begun before the request, finished by its result or stream."""
 
-    def __init__(self, meter: str, api: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, meter: str, api: str, kwargs: dict[str, Any], instance: Any = None) -> None:
         self.api = api
         self.model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
-        if kwargs.get("stream") is True:
+        self.kwargs, self.hide = kwargs, False
+        if kwargs.get("stream") is True and not (_REFUSING and _base(instance) in _REFUSING):
             self.kwargs, self.hide = _prepare(api, kwargs)
-        else:
-            self.kwargs, self.hide = kwargs, False
+        self.caller_kwargs, self.instance = kwargs, instance
         self.llm = LLMCall(meter, "openai")
+
+    def refused(self, exc: Exception) -> dict[str, Any] | None:
+        """The ``stream_options`` drip added was refused (400/422: Azure before API version
+        2024-09-01-preview, some compatible servers): the caller's request, to send once more;
+        that server is not asked again (its streams record ``usage: "missing"``)."""
+        status = getattr(exc, "status_code", None)
+        if not self.hide or status not in (400, 422):
+            return None
+        if "stream_options" not in f"{exc} {getattr(exc, 'body', '')}":
+            return None
+        base = _base(self.instance)
+        if len(_REFUSING) < 256 and base not in _REFUSING:
+            _REFUSING.add(base)
+            logger.warning(
+                "drip: %s refused stream_options={'include_usage': True}, which drip adds to "
+                "chat streams to meter them; the request was sent again as written, and streams "
+                "from it are no longer asked (they record usage: 'missing'). Upgrade the server "
+                "(Azure: an API version from 2024-09-01-preview) to meter them.",
+                base or "an OpenAI-compatible server",
+            )
+        self.kwargs, self.hide = self.caller_kwargs, False
+        return self.kwargs
 
     def state(self) -> StreamState:
         if self.api == _CHAT:
@@ -243,7 +278,10 @@ class _Call:
             except Exception:  # a surprise in the SDK's object: logged, never raised
                 logger.exception("drip: reading an OpenAI usage failed; recorded without it")
                 usage = None
-            self.llm.finish_tokens(model, usage)
+            if usage is None and getattr(result, "status", None) in _PENDING:  # background
+                self.llm.finish_tokens(model, None, complete=False, extra={"status": result.status})
+            else:
+                self.llm.finish_tokens(model, usage)
             return result
         if isinstance(result, (openai.Stream, openai.AsyncStream)):
             state = self.state()

@@ -22,6 +22,11 @@ context variable set around it is seen by every span of that run, and ``AgentRun
 (awaited, e.g. an agent used as a tool inside a streamed run) sets it back to false for its own
 calls.
 
+A model call the SDK ended without any usage (a streamed run cancelled mid-call,
+``result.cancel()``) records ``complete: false``; one whose provider reported no usage (the SDK
+then says 0 and 0) records quantity 0 with ``usage: "missing"`` (see
+``drip.integrations._llm``).
+
 The SDK sends processors nothing while tracing is disabled (``RunConfig(tracing_disabled=
 True)``, ``OPENAI_AGENTS_DISABLE_TRACING=1``): then nothing is metered. Do not also instrument
 the OpenAI client the agent uses (``drip.integrations.openai``), or each call counts twice.
@@ -172,9 +177,13 @@ class DripTracingProcessor(TracingProcessor):  # type: ignore[misc,unused-ignore
         error = None
         if span.error:
             error = AgentsSpanError(str(span.error.get("message") or span.error))
+        tokens = None if usage is None else _usage(usage)
+        if tokens is not None and not (tokens.input_tokens or tokens.output_tokens):
+            tokens = None  # the SDK's zeros for a provider that sent none: usage "missing"
         call.finish_tokens(
-            _model(data), None if usage is None else _usage(usage), error=error,
-            streamed=call.streamed, extra={"agents_span": data.type},
+            _model(data), tokens, error=error, streamed=call.streamed,
+            complete=usage is not None or error is not None,  # no usage at all: cancelled
+            extra={"agents_span": data.type},
         )  # fmt: skip
 
     def shutdown(self) -> None:

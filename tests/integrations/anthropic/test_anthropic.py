@@ -279,3 +279,43 @@ def test_with_streaming_response_stream_left_early(recorder: Any, make_client: A
         assert next(iter(response.parse())).type == "message_start"
     event = only_llm(recorder.events(run.id))
     assert (event.quantity, event.metadata["complete"]) == (1211, False)  # what was reported
+
+
+def test_a_stream_still_open_at_exit_is_recorded_with_what_it_saw(
+    recorder: Any, tmp_path: Any
+) -> None:
+    # a stream held by a long-lived object when the process ends was recorded after drip's
+    # exit hook had delivered: 'dropped: recorded after the client was shut down', tokens lost
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "open_at_exit.py"
+    script.write_text(
+        "import sys, anthropic, httpx2\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from conftest import FakeAnthropic\n"
+        "import drip\n"
+        "from drip.integrations import anthropic as drip_anthropic\n"
+        "drip_anthropic.instrument()\n"
+        "client = anthropic.Anthropic(api_key='k', http_client=httpx2.Client("
+        "transport=httpx2.MockTransport(FakeAnthropic())))\n"
+        "KEPT = []\n"
+        "with drip.run('chat', customer_id=sys.argv[1]) as run:\n"
+        "    stream = client.messages.create(model='claude-sonnet-4-5', max_tokens=9, "
+        "messages=[{'role': 'user', 'content': 'hi'}], stream=True)\n"
+        "    next(iter(stream))  # message_start: the input tokens are known\n"
+        "    KEPT.append(stream)\n"
+        "print(run.id)\n"
+    )
+    env = {**os.environ, "DRIP_API_KEY": recorder.client.settings.api_key,
+           "DRIP_BASE_URL": recorder.client.settings.base_url}  # fmt: skip
+    here = str(Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, str(script), recorder.customer, here],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "dropped" not in done.stderr, done.stderr
+    event = only_llm(recorder.events(done.stdout.strip()))
+    assert (event.quantity, event.metadata["complete"]) == (1211, False)

@@ -212,3 +212,21 @@ def test_a_failed_response_without_usage_is_not_blamed_on_configuration(
     assert events[-1].type == "response.failed"
     check_missing(only_llm(recorder.events(run.id)), model="gpt-4.1")
     assert "response failed" in caplog.text and "include_usage" not in caplog.text
+
+
+def test_a_background_response_is_pending_not_usage_missing(
+    recorder: Any, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx2
+
+    def queued(request: Any) -> Any:
+        return httpx2.Response(200, json={**response_obj("queued"), "usage": None})
+
+    drip_openai.instrument()
+    client = make_client(handler=queued)
+    with drip.run("resp", customer_id=recorder.customer) as run:
+        answer = client.responses.create(model="gpt-4.1", input="hi", background=True)
+    assert answer.status == "queued"
+    meta = only_llm(recorder.events(run.id)).metadata
+    assert (meta["complete"], meta["status"]) == (False, "queued") and "usage" not in meta
+    assert "no token usage" not in caplog.text  # not a configuration problem

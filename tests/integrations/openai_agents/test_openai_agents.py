@@ -228,3 +228,54 @@ def test_a_response_span_without_usage_reads_the_responses_and_never_raises(
     assert (event.quantity, event.metadata["model"], event.metadata["input_tokens"]) == (
         70, "gpt-4.1", 50,
     )  # fmt: skip
+
+
+def slow_stream_client(*, usage: bool, words: int) -> openai.AsyncOpenAI:
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        item = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(item)}\n\n".encode()
+
+    async def body() -> Any:
+        for _ in range(words):
+            yield chunk({"content": "x"})
+            await asyncio.sleep(0.01)
+        yield chunk({}, "stop")
+        if usage:
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': USAGE})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    transport = httpx2.MockTransport(handler)
+    return openai.AsyncOpenAI(
+        api_key="sk-test", http_client=httpx2.AsyncClient(transport=transport)
+    )
+
+
+@pytest.mark.parametrize("case", ["cancelled", "no-usage"])
+async def test_a_cancelled_call_is_incomplete_and_a_call_without_usage_says_so(
+    recorder: Any, case: str
+) -> None:
+    # both were quantity 0; a cancelled call then read as a provider without usage, and a
+    # provider without usage as 0 input and 0 output tokens (the SDK's zeros)
+    cancel = case == "cancelled"
+    client = slow_stream_client(usage=cancel, words=40 if cancel else 2)
+    agent = Agent(
+        name="s", model=OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client)
+    )
+    async with drip.run("agent", customer_id=recorder.customer) as run:
+        result = Runner.run_streamed(agent, "hi")
+        seen = 0
+        async for _ in result.stream_events():
+            seen += 1
+            if cancel and seen == 5:
+                result.cancel()
+    [event] = llm_events(recorder, run.id)
+    assert event.quantity == 0 and "input_tokens" not in event.metadata
+    if cancel:
+        assert event.metadata["complete"] is False and "usage" not in event.metadata
+    else:
+        assert event.metadata["usage"] == "missing" and "complete" not in event.metadata
