@@ -235,7 +235,8 @@ def _report_key(d: Delivery, exc: DripError, durable: bool) -> None:
         why = (
             f"the server refused the API key ({exc}); nothing is lost: {held} records are kept "
             f"in the spool {spool.dir} and retried (at least once a minute), so a key fixed on "
-            f"the server is picked up. If the key was rotated, send them with the new one: "
+            f"the server is picked up. If the key was rotated, send them with the new one once "
+            f"this process has stopped: "
             f"drip spool replay {spool.dir} --api-key <new key>"
         )
     else:
