@@ -126,3 +126,17 @@ def test_a_batch_the_server_refuses_whole_is_split_down_to_the_bad_record(
     assert "a record the server refused: the server refused a batch whole: cannot read it" in out
     assert sorted(sent) == ["evt_1", "evt_2", "evt_3", "evt_4"]
     assert not list(Path(spool.dir).glob("*.batch"))
+
+
+def test_a_replay_leaves_the_batches_of_a_live_process_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = Spool(str(tmp_path), "http://127.0.0.1:9/v1", KEY, 1 << 20)  # its lock is held
+    live.write(BODY, 3)
+    assert main(["spool", "list", "--spool-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "1"  # IN USE
+    assert main(["spool", "replay", live.dir, "--api-key", KEY]) == 1
+    out = capsys.readouterr().out
+    assert "1 batch of a process that is still running left alone" in out
+    assert len(list(Path(live.dir).glob("*.batch"))) == 1
+    live.release()
