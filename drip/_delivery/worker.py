@@ -104,7 +104,8 @@ def _room(d: Delivery) -> bool:
             # no spool, or it is full: at most two batches in memory (a full spool used to
             # let them pile up without bound behind a batch retried for as long as the
             # server is down or refuses the key)
-            if sum(b.file is None for b in d.outbox) < AHEAD:
+            # (a flush's marker alone holds no records, and may wait behind a stuck batch)
+            if sum(b.file is None and b.body is not None for b in d.outbox) < AHEAD:
                 return True
             if d.gave_up():
                 return False
