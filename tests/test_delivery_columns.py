@@ -20,7 +20,7 @@ import pytest
 from drip import _records as records
 from drip import instrument as drip
 from drip._config import resolve_settings
-from drip._delivery.sender import _items
+from drip._delivery.sender import items_of
 from drip.errors import DripAPIError
 from drip.instrument import Instrumentation
 from drip.models import IngestResult
@@ -176,7 +176,7 @@ def test_a_spooled_body_is_counted_by_events(packed: bool) -> None:
     start = '{"type":"run.start","id":"run_x","customerId":"c","workflow":"w"}'
     body = f'{{"items":[{start},{records.encode_columns(flat, clock, packed)}]}}'.encode()
     assert (b'"packed"' in body) is packed
-    items, per_item, bad = _items(body, None, None)  # type: ignore[misc]
+    items, per_item, bad = items_of(body, None, None)  # type: ignore[misc]
     assert (len(items), per_item, bad) == (2, [1, 7], 0)
     halves = records.split_columns(items[1])
     assert [records.columns_count(h) for h in halves] == [3, 4]

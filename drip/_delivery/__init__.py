@@ -178,6 +178,13 @@ class Delivery:
     def replay(self) -> None:
         """Queue the batches earlier processes left in the spool, and start sending them."""
         assert self.spool is not None
+        for other in self.spool.of_other_keys():
+            logger.warning(
+                "drip: %d batches of another API key (%s) for this server wait in the spool %s; "
+                "this process does not send them. If that key was rotated and these records "
+                "belong to this account: drip spool replay %s --api-key <this key>",
+                other.batches, other.key, other.dir, other.dir,
+            )  # fmt: skip
         files, problems = self.spool.claim_orphans()
         for problem in problems:
             self.reporter.problem(DripDeliveryError(problem, code="SPOOL_CORRUPT"), logging.ERROR)

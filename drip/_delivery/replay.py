@@ -12,8 +12,9 @@ key named there, and:
   ``duplicate``), oldest first, one at a time, retrying outages with the SDK's policy within
   ``max_retry_time``;
 * removes a batch file only once the server has answered it;
-* stops, keeping the files, when the server refuses the key (401, 403), refuses a batch whole,
-  stays unreachable, or rejects every record of the first batch (the key is most likely of
+* splits a batch the server refuses whole (400, 413, 422) down to the record it cannot take,
+  which is counted refused (as the sender does);
+* stops, keeping the files, when the server refuses the key (401, 403), stays unreachable, or rejects every record of the first batch (the key is most likely of
   another account: nothing was stored, and nothing is removed).
 """
 
@@ -24,10 +25,11 @@ import time
 from dataclasses import dataclass, field
 
 from .._config import Settings
+from .._records import split_columns
 from .._transport import IngestSender, retry_delay
 from ..errors import DripAPIError, DripError
 from ..models import IngestResult
-from .sender import AUTH_STATUSES
+from .sender import AUTH_STATUSES, SPLIT_STATUSES, items_of
 from .spool import Spool, SpoolCorrupt, key_hint
 
 __all__ = ["ReplayOutcome", "replay_spool"]
@@ -43,6 +45,8 @@ class ReplayOutcome:
     sent: int = 0
     duplicates: int = 0
     rejected: int = 0
+    #: records the server refused alone (after splitting a batch it refused whole)
+    refused: int = 0
     #: why the replay stopped early (the batches not sent stay on disk), or None
     stopped: str | None = None
     #: batches still on disk: not sent (``stopped``) or held by a live process
@@ -72,12 +76,13 @@ def replay_spool(path: str, settings: Settings) -> ReplayOutcome:
             except (SpoolCorrupt, OSError) as exc:
                 outcome.problems.append(f"{exc} (kept as {spool.set_aside(file)})")
                 continue
-            result, why = _send(send, body, settings)
-            if result is None:
+            results: list[IngestResult] = []
+            why = _send_split(send, body, settings, results, outcome)
+            if why:
                 outcome.stopped = why
                 outcome.left = len(files) - n
                 break
-            if not _count(outcome, result, file.count, first=outcome.batches == 0):
+            if not _count(outcome, results, first=outcome.batches == 0):
                 outcome.stopped = (
                     f"the server rejected every record of the first batch "
                     f"({', '.join(sorted(outcome.reasons))}): is the key "
@@ -95,46 +100,86 @@ def replay_spool(path: str, settings: Settings) -> ReplayOutcome:
     return outcome
 
 
-def _send(send: IngestSender, body: bytes, settings: Settings) -> tuple[IngestResult | None, str]:
+def _send_split(
+    send: IngestSender,
+    body: bytes,
+    settings: Settings,
+    results: list[IngestResult],
+    outcome: ReplayOutcome,
+) -> str:
+    """Send ``body``, appending the answers to ``results``; a batch the server refuses whole
+    (400, 413, 422) is split in halves down to the record, which is then counted ``refused``
+    alone (as the sender does). The reason to stop, or ``""``."""
+    result, why, status = _send(send, body, settings)
+    if result is not None:
+        results.append(result)
+        return ""
+    if status not in SPLIT_STATUSES:
+        return why
+    parts = items_of(body, None, None)
+    if parts is None:
+        return why
+    items, per_item, bad = parts
+    outcome.refused += bad
+    if len(items) == 1 and per_item[0] == 1:
+        outcome.refused += 1
+        outcome.problems.append(f"a record the server refused: {why}")
+        return ""
+    if len(items) == 1:
+        items = split_columns(items[0])
+    mid = len(items) // 2
+    for half in (items[:mid], items[mid:]):
+        if half:
+            part = b'{"items":[' + b",".join(half) + b"]}"
+            why = _send_split(send, part, settings, results, outcome)
+            if why:
+                return why
+    return ""
+
+
+def _send(
+    send: IngestSender, body: bytes, settings: Settings
+) -> tuple[IngestResult | None, str, int]:
     """One batch until the server answers it; (None, why) when it will not."""
     attempt = 0
     start = time.monotonic()
     while True:
         try:
-            return send(body), ""
+            return send(body), "", 0
         except DripError as exc:
-            if isinstance(exc, DripAPIError) and exc.status_code in AUTH_STATUSES:
-                return None, f"the server refused the API key {key_hint(settings.api_key)}: {exc}"
+            status = exc.status_code if isinstance(exc, DripAPIError) else 0
+            if status in AUTH_STATUSES:
+                hint = key_hint(settings.api_key)
+                return None, f"the server refused the API key {hint}: {exc}", status
             delay = retry_delay(exc, attempt)
             if delay is None:
-                return None, f"the server refused a batch whole: {exc}"
+                return None, f"the server refused a batch whole: {exc}", status
             if time.monotonic() + delay - start > settings.max_retry_time:
-                return None, (
-                    f"the server failed for longer than max_retry_time "
-                    f"({settings.max_retry_time:g} s): {exc}"
-                )
+                why = "the server failed for longer than max_retry_time "
+                return None, f"{why}({settings.max_retry_time:g} s): {exc}", status
             time.sleep(delay)
             attempt += 1
 
 
-def _count(outcome: ReplayOutcome, result: IngestResult, count: int, *, first: bool) -> bool:
-    """Add a batch's answer; False when it rejected every record of the first batch."""
-    letters = result.statuses
-    if letters is None:
-        statuses = [r.status for r in result.results]
-        codes = [r.code or "REJECTED" for r in result.results if r.status == "rejected"]
-    else:
-        statuses = ["created" if c == "c" else "duplicate" if c == "d" else "rejected"
-                    for c in letters]  # fmt: skip
-        codes = ["REJECTED"] * letters.count("r")
+def _count(outcome: ReplayOutcome, results: list[IngestResult], *, first: bool) -> bool:
+    """Add a batch's answers; False when they rejected every record of the first batch."""
+    statuses: list[str] = []
+    codes: list[str] = []
+    for result in results:
+        letters = result.statuses
+        if letters is None:
+            statuses += [r.status for r in result.results]
+            codes += [r.code or "REJECTED" for r in result.results if r.status == "rejected"]
+        else:
+            statuses += ["created" if c == "c" else "duplicate" if c == "d" else "rejected"
+                         for c in letters]  # fmt: skip
+            codes += ["REJECTED"] * letters.count("r")
+    for code in codes:
+        outcome.reasons[code] = outcome.reasons.get(code, 0) + 1
     if first and statuses and len(codes) == len(statuses):
-        for code in codes:
-            outcome.reasons[code] = outcome.reasons.get(code, 0) + 1
         return False
     outcome.batches += 1
     outcome.duplicates += statuses.count("duplicate")
     outcome.rejected += len(codes)
     outcome.sent += len(statuses) - statuses.count("duplicate") - len(codes)
-    for code in codes:
-        outcome.reasons[code] = outcome.reasons.get(code, 0) + 1
     return True

@@ -46,7 +46,7 @@ __all__ = ["run_sender"]
 logger = logging.getLogger("drip")
 
 #: a whole batch refused with one of these may hold one bad record: split it to find it
-_SPLIT_STATUSES = frozenset({400, 413, 422})
+SPLIT_STATUSES = frozenset({400, 413, 422})
 #: the server refused the API key (unknown, revoked, rotated, not allowed), not the records
 AUTH_STATUSES = frozenset({401, 403})
 #: the longest wait between two tries of a refused key, with a spool
@@ -144,7 +144,7 @@ def _deliver(
                 if (
                     count > 1
                     and isinstance(exc, DripAPIError)
-                    and exc.status_code in _SPLIT_STATUSES
+                    and exc.status_code in SPLIT_STATUSES
                 ):
                     return _split(d, body, sizes, counts, durable=durable)
                 d.counters.refused += count
@@ -235,7 +235,8 @@ def _report_key(d: Delivery, exc: DripError, durable: bool) -> None:
         why = (
             f"the server refused the API key ({exc}); nothing is lost: {held} records are kept "
             f"in the spool {spool.dir} and retried (at least once a minute), so a key fixed on "
-            f"the server is picked up. If the key was rotated, send them with the new one: "
+            f"the server is picked up. If the key was rotated, send them with the new one once "
+            f"this process has stopped: "
             f"drip spool replay {spool.dir} --api-key <new key>"
         )
     else:
@@ -285,7 +286,7 @@ def _split(
 ) -> bool:
     """Send the two halves of a refused batch, each on its own (down to single records; an
     ``events`` item alone is cut into two by its columns)."""
-    parts = _items(body, sizes, counts)
+    parts = items_of(body, sizes, counts)
     if parts is None:
         d.counters.refused += len(sizes or ()) or 1
         d.reporter.failure("REFUSED", len(sizes or ()) or 1, "a batch that cannot be split")
@@ -317,7 +318,7 @@ def _split(
     return True
 
 
-def _items(
+def items_of(
     body: bytes, sizes: list[int] | None, counts: dict[int, int] | None
 ) -> tuple[list[bytes], list[int], int] | None:
     """The items of a batch body as bytes, the records each stands for, and how many records

@@ -225,6 +225,27 @@ class Spool:
             if not any(n.startswith(prefix) for n in os.listdir(self.dir)):
                 os.unlink(os.path.join(self.dir, self.owner + ".lock"))
 
+    def of_other_keys(self) -> list[SpoolSummary]:
+        """The sibling directories for the same server with batches waiting: those of another
+        API key (after a rotation, this process never replays them by itself)."""
+        mine = survey_meta(self.dir)
+        if mine is None:
+            return []
+        found = []
+        root = os.path.dirname(self.dir)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(root):
+                if entry.path == self.dir or not entry.is_dir():
+                    continue
+                other = survey_meta(entry.path)
+                if other is None or other.base_url != mine.base_url:
+                    continue
+                with contextlib.suppress(OSError):
+                    other.batches = sum(n.endswith(".batch") for n in os.listdir(entry.path))
+                if other.batches:
+                    found.append(other)
+        return found
+
     def release(self) -> None:
         """Let go of this owner's lock (``drip spool replay`` at its end): what it kept is then
         claimable by the next replay, in this process too."""
@@ -318,14 +339,22 @@ class SpoolSummary:
     owners: set[str] = field(default_factory=set)
 
 
-def survey(folder: str) -> SpoolSummary:
-    """Read what ``folder`` (one spool directory) holds, without changing anything."""
-    summary = SpoolSummary(os.path.abspath(folder))
-    with contextlib.suppress(OSError, ValueError):
+def survey_meta(folder: str) -> SpoolSummary | None:
+    """What ``spool.json`` says of ``folder`` (None without one), nothing counted yet."""
+    try:
         with open(os.path.join(folder, META), encoding="utf-8") as f:
             data = json.load(f)
-        summary.base_url = str(data.get("base_url") or "") or None
-        summary.key = str(data.get("key") or "") or None
+        base_url, key = data.get("base_url"), data.get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return SpoolSummary(
+        os.path.abspath(folder), str(base_url or "") or None, str(key or "") or None
+    )
+
+
+def survey(folder: str) -> SpoolSummary:
+    """Read what ``folder`` (one spool directory) holds, without changing anything."""
+    summary = survey_meta(folder) or SpoolSummary(os.path.abspath(folder))
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.endswith(".corrupt"):
             summary.corrupt += 1

@@ -92,8 +92,8 @@ def run_worker(d: Delivery) -> None:
 
 def _room(d: Delivery) -> bool:
     """Wait until another batch may be encoded; False when a shutdown deadline passed."""
-    with d.cond:
-        while True:
+    while True:
+        with d.cond:
             spool = d.spool
             if (
                 spool is not None
@@ -104,46 +104,49 @@ def _room(d: Delivery) -> bool:
             # no spool, or it is full: at most two batches in memory (a full spool used to
             # let them pile up without bound behind a batch retried for as long as the
             # server is down or refuses the key)
-            if sum(b.file is None for b in d.outbox) < AHEAD:
+            # (a flush's marker alone holds no records, and may wait behind a stuck batch)
+            if sum(b.file is None and b.body is not None for b in d.outbox) < AHEAD:
                 return True
             if d.gave_up():
                 return False
-            if spool is None or not _give_up_one(d):
+            lost = 0 if spool is None else _give_up_one(d)
+            if not lost:
                 d.cond.wait(0.05)
+                continue
+        if d.outage_failed == lost:  # the first of this outage (on_error: not under the lock)
+            what = "refused the API key" if d.key_refused else "failed"
+            d.reporter.failure(
+                "UNDELIVERED",
+                lost,
+                f"the server {what} for longer than the retry budget "
+                f"(max_retry_time={d.settings.max_retry_time:g} s) and the spool is full "
+                f"(spool_max_bytes={d.settings.spool_max_bytes})",
+            )
 
 
-def _give_up_one(d: Delivery) -> bool:
+def _give_up_one(d: Delivery) -> int:
     """With the spool full behind a batch on disk that the sender keeps retrying (the server
     down, or refusing the key, past the retry budget): the oldest batch held in memory is
-    reported undelivered, as it would be without a spool, so the caller is not held for as
-    long as that lasts. Called under ``d.cond``; False when there is nothing to give up."""
+    counted undelivered, as it would be without a spool, so the caller is not held for as
+    long as that lasts. Called under ``d.cond``; its records (0: nothing to give up)."""
     since = d.down_since
     if since is None or time.monotonic() - since < d.settings.max_retry_time:
-        return False
+        return 0
     if not d.outbox or d.outbox[0].file is None:
-        return False  # the sender gives up in-memory batches itself past the budget
+        return 0  # the sender gives up in-memory batches itself past the budget
     for n, batch in enumerate(d.outbox):
         if n and batch.file is None and batch.count:
             break
     else:
-        return False
+        return 0
     del d.outbox[n]
     d.queued -= batch.count
     d.counters.undelivered += batch.count
+    d.outage_failed += batch.count
     if batch.marker is not None:
         batch.marker.set()
-    if d.outage_failed == 0:
-        what = "refused the API key" if d.key_refused else "failed"
-        d.reporter.failure(
-            "UNDELIVERED",
-            batch.count,
-            f"the server {what} for longer than the retry budget "
-            f"(max_retry_time={d.settings.max_retry_time:g} s) and the spool is full "
-            f"(spool_max_bytes={d.settings.spool_max_bytes})",
-        )
-    d.outage_failed += batch.count
     d.cond.notify_all()
-    return True
+    return batch.count
 
 
 def _pump(d: Delivery, clock: Clock) -> None:

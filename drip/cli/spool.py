@@ -137,13 +137,14 @@ def _replay(args: argparse.Namespace) -> int:
     outcome = replay_spool(path, settings)
     out = console()
     out.print(
-        f"replayed {outcome.sent + outcome.duplicates + outcome.rejected:,} records "
+        f"replayed {outcome.sent + outcome.duplicates + outcome.rejected + outcome.refused:,} records "
         f"({_n(outcome.batches, 'batch')}) from {path} to {outcome.base_url}: {outcome.sent:,} "
-        f"stored, {outcome.duplicates:,} already there, {outcome.rejected:,} rejected"
+        f"stored, {outcome.duplicates:,} already there, "
+        f"{outcome.rejected + outcome.refused:,} rejected"
         + (f" ({_reasons(outcome.reasons)})" if outcome.rejected else "")
     )
     for problem in outcome.problems:
-        out.print(f"damaged: {problem}")
+        out.print(f"  {problem}")
     if outcome.live:
         out.print(
             f"{_n(outcome.live, 'batch')} of a process that is still running left alone: "

@@ -80,3 +80,63 @@ def test_a_replay_whose_key_is_refused_stops_and_keeps_every_file(
     assert "stopped, 2 batches kept" in err and "the server refused the API key" in err
     assert "this server does not know it" in err
     assert len(list(folder.glob("*.batch"))) == 2
+
+
+def test_a_batch_the_server_refuses_whole_is_split_down_to_the_bad_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the sender does: the other records are stored and the file removed, the bad one is
+    counted alone (the replay used to stop there, for good, with every record after it)."""
+    from drip._delivery import replay
+    from drip.errors import DripBadRequestError
+    from drip.models import IngestResult
+
+    sent: list[str] = []
+
+    class Server:
+        def __init__(self, settings: Any) -> None:
+            pass
+
+        def __call__(self, body: bytes) -> IngestResult:
+            items = json.loads(body)["items"]
+            if any(i["id"] == "evt_bad" for i in items):
+                raise DripBadRequestError("cannot read it", status_code=422)
+            sent.extend(i["id"] for i in items)
+            results = [
+                {"index": n, "id": i["id"], "status": "created"} for n, i in enumerate(items)
+            ]
+            return IngestResult.model_validate(
+                {"results": results, "created": len(items), "duplicates": 0, "updated": 0,
+                 "rejected": 0}
+            )  # fmt: skip
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(replay, "IngestSender", Server)
+    ids = ["evt_1", "evt_2", "evt_bad", "evt_3", "evt_4"]
+    items = [{"type": "event", "id": i} for i in ids]
+    body = json.dumps({"items": items}, separators=(",", ":")).encode()  # as the SDK writes
+    spool = Spool(str(tmp_path), "http://127.0.0.1:9/v1", KEY, 1 << 20)
+    spool.write(body, 5)
+    spool.release()
+    assert main(["spool", "replay", spool.dir, "--api-key", KEY]) == 1
+    out, err = capsys.readouterr()
+    assert "4 stored, 0 already there, 1 rejected" in " ".join(out.split()), (out, err)
+    assert "a record the server refused: the server refused a batch whole: cannot read it" in out
+    assert sorted(sent) == ["evt_1", "evt_2", "evt_3", "evt_4"]
+    assert not list(Path(spool.dir).glob("*.batch"))
+
+
+def test_a_replay_leaves_the_batches_of_a_live_process_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = Spool(str(tmp_path), "http://127.0.0.1:9/v1", KEY, 1 << 20)  # its lock is held
+    live.write(BODY, 3)
+    assert main(["spool", "list", "--spool-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "1"  # IN USE
+    assert main(["spool", "replay", live.dir, "--api-key", KEY]) == 1
+    out = capsys.readouterr().out
+    assert "1 batch of a process that is still running left alone" in out
+    assert len(list(Path(live.dir).glob("*.batch"))) == 1
+    live.release()

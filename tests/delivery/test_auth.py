@@ -506,3 +506,48 @@ def test_while_the_key_is_refused_flush_and_shutdown_return_once_everything_is_o
     assert (report.failed, report.pending, report.spooled) == (0, 0, 20)
     assert sum(int(p.read_bytes().split()[1]) for p in tmp_path.rglob("*.batch")) == 20
     assert codes(instr) == ["UNAUTHORIZED"]
+
+
+def test_a_process_with_a_new_key_says_where_the_old_keys_records_wait(
+    make: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It does not send them (they may be another account's), but it no longer keeps quiet
+    about them: the directory and the command that sends them are in its log."""
+    from drip._delivery.spool import Spool
+
+    old = Spool(str(tmp_path), "http://127.0.0.1:9/v1", "sk_test_1111111", 1 << 20)
+    old.write(b'{"items":[]}', 3)
+    old.release()
+    Spool(str(tmp_path), "http://127.0.0.1:8/v1", "sk_test_2222222", 1 << 20).release()
+    with caplog.at_level("WARNING", logger="drip"):
+        make(spool_dir=str(tmp_path))  # sk_test_0000000, http://127.0.0.1:9/v1
+    [line] = [r.getMessage() for r in caplog.records if "another API key" in r.getMessage()]
+    assert f"drip spool replay {old.dir} --api-key" in line
+    assert "sk_test_1111…" in line and "sk_test_1111111" not in line
+    assert len(list(Path(old.dir).glob("*.batch"))) == 1  # not taken
+
+
+def test_flushes_while_the_key_is_refused_do_not_hold_the_worker_behind_a_full_spool(
+    make: Any, fake: FakeIngest, tmp_path: Path
+) -> None:
+    """Each flush there returns at once and leaves a marker behind the stuck batch; counted as
+    batches in memory, two of them stopped the worker, and the caller then waited for as long
+    as the key was refused."""
+    fake.refusals = None
+    instr = make(
+        spool_dir=str(tmp_path), spool_max_bytes=30_000, max_buffer=500,
+        max_batch_items=100, max_retry_time=0.3,
+    )  # fmt: skip
+    record(instr, 100)
+    wait_for(lambda: instr.stats().spooled > 0, 20)
+    for _ in range(5):
+        instr.flush(0.2)
+    done = threading.Event()
+
+    def produce() -> None:
+        for _ in range(20):
+            record(instr, 100)
+        done.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    assert done.wait(30), "the caller was held"
