@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Any
 
@@ -131,9 +132,12 @@ def _replay(args: argparse.Namespace) -> int:
         raise CommandError(
             f"the spool {path} does not say which server it is for: pass --base-url URL"
         )
-    if not args.api_key:
-        raise CommandError("pass the key to send them with: --api-key KEY")
-    settings = resolve_settings(api_key=args.api_key, base_url=base_url, env={})
+    api_key = args.api_key
+    if api_key == "-":  # from stdin: a key on the command line is seen by anyone running ps
+        api_key = sys.stdin.readline().strip()
+    if not api_key:
+        raise CommandError("pass the key to send them with: --api-key KEY (or - to read stdin)")
+    settings = resolve_settings(api_key=api_key, base_url=base_url, env={})
     outcome = replay_spool(path, settings)
     out = console()
     out.print(
@@ -178,7 +182,10 @@ def add(commands: Any) -> None:
     )
     replay.add_argument("spool", metavar="SPOOL", help="its path, or its name in drip spool list")
     replay.add_argument(
-        "--api-key", required=True, help="the key to send them with (of the same account)"
+        "--api-key",
+        required=True,
+        metavar="KEY",
+        help="the key to send them with (of the same account); - reads it from stdin, out of ps",
     )
     replay.add_argument(
         "--base-url", metavar="URL", help="the server (default: the one the spool was for)"

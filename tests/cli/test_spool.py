@@ -82,6 +82,25 @@ def test_a_replay_whose_key_is_refused_stops_and_keeps_every_file(
     assert len(list(folder.glob("*.batch"))) == 2
 
 
+def test_a_replay_reads_the_key_from_stdin_given_as_a_dash(
+    tmp_path: Path,
+    live_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--api-key -``: the key is read from stdin, where ``ps`` cannot see it."""
+    import io
+
+    folder = spooled(tmp_path, base_url=live_server.url + "/v1")
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk_local_" + "0" * 48 + "\n"))
+    assert main(["spool", "replay", str(folder), "--api-key", "-"]) == 1
+    assert "the server refused the API key" in capsys.readouterr().err  # that key was used
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["spool", "replay", str(folder), "--api-key", "-"]) == 2
+    assert "--api-key KEY (or - to read stdin)" in capsys.readouterr().err
+    assert len(list(folder.glob("*.batch"))) == 2
+
+
 def test_a_batch_the_server_refuses_whole_is_split_down_to_the_bad_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
