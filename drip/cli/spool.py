@@ -20,6 +20,16 @@ from ._common import CommandError, console
 __all__ = ["add"]
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text!r}")
+    return value
+
+
 def _root(args: argparse.Namespace) -> str:
     root = args.spool_dir or os.environ.get("DRIP_SPOOL_DIR")
     if not root:
@@ -137,9 +147,15 @@ def _replay(args: argparse.Namespace) -> int:
         api_key = sys.stdin.readline().strip()
     if not api_key:
         raise CommandError("pass the key to send them with: --api-key KEY (or - to read stdin)")
-    settings = resolve_settings(api_key=api_key, base_url=base_url, env={})
-    outcome = replay_spool(path, settings)
+    settings = resolve_settings(
+        api_key=api_key, base_url=base_url, max_retry_time=args.max_retry_time, env={}
+    )
     out = console()
+    console(stderr=True).print(
+        f"sending {path} to {base_url} (a server that does not answer is retried for up to "
+        f"{settings.max_retry_time:g} s: --max-retry-time)"
+    )
+    outcome = replay_spool(path, settings)
     out.print(
         f"replayed {outcome.sent + outcome.duplicates + outcome.rejected + outcome.refused:,} records "
         f"({_n(outcome.batches, 'batch')}) from {path} to {outcome.base_url}: {outcome.sent:,} "
@@ -191,4 +207,10 @@ def add(commands: Any) -> None:
         "--base-url", metavar="URL", help="the server (default: the one the spool was for)"
     )
     replay.add_argument("--spool-dir", metavar="DIR", help="the spool (default: DRIP_SPOOL_DIR)")
+    replay.add_argument(
+        "--max-retry-time",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long a server that does not answer is retried before stopping (default 60)",
+    )
     replay.set_defaults(handler=_replay)

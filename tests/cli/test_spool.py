@@ -101,6 +101,30 @@ def test_a_replay_reads_the_key_from_stdin_given_as_a_dash(
     assert len(list(folder.glob("*.batch"))) == 2
 
 
+def test_a_replay_to_a_server_that_does_not_answer_says_so_and_stops_within_its_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = spooled(tmp_path, base_url=f"http://127.0.0.1:{port}/v1")
+    started = time.monotonic()
+    argv = ["spool", "replay", str(folder), "--api-key", KEY, "--max-retry-time", "1"]
+    assert main(argv) == 1
+    assert time.monotonic() - started < 15  # the default budget is 60 s
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"sending {folder} to http://127.0.0.1:{port}/v1" in err and "1 s" in err
+    assert "stopped, 2 batches kept" in err
+    assert len(list(folder.glob("*.batch"))) == 2
+    with pytest.raises(SystemExit) as exited:  # a budget that cannot be one is named
+        main([*argv[:-1], "-5"])
+    assert exited.value.code == 2
+    assert "--max-retry-time: must be a number of seconds" in capsys.readouterr().err
+
+
 def test_a_batch_the_server_refuses_whole_is_split_down_to_the_bad_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
