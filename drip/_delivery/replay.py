@@ -25,11 +25,10 @@ import time
 from dataclasses import dataclass, field
 
 from .._config import Settings
-from .._records import split_columns
 from .._transport import IngestSender, retry_delay
 from ..errors import DripAPIError, DripError
 from ..models import IngestResult
-from .sender import AUTH_STATUSES, SPLIT_STATUSES, items_of
+from .sender import AUTH_STATUSES, SPLIT_STATUSES, halves
 from .spool import Spool, SpoolCorrupt, key_hint
 
 __all__ = ["ReplayOutcome", "replay_spool"]
@@ -116,24 +115,19 @@ def _send_split(
         return ""
     if status not in SPLIT_STATUSES:
         return why
-    parts = items_of(body, None, None)
-    if parts is None:
+    split = halves(body, None, None)
+    if split is None:
         return why
-    items, per_item, bad = parts
+    parts, bad = split
     outcome.refused += bad
-    if len(items) == 1 and per_item[0] == 1:
+    if len(parts) == 1 and parts[0].records == 1:  # the record the server cannot take
         outcome.refused += 1
         outcome.problems.append(f"a record the server refused: {why}")
         return ""
-    if len(items) == 1:
-        items = split_columns(items[0])
-    mid = len(items) // 2
-    for half in (items[:mid], items[mid:]):
-        if half:
-            part = b'{"items":[' + b",".join(half) + b"]}"
-            why = _send_split(send, part, settings, results, outcome)
-            if why:
-                return why
+    for part in parts:
+        why = _send_split(send, part.body, settings, results, outcome)
+        if why:
+            return why
     return ""
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._records import columns_count, item_is_columns, split_columns
 from .._transport import backoff_delay, retry_delay
@@ -286,36 +286,58 @@ def _split(
 ) -> bool:
     """Send the two halves of a refused batch, each on its own (down to single records; an
     ``events`` item alone is cut into two by its columns)."""
-    parts = items_of(body, sizes, counts)
-    if parts is None:
+    split = halves(body, sizes, counts)
+    if split is None:
         d.counters.refused += len(sizes or ()) or 1
         d.reporter.failure("REFUSED", len(sizes or ()) or 1, "a batch that cannot be split")
         return True
-    items, per_item, bad = parts
+    parts, bad = split
     if bad:
         d.counters.refused += bad
         d.reporter.failure("REFUSED", bad, "the end of a spooled batch is not valid JSON")
-    if len(items) == 1:
-        items = split_columns(items[0])
-        per_item = [columns_count(item) for item in items]
-    mid = len(items) // 2
-    for first, stop in ((0, mid), (mid, len(items))):
-        half = items[first:stop]
-        if not half:
-            continue
-        part = b'{"items":[' + b",".join(half) + b"]}"
-        many = {i: n for i, n in enumerate(per_item[first:stop]) if n != 1}
+    for part in parts:
         sent = _deliver(
-            d,
-            part,
-            sum(per_item[first:stop]),
-            durable=durable,
-            sizes=[len(i) for i in half],
-            counts=many or None,
+            d, part.body, part.records, durable=durable, sizes=part.sizes, counts=part.counts
         )
         if not sent:
             return False
     return True
+
+
+class Half(NamedTuple):
+    """One half of a refused batch, ready to send on its own."""
+
+    body: bytes
+    #: the records it stands for
+    records: int
+    #: its items' lengths in bytes, and the records of those that stand for more than one
+    sizes: list[int]
+    counts: dict[int, int] | None
+
+
+def halves(
+    body: bytes, sizes: list[int] | None, counts: dict[int, int] | None
+) -> tuple[list[Half], int] | None:
+    """A refused batch cut in two (one ``events`` item alone: by its columns), and how many
+    records at its end could not be read; None for a body that is not a batch. The sender and
+    ``drip spool replay`` halve a refused batch this way down to the record it cannot take."""
+    parts = items_of(body, sizes, counts)
+    if parts is None:
+        return None
+    items, per_item, bad = parts
+    if len(items) == 1:
+        items = split_columns(items[0])
+        per_item = [columns_count(item) for item in items]
+    mid = len(items) // 2
+    out = []
+    for first, stop in ((0, mid), (mid, len(items))):
+        half = items[first:stop]
+        if half:
+            many = {i: n for i, n in enumerate(per_item[first:stop]) if n != 1}
+            joined = b'{"items":[' + b",".join(half) + b"]}"
+            records = sum(per_item[first:stop])
+            out.append(Half(joined, records, [len(i) for i in half], many or None))
+    return out, bad
 
 
 def items_of(
