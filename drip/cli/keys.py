@@ -20,8 +20,11 @@ __all__ = ["add"]
 
 
 def _create(args: argparse.Namespace) -> int:
-    from ..server.keys import KeyStore
+    from ..server.keys import KeyStore, account_problem
 
+    problem = account_problem(args.account)
+    if problem is not None:  # before the database is opened (or made)
+        raise CommandError(problem)
     url = database_url(args, must_exist=True)
     with opened(url) as db:
         db.upgrade()
@@ -33,7 +36,12 @@ def _create(args: argparse.Namespace) -> int:
 
 def _existing(args: argparse.Namespace) -> str:
     """The database of ``list`` and ``revoke``: one that exists (they would make an empty one,
-    and answer about it, from a mistyped ``--db``)."""
+    and answer about it, from a mistyped ``--db``); and an ``--account`` that can be a name."""
+    from ..server.keys import account_problem
+
+    problem = None if args.account is None else account_problem(args.account)
+    if problem is not None:
+        raise CommandError(problem)
     if not args.database_url and args.db and not os.path.exists(args.db):
         raise CommandError(f"no database at {os.path.abspath(args.db)}")
     return database_url(args, must_exist=True)
@@ -59,17 +67,23 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _who() -> str:
-    """Who revokes, when ``--by`` does not say: the user and host running the command."""
+    """Who revokes, when ``--by`` does not say: the user and host running the command (bytes
+    that are not UTF-8 escaped, at most 256 characters: it is stored)."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in the environment nor in the password database
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    who = f"{user}@{socket.gethostname()}"
+    who = who.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else "?" for c in who)[:256]
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from ..server.keys import CACHE_SECONDS, KeyRefused, KeyStore
+    from ..server.keys import CACHE_SECONDS, KeyRefused, KeyStore, account_problem
 
+    problem = None if args.by is None else account_problem(args.by, "--by name")
+    if problem is not None:
+        raise CommandError(problem)
     ref = sys.stdin.readline().strip() if args.key == "-" else args.key.strip()
     if not ref:
         raise CommandError("no key given: name the key, or its first characters")

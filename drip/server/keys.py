@@ -33,6 +33,7 @@ __all__ = [
     "KeyRefused",
     "KeyStore",
     "Principal",
+    "account_problem",
     "hash_key",
 ]
 
@@ -46,6 +47,20 @@ CACHE_SECONDS = 1.0
 class KeyRefused(ValueError):
     """A revocation that was not done, and why (no key matches, several do, the last secret
     key of an account without ``force``)."""
+
+
+def account_problem(name: str, what: str = "account name") -> str | None:
+    """What makes ``name`` unfit to be an account's name (it is stored and listed), or None;
+    ``what``: the thing named, for the message (``revoke --by`` checks who revokes the same)."""
+    if not name.strip():
+        return f"the {what} cannot be empty"
+    if len(name) > 256:
+        return f"the {what} has at most 256 characters, not {len(name)}"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return f"the {what} {name!r} is not valid UTF-8 (a byte the shell could not decode)"
+    if not name.isprintable():
+        return f"the {what} {name!r} holds a control character"
+    return None
 
 
 def _insert_key(conn: Connection, account: str, public: bool) -> str:
@@ -134,7 +149,11 @@ class KeyStore:
         self._cache: dict[str, tuple[Principal, float]] = {}
 
     def create_key(self, account: str = DEFAULT_ACCOUNT, public: bool = False) -> str:
-        """A new key for ``account`` (created if new); the only time the key is visible."""
+        """A new key for ``account`` (created if new); the only time the key is visible.
+        ``ValueError`` for a name that cannot be one (``account_problem``)."""
+        problem = account_problem(account)
+        if problem is not None:
+            raise ValueError(problem)
         with self._db.write() as conn:
             return _insert_key(conn, account, public)
 
@@ -198,6 +217,8 @@ class KeyStore:
         when no key or several match, or for the last secret key of an account that still has
         one unless ``force``: that account could no longer read its data."""
         keys = schema.api_keys
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in ref):
+            raise KeyRefused(f"{ref!r} is not a key: it holds a byte that is not valid UTF-8")
         with self._db.write() as conn:
             lock_names(conn, ["drip-accounts"])  # two revocations of an account take turns
             query = _info_query()

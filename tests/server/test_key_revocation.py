@@ -158,3 +158,47 @@ def test_list_and_revoke_refuse_a_database_that_is_not_there(
     assert main(["keys", "revoke", "--db", str(missing), "sk_local_abc"]) == 2
     assert capsys.readouterr().err.count(f"no database at {missing}") == 2
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["keys", "create", "--account", "acc\udcff"], "not valid UTF-8"),
+        (["keys", "create", "--account", "  "], "cannot be empty"),
+        (["keys", "create", "--account", "a" * 257], "at most 256 characters"),
+        (["keys", "create", "--account", "a\x01b"], "control character"),
+        (["keys", "list", "--account", "acc\udcff"], "not valid UTF-8"),
+        (["keys", "revoke", "sk_\udcff"], "not valid UTF-8"),
+        (["keys", "revoke", "sk_local_", "--by", "me\udcff"], "not valid UTF-8"),
+        (["keys", "revoke", "sk_local_", "--by", "x" * 300], "at most 256 characters"),
+    ],
+)
+def test_names_and_keys_that_cannot_be_stored_are_refused_by_name(
+    db: Database,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    said: str,
+) -> None:
+    """A non-UTF-8 account name or key (bytes the shell could not decode), an empty, too long
+    or control-character name: exit 2 naming the problem; they were tracebacks (a surrogate
+    cannot be encoded, PostgreSQL's VARCHAR(256)) or stored (an empty name)."""
+    KeyStore(db).create_key("someone")
+    assert main([*argv, "--database-url", database_url]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert [k.account for k in KeyStore(db).list_keys()] == ["someone"]
+
+
+def test_who_revokes_is_stored_even_from_an_odd_environment(
+    db: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user name that is not UTF-8 (``USER`` with a stray byte): escaped, not a traceback."""
+    store = KeyStore(db)
+    store.create_key("env")
+    key = store.create_key("env", public=True)
+    monkeypatch.setenv("LOGNAME", "r\udcff")
+    monkeypatch.setenv("USER", "r\udcff")
+    assert main(["keys", "revoke", "--database-url", database_url, key]) == 0
+    (revoked,) = [k for k in store.list_keys("env") if k.revoked_at]
+    assert revoked.revoked_by is not None and revoked.revoked_by.startswith("r\\xff@")
