@@ -128,8 +128,8 @@ def add(commands: Any) -> None:
     revoke.add_argument(
         "key",
         metavar="KEY",
-        help="the whole key, or its first characters as `drip keys list` shows them (at most "
-        "12); - reads it from stdin",
+        help="the whole key, its ID or its first characters as `drip keys list` shows them "
+        "(at most 12; several keys matching is refused); - reads it from stdin",
     )
     revoke.add_argument("--account", help="only a key of this account")
     revoke.add_argument(

@@ -211,8 +211,9 @@ class KeyStore:
     def revoke(
         self, ref: str, by: str, account: str | None = None, force: bool = False
     ) -> tuple[KeyInfo, bool]:
-        """Revoke the key ``ref`` names: the whole key, or the first characters of exactly one
-        stored key (at most ``HINT_LENGTH``: no more of a key is stored). (the key as it is
+        """Revoke the key ``ref`` names: the whole key, its id (``drip keys list``), or the
+        first characters of exactly one stored key (at most ``HINT_LENGTH``: no more of a key
+        is stored). (the key as it is
         now, whether this call revoked it: False when it was revoked already). ``KeyRefused``
         when no key or several match, or for the last secret key of an account that still has
         one unless ``force``: that account could no longer read its data."""
@@ -231,6 +232,10 @@ class KeyStore:
                 query = query.where(schema.accounts.c.name == account)
             if exact:
                 found = exact
+            elif ref.isdigit():  # the ID `drip keys list` shows (no key or prefix is digits)
+                found = conn.execute(query.where(keys.c.seq == int(ref))).all()
+                if not found:
+                    raise KeyRefused(f"no key{_of(account)} has the id {ref} (`drip keys list`)")
             elif len(ref) > HINT_LENGTH:
                 raise KeyRefused(
                     f"{ref[:HINT_LENGTH]}… is not a whole key this database holds, and only "
@@ -241,15 +246,11 @@ class KeyStore:
                 found = [r for r in conn.execute(query) if r.hint.startswith(ref)]
             if not found:
                 raise KeyRefused(f"no key{_of(account)} starts with {ref!r} (`drip keys list`)")
-            if len(found) > 1:
-                live = [r for r in found if r.revoked_at is None]
-                if len(live) != 1:
-                    shown = ", ".join(f"{r.hint}… (id {r.seq}, {r.name})" for r in found)
-                    raise KeyRefused(
-                        f"{len(found)} keys start with {ref!r}: {shown}; give more characters "
-                        "or the whole key"
-                    )
-                found = live
+            if len(found) > 1:  # never a guess, not even the one that is not revoked yet
+                shown = ", ".join(f"{r.hint}… (id {r.seq}, {r.name})" for r in found)
+                raise KeyRefused(
+                    f"{len(found)} keys start with {ref!r}: {shown}; give the whole key, or its id"
+                )
             info = KeyInfo(*found[0])
             if info.revoked_at is not None:
                 return info, False

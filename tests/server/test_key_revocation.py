@@ -119,6 +119,15 @@ def test_a_key_named_by_too_little_or_too_much_is_not_guessed(db: Database) -> N
     with pytest.raises(KeyRefused, match="no key of account 'elsewhere' starts with"):
         store.revoke(keys[0][:12], by="t", account="elsewhere")
     assert all(store.verify(k).revoked_at is None for k in keys)  # type: ignore[union-attr]
+    # a prefix matching a revoked key and a live one is not taken as the live one
+    first = store.list_keys("many")[0]
+    store.revoke(str(first.id), by="t")  # by the id `drip keys list` shows
+    with pytest.raises(KeyRefused, match="3 keys start with"):
+        store.revoke("pk_local_", by="t")
+    with pytest.raises(KeyRefused, match="no key has the id 999"):
+        store.revoke("999", by="t")
+    revoked = [k.id for k in store.list_keys("many") if k.revoked_at]
+    assert revoked == [first.id]
 
 
 def test_revision_0005_goes_down_and_up(db: Database, database_url: str) -> None:
