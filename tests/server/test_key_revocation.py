@@ -29,7 +29,7 @@ def db(database_url: str) -> Iterator[Database]:
     found.dispose()
 
 
-def test_a_revoked_key_is_refused_by_every_worker_at_once(database_url: str) -> None:
+def test_a_revoked_key_is_refused_by_every_worker_within_a_second(database_url: str) -> None:
     """Two workers, each of which has accepted the key (and trusts it for CACHE_SECONDS);
     `drip keys revoke` (another process's write); after CACHE_SECONDS, every request, on new
     connections, is 401 naming the revocation (before: no revoke, and workers cached keys for
