@@ -70,7 +70,11 @@ def missing_extra(exc: ModuleNotFoundError) -> str | None:
 
 def add_db_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="PATH", help=f"SQLite file (default: {DEFAULT_DB})")
+    where.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"SQLite file (default: $DRIP_DATABASE_URL when set, else {DEFAULT_DB})",
+    )
     where.add_argument(
         "--database-url",
         metavar="URL",
@@ -79,13 +83,16 @@ def add_db_options(parser: argparse.ArgumentParser) -> None:
 
 
 def database_url(args: argparse.Namespace, *, must_exist: bool = False) -> str:
-    """The database of ``--database-url`` / ``--db`` / the default file.
+    """The database of ``--database-url`` / ``--db`` / ``DRIP_DATABASE_URL`` (what the server's
+    workers and ``uvicorn --factory`` read) / the default file.
 
     ``must_exist`` refuses a default file that is not there (``keys create``): a key written
     into a new, empty database would be unknown to the server the user is running.
     """
     if args.database_url:
         return str(args.database_url)
+    if not args.db and os.environ.get("DRIP_DATABASE_URL"):
+        return os.environ["DRIP_DATABASE_URL"]
     path = os.path.abspath(args.db or DEFAULT_DB)
     if must_exist and not args.db and not os.path.exists(path):
         raise CommandError(

@@ -94,6 +94,9 @@ class EndRunResult(DripModel):
     duration_ms: int | None
     event_count: int
     total_cost_units: str | None
+    #: extension: true when the run had already ended (the first end wins; ``status`` is the
+    #: stored one, which this request did not change)
+    is_duplicate: bool = False
 
 
 class EmitEventRequest(DripModel):

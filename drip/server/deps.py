@@ -67,6 +67,8 @@ async def authenticate(request: Request) -> Principal:
     principal = state(request).keys.verify(key)
     if principal is None:
         raise _unauthorized("Invalid API key: this server does not know it")
+    if principal.revoked_at is not None:
+        raise _unauthorized(f"Invalid API key: it was revoked ({principal.revoked_at})")
     route = request.scope.get("route")
     # path_format: the template without convertors (``{customer_id}``, not ``{customer_id:path}``)
     path = str(getattr(route, "path_format", None) or getattr(route, "path", request.url.path))

@@ -2,7 +2,9 @@
 
 A secret key (``sk_``) may do everything in its account. A public key (``pk_``) is meant to
 ship in client-side code, so it may only *write* — create customers, record usage and charges,
-start runs and emit events — and read nothing of other customers: listing
+find or create a workflow by slug (what the published ``run()`` does before it starts a run; a
+run started with a new slug creates it too), start runs and emit events — and read nothing of
+other customers (workflows hold no customer data): listing
 customers, reading a customer, a run, a timeline, the usage summary or the dashboard's data
 needs a secret key. A public key may end only the runs it started itself (``runs.started_by``).
 Refusals are ``403`` with code ``SECRET_KEY_REQUIRED`` (or ``RUN_NOT_OWNED``).
@@ -33,7 +35,10 @@ SCOPES: dict[tuple[str, str], tuple[Scope, str]] = {
     ("GET", "/v1/customers"): (SECRET, "list customers"),
     ("GET", "/v1/customers/{customer_id}"): (SECRET, "read a customer"),
     ("GET", "/v1/workflows"): (PUBLIC, "list workflows (no customer data)"),
-    ("POST", "/v1/workflows"): (SECRET, "create a workflow (runs name theirs by slug)"),
+    ("POST", "/v1/workflows"): (
+        PUBLIC,
+        "find or create a workflow by slug (an existing one answers unchanged)",
+    ),
     ("POST", "/v1/usage/internal"): (PUBLIC, "track usage"),
     ("POST", "/v1/usage/internal/batch"): (PUBLIC, "track usage (batch mode)"),
     ("POST", "/v1/usage"): (PUBLIC, "charge"),

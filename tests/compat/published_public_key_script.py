@@ -52,6 +52,19 @@ recorded = client.record_run(
 )
 check("record_run", recorded.events.created == 1, recorded)
 check("list_workflows", any(w.slug == "browser-agent" for w in client.list_workflows().data))
+# run() on a workflow the server does not know yet: it lists the workflows, then POSTs the new
+# one (needed a secret key: 403), starts the run and ends it COMPLETED, all with the public key
+with client.run(workflow="pk-new-workflow", customer_id=customer.id) as ctx:
+    ctx.event("step", quantity=2)
+check("run() new workflow", any(w.slug == "pk-new-workflow" for w in client.list_workflows().data))
+with client.run(workflow="pk-new-workflow", customer_id=customer.id) as again:
+    pass
+check("run() known workflow", again.run_id != ctx.run_id, (again.run_id, ctx.run_id))
+try:
+    with client.run(workflow="pk-failing", customer_id=customer.id) as failing:
+        raise KeyError("boom")
+except KeyError:
+    check("run() failing body raises the caller's exception", True)
 
 for name, read in (
     ("list_customers", lambda: client.list_customers()),

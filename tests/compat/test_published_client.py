@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 PUBLISHED = "drip-sdk==0.1.2"
@@ -142,7 +143,15 @@ def test_published_client_with_a_public_key(
         "charge",
         "end_run (own run)",
         "record_run",
+        "run() new workflow",
+        "run() known workflow",
+        "run() failing body raises the caller's exception",
         "list_customers refused",
         "get_run_timeline refused",
     ):
         assert name in checks
+    # the runs run() started with the public key on new workflows, as the secret key sees them
+    headers = {"Authorization": f"Bearer {account.secret_key}"}
+    listed = httpx.get(f"{account.base_url}/v1/runs", headers=headers, params={"limit": 100})
+    ended = {r["workflowName"]: r["status"] for r in listed.json()["data"]}
+    assert (ended["Pk New Workflow"], ended["Pk Failing"]) == ("COMPLETED", "FAILED"), ended

@@ -35,6 +35,28 @@ def test_keys_create_prints_only_the_key(
     assert secret.strip().encode() not in db.read_bytes()
 
 
+def test_server_commands_read_drip_database_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no --db / --database-url, ``DRIP_DATABASE_URL`` (the server's workers' setting)
+    names the database of ``serve``, ``keys`` and ``db``; ``drip serve`` took
+    ``.drip/drip.db`` instead, beside a PostgreSQL URL exported for the workers."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "from-env.db"
+    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{db}")
+    assert main(["db", "upgrade"]) == 0
+    assert main(["keys", "create"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert key.startswith("sk_local_") and db.exists()
+    assert not (tmp_path / ".drip").exists()
+    with start_server(f"sqlite:///{db}") as server:
+        reply = httpx.get(f"{server.url}/v1/customers", headers={"Authorization": f"Bearer {key}"})
+        assert reply.status_code == 200
+    # an option still wins
+    other = tmp_path / "other.db"
+    assert main(["db", "upgrade", "--db", str(other)]) == 0 and other.exists()
+
+
 def test_read_commands(
     account: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -273,6 +273,54 @@ def test_same_run_ended_twice_at_once_by_patch(
     assert (row.ended_at, row.meta) == ("2030-01-01T00:00:01.000000Z", {"a": True})
 
 
+def test_a_run_ended_two_ways_at_once_keeps_the_first_end(
+    db: Database, account_id: int, customer_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COMPLETED by ``PATCH`` while an SDK batch ends the same run FAILED, at once, both ways
+    round: the first end wins (the later one overwrote it), and the other answers as a second
+    end sent afterwards does, a duplicate naming the stored status."""
+    from drip.models import EndRunRequest
+    from drip.server.storage import ingest as storage_ingest
+
+    def patch(run_id: str) -> Any:
+        req = EndRunRequest.model_validate({"status": "COMPLETED", "metadata": {"by": "patch"}})
+        return storage_runs.end_run(db, account_id, run_id, req)
+
+    def batch(run_id: str) -> Any:
+        item = {"type": "run.end", "runId": run_id, "status": "FAILED", "errorCode": "E"}
+        raw = json.dumps({"items": [{**item, "metadata": {"by": "batch"}}]}).encode()
+        return storage_ingest.ingest(db, account_id, raw)
+
+    run_id = new_run(db, account_id, customer_id)
+    patched, batched = race(monkeypatch, "run_totals", lambda: patch(run_id), lambda: batch(run_id))
+    assert (patched.status.value, patched.is_duplicate) == ("COMPLETED", False)
+    assert batched.statuses == ["duplicate"]
+    assert batched.problems[0][0] == "RUN_ALREADY_ENDED" and "COMPLETED" in batched.problems[0][1]
+    monkeypatch.undo()
+    other = new_run(db, account_id, customer_id)
+    batched, patched = race(
+        monkeypatch,
+        "write",
+        lambda: batch(other),
+        lambda: patch(other),
+        where=storage_ingest._Apply,
+    )
+    assert batched.statuses == ["updated"]
+    assert (patched.status.value, patched.is_duplicate) == ("FAILED", True)
+    with db.read() as conn:
+        rows = {r.id: r for r in conn.execute(select(runs).where(runs.c.id.in_([run_id, other])))}
+    assert (rows[run_id].status, rows[run_id].error_code, rows[run_id].meta) == (
+        "COMPLETED",
+        None,
+        {"by": "patch"},
+    )
+    assert (rows[other].status, rows[other].error_code, rows[other].meta) == (
+        "FAILED",
+        "E",
+        {"by": "batch"},
+    )
+
+
 def test_one_wallet_in_two_letter_cases_created_at_once(
     db: Database, account_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -72,10 +72,12 @@ def test_public_key_scope(public_api: httpx.Client, api: httpx.Client) -> None:
     run = public_api.post("/runs", json={"customerId": cid, "workflowId": "w"})
     assert run.status_code == 201
     assert public_api.post("/ingest", json={"items": []}).status_code == 200
+    # find or create a workflow by slug (the published run() does): an existing one unchanged
+    made = public_api.post("/workflows", json={"name": "W", "slug": "w2"})
+    assert made.status_code == 201 and made.json()["name"] == "W"
+    found = public_api.post("/workflows", json={"name": "Renamed", "slug": "w2"})
+    assert found.status_code == 200 and found.json() == made.json()
     # secret only
-    assert_error(
-        public_api.post("/workflows", json={"name": "W", "slug": "w2"}), 403, "SECRET_KEY_REQUIRED"
-    )
     assert_error(public_api.get("/usage/summary"), 403, "SECRET_KEY_REQUIRED")
     assert api.get("/usage/summary").status_code == 200
 

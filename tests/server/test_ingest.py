@@ -135,6 +135,38 @@ def test_run_end_twice(api: httpx.Client, customer_id: str) -> None:
     assert bad["results"][0]["code"] == "INVALID_STATUS"
 
 
+def test_the_first_end_of_a_run_wins(api: httpx.Client, customer_id: str) -> None:
+    """An end with another status after the run ended (in an earlier batch, or earlier in the
+    same one) changes nothing: a duplicate whose code and message name the stored status."""
+    ingest(api, run_start("run_w", customer_id), run_start("run_x", customer_id))
+    done = {"type": "run.end", "runId": "run_w", "status": "COMPLETED"}
+    assert statuses(ingest(api, done)) == ["updated"]
+    failed = {"type": "run.end", "runId": "run_w", "status": "FAILED", "errorMessage": "boom"}
+    late = ingest(api, failed)["results"][0]
+    assert (late["status"], late["code"]) == ("duplicate", "RUN_ALREADY_ENDED")
+    assert "COMPLETED" in late["message"]
+    one_batch = ingest(
+        api,
+        {"type": "run.end", "runId": "run_x", "status": "FAILED", "errorCode": "E"},
+        {"type": "run.end", "runId": "run_x", "status": "COMPLETED"},
+    )
+    assert statuses(one_batch) == ["updated", "duplicate"]
+    assert one_batch["results"][1]["code"] == "RUN_ALREADY_ENDED"
+    assert "FAILED" in one_batch["results"][1]["message"]
+    compact = api.post("/ingest?results=compact", json={"items": [failed]}).json()
+    assert compact["statuses"] == "d" and compact["results"][0]["code"] == "RUN_ALREADY_ENDED"
+    for run_id, status, error in (("run_w", "COMPLETED", None), ("run_x", "FAILED", "E")):
+        stored = api.get(f"/runs/{run_id}").json()
+        assert (stored["status"], stored["errorCode"], stored["errorMessage"]) == (
+            status,
+            error,
+            None,
+        )
+    # PATCH after an ingest end: the same rule
+    patched = api.patch("/runs/run_w", json={"status": "TIMEOUT"}).json()
+    assert (patched["status"], patched["isDuplicate"]) == ("COMPLETED", True)
+
+
 def test_bad_items_are_rejected_alone(api: httpx.Client, customer_id: str) -> None:
     result = ingest(
         api,

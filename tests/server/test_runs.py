@@ -69,16 +69,47 @@ def test_end_run_and_end_again(api: httpx.Client, customer_id: str) -> None:
     body = ended.json()
     assert body["status"] == "COMPLETED" and body["endedAt"] and body["eventCount"] == 1
     assert isinstance(body["durationMs"], int) and body["totalCostUnits"] == "0.5"
+    assert body["isDuplicate"] is False
     same = api.patch(f"/runs/{run['id']}", json={"status": "COMPLETED"}).json()
-    assert same["endedAt"] == body["endedAt"]
-    failed = api.patch(
-        f"/runs/{run['id']}", json={"status": "FAILED", "errorMessage": "boom", "errorCode": "E1"}
-    )
-    assert failed.status_code == 200 and failed.json()["status"] == "FAILED"
-    details = api.get(f"/runs/{run['id']}").json()
-    assert (details["errorMessage"], details["errorCode"]) == ("boom", "E1")
+    assert same["endedAt"] == body["endedAt"] and same["isDuplicate"] is True
     assert api.patch(f"/runs/{run['id']}", json={"status": "RUNNING"}).status_code == 422
     assert api.patch(f"/runs/{run['id']}", json={"status": "completed"}).status_code == 422
+
+
+def test_the_first_end_of_a_run_wins(api: httpx.Client, customer_id: str) -> None:
+    """COMPLETED then FAILED: the run stays COMPLETED, and the second end answers 200 (the
+    published run() sends it when its COMPLETED end raised) with the stored status, marked a
+    duplicate; it changes neither the end time, nor the error, nor the metadata."""
+    run = start(api, customer_id)
+    body = api.patch(f"/runs/{run['id']}", json={"status": "COMPLETED"}).json()
+    failed = api.patch(
+        f"/runs/{run['id']}",
+        json={
+            "status": "FAILED",
+            "errorMessage": "boom",
+            "errorCode": "E1",
+            "metadata": {"late": 1},
+            "endedAt": "2031-01-01T00:00:00Z",
+        },
+    )
+    assert failed.status_code == 200
+    assert (failed.json()["status"], failed.json()["isDuplicate"]) == ("COMPLETED", True)
+    assert failed.json()["endedAt"] == body["endedAt"]
+    details = api.get(f"/runs/{run['id']}").json()
+    assert details["status"] == "COMPLETED" and details["endedAt"] == body["endedAt"]
+    assert (details["errorMessage"], details["errorCode"]) == (None, None)
+    assert "late" not in (details.get("metadata") or {})
+    for status in ("CANCELLED", "TIMEOUT", "COMPLETED"):
+        again = api.patch(f"/runs/{run['id']}", json={"status": status}).json()
+        assert (again["status"], again["isDuplicate"]) == ("COMPLETED", True)
+    other = start(api, customer_id)
+    failed_first = api.patch(
+        f"/runs/{other['id']}", json={"status": "FAILED", "errorMessage": "boom"}
+    ).json()
+    assert (failed_first["status"], failed_first["isDuplicate"]) == ("FAILED", False)
+    late = api.patch(f"/runs/{other['id']}", json={"status": "COMPLETED"}).json()
+    assert (late["status"], late["isDuplicate"]) == ("FAILED", True)
+    assert api.get(f"/runs/{other['id']}").json()["errorMessage"] == "boom"
 
 
 def test_events_on_a_terminal_run_are_accepted(api: httpx.Client, customer_id: str) -> None:

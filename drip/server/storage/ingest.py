@@ -1,7 +1,9 @@
 """``POST /v1/ingest``: the SDK worker's batch of run starts, events, usage and run ends.
 
 Items are applied in order in one transaction, each judged on its own: ``created``,
-``duplicate`` (its id is already stored, or came earlier in the batch), ``updated`` (a run end)
+``duplicate`` (its id is already stored, or came earlier in the batch; a run end for a run that
+has already ended: the first end wins, and one with another status has code RUN_ALREADY_ENDED
+naming the stored status), ``updated`` (a run end)
 or ``rejected`` with a code — a bad item never fails the others. The answer is sent only after
 the transaction commits.
 
@@ -49,6 +51,13 @@ from .workflows import resolve_workflow
 __all__ = ["MAX_ITEMS", "Outcome", "ingest", "parse_batch"]
 
 _RUNNING = RunStatus.RUNNING.value
+_ENDED = frozenset(s.value for s in TERMINAL_RUN_STATUSES)
+
+
+def _ended(run_id: str, stored: str) -> str:
+    return f"run {run_id} already ended {stored}: the first end wins, this one changed nothing"
+
+
 _is_canonical = clock.is_canonical
 _MAX_DURATION, _clamp_duration = clock.MAX_DURATION_MS, clock.clamp_duration
 
@@ -421,8 +430,10 @@ class _Apply:
         if given not in TERMINAL_RUN_STATUSES:
             message = f"a run cannot end {status}"
             return self.result(run_id, "rejected", "INVALID_STATUS", message)
-        if run[1] == status:
-            return self.result(run_id, "duplicate")
+        if run[1] in _ENDED:  # the first end wins; a later one changes nothing
+            if run[1] == status:
+                return self.result(run_id, "duplicate")
+            return self.result(run_id, "duplicate", "RUN_ALREADY_ENDED", _ended(run_id, run[1]))
         ended = self.time(it.get("ended_at"), run_id)
         if ended is None:
             return None
@@ -510,13 +521,13 @@ class _Apply:
             "error_message": bindparam("b_message"),
             "error_code": bindparam("b_code"),
         }
-        # not where the status is already the one given: a run another transaction ended so
-        # since our look-up (PostgreSQL: a worker ending it at the same time, whose update we
-        # waited for) answers as a second end sent afterwards does, a duplicate
+        # only where the run has not ended: a run another transaction ended since our look-up
+        # (PostgreSQL: a worker ending it at the same time, whose update we waited for) was
+        # ended first, and this end answers as a second end sent afterwards does, a duplicate
         where = (
             runs.c.account_id == self.account_id,
             runs.c.id == bindparam("b_id"),
-            runs.c.status != bindparam("b_status"),
+            runs.c.status.not_in(sorted(_ENDED)),
         )
         plain = update(runs).where(*where).values(values).returning(runs.c.id)
         values["meta"] = bindparam("b_meta")
@@ -525,6 +536,14 @@ class _Apply:
             statement = merged if end["b_meta"] else plain
             if self.conn.execute(statement, end).first() is None:
                 self.statuses[self.end_at[end["b_id"]]] = "duplicate"
+                stored = self.conn.execute(
+                    select(runs.c.status).where(
+                        runs.c.account_id == self.account_id, runs.c.id == end["b_id"]
+                    )
+                ).scalar()
+                if stored != end["b_status"]:
+                    problem = ("RUN_ALREADY_ENDED", _ended(end["b_id"], str(stored)))
+                    self.problems[self.end_at[end["b_id"]]] = problem
 
 
 class Outcome(NamedTuple):

@@ -3,7 +3,8 @@
 A run event belongs to its run's customer (copied onto the event row, so per-customer totals
 need no join). An event without a quantity counts 1 — the published client's ``record_run``
 fallback does the same, so both of its paths agree. Events may be added to a terminal run and a
-terminal run may be ended again (the published ``run()`` and LangChain paths do both).
+terminal run may be ended again (the published ``run()`` and LangChain paths do both): the first
+end wins, a later one answers the stored state as a duplicate.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .schema import events, runs
 from .workflows import resolve_workflow
 
 __all__ = [
+    "TERMINAL_STATUS_VALUES",
     "TIMELINE_MAX",
     "emit_event",
     "emit_events_batch",
@@ -57,6 +59,8 @@ __all__ = [
 
 #: most events one timeline request returns
 TIMELINE_MAX = 10_000
+#: the stored statuses of a run that has ended (the first end wins)
+TERMINAL_STATUS_VALUES = sorted(s.value for s in TERMINAL_RUN_STATUSES)
 
 
 def number_text(value: float | None) -> str:
@@ -255,8 +259,12 @@ def run_totals(conn: Connection, account_id: int, run_id: str) -> tuple[int, flo
 def end_run(
     db: Database, account_id: int, run_id: str, req: EndRunRequest, owner: int | None = None
 ) -> EndRunResult:
-    """``PATCH /runs/{id}``: end a run. Re-ending with the same status changes nothing. A
-    public key (``owner``) may end only the runs it started (403 RUN_NOT_OWNED)."""
+    """``PATCH /runs/{id}``: end a run. The first end wins: a run that has already ended
+    (COMPLETED, FAILED, CANCELLED or TIMEOUT) keeps its status, end time, error and metadata,
+    and a later end, with the same status or another, answers 200 with the stored state and
+    ``isDuplicate: true`` (the published ``run()`` ends a run FAILED when its COMPLETED end
+    raised, so a 409 would replace the caller's exception). A public key (``owner``) may end
+    only the runs it started (403 RUN_NOT_OWNED)."""
     if req.status not in TERMINAL_RUN_STATUSES:
         raise ApiError(
             422,
@@ -267,16 +275,18 @@ def end_run(
     with db.write() as conn:
         row = require_run(conn, account_id, run_id)
         require_owner(row, owner)
-        if row.status != req.status.value:
+        duplicate = row.status in TERMINAL_STATUS_VALUES
+        if not duplicate:
             meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
-            # not if another request ended it so since our read (PostgreSQL: we waited for its
-            # update): then nothing changes, as for a second end sent afterwards
-            conn.execute(
+            # only while it has not ended: if another request ended it since our read
+            # (PostgreSQL: we waited for its update), that end was first and this one changes
+            # nothing, as for a second end sent afterwards
+            went_in = conn.execute(
                 update(runs)
                 .where(
                     runs.c.account_id == account_id,
                     runs.c.id == run_id,
-                    runs.c.status != req.status.value,
+                    runs.c.status.not_in(TERMINAL_STATUS_VALUES),
                 )
                 .values(
                     status=req.status.value,
@@ -285,7 +295,9 @@ def end_run(
                     error_code=req.error_code,
                     meta=meta,
                 )
-            )
+                .returning(runs.c.id)
+            ).first()
+            duplicate = went_in is None
             row = require_run(conn, account_id, run_id)
         count, _, cost = run_totals(conn, account_id, run_id)
     return EndRunResult(
@@ -295,6 +307,7 @@ def end_run(
         duration_ms=clock.duration_ms(row.started_at, row.ended_at),
         event_count=count,
         total_cost_units=None if cost is None else number_text(cost),
+        is_duplicate=duplicate,
     )
 
 

@@ -76,6 +76,9 @@ api_keys = Table(
     Column("kind", String(8), nullable=False),  # "secret" | "public"
     Column("hint", String(16), nullable=False),  # the first characters, for listings
     Column("created_at", _TIME, nullable=False),
+    # ``drip keys revoke`` (revision 0005): a revoked key is refused with 401 from then on
+    Column("revoked_at", _TIME),
+    Column("revoked_by", String(256)),
 )
 
 customers = Table(
