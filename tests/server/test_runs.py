@@ -112,6 +112,25 @@ def test_the_first_end_of_a_run_wins(api: httpx.Client, customer_id: str) -> Non
     assert api.get(f"/runs/{other['id']}").json()["errorMessage"] == "boom"
 
 
+def test_a_run_recorded_empty_takes_one_later_end(api: httpx.Client, customer_id: str) -> None:
+    """The published LangChain handler's start_run() records an empty COMPLETED run (no times:
+    it starts and ends at one instant), adds events, then ends it with its real status: that
+    end is taken once; a later one is a duplicate, as for any other run."""
+    recorded = api.post(
+        "/runs/record", json={"customerId": customer_id, "workflow": "lc-manual", "events": []}
+    ).json()
+    run_id = recorded["run"]["id"]
+    api.post("/run-events", json={"runId": run_id, "eventType": "llm.completion"})
+    failed = api.patch(f"/runs/{run_id}", json={"status": "FAILED", "errorMessage": "boom"})
+    assert failed.status_code == 200
+    assert (failed.json()["status"], failed.json()["isDuplicate"]) == ("FAILED", False)
+    details = api.get(f"/runs/{run_id}").json()
+    assert (details["status"], details["errorMessage"]) == ("FAILED", "boom")
+    assert details["endedAt"] != details["startedAt"]
+    late = api.patch(f"/runs/{run_id}", json={"status": "COMPLETED"}).json()
+    assert (late["status"], late["isDuplicate"]) == ("FAILED", True)
+
+
 def test_events_on_a_terminal_run_are_accepted(api: httpx.Client, customer_id: str) -> None:
     run = start(api, customer_id)
     api.patch(f"/runs/{run['id']}", json={"status": "COMPLETED"})

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, func, or_, select, update
 
 from drip._ids import new_id
 from drip.models import (
@@ -263,8 +263,11 @@ def end_run(
     (COMPLETED, FAILED, CANCELLED or TIMEOUT) keeps its status, end time, error and metadata,
     and a later end, with the same status or another, answers 200 with the stored state and
     ``isDuplicate: true`` (the published ``run()`` ends a run FAILED when its COMPLETED end
-    raised, so a 409 would replace the caller's exception). A public key (``owner``) may end
-    only the runs it started (403 RUN_NOT_OWNED)."""
+    raised, so a 409 would replace the caller's exception). One exception: a run recorded whole
+    without times (``/runs/record``: its start and end are the same instant) may be ended once
+    more, since the published LangChain handler's ``start_run()`` records an empty COMPLETED run
+    and ends it later with its real status. A public key (``owner``) may end only the runs it
+    started (403 RUN_NOT_OWNED)."""
     if req.status not in TERMINAL_RUN_STATUSES:
         raise ApiError(
             422,
@@ -275,7 +278,7 @@ def end_run(
     with db.write() as conn:
         row = require_run(conn, account_id, run_id)
         require_owner(row, owner)
-        duplicate = row.status in TERMINAL_STATUS_VALUES
+        duplicate = row.status in TERMINAL_STATUS_VALUES and not _recorded(row)
         if not duplicate:
             meta = {**(row.meta or {}), **req.metadata} if req.metadata else row.meta
             # only while it has not ended: if another request ended it since our read
@@ -286,7 +289,10 @@ def end_run(
                 .where(
                     runs.c.account_id == account_id,
                     runs.c.id == run_id,
-                    runs.c.status.not_in(TERMINAL_STATUS_VALUES),
+                    or_(
+                        runs.c.status.not_in(TERMINAL_STATUS_VALUES),
+                        runs.c.ended_at == runs.c.started_at,
+                    ),
                 )
                 .values(
                     status=req.status.value,
@@ -309,6 +315,12 @@ def end_run(
         total_cost_units=None if cost is None else number_text(cost),
         is_duplicate=duplicate,
     )
+
+
+def _recorded(row: Row[Any]) -> bool:
+    """Whether a run was recorded whole without times (``/runs/record`` starts and ends it at
+    one instant) and not ended since: an end that may still be replaced (see ``end_run``)."""
+    return row.ended_at is not None and row.ended_at == row.started_at
 
 
 def _event_result(row: Row[Any], duplicate: bool) -> EventResult:
