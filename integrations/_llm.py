@@ -36,6 +36,8 @@ import atexit
 import contextvars
 import functools
 import logging
+import select
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +48,16 @@ from drip import pricing
 from drip._default import default_recorder
 from drip._metered import Later, begin_later, later_spec
 
-__all__ = ["LLMCall", "StreamState", "Usage", "end_stream", "safely", "watch"]
+__all__ = [
+    "LLMCall",
+    "StreamState",
+    "Usage",
+    "aread_on",
+    "end_stream",
+    "read_on",
+    "safely",
+    "watch",
+]
 
 logger = logging.getLogger("drip")
 
@@ -200,6 +211,60 @@ class LLMCall:
         except Exception:  # strict mode: a bad quantity is raised after it was recorded
             logger.exception("drip: recording an LLM call failed")
 
+    def _reads_on(self, step: str) -> Any:
+        """The SDK's unread items (with a ``step`` method: sync or async) if the caller left
+        the stream where the usage comes next (``StreamState.finishing``), else None; once."""
+        state = self.stream
+        if state is None or not hasattr(state.rest, step) or state.done or self.finished:
+            return None
+        rest, state.rest = state.rest, None
+        return rest if safely(state.finishing) else None
+
+    def read_on(self) -> None:
+        """A caller that left a stream at its ``finish_reason`` (``break``, then ``close()``,
+        leaving ``with``, or dropping it) has been billed: the usage follows in the next item,
+        normally in the same network read. drip reads on for it, at most ``READ_ON_SECONDS``
+        (never blocking longer on the network: ``StreamState.readable``), before the stream is
+        closed. Not there in time (a slow server, a dropped connection): the call stays
+        ``complete: false`` without tokens, as any abandoned stream. Never raises."""
+        rest = self._reads_on("__next__")
+        if rest is None:
+            return
+        state = self.stream
+        assert state is not None
+        state.deadline = time.monotonic() + READ_ON_SECONDS
+        try:
+            for item in rest:
+                state.take(item)
+                if state.done or time.monotonic() > state.deadline:
+                    break
+        except Exception:  # the connection failed or closed: what was read stays
+            pass
+        finally:
+            state.deadline = None
+        _read_on_missed(self)
+
+    async def aread_on(self) -> None:
+        """``read_on`` for an async stream: each item awaited at most until the deadline."""
+        rest = self._reads_on("__anext__")
+        if rest is None:
+            return
+        state = self.stream
+        assert state is not None
+        import anyio  # the async SDKs' own dependency
+
+        deadline = time.monotonic() + READ_ON_SECONDS
+        try:
+            while not state.done:
+                with anyio.move_on_after(deadline - time.monotonic()) as scope:
+                    item = await rest.__anext__()
+                if scope.cancelled_caught:
+                    break
+                state.take(item)
+        except Exception:  # ran out (StopAsyncIteration), failed, or closed
+            pass
+        _read_on_missed(self)
+
     def end_stream(self, error: BaseException | None = None, ran_out: bool = False) -> None:
         """Finish a streamed call from what its stream saw (once; later calls do nothing).
         ``ran_out``: the stream's items ran out (not closed early, not raised)."""
@@ -207,6 +272,8 @@ class LLMCall:
         event = self.event
         if state is None or event is None or event.ended:
             return
+        if error is None and not ran_out:
+            self.read_on()
         if not state.done and state.last is not None:
             safely(state.seen, state.last)
             if ran_out and error is None:
@@ -221,6 +288,26 @@ class LLMCall:
                 self.end_stream()  # collected in one cycle with it, this call first
             else:
                 self.finish(0, {"provider": self.provider, "complete": False})
+
+
+#: how long a stream left at its ``finish_reason`` is read on for its usage (``read_on``)
+READ_ON_SECONDS = 0.5
+_read_on_warned: set[str | None] = set()
+
+
+def _read_on_missed(call: LLMCall) -> None:
+    state = call.stream
+    if state is None or state.done:
+        return
+    endpoint = safely(state.endpoint)
+    if endpoint not in _read_on_warned and len(_read_on_warned) < 256:
+        _read_on_warned.add(endpoint)
+        logger.warning(
+            "drip: %s stream%s was left at its finish_reason and its usage did not come "
+            "within %s s; recorded complete: false without tokens. Read streams to their end "
+            "to meter them exactly. Said once per endpoint.",
+            call.provider, f" from {endpoint}" if endpoint else "", READ_ON_SECONDS,
+        )  # fmt: skip
 
 
 #: (provider, model, endpoint) already warned of a call without usage; bounded
@@ -262,12 +349,38 @@ class StreamState:
     where: Any = None
     #: what to do when this kind of stream ends without usage (see ``_usage_missing``)
     missing_hint = ""
+    #: the SDK's items (``watch``), which ``read_on`` reads after the caller left the stream
+    rest: Any = None
+    #: while ``read_on`` reads: when it gives up (``time.monotonic()``); None otherwise
+    deadline: float | None = None
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
         self.usage: Usage | None = None
         self.done = False  # the provider's final usage (or end marker) was seen
         self.last: Any = None  # the last item the stream gave (None: none yet)
+
+    def finishing(self) -> bool:
+        """The last item shows the provider's usage comes next (an OpenAI chat chunk with a
+        ``finish_reason``): a caller leaving there is read on for it (see ``read_on``)."""
+        return False
+
+    def readable(self) -> bool:
+        """While ``read_on`` reads: True if the next network read (if one is needed) has bytes
+        before ``deadline``; the sync SDKs' SSE decoders ask it (openai's ``_Gate``)."""
+        deadline = self.deadline
+        if deadline is None:
+            return True
+        extensions = getattr(self.where, "extensions", None)
+        network = extensions.get("network_stream") if isinstance(extensions, dict) else None
+        sock = None if network is None else network.get_extra_info("socket")
+        if sock is None:  # no socket known (an in-memory or HTTP/2 transport): read
+            return True
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+        if pending is not None and pending() > 0:
+            return True
+        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+        return bool(ready)
 
     def feed(self, item: Any) -> bool:
         """Read one item whose ``key`` is set; False hides it (an item drip asked for)."""
@@ -342,20 +455,27 @@ async def _awatched(
 ) -> AsyncIterator[Any]:
     look, feed = attrgetter(state.key), state.feed
     with _Ending(call):
-        async for item in items:
-            state.last = item
-            try:
-                if look(item) is not None and not feed(item):
-                    continue  # an item drip asked for, hidden from the caller
-            except Exception:
-                _unreadable()
-            yield item
+        try:
+            async for item in items:
+                state.last = item
+                try:
+                    if look(item) is not None and not feed(item):
+                        continue  # an item drip asked for, hidden from the caller
+                except Exception:
+                    _unreadable()
+                yield item
+        except GeneratorExit:  # closed (aclose), maybe right after a finish_reason
+            live = call()
+            if live is not None:
+                await live.aread_on()
+            raise
 
 
 def _sync_close(base: Callable[[Any], None]) -> Callable[[Any], None]:
     @functools.wraps(base)
     def close(self: Any) -> None:
         try:
+            self.__dict__[_CALL].read_on()  # before the response is closed
             base(self)
         finally:
             self.__dict__[_CALL].end_stream()
@@ -367,6 +487,7 @@ def _async_close(base: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awai
     @functools.wraps(base)
     async def close(self: Any) -> None:
         try:
+            await self.__dict__[_CALL].aread_on()  # before the response is closed
             await base(self)
         finally:
             self.__dict__[_CALL].end_stream()
@@ -428,6 +549,7 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     else:  # anthropic: a cached_property, already made on a copy
         items = stream._iterator
     attrs[_CALL] = call
+    state.rest = items
     attrs["_iterator"] = (_awatched if is_async else _watched)(items, weakref.ref(call), state)
     cls = type(stream)
     stream.__class__ = _classes.get(cls) or _watched_class(cls, is_async)
@@ -450,6 +572,20 @@ def _end_open_at_exit() -> None:
 
 
 atexit.register(_end_open_at_exit)
+
+
+def read_on(stream: Any) -> None:
+    """``LLMCall.read_on`` of a stream ``watch`` metered (a stream drip does not watch:
+    nothing); for wrappers that close its HTTP response themselves (openai's helpers)."""
+    call = getattr(stream, "__dict__", {}).get(_CALL)
+    if call is not None:
+        call.read_on()
+
+
+async def aread_on(stream: Any) -> None:
+    call = getattr(stream, "__dict__", {}).get(_CALL)
+    if call is not None:
+        await call.aread_on()
 
 
 def end_stream(stream: Any, error: BaseException | None = None) -> None:
