@@ -40,8 +40,9 @@ quantity 0, no token fields and ``usage: "missing"`` (not ``complete: false``), 
 warning, once per model and endpoint, naming the endpoint and what to do. The same for a
 Responses stream whose ``response.completed`` (or ``incomplete`` / ``failed``) event carries no
 usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A
-``background=True`` response answered ``queued`` / ``in_progress`` is not done: it records
-``complete: false`` with its ``status`` (drip does not meter ``responses.retrieve``). A stream
+``background=True`` response answered ``queued`` / ``in_progress`` is not done: its event stays
+open and is recorded, with the usage, by the ``responses.retrieve`` / ``.cancel`` that returns it
+done (``_openai_background``). A stream
 the caller leaves before that end (``break`` and close, ``with``, dropped) or that is cut before
 its ``finish_reason`` stays ``complete: false``; one left right after a chunk with a
 ``finish_reason`` (or a Responses ``*.done`` event) is read on, bounded, for the usage that
@@ -59,6 +60,7 @@ from typing import Any
 import wrapt
 
 from ._llm import LLMCall, StreamState, aread_on, end_stream, read_on, safely, watch
+from ._openai_background import PENDING, hold, retrieve_wrapper
 from ._openai_streams import (
     _CHAT,
     _RESPONSES,
@@ -84,8 +86,6 @@ logger = logging.getLogger("drip")
 _WRAPPED = (openai.Stream, openai.AsyncStream, LegacyAPIResponse, APIResponse, AsyncAPIResponse)
 
 _patches = Patches()
-#: a Responses answer not done yet (``background=True``): its usage comes later, elsewhere
-_PENDING = frozenset({"queued", "in_progress"})
 
 
 #: base URLs of servers that refused the ``stream_options`` drip adds (see ``_Call.refused``)
@@ -156,8 +156,8 @@ class _Call:
             except Exception:  # a surprise in the SDK's object: logged, never raised
                 logger.exception("drip: reading an OpenAI usage failed; recorded without it")
                 usage = None
-            if usage is None and getattr(result, "status", None) in _PENDING:  # background
-                self.llm.finish_tokens(model, None, complete=False, extra={"status": result.status})
+            if usage is None and getattr(result, "status", None) in PENDING:  # background
+                hold(result, self.llm, model)  # recorded when a retrieve sees it done
             else:
                 self.llm.finish_tokens(model, usage)
             return result
@@ -190,7 +190,11 @@ class _Call:
         response = safely(_json, body)
         if response is not None:
             usage = safely(_usage_of, self.api, response)
-            self.llm.finish_tokens(getattr(response, "model", None) or self.model, usage)
+            model = getattr(response, "model", None) or self.model
+            if usage is None and getattr(response, "status", None) in PENDING:  # background
+                hold(response, self.llm, model)
+            else:
+                self.llm.finish_tokens(model, usage)
 
 
 class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
@@ -458,6 +462,9 @@ def _instrument(client: Any, meter: str, undone: bool) -> None:
     for owner, method, api, is_async in _targets(client):
         begin = functools.partial(_Call, meter, api)
         _patches.wrap(owner, method, method_wrapper(begin, is_async), undone=undone)
+        if api == _RESPONSES and method == "create":  # background responses end there
+            for name in ("retrieve", "cancel"):
+                _patches.wrap(owner, name, retrieve_wrapper(meter, is_async), undone=undone)
     if client is not None:
         _patches.follow_copies(client, lambda c: _instrument(c, meter, False), undone=undone)
 
