@@ -33,7 +33,8 @@ provider's usage on every streamed ``completion`` / ``acompletion`` the caller d
 (``_setup``, around LiteLLM's ``function_setup``, while a ``DripLogger`` is registered;
 LiteLLM never refuses ``stream_options`` for a provider, and sends it only to those that take
 it), and keeps the extra final chunk (empty ``choices``, the usage) out of the caller's loop.
-A stream whose provider still reported no usage (a proxy that ignores the option) records
+A stream the caller closes right after its ``finish_reason`` chunk (billed in full; only the
+usage chunk is left) is read on to its end first, bounded (``_read_on``). A stream whose provider still reported no usage (a proxy that ignores the option) records
 LiteLLM's estimate marked ``usage: "estimated"``, with a warning once per model.
 
 A begun event LiteLLM never reports at all (neither hook, no stream) is kept until
@@ -43,8 +44,10 @@ token counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -128,7 +131,7 @@ _asked: OrderedDict[str, None] = OrderedDict()
 class _Watch:
     """What drip saw of one LiteLLM stream (kept apart from it, for its finalizer)."""
 
-    __slots__ = ("call_id", "hide", "inside", "model", "reported", "usage")
+    __slots__ = ("call_id", "finished", "hide", "inside", "model", "reported", "usage")
 
     def __init__(self, call_id: str, model: Any) -> None:
         self.call_id = call_id
@@ -136,6 +139,7 @@ class _Watch:
         self.inside = False  # in LiteLLM's ``__next__``: a close there is LiteLLM's own
         self.reported = False  # LiteLLM will report it (the end was reached, or it failed)
         self.usage: Usage | None = None
+        self.finished = False  # the last chunk closed a choice (``finish_reason``)
         with _lock:  # drip asked for the usage chunk: the caller must not see it
             self.hide = _asked.pop(call_id, False) is None
 
@@ -145,10 +149,13 @@ class _Watch:
         if usage is None:  # LiteLLM moves the provider's usage into the hidden params
             usage = (getattr(chunk, "_hidden_params", None) or {}).get("usage")
         self.model = getattr(chunk, "model", None) or self.model
+        choices = getattr(chunk, "choices", None)
+        if choices:
+            self.finished = any(getattr(c, "finish_reason", None) for c in choices)
         if usage is None:
             return True
         self.usage = _tokens(usage)
-        if getattr(chunk, "choices", None):
+        if choices:
             return True
         # LiteLLM's final usage chunk: async LiteLLM reports the call after it (the stream may
         # be gone by then), so whether it is an estimate is told to the call now
@@ -223,8 +230,90 @@ async def _anext(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             return chunk
 
 
+#: how long a stream closed at its ``finish_reason`` is read on for its usage chunk
+READ_ON_SECONDS = 0.5
+
+
+def _reads_on(instance: Any) -> tuple[_Watch, LLMCall] | None:
+    """The watch and call of a stream the caller closes right after its ``finish_reason``
+    chunk (the provider billed it; the usage chunk follows), taken from LiteLLM's hooks."""
+    watch = _watch(instance)
+    if watch is None or watch.reported or watch.inside or not watch.finished:
+        return None
+    if watch.usage is not None:  # already seen (the caller asked for it): nothing to read
+        return None
+    call = _take_id(watch.call_id)
+    return None if call is None else (watch, call)
+
+
+def _read_on_end(instance: Any, watch: _Watch, call: LLMCall, ran_out: bool) -> None:
+    usage = watch.usage
+    complete = ran_out and usage is not None
+    extra = {"usage": "estimated"} if complete and _estimated_usage(instance) else None
+    call.finish_tokens(watch.model, usage, streamed=True, complete=complete, extra=extra)
+
+
+def _read_on(instance: Any) -> None:
+    """Read a stream closed at its ``finish_reason`` on to its end (the usage chunk), each
+    network read bounded by ``READ_ON_SECONDS`` in all (only where drip reaches the socket
+    stream: an OpenAI-compatible provider); not there in time: ``complete: false``."""
+    response = getattr(getattr(instance, "completion_stream", None), "response", None)
+    extensions = getattr(response, "extensions", None)
+    network = extensions.get("network_stream") if isinstance(extensions, dict) else None
+    if network is None or not callable(getattr(network, "read", None)):
+        return
+    taken = _reads_on(instance)
+    if taken is None:
+        return
+    watch, call = taken
+    deadline = time.monotonic() + READ_ON_SECONDS
+    read = network.read
+
+    def bounded(max_bytes: int, timeout: float | None = None) -> Any:
+        left = max(0.001, deadline - time.monotonic())
+        return read(max_bytes, left if timeout is None else min(timeout, left))
+
+    ran_out = False
+    network.read = bounded
+    try:
+        while time.monotonic() < deadline:
+            next(instance)
+    except StopIteration:
+        ran_out = True
+    except Exception:  # timed out or failed: what was read stays
+        pass
+    finally:
+        with contextlib.suppress(AttributeError):
+            del network.read
+    _read_on_end(instance, watch, call, ran_out)
+
+
+async def _aread_on(instance: Any) -> None:
+    """``_read_on`` for an async stream: each chunk awaited at most until the deadline."""
+    taken = _reads_on(instance)
+    if taken is None:
+        return
+    watch, call = taken
+    import anyio
+
+    deadline = time.monotonic() + READ_ON_SECONDS
+    ran_out = False
+    try:
+        while True:
+            with anyio.move_on_after(deadline - time.monotonic()) as scope:
+                await instance.__anext__()
+            if scope.cancelled_caught:
+                break
+    except StopAsyncIteration:
+        ran_out = True
+    except Exception:
+        pass
+    _read_on_end(instance, watch, call, ran_out)
+
+
 def _close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
+        _read_on(instance)  # left at its finish_reason: its usage is next
         return wrapped(*args, **kwargs)
     finally:
         watch = _watch(instance)
@@ -234,6 +323,7 @@ def _close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 async def _aclose(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
+        await _aread_on(instance)
         return await wrapped(*args, **kwargs)
     finally:
         watch = _watch(instance)

@@ -5,6 +5,7 @@ chunk out of the caller's loop (real LiteLLM and openai SDK; only the network is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -38,13 +39,14 @@ class Provider:
     usage by itself when handed an openai ``client=``: the common call, by ``api_base`` (or
     OpenAI's own URL), is the one that does not."""
 
-    def __init__(self, honours: bool = True) -> None:
+    def __init__(self, honours: bool = True, delay: float = 0) -> None:
         self.honours = honours
+        self.delay = delay  # before the usage chunk
         self.bodies: list[dict[str, Any]] = []
         self.url = self.start()
         _started.append(self)
 
-    def answer(self, body: dict[str, Any]) -> bytes:
+    def answer(self, body: dict[str, Any]) -> tuple[bytes, bytes]:
         self.bodies.append(body)
         base = {"id": "c1", "object": "chat.completion.chunk", "created": 1,
                 "model": "gpt-4o-mini"}  # fmt: skip
@@ -54,7 +56,8 @@ class Provider:
         asked = (body.get("stream_options") or {}).get("include_usage") is True
         if asked and self.honours:
             chunks.append({**base, "choices": [], "usage": USAGE})
-        return ("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
+        sse = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+        return b"".join(sse[:4]), b"".join(sse[4:])
 
     def start(self) -> str:
         provider = self
@@ -65,12 +68,16 @@ class Provider:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                content = provider.answer(body)
+                words, end = provider.answer(body)
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
-                self.send_header("content-length", str(len(content)))
+                self.send_header("content-length", str(len(words) + len(end)))
                 self.end_headers()
-                self.wfile.write(content)
+                self.wfile.write(words)
+                self.wfile.flush()
+                time.sleep(provider.delay)
+                with contextlib.suppress(OSError):  # the client left
+                    self.wfile.write(end)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -166,3 +173,45 @@ def test_without_a_drip_logger_the_request_is_left_as_written(
     provider = Provider()
     chunks = list(stream(provider, False))
     assert "stream_options" not in provider.bodies[0] and len(chunks) == 4
+
+
+def finished(chunk: Any) -> bool:
+    return bool(chunk.choices) and chunk.choices[0].finish_reason is not None
+
+
+async def leave_at_finish(provider: Provider, async_: bool) -> None:
+    """Read until the chunk with a ``finish_reason``, then close the stream (``with``)."""
+    if async_:
+        async with await stream(provider, True) as chunks:
+            async for chunk in chunks:
+                if finished(chunk):
+                    break
+    else:
+        with stream(provider, False) as chunks:
+            for chunk in chunks:
+                if finished(chunk):
+                    break
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_a_stream_left_at_its_finish_reason_records_the_usage_that_follows(
+    recorder: Any, async_: bool
+) -> None:
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        await leave_at_finish(Provider(delay=0.05), async_)
+    event = one_event(recorder, run.id)
+    assert (event.quantity, event.metadata["input_tokens"]) == (17, 12)
+    assert "complete" not in event.metadata and "usage" not in event.metadata
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+async def test_a_slow_usage_chunk_after_the_finish_reason_is_not_waited_for_long(
+    recorder: Any, async_: bool
+) -> None:
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        started = time.monotonic()
+        await leave_at_finish(Provider(delay=5), async_)
+        waited = time.monotonic() - started
+    assert waited < 2.5  # the read on gives up after 0.5 s, not the provider's 5 s
+    event = one_event(recorder, run.id)
+    assert (event.quantity, event.metadata["complete"]) == (0, False)
