@@ -36,7 +36,6 @@ import atexit
 import contextvars
 import functools
 import logging
-import select
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -47,6 +46,8 @@ from typing import Any
 from drip import pricing
 from drip._default import default_recorder
 from drip._metered import Later, begin_later, later_spec
+
+from . import _readon
 
 __all__ = [
     "LLMCall",
@@ -223,16 +224,17 @@ class LLMCall:
     def read_on(self) -> None:
         """A caller that left a stream at its ``finish_reason`` (``break``, then ``close()``,
         leaving ``with``, or dropping it) has been billed: the usage follows in the next item,
-        normally in the same network read. drip reads on for it, at most ``READ_ON_SECONDS``
-        (never blocking longer on the network: ``StreamState.readable``), before the stream is
-        closed. Not there in time (a slow server, a dropped connection): the call stays
+        normally in the same network read. drip reads on for it, at most
+        ``_readon.READ_ON_SECONDS`` (never blocking longer on the network: openai's ``_Gate``),
+        before the stream is closed (an async stream dropped unclosed: in a task,
+        ``_readon.later``). Not there in time (a slow server, a dropped connection): the call stays
         ``complete: false`` without tokens, as any abandoned stream. Never raises."""
         rest = self._reads_on("__next__")
         if rest is None:
             return
         state = self.stream
         assert state is not None
-        state.deadline = time.monotonic() + READ_ON_SECONDS
+        state.deadline = time.monotonic() + _readon.READ_ON_SECONDS
         try:
             for item in rest:
                 state.take(item)
@@ -242,7 +244,7 @@ class LLMCall:
             pass
         finally:
             state.deadline = None
-        _read_on_missed(self)
+        _readon.missed(self)
 
     async def aread_on(self) -> None:
         """``read_on`` for an async stream: each item awaited at most until the deadline."""
@@ -253,7 +255,7 @@ class LLMCall:
         assert state is not None
         import anyio  # the async SDKs' own dependency
 
-        deadline = time.monotonic() + READ_ON_SECONDS
+        deadline = time.monotonic() + _readon.READ_ON_SECONDS
         try:
             while not state.done:
                 with anyio.move_on_after(deadline - time.monotonic()) as scope:
@@ -263,7 +265,7 @@ class LLMCall:
                 state.take(item)
         except Exception:  # ran out (StopAsyncIteration), failed, or closed
             pass
-        _read_on_missed(self)
+        _readon.missed(self)
 
     def end_stream(self, error: BaseException | None = None, ran_out: bool = False) -> None:
         """Finish a streamed call from what its stream saw (once; later calls do nothing).
@@ -285,29 +287,10 @@ class LLMCall:
     def __del__(self) -> None:
         if self.event is not None and not self.event.ended:
             if self.stream is not None:  # a stream dropped before its generator ran, or
-                self.end_stream()  # collected in one cycle with it, this call first
+                if not _readon.later(self):  # collected in one cycle with it, this call
+                    self.end_stream()  # first
             else:
                 self.finish(0, {"provider": self.provider, "complete": False})
-
-
-#: how long a stream left at its ``finish_reason`` is read on for its usage (``read_on``)
-READ_ON_SECONDS = 0.5
-_read_on_warned: set[str | None] = set()
-
-
-def _read_on_missed(call: LLMCall) -> None:
-    state = call.stream
-    if state is None or state.done:
-        return
-    endpoint = safely(state.endpoint)
-    if endpoint not in _read_on_warned and len(_read_on_warned) < 256:
-        _read_on_warned.add(endpoint)
-        logger.warning(
-            "drip: %s stream%s was left at its finish_reason and its usage did not come "
-            "within %s s; recorded complete: false without tokens. Read streams to their end "
-            "to meter them exactly. Said once per endpoint.",
-            call.provider, f" from {endpoint}" if endpoint else "", READ_ON_SECONDS,
-        )  # fmt: skip
 
 
 #: (provider, model, endpoint) already warned of a call without usage; bounded
@@ -364,23 +347,6 @@ class StreamState:
         """The last item shows the provider's usage comes next (an OpenAI chat chunk with a
         ``finish_reason``): a caller leaving there is read on for it (see ``read_on``)."""
         return False
-
-    def readable(self) -> bool:
-        """While ``read_on`` reads: True if the next network read (if one is needed) has bytes
-        before ``deadline``; the sync SDKs' SSE decoders ask it (openai's ``_Gate``)."""
-        deadline = self.deadline
-        if deadline is None:
-            return True
-        extensions = getattr(self.where, "extensions", None)
-        network = extensions.get("network_stream") if isinstance(extensions, dict) else None
-        sock = None if network is None else network.get_extra_info("socket")
-        if sock is None:  # no socket known (an in-memory or HTTP/2 transport): read
-            return True
-        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
-        if pending is not None and pending() > 0:
-            return True
-        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
-        return bool(ready)
 
     def feed(self, item: Any) -> bool:
         """Read one item whose ``key`` is set; False hides it (an item drip asked for)."""

@@ -4,6 +4,8 @@ stream says (``StreamState`` subclasses, the usage-chunk tap); see ``drip.integr
 from __future__ import annotations
 
 import json
+import select
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -134,9 +136,27 @@ class _UsageTap:
                 yield sse
 
 
+def _readable(state: StreamState) -> bool:
+    """While ``LLMCall.read_on`` reads: True if the next network read (if one is needed) has
+    bytes before its deadline (the socket of the response, ``where``, is waited on)."""
+    deadline = state.deadline
+    if deadline is None:
+        return True
+    extensions = getattr(state.where, "extensions", None)
+    network = extensions.get("network_stream") if isinstance(extensions, dict) else None
+    sock = None if network is None else network.get_extra_info("socket")
+    if sock is None:  # no socket known (an in-memory or HTTP/2 transport): read
+        return True
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+    if pending is not None and pending() > 0:
+        return True
+    ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+    return bool(ready)
+
+
 class _Gate:
     """A sync stream's SSE decoder whose network reads wait at most until ``read_on``'s
-    deadline (``StreamState.readable``) while drip reads on after the caller left."""
+    deadline (``_readable``) while drip reads on after the caller left."""
 
     __slots__ = ("_decoder", "_state")
 
@@ -148,7 +168,7 @@ class _Gate:
 
     def _gated(self, iterator: Any) -> Any:
         state = self._state
-        while state.deadline is None or state.readable():
+        while state.deadline is None or _readable(state):
             chunk = next(iterator, None)
             if chunk is None:
                 return

@@ -4,6 +4,7 @@ that holds the usage chunk back)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import socket
@@ -77,6 +78,26 @@ async def test_an_async_chat_stream_left_at_its_finish_reason_records_its_usage(
                 await stream.close()
             else:  # asyncio closes a dropped async generator in a task of its own
                 await stream._iterator.aclose()
+    check_chat(only_llm(recorder.events(run.id)), streamed=True)
+
+
+async def test_an_async_chat_stream_dropped_at_its_finish_reason_records_its_usage(
+    recorder: Any, make_client: Any
+) -> None:
+    # no aclose, no ``async with``: the stream is freed when ``use`` returns, and its call was
+    # recorded then, before drip could await the usage chunk
+    drip_openai.instrument()
+    client = make_client(async_=True)
+
+    async def use() -> None:
+        async for chunk in await ask(client):
+            if finished(chunk):
+                break
+
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        await use()
+        for _ in range(100):  # drip reads on in a task of this loop
+            await asyncio.sleep(0.01)
     check_chat(only_llm(recorder.events(run.id)), streamed=True)
 
 
