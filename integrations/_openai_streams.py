@@ -150,7 +150,12 @@ def _readable(state: StreamState) -> bool:
     pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
     if pending is not None and pending() > 0:
         return True
-    ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+    wait = max(0.0, deadline - time.monotonic())
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit (a busy process has fds past 1024)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(wait * 1000))
+    ready, _, _ = select.select([sock], [], [], wait)
     return bool(ready)
 
 

@@ -247,3 +247,30 @@ async def test_a_slow_usage_chunk_is_waited_for_briefly_then_recorded_incomplete
     event = only_llm(recorder.events(run.id))
     assert event.metadata["complete"] is False and event.quantity == 0
     assert event.metadata["model"] == MODEL and "input_tokens" not in event.metadata
+
+
+def test_the_wait_works_on_a_socket_past_fd_setsize(recorder: Any, held_back: Any) -> None:
+    # select.select refuses a file descriptor >= 1024, which a busy process has: the read on
+    # gave up there at once, and the billed call recorded complete: false
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip("cannot open 1100 files here")
+    if soft < 1100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1100, hard))
+    low = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        drip_openai.instrument()
+        client = openai.OpenAI(api_key="sk-test", base_url=held_back(0.05), max_retries=0)
+        with drip.run("chat", customer_id=recorder.customer) as run, ask(client) as stream:
+            for chunk in stream:
+                if finished(chunk):
+                    break
+        check_chat(only_llm(recorder.events(run.id)), streamed=True)
+    finally:
+        for fd in low:
+            os.close(fd)
+        if soft < 1100:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
