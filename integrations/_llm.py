@@ -441,8 +441,10 @@ def _sync_close(base: Callable[[Any], None]) -> Callable[[Any], None]:
     @functools.wraps(base)
     def close(self: Any) -> None:
         try:
-            self.__dict__[_CALL].read_on()  # before the response is closed
-            base(self)
+            try:
+                self.__dict__[_CALL].read_on()  # before the response is closed
+            finally:
+                base(self)
         finally:
             self.__dict__[_CALL].end_stream()
 
@@ -453,8 +455,10 @@ def _async_close(base: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awai
     @functools.wraps(base)
     async def close(self: Any) -> None:
         try:
-            await self.__dict__[_CALL].aread_on()  # before the response is closed
-            await base(self)
+            try:  # before the response is closed (which a cancellation here must not skip)
+                await self.__dict__[_CALL].aread_on()
+            finally:
+                await base(self)
         finally:
             self.__dict__[_CALL].end_stream()
 

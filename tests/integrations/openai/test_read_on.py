@@ -274,3 +274,23 @@ def test_the_wait_works_on_a_socket_past_fd_setsize(recorder: Any, held_back: An
             os.close(fd)
         if soft < 1100:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_close_cancelled_while_reading_on_still_closes_the_response(
+    recorder: Any, held_back: Any
+) -> None:
+    drip_openai.instrument()
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url=held_back(5), max_retries=0)
+    async with drip.run("chat", customer_id=recorder.customer) as run:
+        stream = await ask(client)
+        async for chunk in stream:
+            if finished(chunk):
+                break
+        closing = asyncio.create_task(stream.close())
+        await asyncio.sleep(0.1)  # reading on, for the usage the server holds back
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert stream.response.is_closed  # the connection is not left open
+    event = only_llm(recorder.events(run.id))
+    assert event.metadata["complete"] is False and event.quantity == 0
