@@ -104,10 +104,10 @@ def _estimated(model: Any) -> None:
         return
     _warned.add(model)
     logger.warning(
-        "drip: a LiteLLM stream for model %r ended without the provider's usage, though "
-        "stream_options={'include_usage': True} asked for it (a proxy or provider that ignores "
-        "it): recorded LiteLLM's own token estimate, marked usage='estimated'. Said once per "
-        "model.",
+        "drip: a LiteLLM stream for model %r ended without a provider's usage (a "
+        "mock_response, or a proxy or provider that ignores stream_options={'include_usage': "
+        "True}): recorded LiteLLM's own token estimate, marked usage='estimated'. Said once "
+        "per model.",
         model,
     )
 
