@@ -36,6 +36,7 @@ import atexit
 import contextvars
 import functools
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +47,18 @@ from drip import pricing
 from drip._default import default_recorder
 from drip._metered import Later, begin_later, later_spec
 
-__all__ = ["LLMCall", "StreamState", "Usage", "end_stream", "safely", "watch"]
+from . import _readon
+
+__all__ = [
+    "LLMCall",
+    "StreamState",
+    "Usage",
+    "aread_on",
+    "end_stream",
+    "read_on",
+    "safely",
+    "watch",
+]
 
 logger = logging.getLogger("drip")
 
@@ -200,6 +212,61 @@ class LLMCall:
         except Exception:  # strict mode: a bad quantity is raised after it was recorded
             logger.exception("drip: recording an LLM call failed")
 
+    def _reads_on(self, step: str) -> Any:
+        """The SDK's unread items (with a ``step`` method: sync or async) if the caller left
+        the stream where the usage comes next (``StreamState.finishing``), else None; once."""
+        state = self.stream
+        if state is None or not hasattr(state.rest, step) or state.done or self.finished:
+            return None
+        rest, state.rest = state.rest, None
+        return rest if safely(state.finishing) else None
+
+    def read_on(self) -> None:
+        """A caller that left a stream at its ``finish_reason`` (``break``, then ``close()``,
+        leaving ``with``, or dropping it) has been billed: the usage follows in the next item,
+        normally in the same network read. drip reads on for it, at most
+        ``_readon.READ_ON_SECONDS`` (never blocking longer on the network: openai's ``_Gate``),
+        before the stream is closed (an async stream dropped unclosed: in a task,
+        ``_readon.later``). Not there in time (a slow server, a dropped connection): the call stays
+        ``complete: false`` without tokens, as any abandoned stream. Never raises."""
+        rest = self._reads_on("__next__")
+        if rest is None:
+            return
+        state = self.stream
+        assert state is not None
+        state.deadline = time.monotonic() + _readon.READ_ON_SECONDS
+        try:
+            for item in rest:
+                state.take(item)
+                if state.done or time.monotonic() > state.deadline:
+                    break
+        except Exception:  # the connection failed or closed: what was read stays
+            pass
+        finally:
+            state.deadline = None
+        _readon.missed(self)
+
+    async def aread_on(self) -> None:
+        """``read_on`` for an async stream: each item awaited at most until the deadline."""
+        rest = self._reads_on("__anext__")
+        if rest is None:
+            return
+        state = self.stream
+        assert state is not None
+        import anyio  # the async SDKs' own dependency
+
+        deadline = time.monotonic() + _readon.READ_ON_SECONDS
+        try:
+            while not state.done:
+                with anyio.move_on_after(deadline - time.monotonic()) as scope:
+                    item = await rest.__anext__()
+                if scope.cancelled_caught:
+                    break
+                state.take(item)
+        except Exception:  # ran out (StopAsyncIteration), failed, or closed
+            pass
+        _readon.missed(self)
+
     def end_stream(self, error: BaseException | None = None, ran_out: bool = False) -> None:
         """Finish a streamed call from what its stream saw (once; later calls do nothing).
         ``ran_out``: the stream's items ran out (not closed early, not raised)."""
@@ -207,6 +274,8 @@ class LLMCall:
         event = self.event
         if state is None or event is None or event.ended:
             return
+        if error is None and not ran_out:
+            self.read_on()
         if not state.done and state.last is not None:
             safely(state.seen, state.last)
             if ran_out and error is None:
@@ -218,7 +287,8 @@ class LLMCall:
     def __del__(self) -> None:
         if self.event is not None and not self.event.ended:
             if self.stream is not None:  # a stream dropped before its generator ran, or
-                self.end_stream()  # collected in one cycle with it, this call first
+                if not _readon.later(self):  # collected in one cycle with it, this call
+                    self.end_stream()  # first
             else:
                 self.finish(0, {"provider": self.provider, "complete": False})
 
@@ -262,12 +332,21 @@ class StreamState:
     where: Any = None
     #: what to do when this kind of stream ends without usage (see ``_usage_missing``)
     missing_hint = ""
+    #: the SDK's items (``watch``), which ``read_on`` reads after the caller left the stream
+    rest: Any = None
+    #: while ``read_on`` reads: when it gives up (``time.monotonic()``); None otherwise
+    deadline: float | None = None
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
         self.usage: Usage | None = None
         self.done = False  # the provider's final usage (or end marker) was seen
         self.last: Any = None  # the last item the stream gave (None: none yet)
+
+    def finishing(self) -> bool:
+        """The last item shows the provider's usage comes next (an OpenAI chat chunk with a
+        ``finish_reason``): a caller leaving there is read on for it (see ``read_on``)."""
+        return False
 
     def feed(self, item: Any) -> bool:
         """Read one item whose ``key`` is set; False hides it (an item drip asked for)."""
@@ -342,21 +421,30 @@ async def _awatched(
 ) -> AsyncIterator[Any]:
     look, feed = attrgetter(state.key), state.feed
     with _Ending(call):
-        async for item in items:
-            state.last = item
-            try:
-                if look(item) is not None and not feed(item):
-                    continue  # an item drip asked for, hidden from the caller
-            except Exception:
-                _unreadable()
-            yield item
+        try:
+            async for item in items:
+                state.last = item
+                try:
+                    if look(item) is not None and not feed(item):
+                        continue  # an item drip asked for, hidden from the caller
+                except Exception:
+                    _unreadable()
+                yield item
+        except GeneratorExit:  # closed (aclose), maybe right after a finish_reason
+            live = call()
+            if live is not None:
+                await live.aread_on()
+            raise
 
 
 def _sync_close(base: Callable[[Any], None]) -> Callable[[Any], None]:
     @functools.wraps(base)
     def close(self: Any) -> None:
         try:
-            base(self)
+            try:
+                self.__dict__[_CALL].read_on()  # before the response is closed
+            finally:
+                base(self)
         finally:
             self.__dict__[_CALL].end_stream()
 
@@ -367,7 +455,10 @@ def _async_close(base: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awai
     @functools.wraps(base)
     async def close(self: Any) -> None:
         try:
-            await base(self)
+            try:  # before the response is closed (which a cancellation here must not skip)
+                await self.__dict__[_CALL].aread_on()
+            finally:
+                await base(self)
         finally:
             self.__dict__[_CALL].end_stream()
 
@@ -428,6 +519,7 @@ def watch(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> 
     else:  # anthropic: a cached_property, already made on a copy
         items = stream._iterator
     attrs[_CALL] = call
+    state.rest = items
     attrs["_iterator"] = (_awatched if is_async else _watched)(items, weakref.ref(call), state)
     cls = type(stream)
     stream.__class__ = _classes.get(cls) or _watched_class(cls, is_async)
@@ -450,6 +542,20 @@ def _end_open_at_exit() -> None:
 
 
 atexit.register(_end_open_at_exit)
+
+
+def read_on(stream: Any) -> None:
+    """``LLMCall.read_on`` of a stream ``watch`` metered (a stream drip does not watch:
+    nothing); for wrappers that close its HTTP response themselves (openai's helpers)."""
+    call = getattr(stream, "__dict__", {}).get(_CALL)
+    if call is not None:
+        call.read_on()
+
+
+async def aread_on(stream: Any) -> None:
+    call = getattr(stream, "__dict__", {}).get(_CALL)
+    if call is not None:
+        await call.aread_on()
 
 
 def end_stream(stream: Any, error: BaseException | None = None) -> None:

@@ -40,10 +40,13 @@ quantity 0, no token fields and ``usage: "missing"`` (not ``complete: false``), 
 warning, once per model and endpoint, naming the endpoint and what to do. The same for a
 Responses stream whose ``response.completed`` (or ``incomplete`` / ``failed``) event carries no
 usage, and for a plain answer whose ``usage`` is null. drip does not estimate tokens. A
-``background=True`` response answered ``queued`` / ``in_progress`` is not done: it records
-``complete: false`` with its ``status`` (drip does not meter ``responses.retrieve``). A stream
+``background=True`` response answered ``queued`` / ``in_progress`` is not done: its event stays
+open and is recorded, with the usage, by the ``responses.retrieve`` / ``.cancel`` that returns it
+done (``_openai_background``). A stream
 the caller leaves before that end (``break`` and close, ``with``, dropped) or that is cut before
-its ``finish_reason`` stays ``complete: false``.
+its ``finish_reason`` stays ``complete: false``; one left right after a chunk with a
+``finish_reason`` (or a Responses ``*.done`` event) is read on, bounded, for the usage that
+follows (``LLMCall.read_on``, ``_Gate``).
 """
 
 from __future__ import annotations
@@ -52,12 +55,23 @@ import functools
 import json
 import logging
 import weakref
-from types import SimpleNamespace
 from typing import Any
 
 import wrapt
 
-from ._llm import LLMCall, StreamState, Usage, count, end_stream, safely, watch
+from ._llm import LLMCall, StreamState, aread_on, end_stream, read_on, safely, watch
+from ._openai_background import PENDING, hold, retrieve_wrapper
+from ._openai_streams import (
+    _CHAT,
+    _RESPONSES,
+    _ChatStream,
+    _Gate,
+    _json,
+    _obj,
+    _ResponsesStream,
+    _usage_of,
+    _UsageTap,
+)
 from ._patches import Patches, method_wrapper
 from ._requires import requires
 
@@ -72,142 +86,6 @@ logger = logging.getLogger("drip")
 _WRAPPED = (openai.Stream, openai.AsyncStream, LegacyAPIResponse, APIResponse, AsyncAPIResponse)
 
 _patches = Patches()
-_CHAT, _RESPONSES = "chat", "responses"
-#: a Responses answer not done yet (``background=True``): its usage comes later, elsewhere
-_PENDING = frozenset({"queued", "in_progress"})
-
-
-def _chat_usage(usage: Any) -> Usage:
-    prompt = getattr(usage, "prompt_tokens_details", None)
-    completion = getattr(usage, "completion_tokens_details", None)
-    return Usage(  # positional (input, output, cached, cache write, reasoning): hot path
-        count(usage.prompt_tokens),
-        count(usage.completion_tokens),
-        count(getattr(prompt, "cached_tokens", 0)),
-        count(getattr(prompt, "cache_write_tokens", 0)),
-        count(getattr(completion, "reasoning_tokens", 0)),
-    )
-
-
-def _responses_usage(usage: Any) -> Usage:
-    details = getattr(usage, "input_tokens_details", None)
-    output = getattr(usage, "output_tokens_details", None)
-    return Usage(
-        input_tokens=count(usage.input_tokens),
-        output_tokens=count(usage.output_tokens),
-        cached_input_tokens=count(getattr(details, "cached_tokens", 0)),
-        cache_creation_input_tokens=count(getattr(details, "cache_write_tokens", 0)),
-        reasoning_tokens=count(getattr(output, "reasoning_tokens", 0)),
-    )
-
-
-def _usage_of(api: str, response: Any) -> Usage | None:
-    usage = getattr(response, "usage", None)
-    if usage is None:
-        return None
-    return _chat_usage(usage) if api == _CHAT else _responses_usage(usage)
-
-
-class _ChatStream(StreamState):
-    """Usage is on the last chunk only (when asked): ``feed`` runs on that chunk alone."""
-
-    key = "usage"
-    missing_hint = (
-        "the stream ended without the usage chunk that stream_options={'include_usage': True} "
-        "asks for, so that server (an OpenAI-compatible provider or proxy) ignores the option: "
-        "enable usage reporting there, or meter these calls yourself"
-    )
-
-    def __init__(self, model: str | None, hide_usage_chunk: bool) -> None:
-        super().__init__(model)
-        self.hide = hide_usage_chunk
-
-    def feed(self, chunk: Any) -> bool:
-        self.model = getattr(chunk, "model", None) or self.model
-        self.usage, self.done = _chat_usage(chunk.usage), True
-        return not (self.hide and not chunk.choices)
-
-    def seen(self, last: Any) -> None:
-        if not self.done:  # cut before the usage chunk: the model the chunks named
-            self.model = getattr(last, "model", None) or self.model
-
-    def ended(self) -> None:
-        """Ran out with no usage: the provider's end if the last chunk closed a choice
-        (``finish_reason``) or was a usage chunk (empty ``choices``) drip could not read."""
-        choices = getattr(self.last, "choices", None)
-        if isinstance(choices, list) and (
-            not choices or any(getattr(c, "finish_reason", None) for c in choices)
-        ):
-            self.done = True
-            if not choices and getattr(self.last, "usage", None) is not None:
-                self.missing_hint = (
-                    "its usage chunk came in a shape drip could not read (the error is logged "
-                    "above); please report it to drip with that chunk"
-                )
-
-    def taken(self, data: str) -> bool:
-        """An SSE event's JSON (``_UsageTap``): True if it was the usage chunk, now read."""
-        try:
-            chunk = json.loads(data)
-            usage = chunk.get("usage") if isinstance(chunk, dict) else None
-            if not isinstance(usage, dict) or chunk.get("choices") != []:
-                return False
-            read = _chat_usage(_obj(usage))
-        except Exception:  # not the shape drip reads: the SDK parses it, ``feed`` logs it
-            return False
-        self.usage, self.done = read, True
-        self.model = chunk.get("model") or self.model
-        return True
-
-
-#: how a usage object opens in an SSE chunk's JSON (compact, or with json.dumps' space); a
-#: null usage (every other chunk, from OpenAI) never matches, nor can text inside a string
-_USAGE_OPENS = ('"usage":{', '"usage": {')
-
-
-class _UsageTap:
-    """The SSE decoder of a chat stream whose usage drip asked for: drip reads the usage
-    chunk from its event's JSON, and the SDK never builds an object for a chunk the caller
-    will not see. That chunk is most of what asking for usage costs (``benchmarks/README.md``).
-
-    Any event that does not look like the usage chunk, or is not one once decoded (non-empty
-    ``choices``, no usage object), goes to the SDK as it came; a usage chunk in a shape the
-    tap does not spot is hidden further on, by ``_ChatStream.feed``, as before.
-    """
-
-    __slots__ = ("_decoder", "_state")
-
-    def __init__(self, decoder: Any, state: _ChatStream) -> None:
-        self._decoder, self._state = decoder, state
-
-    def iter_bytes(self, iterator: Any) -> Any:
-        taken = self._state.taken
-        for sse in self._decoder.iter_bytes(iterator):
-            data = sse.data
-            if not ((_USAGE_OPENS[0] in data or _USAGE_OPENS[1] in data) and taken(data)):
-                yield sse
-
-    async def aiter_bytes(self, iterator: Any) -> Any:
-        taken = self._state.taken
-        async for sse in self._decoder.aiter_bytes(iterator):
-            data = sse.data
-            if not ((_USAGE_OPENS[0] in data or _USAGE_OPENS[1] in data) and taken(data)):
-                yield sse
-
-
-class _ResponsesStream(StreamState):
-    _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-    def feed(self, event: Any) -> bool:
-        response = getattr(event, "response", None)
-        if response is not None:
-            self.model = getattr(response, "model", None) or self.model
-            if event.type in self._FINAL:
-                self.usage = _usage_of(_RESPONSES, response)
-                self.done = True
-                if event.type == "response.failed":  # no usage here is no configuration error
-                    self.missing_hint = "the response failed (response.failed) before any usage"
-        return True
 
 
 #: base URLs of servers that refused the ``stream_options`` drip adds (see ``_Call.refused``)
@@ -278,8 +156,8 @@ class _Call:
             except Exception:  # a surprise in the SDK's object: logged, never raised
                 logger.exception("drip: reading an OpenAI usage failed; recorded without it")
                 usage = None
-            if usage is None and getattr(result, "status", None) in _PENDING:  # background
-                self.llm.finish_tokens(model, None, complete=False, extra={"status": result.status})
+            if usage is None and getattr(result, "status", None) in PENDING:  # background
+                hold(result, self.llm, model)  # recorded when a retrieve sees it done
             else:
                 self.llm.finish_tokens(model, usage)
             return result
@@ -289,6 +167,8 @@ class _Call:
             hidden = self.hide and getattr(result, "_decoder", None) is not None
             if hidden and isinstance(state, _ChatStream):
                 result._decoder = _UsageTap(result._decoder, state)
+            if isinstance(result, openai.Stream) and hasattr(result, "_decoder"):
+                result._decoder = _Gate(result._decoder, state)  # see ``LLMCall.read_on``
             return watch(result, self.llm, state, is_async=isinstance(result, openai.AsyncStream))
         if isinstance(result, LegacyAPIResponse):
             return _RawResponse(result, self)
@@ -310,7 +190,11 @@ class _Call:
         response = safely(_json, body)
         if response is not None:
             usage = safely(_usage_of, self.api, response)
-            self.llm.finish_tokens(getattr(response, "model", None) or self.model, usage)
+            model = getattr(response, "model", None) or self.model
+            if usage is None and getattr(response, "status", None) in PENDING:  # background
+                hold(response, self.llm, model)
+            else:
+                self.llm.finish_tokens(model, usage)
 
 
 class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]  # generic or untyped, by version
@@ -333,19 +217,6 @@ class _RawResponse(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-igno
         if self._self_parsed is None:
             self._self_parsed = self._self_call.result(parsed)
         return self._self_parsed
-
-
-def _obj(value: Any) -> Any:
-    """A JSON value read with attributes, as the SDK's models are (for a raw body)."""
-    if isinstance(value, dict):
-        return SimpleNamespace(**{str(k): _obj(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return [_obj(v) for v in value]
-    return value
-
-
-def _json(body: bytes) -> Any:
-    return _obj(json.loads(body))
 
 
 class _Body:
@@ -545,6 +416,7 @@ def _targets(client: Any) -> list[tuple[Any, str, str, bool]]:
 
 def _helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
+        read_on(getattr(instance, "_raw_stream", None))  # before the response is closed
         return wrapped(*args, **kwargs)
     finally:
         end_stream(getattr(instance, "_raw_stream", None))
@@ -552,6 +424,7 @@ def _helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 async def _async_helper_close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
+        await aread_on(getattr(instance, "_raw_stream", None))
         return await wrapped(*args, **kwargs)
     finally:
         end_stream(getattr(instance, "_raw_stream", None))
@@ -589,6 +462,9 @@ def _instrument(client: Any, meter: str, undone: bool) -> None:
     for owner, method, api, is_async in _targets(client):
         begin = functools.partial(_Call, meter, api)
         _patches.wrap(owner, method, method_wrapper(begin, is_async), undone=undone)
+        if api == _RESPONSES and method == "create":  # background responses end there
+            for name in ("retrieve", "cancel"):
+                _patches.wrap(owner, name, retrieve_wrapper(meter, is_async), undone=undone)
     if client is not None:
         _patches.follow_copies(client, lambda c: _instrument(c, meter, False), undone=undone)
 

@@ -137,3 +137,13 @@ def _warned_afresh() -> Any:
     warned.clear()
     yield
     warned.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_background_responses() -> Any:
+    """Each test starts with no background response waiting or recorded (the fakes reuse ids)."""
+    from drip.integrations import _openai_background as background
+
+    yield
+    background._end_waiting_at_exit()
+    background._recorded.clear()
