@@ -56,10 +56,16 @@ def later(call: LLMCall) -> bool:
     if not _asked(state.finishing):
         return False
     try:
-        asyncio.get_running_loop().create_task(_read_on_then_end(call))
+        task = asyncio.get_running_loop().create_task(_read_on_then_end(call))
     except Exception:  # no running loop (another thread, the loop closing)
         return False
+    _reading.add(task)  # the loop holds its tasks weakly: kept here until it is done
+    task.add_done_callback(_reading.discard)
     return True
+
+
+#: the read-on tasks not yet done (see ``later``)
+_reading: set[asyncio.Task[None]] = set()
 
 
 async def _read_on_then_end(call: LLMCall) -> None:
