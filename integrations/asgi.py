@@ -50,7 +50,6 @@ from ._web import (
     OpenRequest,
     RequestMeter,
     finish_request,
-    logger,
     open_request,
 )
 
@@ -141,8 +140,8 @@ class DripMiddleware:
                 result = meter.customer(Request(scope, receive))
                 if _awaitable(result):
                     result = await result
-            except Exception:
-                logger.exception("drip: the customer callable raised; the request is not metered")
+            except Exception as exc:
+                meter.unmetered(exc, "the customer callable raised")
                 return await self.app(scope, receive, send)
             request_run = open_request(meter, result, method, route, request_id)
         if request_run is None:

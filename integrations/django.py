@@ -26,7 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from typing import Any
 
 from ._requires import requires
-from ._web import OpenRequest, RequestMeter, finish_request, logger, open_request
+from ._web import OpenRequest, RequestMeter, finish_request, open_request
 
 django_conf = requires("django.conf", extra="django")
 django_urls = requires("django.urls", extra="django")
@@ -89,8 +89,8 @@ class DripMiddleware:
         if inspect.isawaitable(customer):
             try:
                 customer = await customer
-            except Exception:
-                logger.exception("drip: the customer callable raised; the request is not metered")
+            except Exception as exc:
+                self._meter.unmetered(exc, "the customer callable raised")
                 customer = None
         request_run = self._open(request, route, customer, carried)
         if request_run is None:
@@ -118,8 +118,8 @@ class DripMiddleware:
             return route, None, carried
         try:
             return route, self._meter.customer(request), None
-        except Exception:
-            logger.exception("drip: the customer callable raised; the request is not metered")
+        except Exception as exc:
+            self._meter.unmetered(exc, "the customer callable raised")
             return route, None, None
 
     def _open(

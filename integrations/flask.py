@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._requires import requires
-from ._web import OpenRequest, RequestMeter, finish_request, logger, open_request
+from ._web import OpenRequest, RequestMeter, finish_request, open_request
 
 flask = requires("flask", extra="flask")
 
@@ -95,8 +95,8 @@ class DripFlask:
         else:
             try:
                 customer = meter.customer(request)
-            except Exception:
-                logger.exception("drip: the customer callable raised; the request is not metered")
+            except Exception as exc:
+                meter.unmetered(exc, "the customer callable raised")
                 return
             request_run = open_request(meter, customer, request.method, route, request_id)
         if request_run is not None:

@@ -219,3 +219,43 @@ def test_a_request_outside_any_run_is_one_object_with_its_run_and_inside_one_its
     assert nested.parent_run_id == outer.id and nested.id == child.id
     assert nested.customer_id == "cus_1"
     assert len(cap.events) == 2 and [e.status for e in cap.run_ends] == ["COMPLETED"] * 3
+
+
+@pytest.mark.parametrize(
+    "answer", [lambda r: 42, lambda r: b"cus_1", lambda r: "c" * 300, lambda r: {"who": "x"}]
+)
+def test_a_bad_customer_callable_is_said_once_not_per_request(
+    answer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a customer callable with a bug meets every request: a traceback each flooded the log
+    middleware = DripMiddleware(raw_app(), customer=answer)
+    with drip.testing.capture() as cap, caplog.at_level(logging.ERROR, "drip"):
+        for _ in range(5):
+            call(middleware)
+    assert cap.run_starts == []
+    assert caplog.text.count("served but not metered") == 1
+    assert caplog.text.count("Traceback") == 1  # the first time: where it went wrong
+
+
+def test_a_raising_customer_callable_is_said_once_then_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from drip.integrations import _web
+
+    def lookup(request: Any) -> str:
+        raise KeyError(request.headers.get("x-key"))
+
+    middleware = DripMiddleware(raw_app(), customer=lookup)
+    with caplog.at_level(logging.ERROR, "drip"):
+        for i in range(3):
+            call(middleware, x_key=f"user-{i}")  # a new message each time: the same problem
+    assert caplog.text.count("the customer callable raised") == 1
+    caplog.clear()
+    monkeypatch.setattr(_web, "_PROBLEM_EVERY_S", 0.0)  # a minute later
+    with caplog.at_level(logging.ERROR, "drip"):
+        call(middleware, x_key="user-9")
+    [line] = caplog.records
+    assert (
+        "3 requests served but not metered" in line.getMessage() and "user-9" in line.getMessage()
+    )
+    assert line.exc_info is None
