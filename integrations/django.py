@@ -14,7 +14,8 @@ the run FAILED and then goes on to Django's own handling (``process_exception`` 
 ``handler500`` and ``DEBUG`` pages are untouched).
 
 The middleware is sync and async capable: under ASGI with async views it runs without a thread
-hop, and the ``customer`` callable may then be ``async def``. ``DRIP_MIDDLEWARE`` takes
+hop. The ``customer`` callable may be ``async def`` either way (under WSGI it is awaited as
+Django runs an async view there, with ``async_to_sync``). ``DRIP_MIDDLEWARE`` takes
 ``workflow``, ``meter``, ``quantity``, ``include``, ``exclude``, ``trust_baggage`` and
 ``request_id_header`` (default ``X-Request-ID``).
 """
@@ -74,7 +75,10 @@ class DripMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        request_run = self._open(request, *self._customer(request))
+        route, customer, carried = self._customer(request)
+        if inspect.isawaitable(customer):  # an async def callable, under WSGI
+            customer = self._await_customer(customer)
+        request_run = self._open(request, route, customer, carried)
         if request_run is None:
             return self.get_response(request)
         try:
@@ -101,6 +105,15 @@ class DripMiddleware:
             finish_request(request_run, exc)
             raise
         return _end_with(request_run, response)
+
+    def _await_customer(self, customer: Any) -> Any:
+        """What an async customer callable answers, awaited from sync code as Django runs an
+        async view under WSGI (``async_to_sync``); None (the request unmetered) if it raises."""
+        try:
+            return asgiref_sync.async_to_sync(_awaited)(customer)
+        except Exception as exc:
+            self._meter.unmetered(exc, "the customer callable raised")
+            return None
 
     def process_exception(self, request: Any, exception: Exception) -> None:
         """Remember the view's exception for the run; Django handles it as without us."""
@@ -136,6 +149,10 @@ class DripMiddleware:
         if request_run is not None:
             meta[META_KEY] = request_run
         return request_run
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _route(request: Any) -> str | None:

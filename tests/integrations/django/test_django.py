@@ -98,7 +98,13 @@ def handler500(request: Any) -> HttpResponse:
     return HttpResponse("handled by handler500", status=500)
 
 
+async def async_customer(request: Any) -> str | None:
+    await asyncio.sleep(0)
+    return request.headers.get("x-customer")
+
+
 urls.customer = customer  # type: ignore[attr-defined]
+urls.async_customer = async_customer  # type: ignore[attr-defined]
 urls.handler500 = handler500  # type: ignore[attr-defined]
 urls.urlpatterns = [  # type: ignore[attr-defined]
     path("v1/items/<int:item_id>/", item),
@@ -300,3 +306,16 @@ def test_an_async_stream_under_wsgi_leaves_nothing_behind_in_the_thread(
     assert live.get_run(streamed.id).totals.event_count == 4  # three queries + the request
     [other] = runs_of(live, customers[1])
     assert other.parent_run_id is None
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_an_async_customer_callable_under_wsgi(live: Drip, customers: list[str]) -> None:
+    # the sync middleware (WSGI: gunicorn, the test Client) got a coroutine from it and left
+    # every request unmetered ("never awaited"); it is awaited here as Django runs async code
+    with override_settings(DRIP_CUSTOMER=f"{urls.__name__}.async_customer"):
+        client = Client()
+        assert client.get("/v1/items/3/", headers={"x-customer": customers[2]}).json()
+        assert wsgi_get("/stream/", {"x-customer": customers[2]}) == b"chunk 0\nchunk 1\nchunk 2\n"
+        assert client.get("/v1/items/4/").json() == {"item": 4}  # None: served, unmetered
+    runs = runs_of(live, customers[2])
+    assert len(runs) == 2 and {r.status for r in runs} == {RunStatus.COMPLETED}
