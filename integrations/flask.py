@@ -28,6 +28,7 @@ is untouched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -48,7 +49,8 @@ class DripFlask:
     """Flask extension: one run per metered request, one ``meter`` event once it is sent.
 
     Arguments as for ``drip.integrations.asgi.DripMiddleware``; ``customer`` receives
-    ``flask.request`` and returns a customer id, a mapping, or None to leave it unmetered.
+    ``flask.request`` and returns a customer id, a mapping, or None to leave it unmetered
+    (an ``async def`` one is run as Flask runs async views: ``pip install "flask[async]"``).
     """
 
     def __init__(
@@ -95,6 +97,8 @@ class DripFlask:
         else:
             try:
                 customer = meter.customer(request)
+                if inspect.isawaitable(customer):  # async def: run as Flask runs async views
+                    customer = _awaited(customer)
             except Exception as exc:
                 meter.unmetered(exc, "the customer callable raised")
                 return
@@ -118,6 +122,21 @@ class DripFlask:
             request_run = flask.request.environ.get(ENVIRON_KEY)
             if request_run is not None:
                 request_run.error = exc
+
+
+def _awaited(awaitable: Any) -> Any:
+    """What an async customer callable answers, awaited as Flask awaits an async view
+    (``app.ensure_sync``: asgiref, Flask's ``async`` extra, which it names when missing)."""
+
+    async def waiting() -> Any:
+        return await awaitable
+
+    try:
+        return flask.current_app.ensure_sync(waiting)()
+    except BaseException:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # never started: no "was never awaited" on top of the error
+        raise
 
 
 class _EndRuns:

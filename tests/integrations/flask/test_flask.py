@@ -250,3 +250,18 @@ def test_a_stream_abandoned_by_the_client_ends_the_run_marked_incomplete(
     [request] = [e for e in timeline.events if e.meter == "api_calls"]
     assert (request.metadata or {}).get("incomplete") is True
     assert len([e for e in timeline.events if e.meter == "stream.chunks"]) == 1
+
+
+def test_an_async_customer_callable(live: Drip, customers: list[str]) -> None:
+    # Flask runs async views with asgiref; the callable's coroutine was taken for its answer
+    # and every request left unmetered ("never awaited")
+    pytest.importorskip("asgiref")
+
+    async def lookup(req: Any) -> str | None:
+        return req.headers.get("x-customer")
+
+    app = make_app(customer=lookup)
+    assert get(app, "/v1/items/6", customers[3]).json == {"item": 6}
+    assert get(app, "/v1/items/7").json == {"item": 7}  # None: served, not metered
+    [run] = runs_of(live, customers[3])
+    assert run.status is RunStatus.COMPLETED
