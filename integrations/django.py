@@ -11,7 +11,8 @@ Each metered request is one run (workflow ``"GET /items/<int:item_id>/"`` by def
 pattern with ``SCRIPT_NAME``) holding one ``api_calls`` event, recorded when the response is
 complete: for a ``StreamingHttpResponse``, when its content has been sent. A view exception ends
 the run FAILED and then goes on to Django's own handling (``process_exception`` returns None, so
-``handler500`` and ``DEBUG`` pages are untouched).
+``handler500`` and ``DEBUG`` pages are untouched); one Django answers with a 4xx (``Http404``,
+``PermissionDenied``) ends it COMPLETED with that status, as any 4xx.
 
 The middleware is sync and async capable: under ASGI with async views it runs without a thread
 hop. The ``customer`` callable may be ``async def`` either way (under WSGI it is awaited as
@@ -174,6 +175,10 @@ def _end_with(request_run: OpenRequest, response: Any, in_thread: bool = False) 
     which the server calls in the request's thread, so that thread leaves the run too.
     """
     request_run.status = response.status_code
+    if request_run.error is not None and response.status_code < 500:
+        # the view's exception was answered with a 4xx (Http404, PermissionDenied,
+        # SuspiciousOperation): as FastAPI's HTTPException, a COMPLETED run with its status
+        request_run.error = None
     if not getattr(response, "streaming", False):
         request_run.response_done()  # the body is complete, in memory
         finish_request(request_run, request_run.error)

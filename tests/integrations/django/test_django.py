@@ -34,8 +34,14 @@ if not settings.configured:
     )
     django.setup()
 
+from django.core.exceptions import PermissionDenied, SuspiciousOperation  # noqa: E402
 from django.core.signals import got_request_exception  # noqa: E402 (after settings.configure)
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402 (after settings.configure)
+from django.http import (  # noqa: E402 (after settings.configure)
+    Http404,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.test import AsyncClient, Client, override_settings  # noqa: E402 (after settings.configure)
 from django.urls import path  # noqa: E402 (after settings.configure)
 
@@ -86,6 +92,23 @@ def boom(request: Any) -> HttpResponse:
     raise LookupError("no such item")
 
 
+def refused(request: Any, why: str) -> HttpResponse:
+    query(1)
+    if why == "missing":
+        raise Http404("no such item")  # as get_object_or_404 does
+    if why == "forbidden":
+        raise PermissionDenied("not yours")
+    raise SuspiciousOperation("odd")
+
+
+def broken_stream(request: Any) -> StreamingHttpResponse:
+    def body() -> Iterator[str]:
+        yield chunk(0)
+        raise RuntimeError("feed down")
+
+    return StreamingHttpResponse(body())
+
+
 def unavailable(request: Any) -> HttpResponse:
     return HttpResponse("later", status=503)
 
@@ -110,6 +133,8 @@ urls.urlpatterns = [  # type: ignore[attr-defined]
     path("v1/items/<int:item_id>/", item),
     path("async/items/<int:item_id>/", async_item),
     path("stream/", stream),
+    path("refused/<str:why>/", refused),
+    path("broken-stream/", broken_stream),
     path("async/stream/", async_stream),
     path("boom/", boom),
     path("unavailable/", unavailable),
@@ -319,3 +344,23 @@ def test_an_async_customer_callable_under_wsgi(live: Drip, customers: list[str])
         assert client.get("/v1/items/4/").json() == {"item": 4}  # None: served, unmetered
     runs = runs_of(live, customers[2])
     assert len(runs) == 2 and {r.status for r in runs} == {RunStatus.COMPLETED}
+
+
+def test_4xx_exceptions_django_answers_complete_the_run_with_their_status(
+    live: Drip, customers: list[str]
+) -> None:
+    # Http404 (get_object_or_404), PermissionDenied, SuspiciousOperation: Django answers them
+    # with a 4xx as FastAPI answers HTTPException; those runs ended FAILED with the class
+    client = Client(raise_request_exception=False)
+    for why, status in (("missing", 404), ("forbidden", 403), ("odd", 400)):
+        response = client.get(f"/refused/{why}/", headers={"x-customer": customers[1]})
+        assert response.status_code == status
+    runs = runs_of(live, customers[1])
+    assert len(runs) == 3
+    statuses = set()
+    for run in runs:
+        details = live.get_run(run.id)
+        assert details.status is RunStatus.COMPLETED and details.error_code is None
+        [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+        statuses.add((event.metadata or {})["status_code"])
+    assert statuses == {404, 403, 400}
