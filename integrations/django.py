@@ -223,6 +223,9 @@ def _after(content: Iterable[bytes], request_run: OpenRequest) -> Iterator[bytes
     try:
         yield from content
         request_run.response_done()
+    except Exception as exc:  # the body raised: FAILED, as when a view raises
+        request_run.error = exc
+        raise
     finally:
         finish_request(request_run, request_run.error)
 
@@ -257,6 +260,9 @@ async def _after_async(
         async for chunk in content:
             yield chunk
         request_run.response_done()
+    except Exception as exc:  # the body raised: FAILED, as when a view raises
+        request_run.error = exc
+        raise
     finally:
         if ends_run:
             finish_request(request_run, request_run.error)

@@ -178,7 +178,11 @@ class _Body:
         self._request_run = request_run
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._body
+        try:
+            yield from self._body
+        except Exception as exc:  # the body raised: FAILED (ended at ``close``), as a view
+            self._request_run.error = exc
+            raise
         request_run = self._request_run
         request_run.response_done()
         finish_request(request_run, request_run.error)

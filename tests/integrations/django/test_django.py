@@ -364,3 +364,16 @@ def test_4xx_exceptions_django_answers_complete_the_run_with_their_status(
         [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
         statuses.add((event.metadata or {})["status_code"])
     assert statuses == {404, 403, 400}
+
+
+def test_a_stream_whose_body_raises_fails_the_run(live: Drip, customers: list[str]) -> None:
+    # as under ASGI (the exception leaves the application): it ended COMPLETED, incomplete
+    with pytest.raises(RuntimeError, match="feed down"):
+        wsgi_get("/broken-stream/", {"x-customer": customers[2]})
+    [run] = runs_of(live, customers[2])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "RuntimeError"
+    events = live.get_run_timeline(run.id).events
+    [request_event] = [e for e in events if e.meter == "api_calls"]
+    assert (request_event.metadata or {}).get("incomplete") is True
+    assert [e.meter for e in events if e.meter != "api_calls"] == ["stream.chunks"]

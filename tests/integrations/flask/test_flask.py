@@ -265,3 +265,31 @@ def test_an_async_customer_callable(live: Drip, customers: list[str]) -> None:
     assert get(app, "/v1/items/7").json == {"item": 7}  # None: served, not metered
     [run] = runs_of(live, customers[3])
     assert run.status is RunStatus.COMPLETED
+
+
+def test_a_stream_whose_body_raises_fails_the_run(live: Drip, customers: list[str]) -> None:
+    # as under ASGI (the exception leaves the application): it ended COMPLETED, incomplete
+    app = Flask(__name__)
+
+    @app.get("/broken")
+    def broken() -> Response:
+        def body() -> Iterator[str]:
+            yield chunk(0)
+            raise RuntimeError("feed down")
+
+        return Response(body())
+
+    DripFlask(app, customer=lambda req: req.headers.get("x-customer"))
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/broken", "SERVER_NAME": "test",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_X_CUSTOMER": customers[2]}  # fmt: skip
+    result = app(environ, lambda status, headers, exc_info=None: None)
+    try:  # as a WSGI server does: iterate, then close
+        with pytest.raises(RuntimeError, match="feed down"):
+            b"".join(result)
+    finally:
+        result.close()
+    [run] = runs_of(live, customers[2])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "RuntimeError"
+    [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+    assert (event.metadata or {}).get("incomplete") is True
