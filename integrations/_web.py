@@ -184,17 +184,23 @@ class RequestMeter:
         else:
             seen[1] += 1
 
-    def wanted(self, route: str | None, path: str) -> bool:
+    def wanted(self, route: str | None, path: str, prefix: str = "") -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
 
         A pattern (``fnmatch`` style: ``/health``, ``/internal/*``, ``/items/{item_id}``) is
         compared with the route template, and with the raw path only when no route matched:
         the path is the client's to choose, and matching it as well let a client skip billing
         (``exclude=["*/health"]`` with a route ``/files/{name:path}``: ``/files/x/health``).
+        ``prefix``: where the deployment serves the application (ASGI ``root_path``, WSGI
+        ``SCRIPT_NAME``), which starts the template; it is matched without it too, so that
+        patterns written as in the application hold behind a proxy.
         """
         if self.exclude is None and self.include is None:
             return True
-        names = (path,) if route is None else (route,)
+        names: tuple[str, ...] = (path,) if route is None else (route,)
+        prefix = prefix.rstrip("/")
+        if prefix and names[0].startswith(prefix + "/"):
+            names = (names[0], names[0][len(prefix) :])
         if self.exclude is not None and _any_match(names, self.exclude):
             return False
         return self.include is None or _any_match(names, self.include)

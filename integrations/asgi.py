@@ -117,7 +117,7 @@ class DripMiddleware:
         known = self._routes.get(key)
         if known is None:
             template = route_template(scope, self.app)
-            known = (template, meter.wanted(template, path))
+            known = (template, meter.wanted(template, path, key[3]))
             if len(self._routes) < _ROUTES_MAX:  # paths carry ids: keep it bounded
                 self._routes[key] = known
         route, wanted = known

@@ -125,7 +125,8 @@ class DripMiddleware:
     def _customer(self, request: Any) -> tuple[str | None, Any, Any]:
         """The request's route template, its customer (None: not metered), the carried run."""
         route = _route(request)
-        if not self._meter.wanted(route, request.META.get("SCRIPT_NAME", "") + request.path_info):
+        script_name = request.META.get("SCRIPT_NAME", "")
+        if not self._meter.wanted(route, script_name + request.path_info, script_name):
             return route, None, None
         carried = self._meter.carried(request.META.get("HTTP_BAGGAGE"))
         if carried is not None:

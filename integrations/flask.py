@@ -87,7 +87,7 @@ class DripFlask:
         rule = request.url_rule
         route = None if rule is None else request.script_root + rule.rule
         meter = self._meter
-        if not meter.wanted(route, request.script_root + request.path):
+        if not meter.wanted(route, request.script_root + request.path, request.script_root):
             return
         headers = request.headers
         request_id = headers.get(self._request_id_header)

@@ -147,6 +147,51 @@ def test_patterns_match_the_route_not_a_path_the_client_chose() -> None:
     assert included.wanted("/v1/items/{item_id}", "/v1/items/3")
 
 
+def test_patterns_match_behind_a_proxy_prefix() -> None:
+    """Served under a prefix the deployment adds (``uvicorn --root-path /api``, a WSGI
+    ``SCRIPT_NAME``), a route's template starts with it: ``exclude=["/health"]`` missed
+    ``/api/health`` and billed it. Patterns written as in the application match both."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    middleware = DripMiddleware(app, customer=customer, exclude=["/health", "/nowhere"])
+    with drip.testing.capture() as cap:
+        for path in ("/api/health", "/api/items/3", "/api/nowhere"):
+            scope_call(middleware, path, root_path="/api", x_customer="cus_1")
+    assert [s.workflow for s in cap.run_starts] == ["GET /api/items/{item_id}"]
+    prefixed = RequestMeter(customer=customer, include=["/items/*"])
+    assert prefixed.wanted("/api/items/{item_id}", "/api/items/3", "/api")
+    assert not prefixed.wanted("/api/health", "/api/health", "/api")
+    assert not prefixed.wanted("/apiitems/{x}", "/apiitems/3", "/api")  # not under the prefix
+    assert RequestMeter(customer=customer, include=["/api/items/*"]).wanted(
+        "/api/items/{item_id}", "/api/items/3", "/api"
+    )  # the full template still matches
+
+
+def scope_call(app: Any, path: str, root_path: str, **headers: str) -> None:
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": root_path,
+             "raw_path": path.encode(), "query_string": b"", "app": None,
+             "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+    del scope["app"]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    asyncio.run(app(scope, receive, send))
+
+
 def test_meter_and_quantity_mistakes_raise_when_installed() -> None:
     with pytest.raises(ValueError, match="quantity"):
         RequestMeter(customer=customer, quantity=-1)

@@ -293,3 +293,19 @@ def test_a_stream_whose_body_raises_fails_the_run(live: Drip, customers: list[st
     assert details.status is RunStatus.FAILED and details.error_code == "RuntimeError"
     [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
     assert (event.metadata or {}).get("incomplete") is True
+
+
+def test_patterns_hold_under_a_script_name(
+    live: Drip, customers: list[str], slug: Callable[[str], str]
+) -> None:
+    # mounted at /api (SCRIPT_NAME, behind a proxy): the route is /api/health, and
+    # exclude=["/health"] (make_app's) billed it
+    app = make_app(exclude=["/health"])
+    with app.test_client() as client:
+        for path in ("/health", "/v1/items/5"):
+            response = client.get(
+                path, base_url="http://localhost/api", headers={"x-customer": customers[1]}
+            )
+            assert response.status_code == 200
+    [run] = runs_of(live, customers[1])
+    assert slug(run.workflow_id) == "GET /api/v1/items/<int:item_id>"
