@@ -304,3 +304,54 @@ def test_a_raising_customer_callable_is_said_once_then_once_a_minute(
         "3 requests served but not metered" in line.getMessage() and "user-9" in line.getMessage()
     )
     assert line.exc_info is None
+
+
+@pytest.mark.parametrize("reads", ["json", "form", "nothing"])
+def test_a_customer_callable_that_reads_the_body_leaves_it_to_the_application(
+    reads: str,
+) -> None:
+    """The body arrives once (ASGI ``receive``): read by the customer callable, the
+    application waited for it forever (the request hung). It is given back."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def echo(request: Any) -> JSONResponse:
+        return JSONResponse({"body": (await request.body()).decode()})
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+
+    async def lookup(request: Any) -> str | None:
+        if reads == "json":
+            return str((await request.json())["customer"])
+        if reads == "form":
+            return str((await request.form())["customer"])
+        return "cus_1"
+
+    body = b'{"customer": "cus_1"}' if reads != "form" else b"customer=cus_1&n=2"
+    kind = b"application/json" if reads != "form" else b"application/x-www-form-urlencoded"
+    middleware = DripMiddleware(app, customer=lookup)
+    scope = {"type": "http", "method": "POST", "path": "/echo", "root_path": "",
+             "raw_path": b"/echo", "query_string": b"", "http_version": "1.1",
+             "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())]}  # fmt: skip
+    chunks = [{"type": "http.request", "body": body[:5], "more_body": True},
+              {"type": "http.request", "body": body[5:], "more_body": False}]  # fmt: skip
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop(0)
+        await asyncio.sleep(3600)  # as a server does: the next message is the disconnect
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def serve() -> None:
+        await asyncio.wait_for(middleware(scope, receive, send), 5)
+
+    with drip.testing.capture() as cap:
+        asyncio.run(serve())
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b'{"body":"' + body.replace(b'"', b'\\"') + b'"}'
+    assert [s.customer_id for s in cap.run_starts] == ["cus_1"]
