@@ -75,7 +75,18 @@ class DripFlask:
             self.init_app(app)
 
     def init_app(self, app: Any) -> None:
-        """Install on ``app``: its request hooks, and the WSGI wrapper that ends each run."""
+        """Install on ``app``: its request hooks, and the WSGI wrapper that ends each run.
+
+        Once per app: again with this extension does nothing; another ``DripFlask`` raises
+        (each request would open two runs, one never ended)."""
+        installed = app.extensions.get("drip")
+        if installed is self:
+            return
+        if installed is not None:
+            raise RuntimeError(
+                "a DripFlask is installed on this app already: one per app (pass every "
+                "option to that one)"
+            )
         app.before_request(self._before)
         app.after_request(self._after)
         app.teardown_request(self._teardown)

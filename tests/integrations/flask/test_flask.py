@@ -309,3 +309,19 @@ def test_patterns_hold_under_a_script_name(
             assert response.status_code == 200
     [run] = runs_of(live, customers[1])
     assert slug(run.workflow_id) == "GET /api/v1/items/<int:item_id>"
+
+
+def test_installed_once_per_app(live: Drip, customers: list[str]) -> None:
+    # twice on one app, each request opened two runs and ended one: the other stayed open in
+    # the serving thread, and the next requests' runs became its children
+    app = make_app()
+    ext = app.extensions["drip"]
+    ext.init_app(app)  # the same extension again: nothing
+    with pytest.raises(RuntimeError, match="installed on this app already"):
+        DripFlask(app, customer=lambda req: customers[4])
+    for i in range(2):
+        assert get(app, f"/v1/items/{i}", customers[3]).json == {"item": i}
+    assert current_run() is None
+    runs = runs_of(live, customers[3])
+    assert len(runs) == 2 and {r.parent_run_id for r in runs} == {None}
+    assert {r.status for r in runs} == {RunStatus.COMPLETED}
