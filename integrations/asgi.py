@@ -61,6 +61,9 @@ to_thread = requires("anyio.to_thread", extra="fastapi", integration="asgi")
 
 __all__ = ["DripMiddleware"]
 
+#: set in the scope of a request a ``DripMiddleware`` meters: the request's ``OpenRequest``
+SCOPE_KEY = "drip.request_run"
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -106,9 +109,11 @@ class DripMiddleware:
         self._routes: dict[tuple[Any, str, str, str], tuple[str | None, bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or SCOPE_KEY in scope:
             if scope["type"] == "lifespan":
                 return await self.app(scope, receive, _lifespan(send))
+            # or metered already, by a DripMiddleware around this one (a parent application's,
+            # or this one added twice): one request, one run and one event
             return await self.app(scope, receive, send)
         # the request's run is opened here, not in a helper coroutine: one await less per
         # request (a sync customer callable, the common case, is never awaited)
@@ -149,6 +154,7 @@ class DripMiddleware:
             request_run = open_request(meter, result, method, route, request_id)
         if request_run is None:
             return await self.app(scope, receive, send)
+        scope[SCOPE_KEY] = request_run
         try:
             await self.app(scope, receive, watch(request_run, send))
         except BaseException as exc:

@@ -76,6 +76,8 @@ class DripMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
+        if META_KEY in request.META:  # metered by the same middleware listed before: once
+            return self.get_response(request)
         route, customer, carried = self._customer(request)
         if inspect.isawaitable(customer):  # an async def callable, under WSGI
             customer = self._await_customer(customer)
@@ -90,6 +92,8 @@ class DripMiddleware:
         return _end_with(request_run, response, in_thread=True)
 
     async def __acall__(self, request: Any) -> Any:
+        if META_KEY in request.META:  # metered by the same middleware listed before: once
+            return await self.get_response(request)
         route, customer, carried = self._customer(request)
         if inspect.isawaitable(customer):
             try:

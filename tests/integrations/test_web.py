@@ -355,3 +355,36 @@ def test_a_customer_callable_that_reads_the_body_leaves_it_to_the_application(
     assert sent[0]["status"] == 200
     assert sent[1]["body"] == b'{"body":"' + body.replace(b'"', b'\\"') + b'"}'
     assert [s.customer_id for s in cap.run_starts] == ["cus_1"]
+
+
+def test_a_request_through_two_middlewares_is_metered_once() -> None:
+    """A mounted sub-application instrumented as well as its parent (or the middleware added
+    twice): the request was two runs, the inner a child of the outer, and two request
+    events: billed twice. The outermost middleware that meters it is the one."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    sub = FastAPI()
+
+    @sub.get("/x")
+    def x() -> str:
+        return "ok"
+
+    sub.add_middleware(DripMiddleware, customer=lambda request: "cus_2")
+    app = FastAPI()
+    app.mount("/sub", sub)
+
+    @app.get("/top")
+    def top() -> str:
+        return "ok"
+
+    app.add_middleware(DripMiddleware, customer=customer)
+    app.add_middleware(DripMiddleware, customer=customer)  # twice, by mistake
+    with drip.testing.capture() as cap, TestClient(app) as client:
+        assert client.get("/sub/x", headers={"x-customer": "cus_1"}).json() == "ok"
+        assert client.get("/top", headers={"x-customer": "cus_1"}).json() == "ok"
+        assert client.get("/sub/x").json() == "ok"  # the outer does not meter it: the inner does
+    starts = [(s.workflow, s.customer_id, s.parent_run_id) for s in cap.run_starts]
+    assert starts == [("GET /sub/x", "cus_1", None), ("GET /top", "cus_1", None),
+                      ("GET /sub/x", "cus_2", None)]  # fmt: skip
+    assert [e.meter for e in cap.events] == ["api_calls"] * 3

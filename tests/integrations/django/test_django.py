@@ -377,3 +377,14 @@ def test_a_stream_whose_body_raises_fails_the_run(live: Drip, customers: list[st
     [request_event] = [e for e in events if e.meter == "api_calls"]
     assert (request_event.metadata or {}).get("incomplete") is True
     assert [e.meter for e in events if e.meter != "api_calls"] == ["stream.chunks"]
+
+
+def test_listed_twice_a_request_is_metered_once(live: Drip, customers: list[str]) -> None:
+    # two runs (the inner a child of the outer) and two request events: billed twice
+    twice = ["drip.integrations.django.DripMiddleware"] * 2
+    with override_settings(MIDDLEWARE=twice):
+        assert Client().get("/v1/items/8/", headers={"x-customer": customers[4]}).json()
+    [run] = runs_of(live, customers[4])
+    assert run.parent_run_id is None
+    [meter] = live.get_usage_summary(customer_id=customers[4], meter="api_calls").meters
+    assert meter.quantity == 1
