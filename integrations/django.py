@@ -16,7 +16,9 @@ the run FAILED and then goes on to Django's own handling (``process_exception`` 
 
 The middleware is sync and async capable: under ASGI with async views it runs without a thread
 hop. The ``customer`` callable may be ``async def`` either way (under WSGI it is awaited as
-Django runs an async view there, with ``async_to_sync``). ``DRIP_MIDDLEWARE`` takes
+Django runs an async view there, with ``async_to_sync``); a sync one that queries the database
+under ASGI (Django refuses that in the event loop: ``SynchronousOnlyOperation``) is run in a
+thread from then on, as Django runs sync code there (``sync_to_async``). ``DRIP_MIDDLEWARE`` takes
 ``workflow``, ``meter``, ``quantity``, ``include``, ``exclude``, ``trust_baggage`` and
 ``request_id_header`` (default ``X-Request-ID``).
 """
@@ -53,6 +55,8 @@ class DripMiddleware:
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
         self._async = asgiref_sync.iscoroutinefunction(get_response)
+        #: the customer callable is sync and needs a thread (async stack, the ORM in it)
+        self._in_thread = False
         if self._async:
             asgiref_sync.markcoroutinefunction(self)
         settings = django_conf.settings
@@ -135,8 +139,19 @@ class DripMiddleware:
         carried = self._meter.carried(request.META.get("HTTP_BAGGAGE"))
         if carried is not None:
             return route, None, carried
+        lookup = self._meter.customer
+        if self._in_thread:
+            return route, asgiref_sync.sync_to_async(lookup)(request), None
         try:
-            return route, self._meter.customer(request), None
+            return route, lookup(request), None
+        except django_exceptions.SynchronousOnlyOperation as exc:
+            if not self._async:
+                self._meter.unmetered(exc, "the customer callable raised")
+                return route, None, None
+            # a sync callable that queries the database, called from the event loop (ASGI):
+            # from now on in a thread, as Django runs sync code there (``sync_to_async``)
+            self._in_thread = True
+            return route, asgiref_sync.sync_to_async(lookup)(request), None
         except Exception as exc:
             self._meter.unmetered(exc, "the customer callable raised")
             return route, None, None

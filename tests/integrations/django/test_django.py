@@ -44,6 +44,7 @@ from django.http import (  # noqa: E402 (after settings.configure)
 )
 from django.test import AsyncClient, Client, override_settings  # noqa: E402 (after settings.configure)
 from django.urls import path  # noqa: E402 (after settings.configure)
+from django.utils.asyncio import async_unsafe  # noqa: E402 (after settings.configure)
 
 
 @drip.metered("db.queries")
@@ -126,7 +127,17 @@ async def async_customer(request: Any) -> str | None:
     return request.headers.get("x-customer")
 
 
+def db_customer(request: Any) -> str | None:
+    return _look_up(request.headers.get("x-customer"))
+
+
+@async_unsafe
+def _look_up(key: str | None) -> str | None:
+    return key  # stands for an ORM query: Django refuses it in an event loop's thread
+
+
 urls.customer = customer  # type: ignore[attr-defined]
+urls.db_customer = db_customer  # type: ignore[attr-defined]
 urls.async_customer = async_customer  # type: ignore[attr-defined]
 urls.handler500 = handler500  # type: ignore[attr-defined]
 urls.urlpatterns = [  # type: ignore[attr-defined]
@@ -388,3 +399,18 @@ def test_listed_twice_a_request_is_metered_once(live: Drip, customers: list[str]
     assert run.parent_run_id is None
     [meter] = live.get_usage_summary(customer_id=customers[4], meter="api_calls").meters
     assert meter.quantity == 1
+
+
+async def test_a_sync_customer_callable_that_queries_the_database_under_asgi(
+    live: Drip, customers: list[str]
+) -> None:
+    # the middleware runs async (ASGI) and called the sync callable in the event loop's
+    # thread, where Django refuses the ORM (SynchronousOnlyOperation): every request unmetered
+    with override_settings(DRIP_CUSTOMER=f"{urls.__name__}.db_customer"):
+        client = AsyncClient()
+        for i in range(3):
+            response = await client.get(f"/async/items/{i}/", headers={"x-customer": customers[0]})
+            assert response.json() == {"item": i}
+    assert (await asyncio.to_thread(live.flush, 30)).ok
+    runs = (await asyncio.to_thread(live.list_runs, customer_id=customers[0])).data
+    assert len(runs) == 3
