@@ -3,11 +3,12 @@ retried task stays one run, and a task published for a customer alone is that cu
 
 A real worker (in a thread here, ``celery -A ... worker`` in production) and an in-memory broker.
 
-Run: DRIP_BASE_URL=local python examples/celery_tasks.py   (needs drip-sdk[celery])
+Run: DRIP_BASE_URL=local python examples/celery_tasks.py   (needs drip-sdk[server,celery])
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from celery import Celery
@@ -40,6 +41,8 @@ def flaky_export(self: Any, batch: int) -> int:
 
 
 def main() -> None:
+    # what this execution records, read back below: the local database keeps earlier runs
+    since = datetime.now(timezone.utc) - timedelta(milliseconds=1)
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         with drip.run("nightly-import", external_customer_id="acme") as run:
             results = [enrich_batch.delay(b) for b in range(3)]
@@ -49,16 +52,16 @@ def main() -> None:
         print(f"rows: {sum(r.get(timeout=30) for r in results)}, retried task: "
               f"{retried.get(timeout=30)}, alone: {alone.get(timeout=30)}")  # fmt: skip
     print(drip.flush(timeout=10))
-    runs = drip.drip.list_runs(customer_id="acme", limit=100).data
+    runs = drip.drip.list_runs(customer_id="acme", limit=100, since=since).data
     children = sorted((r for r in runs if r.parent_run_id == run.id),
                       key=lambda r: r.workflow_name)  # fmt: skip
     print(f"'nightly-import' has {len(children)} child runs:")
     for child in children:
         events = drip.drip.get_run_timeline(child.id).events
         print(f"  {child.workflow_name} {child.status.value}, {len(events)} event(s)")
-    [own] = drip.drip.list_runs(customer_id="globex").data
+    [own] = drip.drip.list_runs(customer_id="globex", since=since).data
     print(f"globex: its own run {own.workflow_name!r}, parent {own.parent_run_id}")
-    usage = drip.drip.get_usage_summary(customer_id="acme").total("rows_enriched")
+    usage = drip.drip.get_usage_summary(customer_id="acme", since=since).total("rows_enriched")
     print(f"acme rows_enriched: {usage:g}")
 
 

@@ -2,13 +2,14 @@
 metered when its content has been sent. One file here; in a project the three settings go in
 ``settings.py``.
 
-Run: DRIP_BASE_URL=local python examples/django_api.py   (needs drip-sdk[django])
+Run: DRIP_BASE_URL=local python examples/django_api.py   (needs drip-sdk[server,django])
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import django
 from django.conf import settings
@@ -76,6 +77,8 @@ django.setup()
 
 
 def main() -> None:
+    # what this execution records, read back below: the local database keeps earlier runs
+    since = datetime.now(timezone.utc) - timedelta(milliseconds=1)
     http = Client()
     for name in ("summary", "detail", "summary"):
         http.get(f"/reports/{name}/", headers={"x-api-key": "key-acme"})
@@ -86,11 +89,14 @@ def main() -> None:
     http.get("/health/")  # no API key: served, not metered
     print(drip.flush(timeout=10))
     for name in ("acme", "globex"):
-        usage = {m.meter: m.quantity for m in drip.drip.get_usage_summary(customer_id=name).meters}
+        usage = {
+            m.meter: m.quantity
+            for m in drip.drip.get_usage_summary(customer_id=name, since=since).meters
+        }
         print(f"{name}: " + ", ".join(f"{meter} {usage[meter]:g}" for meter in sorted(usage)))
-    for run in drip.drip.list_runs(customer_id="acme").data:
+    for run in drip.drip.list_runs(customer_id="acme", since=since).data:
         print(f"  {run.workflow_name}: {run.status.value}")
-    [streamed] = drip.drip.list_runs(customer_id="globex").data
+    [streamed] = drip.drip.list_runs(customer_id="globex", since=since).data
     timeline = drip.drip.get_run_timeline(streamed.id)
     print(f"streamed request run {timeline.workflow_name!r}: {timeline.status.value}")
     for event in timeline.events:

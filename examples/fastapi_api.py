@@ -1,12 +1,13 @@
 """Meter a FastAPI service: one run per request, metered after the response is sent.
 
-Run: DRIP_BASE_URL=local python examples/fastapi_api.py   (needs drip-sdk[fastapi])
+Run: DRIP_BASE_URL=local python examples/fastapi_api.py   (needs drip-sdk[server,fastapi])
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 
 from drip.integrations.fastapi import DripMiddleware
 from fastapi import FastAPI, Request
@@ -51,6 +52,8 @@ def make_app() -> FastAPI:
 
 
 def main() -> None:
+    # what this execution records, read back below: the local database keeps earlier runs
+    since = datetime.now(timezone.utc) - timedelta(milliseconds=1)
     for name in ("acme", "globex"):
         API_KEYS[f"key-{name}"] = drip.drip.create_customer(external_customer_id=name).id
     with TestClient(make_app()) as http:
@@ -61,10 +64,10 @@ def main() -> None:
         http.get("/health")  # no API key: served, not metered
     print(drip.flush(timeout=10))
     for name in ("acme", "globex"):
-        summary = drip.drip.get_usage_summary(customer_id=API_KEYS[f"key-{name}"])
+        summary = drip.drip.get_usage_summary(customer_id=API_KEYS[f"key-{name}"], since=since)
         usage = {m.meter: m.quantity for m in summary.meters}
         print(f"{name}: {usage['api_calls']:g} requests, {usage['llm_tokens']:g} tokens")
-    [streamed] = drip.drip.list_runs(customer_id=API_KEYS["key-globex"]).data
+    [streamed] = drip.drip.list_runs(customer_id=API_KEYS["key-globex"], since=since).data
     timeline = drip.drip.get_run_timeline(streamed.id)
     print(f"streamed request run: {timeline.status.value}")
     for event in timeline.events:

@@ -1,12 +1,13 @@
 """Meter a Flask service: one run per request, a streamed response metered when it has been sent.
 
-Run: DRIP_BASE_URL=local python examples/flask_api.py   (needs drip-sdk[flask])
+Run: DRIP_BASE_URL=local python examples/flask_api.py   (needs drip-sdk[server,flask])
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 from drip.integrations.flask import DripFlask
 from flask import Flask, Request, Response, stream_with_context
@@ -52,6 +53,8 @@ def make_app() -> Flask:
 
 
 def main() -> None:
+    # what this execution records, read back below: the local database keeps earlier runs
+    since = datetime.now(timezone.utc) - timedelta(milliseconds=1)
     http = make_app().test_client()
     for i in range(4):
         http.get("/tables/orders", headers={"x-api-key": "key-acme", "x-request-id": f"req-{i}"})
@@ -61,10 +64,11 @@ def main() -> None:
     http.get("/health")  # no API key: served, not metered
     print(drip.flush(timeout=10))
     for name in ("acme", "globex"):
-        summary = drip.drip.get_usage_summary(customer_id=name)  # your id works for reads too
+        # your own id works for reads too
+        summary = drip.drip.get_usage_summary(customer_id=name, since=since)
         usage = {m.meter: m.quantity for m in summary.meters}
         print(f"{name}: {usage['api_calls']:g} requests, {usage['rows_scanned']:g} rows")
-    [streamed] = drip.drip.list_runs(customer_id="globex").data
+    [streamed] = drip.drip.list_runs(customer_id="globex", since=since).data
     timeline = drip.drip.get_run_timeline(streamed.id)
     print(f"streamed request run {timeline.workflow_name!r}: {timeline.status.value}")
     for event in timeline.events:

@@ -1,7 +1,7 @@
 """A request that crosses services stays one run: service A calls service B with httpx, and B,
 trusting A's baggage, records into A's run.
 
-Run: DRIP_BASE_URL=local python examples/two_services.py   (needs drip-sdk[fastapi])
+Run: DRIP_BASE_URL=local python examples/two_services.py   (needs drip-sdk[server,fastapi])
 """
 
 from __future__ import annotations

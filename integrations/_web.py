@@ -118,8 +118,8 @@ def _patterns(value: Iterable[str] | str | None, name: str) -> tuple[str, ...] |
 class RequestMeter:
     """The settings of one middleware, checked when it is installed (mistakes raise then)."""
 
-    __slots__ = ("_customers", "_shapes", "customer", "exclude", "include", "meter", "quantity",
-                 "trust_baggage", "workflow")  # fmt: skip
+    __slots__ = ("_customers", "_problems", "_shapes", "customer", "exclude", "include", "meter",
+                 "quantity", "trust_baggage", "workflow")  # fmt: skip
 
     def __init__(
         self,
@@ -158,19 +158,49 @@ class RequestMeter:
         self._shapes: dict[tuple[str, str], Shape] = {}
         #: customer ids the callable returned that passed ``check_name``
         self._customers: set[str] = set()
+        #: (what went wrong, exception type) -> [when last logged, requests unmetered since]
+        self._problems: dict[tuple[str, str], list[float]] = {}
         application_started()
 
-    def wanted(self, route: str | None, path: str) -> bool:
+    def unmetered(self, exc: BaseException, what: str) -> None:
+        """Say why a request is served but not metered: the first time with its traceback,
+        then the same problem (``what`` and the exception's type) at most once a minute, with
+        how many requests it left unmetered meanwhile. A bug in a customer callable meets
+        every request: a traceback each would flood the application's log."""
+        key = (what, type(exc).__qualname__)
+        now = time.monotonic()
+        seen = self._problems.get(key)
+        if seen is None:
+            if len(self._problems) >= _PROBLEMS_MAX:
+                self._problems.clear()
+            self._problems[key] = [now, 0]
+            logger.error("drip: %s; the request is served but not metered (this problem is "
+                         "logged again at most once a minute)", what, exc_info=exc)  # fmt: skip
+        elif now - seen[0] >= _PROBLEM_EVERY_S:
+            logger.error("drip: %s; %d requests served but not metered in the last %d s, the "
+                         "latest: %s: %s", what, seen[1] + 1, now - seen[0],
+                         type(exc).__name__, exc)  # fmt: skip
+            seen[0], seen[1] = now, 0
+        else:
+            seen[1] += 1
+
+    def wanted(self, route: str | None, path: str, prefix: str = "") -> bool:
         """Whether a request to ``path`` (matched to ``route``) is metered at all.
 
         A pattern (``fnmatch`` style: ``/health``, ``/internal/*``, ``/items/{item_id}``) is
         compared with the route template, and with the raw path only when no route matched:
         the path is the client's to choose, and matching it as well let a client skip billing
         (``exclude=["*/health"]`` with a route ``/files/{name:path}``: ``/files/x/health``).
+        ``prefix``: where the deployment serves the application (ASGI ``root_path``, WSGI
+        ``SCRIPT_NAME``), which starts the template; it is matched without it too, so that
+        patterns written as in the application hold behind a proxy.
         """
         if self.exclude is None and self.include is None:
             return True
-        names = (path,) if route is None else (route,)
+        names: tuple[str, ...] = (path,) if route is None else (route,)
+        prefix = prefix.rstrip("/")
+        if prefix and names[0].startswith(prefix + "/"):
+            names = (names[0], names[0][len(prefix) :])
         if self.exclude is not None and _any_match(names, self.exclude):
             return False
         return self.include is None or _any_match(names, self.include)
@@ -234,8 +264,8 @@ class RequestMeter:
             run.status = run.error = run.done_ns = None
             run._finished = False
             return run
-        except Exception:
-            logger.exception("drip: this request is served but not metered")
+        except Exception as exc:
+            self.unmetered(exc, "the request's customer or run could not be opened")
             return None
 
     def _shape(self, method: str, label: str) -> Shape:
@@ -266,6 +296,10 @@ Shape = tuple[str, "tuple[tuple[str, str, str, str], ...] | None"]
 _SHAPES_MAX = 1024
 #: checked customer ids remembered per middleware; past that each new one is checked each time
 _CUSTOMERS_MAX = 4096
+#: how often one problem that leaves requests unmetered is logged again, and how many
+#: problems a middleware remembers
+_PROBLEM_EVERY_S = 60.0
+_PROBLEMS_MAX = 256
 _INT64 = 2**63
 
 

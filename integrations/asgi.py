@@ -28,8 +28,9 @@ mounts), so it can name the run and be matched by ``include``/``exclude``. An AS
 Starlette-style or Litestar router gets no template: its requests are labelled
 ``<unmatched>`` (a raw path would be unbounded and may carry personal data), so give it a
 ``workflow=`` and match ``include``/``exclude`` against raw paths. The ``customer``
-callable receives a Starlette ``Request``; read headers, not the body (the body is the
-application's).
+callable receives a Starlette ``Request``; it may read the body too (``await
+request.json()``): what it read is handed to the application again, which would otherwise
+wait for a body that ASGI delivers only once.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ from ._web import (
     OpenRequest,
     RequestMeter,
     finish_request,
-    logger,
     open_request,
 )
 
@@ -60,6 +60,9 @@ datastructures = requires("starlette.datastructures", extra="fastapi", integrati
 to_thread = requires("anyio.to_thread", extra="fastapi", integration="asgi")
 
 __all__ = ["DripMiddleware"]
+
+#: set in the scope of a request a ``DripMiddleware`` meters: the request's ``OpenRequest``
+SCOPE_KEY = "drip.request_run"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -106,9 +109,11 @@ class DripMiddleware:
         self._routes: dict[tuple[Any, str, str, str], tuple[str | None, bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or SCOPE_KEY in scope:
             if scope["type"] == "lifespan":
                 return await self.app(scope, receive, _lifespan(send))
+            # or metered already, by a DripMiddleware around this one (a parent application's,
+            # or this one added twice): one request, one run and one event
             return await self.app(scope, receive, send)
         # the request's run is opened here, not in a helper coroutine: one await less per
         # request (a sync customer callable, the common case, is never awaited)
@@ -118,7 +123,7 @@ class DripMiddleware:
         known = self._routes.get(key)
         if known is None:
             template = route_template(scope, self.app)
-            known = (template, meter.wanted(template, path))
+            known = (template, meter.wanted(template, path, key[3]))
             if len(self._routes) < _ROUTES_MAX:  # paths carry ids: keep it bounded
                 self._routes[key] = known
         route, wanted = known
@@ -137,22 +142,45 @@ class DripMiddleware:
         if carried is not None:
             request_run = meter.open(None, method, route, request_id, carried)
         else:
+            request = Request(scope, receive)
             try:
-                result = meter.customer(Request(scope, receive))
+                result = meter.customer(request)
                 if _awaitable(result):
                     result = await result
-            except Exception:
-                logger.exception("drip: the customer callable raised; the request is not metered")
-                return await self.app(scope, receive, send)
+            except Exception as exc:
+                meter.unmetered(exc, "the customer callable raised")
+                return await self.app(scope, _given_back(request, receive), send)
+            receive = _given_back(request, receive)
             request_run = open_request(meter, result, method, route, request_id)
         if request_run is None:
             return await self.app(scope, receive, send)
+        scope[SCOPE_KEY] = request_run
         try:
             await self.app(scope, receive, watch(request_run, send))
         except BaseException as exc:
             finish_request(request_run, exc)
             raise
         finish_request(request_run, None)
+
+
+def _given_back(request: Any, receive: Receive) -> Receive:
+    """``receive`` for the application: what the customer callable read of the body (ASGI
+    hands it over once) first, so that the application reads it whole instead of waiting
+    for it forever; ``receive`` itself when it read none (nearly always)."""
+    received: list[Message] | None = getattr(request, "_received", None)  # kept by ``Request``
+    if received is None:
+        body = getattr(request, "_body", None)  # Starlette's own ``Request``: ``body()``
+        if body is None:
+            return receive
+        received = [{"type": "http.request", "body": body, "more_body": False}]
+    pending = list(received)
+
+    async def replaying() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replaying
 
 
 def _lifespan(send: Send) -> Send:
@@ -235,10 +263,19 @@ def _cheap_request() -> type[Any]:
 
     class Request(base):  # type: ignore[misc]
         _headers = None
+        #: what was read of the body, for the application (``_given_back``)
+        _received: list[Message] | None = None
 
         def __init__(self, scope: Scope, receive: Receive) -> None:
             self.scope = scope
-            self._receive = receive
+            self._read = receive
+
+        async def _receive(self) -> Message:
+            message = await self._read()
+            if self._received is None:
+                self._received = []
+            self._received.append(message)
+            return message
 
         @property
         def headers(self) -> Any:

@@ -11,10 +11,14 @@ Each metered request is one run (workflow ``"GET /items/<int:item_id>/"`` by def
 pattern with ``SCRIPT_NAME``) holding one ``api_calls`` event, recorded when the response is
 complete: for a ``StreamingHttpResponse``, when its content has been sent. A view exception ends
 the run FAILED and then goes on to Django's own handling (``process_exception`` returns None, so
-``handler500`` and ``DEBUG`` pages are untouched).
+``handler500`` and ``DEBUG`` pages are untouched); one Django answers with a 4xx (``Http404``,
+``PermissionDenied``) ends it COMPLETED with that status, as any 4xx.
 
 The middleware is sync and async capable: under ASGI with async views it runs without a thread
-hop, and the ``customer`` callable may then be ``async def``. ``DRIP_MIDDLEWARE`` takes
+hop. The ``customer`` callable may be ``async def`` either way (under WSGI it is awaited as
+Django runs an async view there, with ``async_to_sync``); a sync one that queries the database
+under ASGI (Django refuses that in the event loop: ``SynchronousOnlyOperation``) is run in a
+thread from then on, as Django runs sync code there (``sync_to_async``). ``DRIP_MIDDLEWARE`` takes
 ``workflow``, ``meter``, ``quantity``, ``include``, ``exclude``, ``trust_baggage`` and
 ``request_id_header`` (default ``X-Request-ID``).
 """
@@ -26,7 +30,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from typing import Any
 
 from ._requires import requires
-from ._web import OpenRequest, RequestMeter, finish_request, logger, open_request
+from ._web import OpenRequest, RequestMeter, finish_request, open_request
 
 django_conf = requires("django.conf", extra="django")
 django_urls = requires("django.urls", extra="django")
@@ -51,6 +55,8 @@ class DripMiddleware:
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
         self._async = asgiref_sync.iscoroutinefunction(get_response)
+        #: the customer callable is sync and needs a thread (async stack, the ORM in it)
+        self._in_thread = False
         if self._async:
             asgiref_sync.markcoroutinefunction(self)
         settings = django_conf.settings
@@ -74,7 +80,12 @@ class DripMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        request_run = self._open(request, *self._customer(request))
+        if META_KEY in request.META:  # metered by the same middleware listed before: once
+            return self.get_response(request)
+        route, customer, carried = self._customer(request)
+        if inspect.isawaitable(customer):  # an async def callable, under WSGI
+            customer = self._await_customer(customer)
+        request_run = self._open(request, route, customer, carried)
         if request_run is None:
             return self.get_response(request)
         try:
@@ -85,12 +96,14 @@ class DripMiddleware:
         return _end_with(request_run, response, in_thread=True)
 
     async def __acall__(self, request: Any) -> Any:
+        if META_KEY in request.META:  # metered by the same middleware listed before: once
+            return await self.get_response(request)
         route, customer, carried = self._customer(request)
         if inspect.isawaitable(customer):
             try:
                 customer = await customer
-            except Exception:
-                logger.exception("drip: the customer callable raised; the request is not metered")
+            except Exception as exc:
+                self._meter.unmetered(exc, "the customer callable raised")
                 customer = None
         request_run = self._open(request, route, customer, carried)
         if request_run is None:
@@ -102,6 +115,15 @@ class DripMiddleware:
             raise
         return _end_with(request_run, response)
 
+    def _await_customer(self, customer: Any) -> Any:
+        """What an async customer callable answers, awaited from sync code as Django runs an
+        async view under WSGI (``async_to_sync``); None (the request unmetered) if it raises."""
+        try:
+            return asgiref_sync.async_to_sync(_awaited)(customer)
+        except Exception as exc:
+            self._meter.unmetered(exc, "the customer callable raised")
+            return None
+
     def process_exception(self, request: Any, exception: Exception) -> None:
         """Remember the view's exception for the run; Django handles it as without us."""
         request_run = request.META.get(META_KEY)
@@ -111,15 +133,27 @@ class DripMiddleware:
     def _customer(self, request: Any) -> tuple[str | None, Any, Any]:
         """The request's route template, its customer (None: not metered), the carried run."""
         route = _route(request)
-        if not self._meter.wanted(route, request.META.get("SCRIPT_NAME", "") + request.path_info):
+        script_name = request.META.get("SCRIPT_NAME", "")
+        if not self._meter.wanted(route, script_name + request.path_info, script_name):
             return route, None, None
         carried = self._meter.carried(request.META.get("HTTP_BAGGAGE"))
         if carried is not None:
             return route, None, carried
+        lookup = self._meter.customer
+        if self._in_thread:
+            return route, asgiref_sync.sync_to_async(lookup)(request), None
         try:
-            return route, self._meter.customer(request), None
-        except Exception:
-            logger.exception("drip: the customer callable raised; the request is not metered")
+            return route, lookup(request), None
+        except django_exceptions.SynchronousOnlyOperation as exc:
+            if not self._async:
+                self._meter.unmetered(exc, "the customer callable raised")
+                return route, None, None
+            # a sync callable that queries the database, called from the event loop (ASGI):
+            # from now on in a thread, as Django runs sync code there (``sync_to_async``)
+            self._in_thread = True
+            return route, asgiref_sync.sync_to_async(lookup)(request), None
+        except Exception as exc:
+            self._meter.unmetered(exc, "the customer callable raised")
             return route, None, None
 
     def _open(
@@ -136,6 +170,10 @@ class DripMiddleware:
         if request_run is not None:
             meta[META_KEY] = request_run
         return request_run
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _route(request: Any) -> str | None:
@@ -157,6 +195,10 @@ def _end_with(request_run: OpenRequest, response: Any, in_thread: bool = False) 
     which the server calls in the request's thread, so that thread leaves the run too.
     """
     request_run.status = response.status_code
+    if request_run.error is not None and response.status_code < 500:
+        # the view's exception was answered with a 4xx (Http404, PermissionDenied,
+        # SuspiciousOperation): as FastAPI's HTTPException, a COMPLETED run with its status
+        request_run.error = None
     if not getattr(response, "streaming", False):
         request_run.response_done()  # the body is complete, in memory
         finish_request(request_run, request_run.error)
@@ -201,6 +243,9 @@ def _after(content: Iterable[bytes], request_run: OpenRequest) -> Iterator[bytes
     try:
         yield from content
         request_run.response_done()
+    except Exception as exc:  # the body raised: FAILED, as when a view raises
+        request_run.error = exc
+        raise
     finally:
         finish_request(request_run, request_run.error)
 
@@ -235,6 +280,9 @@ async def _after_async(
         async for chunk in content:
             yield chunk
         request_run.response_done()
+    except Exception as exc:  # the body raised: FAILED, as when a view raises
+        request_run.error = exc
+        raise
     finally:
         if ends_run:
             finish_request(request_run, request_run.error)

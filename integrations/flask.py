@@ -28,11 +28,12 @@ is untouched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._requires import requires
-from ._web import OpenRequest, RequestMeter, finish_request, logger, open_request
+from ._web import OpenRequest, RequestMeter, finish_request, open_request
 
 flask = requires("flask", extra="flask")
 
@@ -48,7 +49,8 @@ class DripFlask:
     """Flask extension: one run per metered request, one ``meter`` event once it is sent.
 
     Arguments as for ``drip.integrations.asgi.DripMiddleware``; ``customer`` receives
-    ``flask.request`` and returns a customer id, a mapping, or None to leave it unmetered.
+    ``flask.request`` and returns a customer id, a mapping, or None to leave it unmetered
+    (an ``async def`` one is run as Flask runs async views: ``pip install "flask[async]"``).
     """
 
     def __init__(
@@ -73,7 +75,18 @@ class DripFlask:
             self.init_app(app)
 
     def init_app(self, app: Any) -> None:
-        """Install on ``app``: its request hooks, and the WSGI wrapper that ends each run."""
+        """Install on ``app``: its request hooks, and the WSGI wrapper that ends each run.
+
+        Once per app: again with this extension does nothing; another ``DripFlask`` raises
+        (each request would open two runs, one never ended)."""
+        installed = app.extensions.get("drip")
+        if installed is self:
+            return
+        if installed is not None:
+            raise RuntimeError(
+                "a DripFlask is installed on this app already: one per app (pass every "
+                "option to that one)"
+            )
         app.before_request(self._before)
         app.after_request(self._after)
         app.teardown_request(self._teardown)
@@ -85,7 +98,7 @@ class DripFlask:
         rule = request.url_rule
         route = None if rule is None else request.script_root + rule.rule
         meter = self._meter
-        if not meter.wanted(route, request.script_root + request.path):
+        if not meter.wanted(route, request.script_root + request.path, request.script_root):
             return
         headers = request.headers
         request_id = headers.get(self._request_id_header)
@@ -95,8 +108,10 @@ class DripFlask:
         else:
             try:
                 customer = meter.customer(request)
-            except Exception:
-                logger.exception("drip: the customer callable raised; the request is not metered")
+                if inspect.isawaitable(customer):  # async def: run as Flask runs async views
+                    customer = _awaited(customer)
+            except Exception as exc:
+                meter.unmetered(exc, "the customer callable raised")
                 return
             request_run = open_request(meter, customer, request.method, route, request_id)
         if request_run is not None:
@@ -118,6 +133,21 @@ class DripFlask:
             request_run = flask.request.environ.get(ENVIRON_KEY)
             if request_run is not None:
                 request_run.error = exc
+
+
+def _awaited(awaitable: Any) -> Any:
+    """What an async customer callable answers, awaited as Flask awaits an async view
+    (``app.ensure_sync``: asgiref, Flask's ``async`` extra, which it names when missing)."""
+
+    async def waiting() -> Any:
+        return await awaitable
+
+    try:
+        return flask.current_app.ensure_sync(waiting)()
+    except BaseException:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # never started: no "was never awaited" on top of the error
+        raise
 
 
 class _EndRuns:
@@ -159,7 +189,11 @@ class _Body:
         self._request_run = request_run
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._body
+        try:
+            yield from self._body
+        except Exception as exc:  # the body raised: FAILED (ended at ``close``), as a view
+            self._request_run.error = exc
+            raise
         request_run = self._request_run
         request_run.response_done()
         finish_request(request_run, request_run.error)

@@ -14,11 +14,13 @@ See ``drip.integrations.httpx`` for what is carried.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import wrapt
 
-from ._outgoing import inject_quietly
+from ._outgoing import host_patterns, inject_quietly
 from ._requires import requires
 
 requests = requires("requests", extra="requests")
@@ -26,18 +28,37 @@ requests = requires("requests", extra="requests")
 __all__ = ["instrument", "uninstrument"]
 
 
-def _send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if request is not None:
-        inject_quietly(request.headers)
-    return wrapped(*args, **kwargs)
+def _sender(hosts: tuple[str, ...] | None) -> Any:
+    def send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        request = args[0] if args else kwargs.get("request")
+        if request is not None:
+            inject_quietly(request.headers, _host(request), hosts)
+        return wrapped(*args, **kwargs)
+
+    return send
 
 
-def instrument(session: Any = None) -> None:
-    """Inject baggage on the requests of ``session``, or of every session when None."""
+def _host(request: Any) -> str | None:
+    try:
+        return urlsplit(str(request.url)).hostname
+    except ValueError:
+        return None
+
+
+def instrument(session: Any = None, *, hosts: Iterable[str] | str | None = None) -> None:
+    """Inject baggage on the requests of ``session``, or of every session when None.
+
+    ``hosts``: only requests to these hosts carry it (see ``drip.integrations.httpx``).
+    """
+    patterns = host_patterns(hosts)
     target = requests.Session if session is None else session
-    if not isinstance(vars(target).get("send"), wrapt.FunctionWrapper):
-        wrapt.wrap_function_wrapper(target, "send", _send)
+    send = vars(target).get("send")
+    if isinstance(send, wrapt.FunctionWrapper):  # instrumented already: new hosts
+        if session is None:
+            requests.Session.send = send.__wrapped__
+        else:
+            del session.send
+    wrapt.wrap_function_wrapper(target, "send", _sender(patterns))
 
 
 def uninstrument(session: Any = None) -> None:

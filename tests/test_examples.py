@@ -70,8 +70,7 @@ def test_every_example_is_tested() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECT)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECT))
-def test_example(name: str, account: Any, tmp_path: Path) -> None:
+def _run(name: str, account: Any, cwd: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
     env.update(DRIP_API_KEY=account.secret_key, DRIP_BASE_URL=account.base_url, DRIP_STRICT="1")
     proc = subprocess.run(
@@ -79,9 +78,27 @@ def test_example(name: str, account: Any, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     for expected in EXPECT[name]:
         assert expected in proc.stdout, f"{expected!r} not in:\n{proc.stdout}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_example(name: str, account: Any, tmp_path: Path) -> None:
+    _run(name, account, tmp_path)
+
+
+#: examples that read back what they recorded by customer (usage summaries, run lists)
+READ_BACK = ["celery_tasks.py", "django_api.py", "fastapi_api.py", "flask_api.py"]
+
+
+def test_examples_read_back_only_their_own_records(account: Any, tmp_path: Path) -> None:
+    """Run again, or after another example, against the same database (as
+    ``DRIP_BASE_URL=local`` keeps one in ``.drip/``), each says the same: it reads back what
+    this execution recorded, not the customers' earlier runs (which made ``[run] = ...``
+    unpack several and fail)."""
+    for name in [*READ_BACK, *READ_BACK]:
+        _run(name, account, tmp_path)

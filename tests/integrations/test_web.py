@@ -147,6 +147,51 @@ def test_patterns_match_the_route_not_a_path_the_client_chose() -> None:
     assert included.wanted("/v1/items/{item_id}", "/v1/items/3")
 
 
+def test_patterns_match_behind_a_proxy_prefix() -> None:
+    """Served under a prefix the deployment adds (``uvicorn --root-path /api``, a WSGI
+    ``SCRIPT_NAME``), a route's template starts with it: ``exclude=["/health"]`` missed
+    ``/api/health`` and billed it. Patterns written as in the application match both."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    middleware = DripMiddleware(app, customer=customer, exclude=["/health", "/nowhere"])
+    with drip.testing.capture() as cap:
+        for path in ("/api/health", "/api/items/3", "/api/nowhere"):
+            scope_call(middleware, path, root_path="/api", x_customer="cus_1")
+    assert [s.workflow for s in cap.run_starts] == ["GET /api/items/{item_id}"]
+    prefixed = RequestMeter(customer=customer, include=["/items/*"])
+    assert prefixed.wanted("/api/items/{item_id}", "/api/items/3", "/api")
+    assert not prefixed.wanted("/api/health", "/api/health", "/api")
+    assert not prefixed.wanted("/apiitems/{x}", "/apiitems/3", "/api")  # not under the prefix
+    assert RequestMeter(customer=customer, include=["/api/items/*"]).wanted(
+        "/api/items/{item_id}", "/api/items/3", "/api"
+    )  # the full template still matches
+
+
+def scope_call(app: Any, path: str, root_path: str, **headers: str) -> None:
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": root_path,
+             "raw_path": path.encode(), "query_string": b"", "app": None,
+             "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+    del scope["app"]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    asyncio.run(app(scope, receive, send))
+
+
 def test_meter_and_quantity_mistakes_raise_when_installed() -> None:
     with pytest.raises(ValueError, match="quantity"):
         RequestMeter(customer=customer, quantity=-1)
@@ -219,3 +264,127 @@ def test_a_request_outside_any_run_is_one_object_with_its_run_and_inside_one_its
     assert nested.parent_run_id == outer.id and nested.id == child.id
     assert nested.customer_id == "cus_1"
     assert len(cap.events) == 2 and [e.status for e in cap.run_ends] == ["COMPLETED"] * 3
+
+
+@pytest.mark.parametrize(
+    "answer", [lambda r: 42, lambda r: b"cus_1", lambda r: "c" * 300, lambda r: {"who": "x"}]
+)
+def test_a_bad_customer_callable_is_said_once_not_per_request(
+    answer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a customer callable with a bug meets every request: a traceback each flooded the log
+    middleware = DripMiddleware(raw_app(), customer=answer)
+    with drip.testing.capture() as cap, caplog.at_level(logging.ERROR, "drip"):
+        for _ in range(5):
+            call(middleware)
+    assert cap.run_starts == []
+    assert caplog.text.count("served but not metered") == 1
+    assert caplog.text.count("Traceback") == 1  # the first time: where it went wrong
+
+
+def test_a_raising_customer_callable_is_said_once_then_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from drip.integrations import _web
+
+    def lookup(request: Any) -> str:
+        raise KeyError(request.headers.get("x-key"))
+
+    middleware = DripMiddleware(raw_app(), customer=lookup)
+    with caplog.at_level(logging.ERROR, "drip"):
+        for i in range(3):
+            call(middleware, x_key=f"user-{i}")  # a new message each time: the same problem
+    assert caplog.text.count("the customer callable raised") == 1
+    caplog.clear()
+    monkeypatch.setattr(_web, "_PROBLEM_EVERY_S", 0.0)  # a minute later
+    with caplog.at_level(logging.ERROR, "drip"):
+        call(middleware, x_key="user-9")
+    [line] = caplog.records
+    assert (
+        "3 requests served but not metered" in line.getMessage() and "user-9" in line.getMessage()
+    )
+    assert line.exc_info is None
+
+
+@pytest.mark.parametrize("reads", ["json", "form", "nothing"])
+def test_a_customer_callable_that_reads_the_body_leaves_it_to_the_application(
+    reads: str,
+) -> None:
+    """The body arrives once (ASGI ``receive``): read by the customer callable, the
+    application waited for it forever (the request hung). It is given back."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def echo(request: Any) -> JSONResponse:
+        return JSONResponse({"body": (await request.body()).decode()})
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+
+    async def lookup(request: Any) -> str | None:
+        if reads == "json":
+            return str((await request.json())["customer"])
+        if reads == "form":
+            return str((await request.form())["customer"])
+        return "cus_1"
+
+    body = b'{"customer": "cus_1"}' if reads != "form" else b"customer=cus_1&n=2"
+    kind = b"application/json" if reads != "form" else b"application/x-www-form-urlencoded"
+    middleware = DripMiddleware(app, customer=lookup)
+    scope = {"type": "http", "method": "POST", "path": "/echo", "root_path": "",
+             "raw_path": b"/echo", "query_string": b"", "http_version": "1.1",
+             "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())]}  # fmt: skip
+    chunks = [{"type": "http.request", "body": body[:5], "more_body": True},
+              {"type": "http.request", "body": body[5:], "more_body": False}]  # fmt: skip
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop(0)
+        await asyncio.sleep(3600)  # as a server does: the next message is the disconnect
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def serve() -> None:
+        await asyncio.wait_for(middleware(scope, receive, send), 5)
+
+    with drip.testing.capture() as cap:
+        asyncio.run(serve())
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b'{"body":"' + body.replace(b'"', b'\\"') + b'"}'
+    assert [s.customer_id for s in cap.run_starts] == ["cus_1"]
+
+
+def test_a_request_through_two_middlewares_is_metered_once() -> None:
+    """A mounted sub-application instrumented as well as its parent (or the middleware added
+    twice): the request was two runs, the inner a child of the outer, and two request
+    events: billed twice. The outermost middleware that meters it is the one."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    sub = FastAPI()
+
+    @sub.get("/x")
+    def x() -> str:
+        return "ok"
+
+    sub.add_middleware(DripMiddleware, customer=lambda request: "cus_2")
+    app = FastAPI()
+    app.mount("/sub", sub)
+
+    @app.get("/top")
+    def top() -> str:
+        return "ok"
+
+    app.add_middleware(DripMiddleware, customer=customer)
+    app.add_middleware(DripMiddleware, customer=customer)  # twice, by mistake
+    with drip.testing.capture() as cap, TestClient(app) as client:
+        assert client.get("/sub/x", headers={"x-customer": "cus_1"}).json() == "ok"
+        assert client.get("/top", headers={"x-customer": "cus_1"}).json() == "ok"
+        assert client.get("/sub/x").json() == "ok"  # the outer does not meter it: the inner does
+    starts = [(s.workflow, s.customer_id, s.parent_run_id) for s in cap.run_starts]
+    assert starts == [("GET /sub/x", "cus_1", None), ("GET /top", "cus_1", None),
+                      ("GET /sub/x", "cus_2", None)]  # fmt: skip
+    assert [e.meter for e in cap.events] == ["api_calls"] * 3

@@ -34,10 +34,17 @@ if not settings.configured:
     )
     django.setup()
 
+from django.core.exceptions import PermissionDenied, SuspiciousOperation  # noqa: E402
 from django.core.signals import got_request_exception  # noqa: E402 (after settings.configure)
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402 (after settings.configure)
+from django.http import (  # noqa: E402 (after settings.configure)
+    Http404,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.test import AsyncClient, Client, override_settings  # noqa: E402 (after settings.configure)
 from django.urls import path  # noqa: E402 (after settings.configure)
+from django.utils.asyncio import async_unsafe  # noqa: E402 (after settings.configure)
 
 
 @drip.metered("db.queries")
@@ -86,6 +93,23 @@ def boom(request: Any) -> HttpResponse:
     raise LookupError("no such item")
 
 
+def refused(request: Any, why: str) -> HttpResponse:
+    query(1)
+    if why == "missing":
+        raise Http404("no such item")  # as get_object_or_404 does
+    if why == "forbidden":
+        raise PermissionDenied("not yours")
+    raise SuspiciousOperation("odd")
+
+
+def broken_stream(request: Any) -> StreamingHttpResponse:
+    def body() -> Iterator[str]:
+        yield chunk(0)
+        raise RuntimeError("feed down")
+
+    return StreamingHttpResponse(body())
+
+
 def unavailable(request: Any) -> HttpResponse:
     return HttpResponse("later", status=503)
 
@@ -98,12 +122,30 @@ def handler500(request: Any) -> HttpResponse:
     return HttpResponse("handled by handler500", status=500)
 
 
+async def async_customer(request: Any) -> str | None:
+    await asyncio.sleep(0)
+    return request.headers.get("x-customer")
+
+
+def db_customer(request: Any) -> str | None:
+    return _look_up(request.headers.get("x-customer"))
+
+
+@async_unsafe
+def _look_up(key: str | None) -> str | None:
+    return key  # stands for an ORM query: Django refuses it in an event loop's thread
+
+
 urls.customer = customer  # type: ignore[attr-defined]
+urls.db_customer = db_customer  # type: ignore[attr-defined]
+urls.async_customer = async_customer  # type: ignore[attr-defined]
 urls.handler500 = handler500  # type: ignore[attr-defined]
 urls.urlpatterns = [  # type: ignore[attr-defined]
     path("v1/items/<int:item_id>/", item),
     path("async/items/<int:item_id>/", async_item),
     path("stream/", stream),
+    path("refused/<str:why>/", refused),
+    path("broken-stream/", broken_stream),
     path("async/stream/", async_stream),
     path("boom/", boom),
     path("unavailable/", unavailable),
@@ -300,3 +342,75 @@ def test_an_async_stream_under_wsgi_leaves_nothing_behind_in_the_thread(
     assert live.get_run(streamed.id).totals.event_count == 4  # three queries + the request
     [other] = runs_of(live, customers[1])
     assert other.parent_run_id is None
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_an_async_customer_callable_under_wsgi(live: Drip, customers: list[str]) -> None:
+    # the sync middleware (WSGI: gunicorn, the test Client) got a coroutine from it and left
+    # every request unmetered ("never awaited"); it is awaited here as Django runs async code
+    with override_settings(DRIP_CUSTOMER=f"{urls.__name__}.async_customer"):
+        client = Client()
+        assert client.get("/v1/items/3/", headers={"x-customer": customers[2]}).json()
+        assert wsgi_get("/stream/", {"x-customer": customers[2]}) == b"chunk 0\nchunk 1\nchunk 2\n"
+        assert client.get("/v1/items/4/").json() == {"item": 4}  # None: served, unmetered
+    runs = runs_of(live, customers[2])
+    assert len(runs) == 2 and {r.status for r in runs} == {RunStatus.COMPLETED}
+
+
+def test_4xx_exceptions_django_answers_complete_the_run_with_their_status(
+    live: Drip, customers: list[str]
+) -> None:
+    # Http404 (get_object_or_404), PermissionDenied, SuspiciousOperation: Django answers them
+    # with a 4xx as FastAPI answers HTTPException; those runs ended FAILED with the class
+    client = Client(raise_request_exception=False)
+    for why, status in (("missing", 404), ("forbidden", 403), ("odd", 400)):
+        response = client.get(f"/refused/{why}/", headers={"x-customer": customers[1]})
+        assert response.status_code == status
+    runs = runs_of(live, customers[1])
+    assert len(runs) == 3
+    statuses = set()
+    for run in runs:
+        details = live.get_run(run.id)
+        assert details.status is RunStatus.COMPLETED and details.error_code is None
+        [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+        statuses.add((event.metadata or {})["status_code"])
+    assert statuses == {404, 403, 400}
+
+
+def test_a_stream_whose_body_raises_fails_the_run(live: Drip, customers: list[str]) -> None:
+    # as under ASGI (the exception leaves the application): it ended COMPLETED, incomplete
+    with pytest.raises(RuntimeError, match="feed down"):
+        wsgi_get("/broken-stream/", {"x-customer": customers[2]})
+    [run] = runs_of(live, customers[2])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "RuntimeError"
+    events = live.get_run_timeline(run.id).events
+    [request_event] = [e for e in events if e.meter == "api_calls"]
+    assert (request_event.metadata or {}).get("incomplete") is True
+    assert [e.meter for e in events if e.meter != "api_calls"] == ["stream.chunks"]
+
+
+def test_listed_twice_a_request_is_metered_once(live: Drip, customers: list[str]) -> None:
+    # two runs (the inner a child of the outer) and two request events: billed twice
+    twice = ["drip.integrations.django.DripMiddleware"] * 2
+    with override_settings(MIDDLEWARE=twice):
+        assert Client().get("/v1/items/8/", headers={"x-customer": customers[4]}).json()
+    [run] = runs_of(live, customers[4])
+    assert run.parent_run_id is None
+    [meter] = live.get_usage_summary(customer_id=customers[4], meter="api_calls").meters
+    assert meter.quantity == 1
+
+
+async def test_a_sync_customer_callable_that_queries_the_database_under_asgi(
+    live: Drip, customers: list[str]
+) -> None:
+    # the middleware runs async (ASGI) and called the sync callable in the event loop's
+    # thread, where Django refuses the ORM (SynchronousOnlyOperation): every request unmetered
+    with override_settings(DRIP_CUSTOMER=f"{urls.__name__}.db_customer"):
+        client = AsyncClient()
+        for i in range(3):
+            response = await client.get(f"/async/items/{i}/", headers={"x-customer": customers[0]})
+            assert response.json() == {"item": i}
+    assert (await asyncio.to_thread(live.flush, 30)).ok
+    runs = (await asyncio.to_thread(live.list_runs, customer_id=customers[0])).data
+    assert len(runs) == 3

@@ -402,7 +402,7 @@ def test_the_customer_callable_gets_a_whole_starlette_request_made_cheaply() -> 
         answer = client.post("/items?q=1", json={"a": 1},
                              headers={"x-customer": "cus_1", "cookie": "c=2"})  # fmt: skip
     assert answer.json() == {"ok": 1}
-    assert seen["fields"] == ["_receive", "scope"] and seen["is_request"]
+    assert seen["fields"] == ["_read", "scope"] and seen["is_request"]
     headers, none, query, client_, url, method, cookies, params, body, data, raw = seen["read"]
     assert headers == "cus_1" and none is None and query == {"q": "1"} and client_ is not None
     assert url.endswith("/items?q=1") and method == "POST" and cookies == {"c": "2"}

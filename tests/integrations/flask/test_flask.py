@@ -250,3 +250,78 @@ def test_a_stream_abandoned_by_the_client_ends_the_run_marked_incomplete(
     [request] = [e for e in timeline.events if e.meter == "api_calls"]
     assert (request.metadata or {}).get("incomplete") is True
     assert len([e for e in timeline.events if e.meter == "stream.chunks"]) == 1
+
+
+def test_an_async_customer_callable(live: Drip, customers: list[str]) -> None:
+    # Flask runs async views with asgiref; the callable's coroutine was taken for its answer
+    # and every request left unmetered ("never awaited")
+    pytest.importorskip("asgiref")
+
+    async def lookup(req: Any) -> str | None:
+        return req.headers.get("x-customer")
+
+    app = make_app(customer=lookup)
+    assert get(app, "/v1/items/6", customers[3]).json == {"item": 6}
+    assert get(app, "/v1/items/7").json == {"item": 7}  # None: served, not metered
+    [run] = runs_of(live, customers[3])
+    assert run.status is RunStatus.COMPLETED
+
+
+def test_a_stream_whose_body_raises_fails_the_run(live: Drip, customers: list[str]) -> None:
+    # as under ASGI (the exception leaves the application): it ended COMPLETED, incomplete
+    app = Flask(__name__)
+
+    @app.get("/broken")
+    def broken() -> Response:
+        def body() -> Iterator[str]:
+            yield chunk(0)
+            raise RuntimeError("feed down")
+
+        return Response(body())
+
+    DripFlask(app, customer=lambda req: req.headers.get("x-customer"))
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/broken", "SERVER_NAME": "test",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_X_CUSTOMER": customers[2]}  # fmt: skip
+    result = app(environ, lambda status, headers, exc_info=None: None)
+    try:  # as a WSGI server does: iterate, then close
+        with pytest.raises(RuntimeError, match="feed down"):
+            b"".join(result)
+    finally:
+        result.close()
+    [run] = runs_of(live, customers[2])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "RuntimeError"
+    [event] = [e for e in live.get_run_timeline(run.id).events if e.meter == "api_calls"]
+    assert (event.metadata or {}).get("incomplete") is True
+
+
+def test_patterns_hold_under_a_script_name(
+    live: Drip, customers: list[str], slug: Callable[[str], str]
+) -> None:
+    # mounted at /api (SCRIPT_NAME, behind a proxy): the route is /api/health, and
+    # exclude=["/health"] (make_app's) billed it
+    app = make_app(exclude=["/health"])
+    with app.test_client() as client:
+        for path in ("/health", "/v1/items/5"):
+            response = client.get(
+                path, base_url="http://localhost/api", headers={"x-customer": customers[1]}
+            )
+            assert response.status_code == 200
+    [run] = runs_of(live, customers[1])
+    assert slug(run.workflow_id) == "GET /api/v1/items/<int:item_id>"
+
+
+def test_installed_once_per_app(live: Drip, customers: list[str]) -> None:
+    # twice on one app, each request opened two runs and ended one: the other stayed open in
+    # the serving thread, and the next requests' runs became its children
+    app = make_app()
+    ext = app.extensions["drip"]
+    ext.init_app(app)  # the same extension again: nothing
+    with pytest.raises(RuntimeError, match="installed on this app already"):
+        DripFlask(app, customer=lambda req: customers[4])
+    for i in range(2):
+        assert get(app, f"/v1/items/{i}", customers[3]).json == {"item": i}
+    assert current_run() is None
+    runs = runs_of(live, customers[3])
+    assert len(runs) == 2 and {r.parent_run_id for r in runs} == {None}
+    assert {r.status for r in runs} == {RunStatus.COMPLETED}

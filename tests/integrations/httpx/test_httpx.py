@@ -96,3 +96,28 @@ async def test_an_injection_that_fails_never_fails_the_call(
         assert one.get("http://b/x").status_code == 200
         assert (await every.get("http://b/y")).status_code == 200
     assert caplog.text.count("without drip's baggage") >= 2
+
+
+async def test_only_the_hosts_named_get_baggage() -> None:
+    # baggage names the customer (the application's own id for it too): with hosts=, a call to
+    # a third-party API in the run does not carry it
+    with pytest.raises(TypeError, match="hosts takes host names"):
+        drip_httpx.instrument(hosts=[""])
+    drip_httpx.instrument(hosts=["*.internal", "billing"])
+    sync = httpx.Client(transport=httpx.MockTransport(handler))
+    one = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    drip_httpx.instrument(one, hosts="reports.internal")
+    with drip.run("a", external_customer_id="alice@example.com"):
+        sync.get("http://api.vendor.example/v1")
+        sync.get("http://Reports.Internal:8080/x")
+        sync.get("http://billing/y")
+        await one.get("http://reports.internal/z")
+        await one.get("http://api.vendor.example/v1")
+    has = ["baggage" in r.headers for r in seen]
+    assert has == [False, True, True, True, False]
+    assert carried(seen[1])["customer_ext"] == "alice@example.com"
+    drip_httpx.uninstrument()
+    drip_httpx.instrument()  # every host again
+    with drip.run("a", customer_id="cus_1"):
+        sync.get("http://api.vendor.example/v1")
+    assert "baggage" in seen[-1].headers

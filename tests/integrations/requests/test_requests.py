@@ -110,3 +110,18 @@ def test_an_injection_that_fails_never_fails_the_call(
     with drip.run("a", customer_id="cus_1"):
         assert s.get("http://b/x").status_code == 200
     assert "without drip's baggage" in caplog.text
+
+
+def test_only_the_hosts_named_get_baggage() -> None:
+    s, rec = session()
+    drip_requests.instrument(s, hosts=["*.svc.cluster.local"])
+    drip_requests.instrument(hosts="billing")
+    other, other_rec = session()
+    with drip.run("a", customer_id="cus_1"):
+        s.get("http://reports.svc.cluster.local/x")
+        s.get("http://api.vendor.example/x")
+        other.get("http://billing/x")
+        other.get("http://api.vendor.example/x")
+    assert ["baggage" in r.headers for r in rec.seen] == [True, False]
+    assert ["baggage" in r.headers for r in other_rec.seen] == [True, False]
+    drip_requests.uninstrument(s)
