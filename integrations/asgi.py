@@ -36,6 +36,7 @@ wait for a body that ASGI delivers only once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import time
 from collections import OrderedDict
@@ -58,6 +59,7 @@ requests = requires("starlette.requests", extra="fastapi", integration="asgi")
 routing = requires("starlette.routing", extra="fastapi", integration="asgi")
 datastructures = requires("starlette.datastructures", extra="fastapi", integration="asgi")
 to_thread = requires("anyio.to_thread", extra="fastapi", integration="asgi")
+exceptions = requires("starlette.exceptions", extra="fastapi", integration="asgi")
 
 __all__ = ["DripMiddleware"]
 
@@ -104,6 +106,7 @@ class DripMiddleware:
             include=include, exclude=exclude, trust_baggage=trust_baggage,
         )  # fmt: skip
         self._request_id = request_id_header.lower().encode("latin-1")
+        _fail_on_handled(app)
         #: (app, method, path, root_path) -> (route template, metered or not): both are fixed
         #: for a path, so a hot endpoint is matched and filtered once
         self._routes: dict[tuple[Any, str, str, str], tuple[str | None, bool]] = {}
@@ -160,7 +163,79 @@ class DripMiddleware:
         except BaseException as exc:
             finish_request(request_run, exc)
             raise
-        finish_request(request_run, None)
+        # ``error``: what an exception handler of the application answered (``_fail_on_handled``)
+        finish_request(request_run, request_run.error)
+
+
+def _fail_on_handled(app: Any) -> None:
+    """Make the exceptions the application's own handlers answer end their run FAILED.
+
+    Starlette and FastAPI run ``@app.exception_handler(SomeError)`` below this middleware
+    (Starlette's ``ExceptionMiddleware``), so the exception never reaches it, only the handler's
+    response: a handler answering 418 would end the run COMPLETED. Each handler of that layer
+    (found under ``app`` through ``.app``, already built when this middleware is) is wrapped
+    once to note the exception on the request's run; the handler runs as before, and its status
+    is recorded. Not for the answers a framework makes of a client's error: ``HTTPException``
+    (its status decides, 4xx COMPLETED) and FastAPI's request validation errors (422).
+    """
+    layer = app
+    for _ in range(32):  # the middleware stack below this one; bounded
+        handlers = getattr(layer, "_exception_handlers", None)
+        if isinstance(handlers, dict):
+            for kind, handler in list(handlers.items()):
+                if _fails(kind) and not hasattr(handler, "__drip_handler__"):
+                    handlers[kind] = _noting(handler)
+            return
+        layer = getattr(layer, "app", None)
+        if layer is None:
+            return
+
+
+def _fails(kind: Any) -> bool:
+    """Whether an exception ``kind`` a handler answers is a failure (see ``_fail_on_handled``)."""
+    if not isinstance(kind, type) or not issubclass(kind, BaseException):
+        return False  # a status code: Starlette's handlers of HTTPException by status
+    if issubclass(kind, exceptions.HTTPException):
+        return False
+    return not (kind.__module__.startswith("fastapi") and "RequestValidation" in kind.__name__)
+
+
+def _noting(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``handler``, noting the exception it answers on the request's run; as sync or async as
+    it is (Starlette runs a sync handler in its thread pool)."""
+
+    def note(conn: Any, exc: BaseException) -> None:
+        request_run = getattr(conn, "scope", {}).get(SCOPE_KEY)
+        if request_run is not None and request_run.error is None:
+            request_run.error = exc
+
+    wrapper: Callable[..., Any]
+    if _is_async(handler):
+
+        async def noting_async(conn: Any, exc: BaseException) -> Any:
+            note(conn, exc)
+            return await handler(conn, exc)
+
+        wrapper = noting_async
+    else:
+
+        def noting(conn: Any, exc: BaseException) -> Any:
+            note(conn, exc)
+            return handler(conn, exc)
+
+        wrapper = noting
+    setattr(wrapper, "__drip_handler__", handler)  # noqa: B010  (a function's own mark)
+    return wrapper
+
+
+def _is_async(fn: Any) -> bool:
+    """Whether Starlette awaits ``fn`` (a coroutine function, through partials, or an object
+    whose ``__call__`` is one) or runs it in its thread pool."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004  (the method, not whether it is callable)
+    )
 
 
 def _given_back(request: Any, receive: Receive) -> Receive:

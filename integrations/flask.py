@@ -21,9 +21,10 @@ matter. A streamed body ends the run after its last chunk has been handed to the
 when the server closes it before, at ``close``: the client left, the event says ``incomplete``).
 ``after_request`` and ``teardown_request`` both run *before* a streamed body is generated, which
 is why they are not its end; and because the run stays open in the serving thread's context
-until then, the stream's generator records into it too. An unhandled exception ends the run
-FAILED; Flask's own error handling (``errorhandler``, the 500 page, ``PROPAGATE_EXCEPTIONS``)
-is untouched.
+until then, the stream's generator records into it too. An exception a view raises ends the run
+FAILED, whether an ``errorhandler`` answers it (with any status, which is recorded) or not;
+``abort(404)`` and other ``HTTPException`` are answers, their 4xx COMPLETED. Flask's own error
+handling (``errorhandler``, the 500 page, ``PROPAGATE_EXCEPTIONS``) is untouched.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ._requires import requires
 from ._web import OpenRequest, RequestMeter, finish_request, open_request
 
 flask = requires("flask", extra="flask")
+werkzeug_exceptions = requires("werkzeug.exceptions", extra="flask")
 
 __all__ = ["DripFlask"]
 
@@ -91,6 +93,7 @@ class DripFlask:
         app.after_request(self._after)
         app.teardown_request(self._teardown)
         app.wsgi_app = _EndRuns(app.wsgi_app)
+        app.handle_user_exception = _noting(app.handle_user_exception)
         app.extensions["drip"] = self
 
     def _before(self) -> None:
@@ -148,6 +151,21 @@ def _awaited(awaitable: Any) -> Any:
         if inspect.iscoroutine(awaitable):
             awaitable.close()  # never started: no "was never awaited" on top of the error
         raise
+
+
+def _noting(handle: Callable[[Exception], Any]) -> Callable[[Exception], Any]:
+    """``app.handle_user_exception``, first noting a view's exception on its request's run: one
+    an ``errorhandler`` answers (with any status) ends the run FAILED, as one nothing answers
+    does. Not an ``HTTPException`` (``abort(404)``): its status decides, 4xx COMPLETED."""
+
+    def handle_user_exception(exc: Exception) -> Any:
+        if not isinstance(exc, werkzeug_exceptions.HTTPException) and flask.has_request_context():
+            request_run = flask.request.environ.get(ENVIRON_KEY)
+            if request_run is not None and request_run.error is None:
+                request_run.error = exc
+        return handle(exc)
+
+    return handle_user_exception
 
 
 class _EndRuns:

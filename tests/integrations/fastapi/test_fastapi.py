@@ -194,6 +194,68 @@ def test_5xx_fails_the_run_4xx_completes_it(
     assert (event.metadata or {})["status_code"] == 404
 
 
+class Unicorn(Exception):
+    pass
+
+
+@pytest.mark.parametrize("handler_kind", ["async", "sync"])
+def test_an_exception_an_app_handler_answers_4xx_still_fails_the_run(
+    live: Drip, customers: list[str], handler_kind: str
+) -> None:
+    """FastAPI's own example: a handler answers ``Unicorn`` with 418. The handler runs below the
+    middleware (the exception never reaches it), yet the run is FAILED with the exception, and
+    the 418 recorded; HTTPException and request validation (answers) stay COMPLETED."""
+    app = FastAPI()
+    seen: list[str] = []
+
+    @app.get("/unicorn")
+    async def unicorn() -> None:
+        query(1)
+        raise Unicorn("a unicorn")
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(404, "nope")
+
+    if handler_kind == "async":
+
+        @app.exception_handler(Unicorn)
+        async def on_unicorn(request: Request, exc: Unicorn) -> JSONResponse:
+            seen.append(str(exc))
+            return JSONResponse({"oops": str(exc)}, status_code=418)
+
+    else:
+
+        @app.exception_handler(Unicorn)
+        def on_unicorn_sync(request: Request, exc: Unicorn) -> JSONResponse:
+            seen.append(str(exc))
+            return JSONResponse({"oops": str(exc)}, status_code=418)
+
+    app.add_middleware(DripMiddleware, customer=header_customer)
+    with TestClient(app) as client:
+        answer = client.get("/unicorn", headers={"x-customer": customers[0]})
+        assert (answer.status_code, answer.json()) == (418, {"oops": "a unicorn"})
+        assert client.get("/missing", headers={"x-customer": customers[1]}).status_code == 404
+        bad = client.get("/items/x", headers={"x-customer": customers[2]})
+        assert bad.status_code == 422
+    assert seen == ["a unicorn"]
+    [run] = runs_of(live, customers[0])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "Unicorn"
+    events = {e.meter: e for e in live.get_run_timeline(run.id).events}
+    assert set(events) == {"api_calls", "db.queries"}  # the handler's own calls land in it too
+    assert (events["api_calls"].metadata or {})["status_code"] == 418
+    for customer, status in ((customers[1], 404), (customers[2], 422)):
+        [answered] = runs_of(live, customer)
+        assert answered.status is RunStatus.COMPLETED
+        [event] = live.get_run_timeline(answered.id).events
+        assert (event.metadata or {})["status_code"] == status
+
+
 def test_excluded_routes_and_requests_without_customer_record_nothing(
     live: Drip, customers: list[str], http: TestClient
 ) -> None:

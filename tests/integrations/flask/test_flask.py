@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("flask")
 
+import flask
 from drip.integrations.flask import DripFlask
 from flask import Blueprint, Flask, Response, request
 
@@ -126,6 +127,44 @@ def test_an_exception_fails_the_run_and_reaches_flasks_handler(
     details = live.get_run(run.id)
     assert details.status is RunStatus.FAILED and details.error_code == "LookupError"
     assert details.totals.event_count == 2  # the query before the error, and the request
+
+
+class Unicorn(Exception):
+    pass
+
+
+def test_an_exception_an_errorhandler_answers_4xx_still_fails_the_run(
+    live: Drip, customers: list[str]
+) -> None:
+    """An ``errorhandler`` answering a view's exception with 418: the run is FAILED with the
+    exception and the 418 recorded; ``abort(404)`` (an answer) stays COMPLETED."""
+    app = Flask(__name__)
+
+    @app.get("/unicorn")
+    def unicorn() -> None:
+        query(1)
+        raise Unicorn("a unicorn")
+
+    @app.get("/missing")
+    def missing() -> None:
+        flask.abort(404)
+
+    @app.errorhandler(Unicorn)
+    def on_unicorn(exc: Unicorn) -> tuple[dict[str, str], int]:
+        return {"oops": str(exc)}, 418
+
+    DripFlask(app, customer=lambda req: req.headers.get("x-customer"))
+    answer = get(app, "/unicorn", customers[0])
+    assert (answer.status_code, answer.json) == (418, {"oops": "a unicorn"})
+    assert get(app, "/missing", customers[1]).status_code == 404
+    [run] = runs_of(live, customers[0])
+    details = live.get_run(run.id)
+    assert details.status is RunStatus.FAILED and details.error_code == "Unicorn"
+    events = {e.meter: e for e in live.get_run_timeline(run.id).events}
+    assert set(events) == {"api_calls", "db.queries"}
+    assert (events["api_calls"].metadata or {})["status_code"] == 418
+    [answered] = runs_of(live, customers[1])
+    assert answered.status is RunStatus.COMPLETED
 
 
 def test_a_propagated_exception_still_fails_the_run(live: Drip, customers: list[str]) -> None:
