@@ -153,7 +153,8 @@ class DripMiddleware:
             except Exception as exc:
                 meter.unmetered(exc, "the customer callable raised")
                 return await self.app(scope, _given_back(request, receive), send)
-            receive = _given_back(request, receive)
+            if not _CHEAP or request._received is not None:  # it read the body (rare)
+                receive = _given_back(request, receive)
             request_run = open_request(meter, result, method, route, request_id)
         if request_run is None:
             return await self.app(scope, receive, send)
@@ -374,6 +375,8 @@ def _cheap_request() -> type[Any]:
 
 #: what the customer callable receives (see ``_cheap_request``)
 Request = _cheap_request()
+#: ``Request`` is ``_cheap_request``'s: its ``_received`` says whether the body was read
+_CHEAP = Request is not requests.Request
 #: paths remembered per middleware (with their template and whether they are metered)
 _ROUTES_MAX = 2048
 #: (router, method, path, root_path) -> template; bounded, as paths carry ids and are unbounded
