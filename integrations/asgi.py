@@ -60,6 +60,7 @@ routing = requires("starlette.routing", extra="fastapi", integration="asgi")
 datastructures = requires("starlette.datastructures", extra="fastapi", integration="asgi")
 to_thread = requires("anyio.to_thread", extra="fastapi", integration="asgi")
 exceptions = requires("starlette.exceptions", extra="fastapi", integration="asgi")
+exception_layer = requires("starlette.middleware.exceptions", extra="fastapi", integration="asgi")
 
 __all__ = ["DripMiddleware"]
 
@@ -182,7 +183,7 @@ def _fail_on_handled(app: Any) -> None:
     layer = app
     for _ in range(32):  # the middleware stack below this one; bounded
         handlers = getattr(layer, "_exception_handlers", None)
-        if isinstance(handlers, dict):
+        if isinstance(layer, exception_layer.ExceptionMiddleware) and isinstance(handlers, dict):
             for kind, handler in list(handlers.items()):
                 if _fails(kind) and not hasattr(handler, "__drip_handler__"):
                     handlers[kind] = _noting(handler)
