@@ -361,3 +361,28 @@ def test_hostile_names_are_shown_as_text(browser: Any, live_server: Any) -> None
         assert evil in text, route
         assert not browser.find_elements(By.CSS_SELECTOR, ".injected"), route
     assert browser.title != "1"
+
+
+def test_a_run_of_more_events_than_a_timeline_page_is_drawn_whole_or_says_what_is_cut(
+    browser: Any, live_server: Any
+) -> None:
+    """A run of 10,005 events: the waterfall draws its first 10,000 (it drew the first 5,000,
+    one timeline page, and said nothing) and names what it left out, in a few seconds."""
+    import uuid
+
+    name = f"big-{uuid.uuid4().hex[:8]}"
+    account = type("A", (), {})()
+    account.base_url = live_server.url
+    account.secret_key = live_server.create_key(name)
+    with Drip(api_key=account.secret_key, base_url=f"{live_server.url}/v1") as client:
+        with client.run("bulk-job", external_customer_id="bulk") as run:
+            for i in range(10_005):
+                run.event("row.done", 1, metadata={"i": i})
+        assert client.flush(timeout=60).failed == 0
+    started = time.monotonic()
+    sign_in(browser, account, f"/runs/{run.id}")
+    notice = wait_for(browser, "#waterfall-cut", timeout=60)[0]
+    assert time.monotonic() - started < 45
+    count = browser.execute_script("return document.querySelectorAll('#waterfall .wf-row').length")
+    assert count == 10_000
+    assert "first 10,000 of 10,005 events" in notice.text and run.id in notice.text

@@ -3,8 +3,24 @@
 import { api, listRuns } from "./api.js";
 import { customerLabel, h, ms, num, pill, t, when } from "./format.js";
 
+// the most events one run's waterfall draws (10,000 rows render in a few seconds); past it the
+// page says how many it left out, never a silently shorter run
+export const MAX_EVENTS = 10000;
+const PAGE_EVENTS = 5000;
+
 async function timelineOf(runId) {
-  return api(`/runs/${encodeURIComponent(runId)}/timeline`, { limit: 5000 });
+  // the timeline is paged: follow its cursor (one page of 5,000 showed half of a big run)
+  const path = `/runs/${encodeURIComponent(runId)}/timeline`;
+  const first = await api(path, { limit: PAGE_EVENTS });
+  let events = first.events || [];
+  let next = first.hasMore ? first.nextCursor : null;
+  while (next && events.length < MAX_EVENTS) {
+    const limit = Math.min(PAGE_EVENTS, MAX_EVENTS - events.length);
+    const page = await api(path, { limit, cursor: next });
+    events = events.concat(page.events || []);
+    next = page.hasMore ? page.nextCursor : null;
+  }
+  return { ...first, events, truncated: Boolean(next) };
 }
 
 async function childRuns(runId, depth) {
@@ -124,6 +140,23 @@ export function waterfall(rows, t0, t1) {
   return h("div", {}, h("div", { class: "wf", id: "waterfall" }, axis, lines), panel);
 }
 
+function cut(tree) {
+  // a run with more events than the waterfall draws says so, with the counts
+  const runs = [];
+  const walk = (node) => {
+    if (node.timeline.truncated) runs.push(node.timeline);
+    node.children.forEach(walk);
+  };
+  walk(tree);
+  if (!runs.length) return null;
+  return h("p", { class: "notice", id: "waterfall-cut" }, runs.map((tl) => {
+    const total = tl.summary?.totalEvents;
+    const of = total != null ? ` of ${num(total)}` : "";
+    return `${tl.runId}: showing the first ${num(tl.events.length)}${of} events ` +
+      `(\`drip timeline ${tl.runId}\` lists them all). `;
+  }));
+}
+
 export async function runView(view, runId) {
   const root = await timelineOf(runId);
   const tree = { timeline: root, children: await childRuns(runId, 0) };
@@ -154,6 +187,6 @@ export async function runView(view, runId) {
       ]),
       root.errorCode || root.errorMessage ? h("div", { class: "run-error", id: "run-error" },
         h("b", {}, root.errorCode || "error"), ": ", root.errorMessage || "") : null),
-    h("div", { class: "card" }, h("h2", {}, "Waterfall"),
+    h("div", { class: "card" }, h("h2", {}, "Waterfall"), cut(tree),
       rows.length ? waterfall(rows, t0, t1) : h("p", { class: "empty" }, "No events yet.")));
 }
