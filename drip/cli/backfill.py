@@ -64,6 +64,20 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             reader = csv.DictReader(stream)
             for row in reader:
+                # more values than the header has names: csv files them under None, and
+                # dropping them would import `user,api,1,000` as a quantity of 1
+                extra = [v for v in row.pop(None, None) or () if v.strip()]
+                if extra:
+                    names = len(reader.fieldnames or ())
+                    yield (
+                        reader.line_num,
+                        RowError(
+                            f"{names + len(extra)} values but the header names {names} columns "
+                            f"(unnamed: {', '.join(map(repr, extra[:3]))}); "
+                            'quote a value that holds a comma ("1,000")'
+                        ),
+                    )
+                    continue
                 yield reader.line_num, {k: v for k, v in row.items() if k and v not in ("", None)}
     else:
         raise CommandError(f"{path}: expected a .csv or .jsonl file")

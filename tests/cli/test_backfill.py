@@ -124,3 +124,24 @@ def test_files_as_spreadsheets_and_people_write_them(
     assert "line 1: quantity True is not a number" in out
     assert "line 2: timestamp '0001-01-01T00:00:00+01:00' is outside years 1-9999" in out
     assert env.get_usage_summary(customer_id="sheet-user").total("t") == 6
+
+
+def test_a_csv_row_with_more_values_than_the_header_is_rejected_not_cut(
+    env: drip.Drip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`user,api,1,000` under a three-column header was imported as a quantity of 1, the
+    `000` dropped without a word; trailing empty values (a spreadsheet's ragged rows) are
+    fine."""
+    path = tmp_path / "commas.csv"
+    path.write_text(
+        "external_customer_id,meter,quantity\n"
+        "wide-user,api,1,000\n"
+        'wide-user,api,"2,000"\n'
+        "wide-user,api,3,,\n"
+    )
+    assert main(["import", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "1 imported, 0 duplicate (already stored), 2 rejected" in out
+    assert "line 2: 4 values but the header names 3 columns (unnamed: '000')" in out
+    assert "line 3: quantity '2,000' is not a number" in out
+    assert env.get_usage_summary(customer_id="wide-user").total("api") == 3
