@@ -386,3 +386,30 @@ def test_a_run_of_more_events_than_a_timeline_page_is_drawn_whole_or_says_what_i
     count = browser.execute_script("return document.querySelectorAll('#waterfall .wf-row').length")
     assert count == 10_000
     assert "first 10,000 of 10,005 events" in notice.text and run.id in notice.text
+
+
+def test_a_run_with_more_than_a_page_of_child_runs_shows_them_all(
+    browser: Any, live_server: Any
+) -> None:
+    """A fan-out of 130 child runs: each is inline in the waterfall (the first 100, one page
+    of the run list, were drawn and the other 30 left out without a word)."""
+    import uuid
+
+    name = f"fan-{uuid.uuid4().hex[:8]}"
+    account = type("A", (), {})()
+    account.base_url = live_server.url
+    account.secret_key = live_server.create_key(name)
+    with Drip(api_key=account.secret_key, base_url=f"{live_server.url}/v1") as client:
+        with client.run("fan-out", external_customer_id="fan") as run:
+            for i in range(130):
+                with client.run(f"part-{i}") as part:
+                    part.event("part.done", 1)
+        assert client.flush(timeout=60).failed == 0
+    sign_in(browser, account, f"/runs/{run.id}")
+    wait_for(browser, "#waterfall .wf-row")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row.is-run")) >= 100
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row.is-run")) == 130
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row[data-kind=event]")) == 130
+    assert not browser.find_elements(By.ID, "waterfall-cut")

@@ -23,14 +23,26 @@ async function timelineOf(runId) {
   return { ...first, events, truncated: Boolean(next) };
 }
 
-async function childRuns(runId, depth) {
+// the most child runs drawn inline under one run (each is one more timeline to read)
+export const MAX_CHILD_RUNS = 300;
+
+async function childRuns(runId, depth, parent) {
   if (depth > 4) return [];  // runs nested deeper than this open on their own page
-  const page = await listRuns({ parentRunId: runId }, "", 100);
-  // the filter is applied here too, for servers that do not know `parentRunId`
-  const kids = page.runs.filter((r) => r.parentRunId === runId);
+  // every page of them (the first 100 only, without a word, was all a big fan-out showed)
+  let kids = [];
+  let cursor = "";
+  let pages = 0;
+  do {
+    const page = await listRuns({ parentRunId: runId }, cursor, 100);
+    // the filter is applied here too, for servers that do not know `parentRunId`
+    kids = kids.concat(page.runs.filter((r) => r.parentRunId === runId));
+    cursor = page.next;
+  } while (cursor && kids.length < MAX_CHILD_RUNS && ++pages < 20);
+  if (cursor || kids.length > MAX_CHILD_RUNS) parent.moreChildRuns = true;
+  kids = kids.slice(0, MAX_CHILD_RUNS);  // the newest (pages are newest first)
   return Promise.all(kids.map(async (r) => {
     const tl = await timelineOf(r.id);
-    return { timeline: tl, children: await childRuns(r.id, depth + 1) };
+    return { timeline: tl, children: await childRuns(r.id, depth + 1, tl) };
   }));
 }
 
@@ -144,7 +156,7 @@ function cut(tree) {
   // a run with more events than the waterfall draws says so, with the counts
   const runs = [];
   const walk = (node) => {
-    if (node.timeline.truncated) runs.push(node.timeline);
+    if (node.timeline.truncated || node.timeline.moreChildRuns) runs.push(node.timeline);
     node.children.forEach(walk);
   };
   walk(tree);
@@ -152,14 +164,17 @@ function cut(tree) {
   return h("p", { class: "notice", id: "waterfall-cut" }, runs.map((tl) => {
     const total = tl.summary?.totalEvents;
     const of = total != null ? ` of ${num(total)}` : "";
-    return `${tl.runId}: showing the first ${num(tl.events.length)}${of} events ` +
-      `(\`drip timeline ${tl.runId}\` lists them all). `;
+    const events = tl.truncated ? `showing the first ${num(tl.events.length)}${of} events ` +
+      `(\`drip timeline ${tl.runId}\` lists them all)` : "";
+    const kids = tl.moreChildRuns ? `showing the newest ${num(MAX_CHILD_RUNS)} of its child ` +
+      "runs (the runs list shows them all)" : "";
+    return `${tl.runId}: ${[events, kids].filter(Boolean).join("; ")}. `;
   }));
 }
 
 export async function runView(view, runId) {
   const root = await timelineOf(runId);
-  const tree = { timeline: root, children: await childRuns(runId, 0) };
+  const tree = { timeline: root, children: await childRuns(runId, 0, root) };
   const rows = rowsOf(tree, 0, [], []);
   const starts = [t(root.startedAt), ...rows.map((r) => r.start)].filter(Number.isFinite);
   const ends = [t(root.endedAt), ...rows.map((r) => r.end ?? r.start)].filter(Number.isFinite);
