@@ -170,3 +170,23 @@ def test_by_customer_from_an_older_server_lists_customers_until_all_are_named() 
     _name_customers(SimpleNamespace(list_customers=list_customers), summary, rows)
     assert rows[0]["externalCustomerId"] == "u3"
     assert pages == [0]
+
+
+def test_an_empty_window_as_csv_is_a_header_without_rows(
+    client: drip.Drip, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No usage in the window: the CSV is its header line (it was one blank line, which a CSV
+    reader takes for a file without columns)."""
+    window = ["--since", "2001-01-01", "--until", "2001-01-02"]
+    assert main(["usage", *window, "--by", "customer,meter", "--csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split(",")[:4] == [
+        "customerId",
+        "externalCustomerId",
+        "meter",
+        "kind",
+    ]
+    assert list(csv.DictReader(io.StringIO(out))) == []
+    assert main(["usage", *window, "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("meter,kind,quantity")
+
