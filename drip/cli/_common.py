@@ -170,8 +170,15 @@ def console(stderr: bool = False) -> Console:
     (without them the command says which to install: ``missing_extra``)."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # `drip runs | head`: rich's own answer is SystemExit(1), an error status; main()
+            # ends it as it ends `--json | head`, quietly with 141 (128 + SIGPIPE)
+            self.quiet = True
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     # piped output is read by scripts and tests: as wide as the rows, so nothing is ever cut
     # (a table is as wide as its content, not as the console)
     width = None if stream.isatty() else 1_000_000
-    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
+    return _Console(file=stream, highlight=False, soft_wrap=False, width=width)

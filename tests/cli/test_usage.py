@@ -190,3 +190,25 @@ def test_an_empty_window_as_csv_is_a_header_without_rows(
     assert main(["usage", *window, "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("meter,kind,quantity")
 
+
+def test_a_table_reader_that_leaves_early_ends_141_like_json(account: Any) -> None:
+    """``drip runs | head`` and ``drip usage | head`` (tables): rich's broken-pipe answer was
+    exit status 1, an error to ``set -o pipefail`` scripts; now 141 as with ``--json``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DRIP_API_KEY": account.secret_key, "DRIP_BASE_URL": account.base_url}
+    for command in (["runs"], ["usage", "--by", "customer,meter"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "drip", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 141, (command, err)
+        assert "Traceback" not in err and "Exception ignored" not in err
