@@ -19,6 +19,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import ssl
 import threading
 import time
@@ -176,7 +177,10 @@ class _TransportBase:
             body = raw.body
             if body is None and response.content:
                 body = {"error": response.text}
-            raise _Attempt(_api_error(response, body))
+            error = _api_error(response, body)
+            if raw.body is None:
+                error.message = _not_drip(response, spec)
+            raise _Attempt(error)
         try:
             return spec.parse(raw)
         except DripError:  # the parser's own verdict on the answer (ping's 401)
@@ -213,6 +217,25 @@ class _TransportBase:
         if time.monotonic() - started + delay > self.settings.max_retry_time:
             return None
         return delay
+
+
+def _not_drip(response: httpx.Response, spec: RequestSpec[Any]) -> str:
+    """The message of an error answer that is not JSON: a proxy, a web server or another
+    service answered, not a Drip API. Its page (a whole HTML document) was the message."""
+    try:
+        where = f"{spec.method} {response.request.url}"
+    except RuntimeError:  # a response made without a request (tests)
+        where = f"{spec.method} {spec.path}"
+    kind = response.headers.get("content-type", "").partition(";")[0] or "no content type"
+    text = " ".join(response.text.split())
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    said = (title.group(1) if title else text).strip()
+    said = said[:120] + ("…" if len(said) > 120 else "")
+    seen = f"{kind}: {said!r}" if said else kind
+    return (
+        f"{response.status_code} {response.reason_phrase} from {where}, not a Drip API answer "
+        f"({seen}); check that the base URL is the Drip server's"
+    )
 
 
 def _api_error(response: httpx.Response, body: Any) -> DripAPIError:

@@ -258,6 +258,26 @@ async def test_conflict_exposes_existing_customer(make: Any) -> None:
     assert info.value.existing_customer_id == "cus_7"
 
 
+async def test_an_error_page_that_is_not_json_is_named_not_dumped(
+    make: Any, sleeps: list[float]
+) -> None:
+    """A base URL that reaches another web server (a wrong port, a proxy): its HTML error
+    page, whole, was the error's message (`drip runs: <!DOCTYPE HTML> ...`). Now the status,
+    the request's URL, what answered and the page's title; the page stays in ``body``."""
+    page = (
+        "<!DOCTYPE HTML>\n<html><head><title>Error response</title></head>"
+        f"<body><h1>404</h1>{'x' * 5000}</body></html>"
+    )
+    script = Script(httpx.Response(404, text=page, headers={"content-type": "text/html"}))
+    with pytest.raises(DripAPIError) as info:
+        await track(make(script))
+    message = str(info.value)
+    assert "<html" not in message and "DOCTYPE" not in message and len(message) < 400
+    assert message.startswith("404 Not Found from POST http")
+    assert "/v1/usage" in message and "text/html: 'Error response'" in message
+    assert info.value.status_code == 404 and info.value.body == {"error": page}
+
+
 async def test_non_json_success_is_a_drip_error(make: Any, sleeps: list[float]) -> None:
     script = Script(httpx.Response(200, text="<html>proxy</html>"))
     with pytest.raises(DripAPIError) as info:
