@@ -210,23 +210,32 @@ def _import(args: argparse.Namespace) -> int:
     batch: list[tuple[int, dict[str, Any]]] = []
     err = console(stderr=True)
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"))
-    with client() as drip, Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task("import", total=total)
-        for line, row in _rows(path):
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                batch.append((line, row_item(row, seen)))
-            except RowError as exc:
-                tally.rejected.append((line, str(exc)))
-                progress.advance(task)
-            if len(batch) >= args.batch_size:
+    try:
+        with client() as drip, Progress(*columns, console=err, transient=False) as progress:
+            task = progress.add_task("import", total=total)
+            for line, row in _rows(path):
+                try:
+                    if isinstance(row, RowError):
+                        raise row
+                    batch.append((line, row_item(row, seen)))
+                except RowError as exc:
+                    tally.rejected.append((line, str(exc)))
+                    progress.advance(task)
+                if len(batch) >= args.batch_size:
+                    _send(drip, batch, tally)
+                    progress.advance(task, len(batch))
+                    batch = []
+            if batch:
                 _send(drip, batch, tally)
                 progress.advance(task, len(batch))
-                batch = []
-        if batch:
-            _send(drip, batch, tally)
-            progress.advance(task, len(batch))
+    except KeyboardInterrupt:
+        # Ctrl-C: say what is stored and that running it again is safe (was: silence)
+        err.print(
+            f"{path.name}: interrupted; {tally.imported} imported, {tally.duplicates} duplicate "
+            "so far. Run the same command again to import the rest: rows already stored are "
+            "answered as duplicates, never stored twice."
+        )
+        raise
     out = console()
     out.print(
         f"{path.name}: {tally.imported} imported, {tally.duplicates} duplicate "

@@ -145,3 +145,38 @@ def test_a_csv_row_with_more_values_than_the_header_is_rejected_not_cut(
     assert "line 2: 4 values but the header names 3 columns (unnamed: '000')" in out
     assert "line 3: quantity '2,000' is not a number" in out
     assert env.get_usage_summary(customer_id="wide-user").total("api") == 3
+
+
+def test_an_interrupted_import_says_what_is_stored_and_that_a_rerun_is_safe(
+    env: drip.Drip,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in the middle of a file: exit 130 with how many rows were stored and that the
+    same command finishes the job (it ended with a progress bar and nothing else)."""
+    from drip.cli import backfill
+
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "external_customer_id,meter,quantity,timestamp\n"
+        + "".join(f"ctrl-c,api,1,2026-11-01T00:00:{i:02d}Z\n" for i in range(30))
+    )
+    real = backfill._send
+    sent: list[int] = []
+
+    def send(drip: Any, batch: Any, tally: Any) -> None:
+        if sent:
+            raise KeyboardInterrupt
+        sent.append(len(batch))
+        real(drip, batch, tally)
+
+    monkeypatch.setattr(backfill, "_send", send)
+    assert main(["import", str(path), "--batch-size", "10"]) == 130
+    err = capsys.readouterr().err
+    assert "long.csv: interrupted; 10 imported, 0 duplicate so far" in err
+    assert "Run the same command again" in err
+    monkeypatch.setattr(backfill, "_send", real)
+    assert main(["import", str(path), "--batch-size", "10"]) == 0
+    assert "20 imported, 10 duplicate" in capsys.readouterr().out
+    assert env.get_usage_summary(customer_id="ctrl-c").total("api") == 30
