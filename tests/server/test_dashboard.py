@@ -413,3 +413,31 @@ def test_a_run_with_more_than_a_page_of_child_runs_shows_them_all(
     assert len(browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row.is-run")) == 130
     assert len(browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row[data-kind=event]")) == 130
     assert not browser.find_elements(By.ID, "waterfall-cut")
+
+
+def test_a_refused_filter_is_said_under_filters_that_stay(
+    browser: Any, seeded: dict[str, Any]
+) -> None:
+    """A customer typed wrong (or a bad time) in the runs or usage filters: the 404's message
+    under the filters, which keep what was typed to be corrected (the whole page was replaced
+    by the message, the filters gone with it)."""
+    account = seeded["account"]
+    for route, form in (
+        ("/runs?customer=acme-crop", "#filters"),
+        ("/usage?range=24h&customer=acme-crop", "#usage-filters"),
+    ):
+        sign_in(browser, account, route)
+        error = wait_for(browser, "#filter-error")[0]
+        assert "acme-crop" in error.text
+        field = browser.find_element(By.CSS_SELECTOR, f"{form} input[name=customer]")
+        assert field.get_attribute("value") == "acme-crop"
+        field.clear()
+        field.send_keys("acme-corp")
+        browser.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]").click()
+        WebDriverWait(browser, 10).until(lambda d: not d.find_elements(By.ID, "filter-error"))
+    wait_for(browser, "svg.chart[data-meter='llm_tokens']")
+    sign_in(browser, account, "/runs?customer=acme-crop")
+    wait_for(browser, "#filter-error")
+    browser.find_element(By.CSS_SELECTOR, "#filters input[name=customer]").clear()
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait_for(browser, "#runs-table tbody tr[data-run]")

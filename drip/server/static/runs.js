@@ -1,5 +1,5 @@
 // The runs list: filters in the URL (so a view can be shared), cursor paging.
-import { listRuns } from "./api.js";
+import { ApiError, listRuns } from "./api.js";
 import { durationOf, go, h, ms, pill, when } from "./format.js";
 
 const PAGE = 25;
@@ -47,6 +47,11 @@ export function filterBar(query, onApply, fields) {
   return bar;
 }
 
+/** An answer that refuses what the filters ask (404 unknown customer, 422 bad value). */
+export const refusedFilter = (e) => e instanceof ApiError && [400, 404, 422].includes(e.status);
+
+export const filterError = (e) => h("p", { class: "run-error", id: "filter-error" }, e.message);
+
 export function runsTable(runs, { showCustomer = true } = {}) {
   const head = ["Run", "Workflow", showCustomer && "Customer", "Status", "Started", "Duration",
     "Events"].filter(Boolean);
@@ -73,7 +78,16 @@ export async function runsView(view, query) {
   // the cursor trail lives in the URL too, so Back works and a page can be reloaded
   const trail = (query.get("trail") || "").split(",").filter(Boolean);
   const cursor = trail.length ? trail[trail.length - 1] : "";
-  const page = await listRuns(filters, cursor, PAGE);
+  // a filter the server refuses (an unknown customer, a bad time) is said under the filters,
+  // which stay to be corrected: the whole page was replaced by the message
+  let page = { runs: [], next: null };
+  let refused = null;
+  try {
+    page = await listRuns(filters, cursor, PAGE);
+  } catch (e) {
+    if (!refusedFilter(e)) throw e;
+    refused = e;
+  }
   const pageNo = trail.length + 1;
   const nav = (t) => go("runs", { ...filters, trail: t.join(",") });
   view.replaceChildren(
@@ -81,7 +95,7 @@ export async function runsView(view, query) {
       h("span", { class: "muted" }, "newest first")),
     h("div", { class: "card" },
       filterBar(query, (f) => go("runs", f), ["customer", "workflow", "status", "since", "until"]),
-      runsTable(page.runs),
+      refused ? filterError(refused) : runsTable(page.runs),
       h("div", { class: "pager" },
         h("button", { class: "ghost", id: "newer", type: "button", disabled: pageNo === 1,
           onclick: () => nav(trail.slice(0, -1)) }, "← Newer"),

@@ -2,6 +2,7 @@
 // units), for all customers or one, and a per-customer table for the same period.
 import { usageRows } from "./api.js";
 import { compact, go, h, num, s } from "./format.js";
+import { filterError, refusedFilter } from "./runs.js";
 
 const RANGES = { "24h": [24 * 3600e3, "hour"], "7d": [7 * 86400e3, "day"],
   "30d": [30 * 86400e3, "day"], "90d": [90 * 86400e3, "day"] };
@@ -125,8 +126,15 @@ export function periodControls(query, onChange, withCustomer) {
 export async function usageView(view, query) {
   const customer = query.get("customer") || "";
   const p = period(query);
-  const [charts, table] = await Promise.all([meterCharts(query, customer),
-    customer ? null : customerTable(query)]);
+  let [charts, table] = [null, null];
+  try {
+    [charts, table] = await Promise.all([meterCharts(query, customer),
+      customer ? null : customerTable(query)]);
+  } catch (e) {
+    // an unknown customer: said under the filters, which stay to be corrected
+    if (!refusedFilter(e)) throw e;
+    charts = filterError(e);
+  }
   view.replaceChildren(
     h("div", { class: "page-head" }, h("h1", {}, "Usage"), h("span", { class: "muted" },
       `${new Date(p.since).toISOString().slice(0, 16).replace("T", " ")} → ` +
