@@ -212,3 +212,27 @@ def test_a_table_reader_that_leaves_early_ends_141_like_json(account: Any) -> No
         proc.stderr.close()
         assert proc.wait(timeout=60) == 141, (command, err)
         assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_by_workflow_names_each_workflow_beside_its_id(
+    client: drip.Drip, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--by workflow`` gave ``wf_…`` ids alone; each row now has the workflow's slug too
+    (what ``drip.run(workflow=...)`` and ``drip runs --workflow`` take)."""
+    for workflow, quantity in (("nightly-report", 3), ("support-bot", 5)):
+        with client.run(workflow, external_customer_id="wf-user") as run:
+            run.event("tokens", quantity)
+    assert client.flush(timeout=20).failed == 0
+    assert main(["usage", "--customer", "wf-user", "--by", "workflow", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["workflow"]: r["quantity"] for r in rows} == {
+        "nightly-report": "3",
+        "support-bot": "5",
+    }
+    assert all(r["workflowId"].startswith("wf_") for r in rows)
+    assert main(["usage", "--customer", "wf-user", "--by", "workflow,meter", "--csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(table[0])[:3] == ["workflowId", "workflow", "meter"]
+    assert main(["usage", "--customer", "wf-user", "--by", "workflow"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "support-bot" in x)
+    assert "wf_" in line and " 5 " in f"{line} "
