@@ -78,7 +78,10 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
                         ),
                     )
                     continue
-                yield reader.line_num, {k: v for k, v in row.items() if k and v not in ("", None)}
+                # `a, b, c` as people type it: spaces around names and values are layout, not
+                # data (` api` was a meter of its own, and ` meter` left every row without one)
+                clean = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                yield reader.line_num, {k: v for k, v in clean.items() if k and v}
     else:
         raise CommandError(f"{path}: expected a .csv or .jsonl file")
 

@@ -180,3 +180,20 @@ def test_an_interrupted_import_says_what_is_stored_and_that_a_rerun_is_safe(
     assert main(["import", str(path), "--batch-size", "10"]) == 0
     assert "20 imported, 10 duplicate" in capsys.readouterr().out
     assert env.get_usage_summary(customer_id="ctrl-c").total("api") == 30
+
+
+def test_spaces_around_csv_names_and_values_are_layout_not_data(
+    env: drip.Drip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`external_customer_id, meter, quantity` (spaces after the commas) rejected every row
+    as "meter is missing"; ` api` under a plain header was a meter apart from `api`."""
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text(
+        "external_customer_id, meter, quantity, timestamp\n"
+        "space-user, api, 2, 2026-11-01T10:00:00Z\n"
+        "space-user , api ,3 ,2026-11-01T11:00:00Z\n"
+    )
+    assert main(["import", str(spaced)]) == 0
+    assert "2 imported, 0 duplicate (already stored), 0 rejected" in capsys.readouterr().out
+    summary = env.get_usage_summary(customer_id="space-user")
+    assert {m.meter: m.quantity for m in summary.meters} == {"api": 5}
