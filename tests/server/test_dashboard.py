@@ -441,3 +441,32 @@ def test_a_refused_filter_is_said_under_filters_that_stay(
     browser.find_element(By.CSS_SELECTOR, "#filters input[name=customer]").clear()
     browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
     wait_for(browser, "#runs-table tbody tr[data-run]")
+
+
+def test_a_waterfall_of_big_child_runs_stays_within_one_budget(
+    browser: Any, live_server: Any
+) -> None:
+    """Three child runs of 6,000 events each: the waterfall draws 10,000 events in all (it
+    read every child's timeline whole, 18,000 rows and more without bound) and says which
+    runs it cut."""
+    import uuid
+
+    name = f"kids-{uuid.uuid4().hex[:8]}"
+    account = type("A", (), {})()
+    account.base_url = live_server.url
+    account.secret_key = live_server.create_key(name)
+    with Drip(api_key=account.secret_key, base_url=f"{live_server.url}/v1") as client:
+        with client.run("parent", external_customer_id="kids") as run:
+            for i in range(3):
+                with client.run(f"part-{i}") as part:
+                    for j in range(6_000):
+                        part.event("row.done", 1, metadata={"j": j})
+        assert client.flush(timeout=60).failed == 0
+    sign_in(browser, account, f"/runs/{run.id}")
+    notice = wait_for(browser, "#waterfall-cut", timeout=60)[0]
+    rows = browser.execute_script(
+        "return document.querySelectorAll('#waterfall .wf-row[data-kind=event]').length"
+    )
+    assert rows == 10_000
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row.is-run")) == 3
+    assert "of 6,000 events" in notice.text

@@ -3,30 +3,39 @@
 import { api, listRuns } from "./api.js";
 import { customerLabel, h, ms, num, pill, t, when } from "./format.js";
 
-// the most events one run's waterfall draws (10,000 rows render in a few seconds); past it the
-// page says how many it left out, never a silently shorter run
+// the most events one waterfall draws, its run's and its child runs' together (10,000 rows
+// render in a few seconds); past it the page says how many it left out, never a silently
+// shorter run
 export const MAX_EVENTS = 10000;
 const PAGE_EVENTS = 5000;
 
-async function timelineOf(runId) {
-  // the timeline is paged: follow its cursor (one page of 5,000 showed half of a big run)
+async function timelineOf(runId, budget) {
+  // the timeline is paged: follow its cursor (one page of 5,000 showed half of a big run),
+  // while the waterfall's budget lasts (300 child runs of 10,000 events each would not draw)
   const path = `/runs/${encodeURIComponent(runId)}/timeline`;
-  const first = await api(path, { limit: PAGE_EVENTS });
-  let events = first.events || [];
-  let next = first.hasMore ? first.nextCursor : null;
-  while (next && events.length < MAX_EVENTS) {
-    const limit = Math.min(PAGE_EVENTS, MAX_EVENTS - events.length);
-    const page = await api(path, { limit, cursor: next });
-    events = events.concat(page.events || []);
-    next = page.hasMore ? page.nextCursor : null;
-  }
-  return { ...first, events, truncated: Boolean(next) };
+  let first = null;
+  let events = [];
+  let cursor = null;
+  let more = false;
+  do {
+    const want = Math.min(PAGE_EVENTS, budget.left);
+    budget.left -= want;
+    const page = await api(path, { limit: Math.max(want, 1), cursor });
+    first = first || page;
+    const all = page.events || [];
+    const kept = all.slice(0, want);
+    budget.left += want - kept.length;
+    events = events.concat(kept);
+    more = Boolean(page.hasMore) || all.length > kept.length;
+    cursor = page.nextCursor;
+  } while (more && cursor && budget.left > 0);
+  return { ...first, events, truncated: more };
 }
 
 // the most child runs drawn inline under one run (each is one more timeline to read)
 export const MAX_CHILD_RUNS = 300;
 
-async function childRuns(runId, depth, parent) {
+async function childRuns(runId, depth, parent, budget) {
   if (depth > 4) return [];  // runs nested deeper than this open on their own page
   // every page of them (the first 100 only, without a word, was all a big fan-out showed)
   let kids = [];
@@ -39,11 +48,15 @@ async function childRuns(runId, depth, parent) {
     cursor = page.next;
   } while (cursor && kids.length < MAX_CHILD_RUNS && ++pages < 20);
   if (cursor || kids.length > MAX_CHILD_RUNS) parent.moreChildRuns = true;
-  kids = kids.slice(0, MAX_CHILD_RUNS);  // the newest (pages are newest first)
-  return Promise.all(kids.map(async (r) => {
-    const tl = await timelineOf(r.id);
-    return { timeline: tl, children: await childRuns(r.id, depth + 1, tl) };
-  }));
+  // the newest (pages are newest first), read oldest first, as drawn: one after the other,
+  // so the event budget goes to the runs in order (read all at once, two took it all)
+  kids = kids.slice(0, MAX_CHILD_RUNS).reverse();
+  const out = [];
+  for (const r of kids) {
+    const tl = await timelineOf(r.id, budget);
+    out.push({ timeline: tl, children: await childRuns(r.id, depth + 1, tl, budget) });
+  }
+  return out;
 }
 
 /** Rows in display order: {kind, depth, start, end, item, last[]} for events and child runs. */
@@ -161,7 +174,8 @@ function cut(tree) {
   };
   walk(tree);
   if (!runs.length) return null;
-  return h("p", { class: "notice", id: "waterfall-cut" }, runs.map((tl) => {
+  const rest = runs.length > 3 ? `And ${num(runs.length - 3)} more runs cut the same way.` : "";
+  return h("p", { class: "notice", id: "waterfall-cut" }, runs.slice(0, 3).map((tl) => {
     const total = tl.summary?.totalEvents;
     const of = total != null ? ` of ${num(total)}` : "";
     const events = tl.truncated ? `showing the first ${num(tl.events.length)}${of} events ` +
@@ -169,17 +183,20 @@ function cut(tree) {
     const kids = tl.moreChildRuns ? `showing the newest ${num(MAX_CHILD_RUNS)} of its child ` +
       "runs (the runs list shows them all)" : "";
     return `${tl.runId}: ${[events, kids].filter(Boolean).join("; ")}. `;
-  }));
+  }), rest);
 }
 
 export async function runView(view, runId) {
-  const root = await timelineOf(runId);
-  const tree = { timeline: root, children: await childRuns(runId, 0, root) };
+  const budget = { left: MAX_EVENTS };
+  const root = await timelineOf(runId, budget);
+  const tree = { timeline: root, children: await childRuns(runId, 0, root, budget) };
   const rows = rowsOf(tree, 0, [], []);
   const starts = [t(root.startedAt), ...rows.map((r) => r.start)].filter(Number.isFinite);
   const ends = [t(root.endedAt), ...rows.map((r) => r.end ?? r.start)].filter(Number.isFinite);
   if (root.status === "RUNNING") ends.push(Date.now());
-  const t0 = Math.min(...starts), t1 = Math.max(...ends);
+  // a loop, not Math.min(...starts): spreading 100,000s of values overflows the stack
+  const t0 = starts.reduce((a, b) => Math.min(a, b), Infinity);
+  const t1 = ends.reduce((a, b) => Math.max(a, b), -Infinity);
   const s = root.summary || {};
   view.replaceChildren(
     h("div", { class: "page-head" },
