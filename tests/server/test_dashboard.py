@@ -470,3 +470,21 @@ def test_a_waterfall_of_big_child_runs_stays_within_one_budget(
     assert rows == 10_000
     assert len(browser.find_elements(By.CSS_SELECTOR, "#waterfall .wf-row.is-run")) == 3
     assert "of 6,000 events" in notice.text
+
+
+def test_customers_pages_end_where_the_customers_do(browser: Any, live_server: Any) -> None:
+    """Exactly 50 customers, one page: no Next button leading to an empty page."""
+    import uuid
+
+    name = f"fifty-{uuid.uuid4().hex[:8]}"
+    account = type("A", (), {})()
+    account.base_url = live_server.url
+    account.secret_key = live_server.create_key(name)
+    with Drip(api_key=account.secret_key, base_url=f"{live_server.url}/v1") as client:
+        for i in range(50):
+            client.create_customer(external_customer_id=f"fifty-{i}")
+    sign_in(browser, account, "/customers")
+    WebDriverWait(browser, 10).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#customers-table tbody tr")) == 50
+    )
+    assert browser.find_element(By.ID, "customers-next").get_attribute("disabled") is not None

@@ -22,7 +22,9 @@ export async function customersView(view, query) {
     h("div", { class: "pager" },
       h("button", { class: "ghost", type: "button", disabled: offset === 0,
         onclick: () => go("customers", { offset: String(Math.max(0, offset - 50)) }) }, "← Previous"),
-      h("button", { class: "ghost", type: "button", disabled: rows.length < 50,
+      // the server says whether more follow (50 customers exactly left a Next to an empty page)
+      h("button", { class: "ghost", type: "button", id: "customers-next",
+        disabled: page.hasMore === undefined ? rows.length < 50 : !page.hasMore,
         onclick: () => go("customers", { offset: String(offset + 50) }) }, "Next →"))));
 }
 
