@@ -333,7 +333,11 @@ class Delivery:
         # so does the batch the sender is settling when this runs on it (``on_error``)
         on_sender = len(self._threads) > 1 and self._threads[1] is threading.current_thread()
         busy = self.in_request or on_sender
+        unanswered = 0
         with self.cond:
+            if self.in_request and not on_sender and self.outbox:
+                first = self.outbox[0]
+                unanswered = first.count if first.file is None else 0
             kept = deque(
                 b for n, b in enumerate(self.outbox) if b.file is not None or (busy and n == 0)
             )
@@ -350,6 +354,19 @@ class Delivery:
         if lost:
             self.reporter.failure(
                 "UNDELIVERED", lost, f"the shutdown timeout ({timeout:g} s) passed"
+            )
+        if unanswered:
+            # pending, not failed (the answer may yet come), but at exit it dies with the
+            # process: said once, never lost silently
+            self.reporter.problem(
+                DripDeliveryError(
+                    f"{unanswered} drip records were in a request the server had not answered "
+                    f"when the shutdown timeout ({timeout:g} s) passed: they may not have been "
+                    "delivered",
+                    code="UNANSWERED",
+                    count=unanswered,
+                ),
+                logging.ERROR,
             )
         if report.spooled and self.key_refused and self.spool is not None:
             logger.error(

@@ -120,3 +120,31 @@ def test_a_flush_given_no_time_returns_at_once_and_loses_nothing(
         report = client.shutdown(30)
         assert report.failed == report.pending == 0
         assert kit.stored(client, customer, "timeouts") == (10, 0)
+
+
+def test_a_request_the_server_never_answers_at_shutdown_is_reported() -> None:
+    """A server that accepts the connection and never answers: at the shutdown deadline the
+    batch in flight stays pending (it may still land), but it is said, not lost silently at
+    exit (before, shutdown logged nothing and called no ``on_error``)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    errors: list[BaseException] = []
+    client = Drip("sk_test_silent0000", url, on_error=errors.append, flush_interval=0.05)
+    try:
+        with client.run("unanswered", customer_id="cus_1"):
+            for _ in range(10):
+                client.metered("m")(lambda: None)()
+        deadline = time.monotonic() + 10
+        while not client._recorder.delivery.in_request and time.monotonic() < deadline:
+            time.sleep(0.01)
+        report = client.shutdown(0.5)
+    finally:
+        listener.close()
+    assert (report.sent, report.failed, report.pending) == (0, 0, 12)
+    unanswered = [e for e in errors if getattr(e, "code", None) == "UNANSWERED"]
+    assert len(unanswered) == 1 and getattr(unanswered[0], "count", None) == 12
+    assert "may not have been delivered" in str(unanswered[0])
