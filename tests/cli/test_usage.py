@@ -85,28 +85,36 @@ def test_a_reader_that_leaves_early_gets_no_traceback(account: Any) -> None:
     """``drip usage --json | head -1``: the reader closes the pipe before the rows are
     written; the command ends quietly with 141 (128 + SIGPIPE), as shell tools do."""
     import os
-    import subprocess
-    import sys
 
     with drip.Drip(api_key=account.secret_key, base_url=account.base_url) as client:
         for i in range(300):
             client.track_usage(external_customer_id=f"pipe-{i}", meter="m", quantity=1)
     env = {**os.environ, "DRIP_API_KEY": account.secret_key, "DRIP_BASE_URL": account.base_url}
     for fmt in ("--json", "--csv"):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "drip", "usage", "--by", "customer,meter", fmt],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        # the reader leaves before the rows come: reading a line first raced the writer, whose
-        # whole output can fit the pipe's buffer (then nothing breaks and the exit is 0)
-        proc.stdout.close()
-        err = proc.stderr.read().decode()
-        proc.stderr.close()
-        assert proc.wait(timeout=60) == 141, err
+        status, err = _left_early(["usage", "--by", "customer,meter", fmt], env)
+        assert status == 141, err
         assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def _left_early(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``drip COMMAND`` whose reader closes the pipe before any row comes: its exit status
+    and what it wrote to stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drip", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    # the reader leaves before the rows come: reading a line first raced the writer, whose
+    # whole output can fit the pipe's buffer (then nothing breaks and the exit is 0)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return proc.wait(timeout=60), err
 
 
 def test_by_customer_names_the_customers_without_listing_them(
@@ -195,22 +203,11 @@ def test_a_table_reader_that_leaves_early_ends_141_like_json(account: Any) -> No
     """``drip runs | head`` and ``drip usage | head`` (tables): rich's broken-pipe answer was
     exit status 1, an error to ``set -o pipefail`` scripts; now 141 as with ``--json``."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "DRIP_API_KEY": account.secret_key, "DRIP_BASE_URL": account.base_url}
     for command in (["runs"], ["usage", "--by", "customer,meter"]):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "drip", *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        err = proc.stderr.read().decode()
-        proc.stderr.close()
-        assert proc.wait(timeout=60) == 141, (command, err)
+        status, err = _left_early(command, env)
+        assert status == 141, (command, err)
         assert "Traceback" not in err and "Exception ignored" not in err
 
 
